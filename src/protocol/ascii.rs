@@ -1,0 +1,605 @@
+//! memcached's classic text protocol: parser and encoder.
+//!
+//! Byte-for-byte memcached 1.6: the same token-count rules (a wrong count is
+//! `ERROR`), the same `CLIENT_ERROR` texts, the same swallowing of a data
+//! block that cannot be stored. Meta commands share the framing and are
+//! handed to [`super::meta`].
+
+use super::{
+    parse_i64, parse_u32, parse_u64, put_stat_value, put_u64, Command, Ctx, ErrorKind, Keys,
+    Limits, Parsed, Request, Response, StoreMode, MAX_KEY_LEN,
+};
+
+/// A line with no newline within this many bytes is not a command (memcached
+/// closes the connection), unless it is a multi-get.
+pub const MAX_LINE: usize = 2048;
+/// Upper bound on a multi-get line (memcached's is unbounded; ours bounds memory).
+pub const MAX_GET_LINE: usize = 1 << 20;
+
+/// Split a command line into space-separated tokens (empty tokens skipped,
+/// as memcached's tokenizer does).
+struct Tokens<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|&b| b != b' ')?;
+        let r = &self.rest[start..];
+        let end = r.iter().position(|&b| b == b' ').unwrap_or(r.len());
+        self.rest = &r[end..];
+        Some(&r[..end])
+    }
+}
+
+fn tokens(line: &[u8]) -> Tokens<'_> {
+    Tokens { rest: line }
+}
+
+/// Outcome for a line that is too long to be a command: close the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineError {
+    TooLong,
+}
+
+/// Find the end of the first line. `Err` when no newline is in sight and the
+/// buffer is too long for one (memcached closes such connections).
+pub fn find_line(buf: &[u8]) -> Result<Option<usize>, LineError> {
+    match memchr::memchr(b'\n', buf) {
+        Some(i) => Ok(Some(i)),
+        None => {
+            if buf.len() > MAX_LINE {
+                let lead = buf.iter().take_while(|&&b| b == b' ').count();
+                let p = &buf[lead..];
+                let is_get = p.starts_with(b"get ") || p.starts_with(b"gets ");
+                if lead > 100 || !is_get || buf.len() > MAX_GET_LINE {
+                    return Err(LineError::TooLong);
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Parse one request from the front of `buf` (which must not be empty).
+pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
+    let nl = match find_line(buf) {
+        Ok(Some(i)) => i,
+        Ok(None) => return Parsed::Incomplete { need: None },
+        Err(LineError::TooLong) => {
+            return Parsed::Done(
+                Request::new(Command::Error(ErrorKind::LineTooLong)),
+                buf.len(),
+            );
+        }
+    };
+    let mut line = &buf[..nl];
+    if line.last() == Some(&b'\r') {
+        line = &line[..line.len() - 1];
+    }
+    let consumed = nl + 1;
+    let mut toks = tokens(line);
+    let Some(cmd) = toks.next() else {
+        return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
+    };
+    let rest_at = cmd.as_ptr() as usize - line.as_ptr() as usize + cmd.len();
+    let rest = &line[rest_at..];
+    match cmd {
+        b"get" => retrieval(rest, false, false, consumed),
+        b"gets" => retrieval(rest, true, false, consumed),
+        b"gat" => retrieval(rest, false, true, consumed),
+        b"gats" => retrieval(rest, true, true, consumed),
+        b"set" => storage(StoreMode::Set, rest, buf, consumed, limits),
+        b"add" => storage(StoreMode::Add, rest, buf, consumed, limits),
+        b"replace" => storage(StoreMode::Replace, rest, buf, consumed, limits),
+        b"append" => storage(StoreMode::Append, rest, buf, consumed, limits),
+        b"prepend" => storage(StoreMode::Prepend, rest, buf, consumed, limits),
+        b"cas" => storage(StoreMode::Cas, rest, buf, consumed, limits),
+        b"delete" => delete(rest, consumed),
+        b"incr" => arith(true, rest, consumed),
+        b"decr" => arith(false, rest, consumed),
+        b"touch" => touch(rest, consumed),
+        b"flush_all" => flush_all(rest, consumed),
+        b"version" => done(Command::Version, consumed, false),
+        b"quit" => done(Command::Quit, consumed, false),
+        b"verbosity" => {
+            // memcached: `verbosity <level> [noreply]`, otherwise ERROR.
+            let t: Vec3 = collect3(rest);
+            match t.n {
+                1 | 2 => {
+                    let noreply = t.n == 2 && t.v[1] == b"noreply";
+                    done(Command::Verbosity, consumed, noreply)
+                }
+                _ => done(Command::Error(ErrorKind::UnknownCommand), consumed, false),
+            }
+        }
+        b"stats" => {
+            let mut t = tokens(rest);
+            let group = t.next().unwrap_or(b"");
+            let arg = t.rest;
+            done(Command::Stats { group, arg }, consumed, false)
+        }
+        b"slabs" => done(Command::Slabs { args: rest }, consumed, false),
+        b"mn" => done(Command::Noop, consumed, false),
+        b"mg" | b"ms" | b"md" | b"ma" | b"me" => {
+            super::meta::parse(cmd, rest, buf, consumed, limits)
+        }
+        _ => done(Command::Error(ErrorKind::UnknownCommand), consumed, false),
+    }
+}
+
+/// Up to three tokens and a count (4 = more than three).
+struct Vec3<'a> {
+    v: [&'a [u8]; 3],
+    n: usize,
+}
+
+fn collect3(rest: &[u8]) -> Vec3<'_> {
+    let mut v: [&[u8]; 3] = [b""; 3];
+    let mut n = 0;
+    for t in tokens(rest) {
+        if n < 3 {
+            v[n] = t;
+        }
+        n += 1;
+        if n > 3 {
+            break;
+        }
+    }
+    Vec3 { v, n }
+}
+
+fn done(cmd: Command<'_>, consumed: usize, noreply: bool) -> Parsed<'_> {
+    Parsed::Done(
+        Request {
+            cmd,
+            ctx: Ctx {
+                noreply,
+                ..Ctx::default()
+            },
+        },
+        consumed,
+    )
+}
+
+fn retrieval(rest: &[u8], with_cas: bool, gat: bool, consumed: usize) -> Parsed<'_> {
+    let mut rest = rest;
+    let mut touch = None;
+    if gat {
+        let mut t = tokens(rest);
+        let Some(exp) = t.next() else {
+            return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
+        };
+        let Some(exp) = parse_i64(exp).filter(|e| i32::try_from(*e).is_ok()) else {
+            return done(Command::Error(ErrorKind::InvalidExptime), consumed, false);
+        };
+        touch = Some(exp);
+        rest = t.rest;
+    }
+    let mut any = false;
+    for k in tokens(rest) {
+        any = true;
+        if k.len() > MAX_KEY_LEN {
+            return done(Command::Error(ErrorKind::BadFormat), consumed, false);
+        }
+    }
+    if !any {
+        return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
+    }
+    done(
+        Command::Get {
+            keys: Keys::Spaced(rest),
+            with_cas,
+            touch,
+        },
+        consumed,
+        false,
+    )
+}
+
+fn storage<'a>(
+    mode: StoreMode,
+    rest: &'a [u8],
+    buf: &'a [u8],
+    consumed: usize,
+    limits: &Limits,
+) -> Parsed<'a> {
+    let mut v: [&[u8]; 6] = [b""; 6];
+    let mut n = 0;
+    for t in tokens(rest) {
+        if n < 6 {
+            v[n] = t;
+        }
+        n += 1;
+    }
+    let want = if mode == StoreMode::Cas { 5 } else { 4 };
+    if n != want && n != want + 1 {
+        return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
+    }
+    let noreply = n == want + 1 && v[want] == b"noreply";
+    let err = |e| done(Command::Error(e), consumed, noreply);
+    let key = v[0];
+    if key.len() > MAX_KEY_LEN {
+        return err(ErrorKind::BadFormat);
+    }
+    let flags = parse_u32(v[1]);
+    let exptime = parse_i64(v[2]).filter(|e| i32::try_from(*e).is_ok());
+    let len = parse_i64(v[3]).filter(|e| i32::try_from(*e).is_ok());
+    let (Some(flags), Some(exptime), Some(len)) = (flags, exptime, len) else {
+        return err(ErrorKind::BadFormat);
+    };
+    let cas = if mode == StoreMode::Cas {
+        match parse_u64(v[4]) {
+            Some(c) => c,
+            None => return err(ErrorKind::BadFormat),
+        }
+    } else {
+        0
+    };
+    if len < 0 {
+        return err(ErrorKind::BadFormat);
+    }
+    let len = len as usize;
+    if len > limits.max_item_size {
+        // memcached swallows the data block (+CRLF) so the stream stays in sync.
+        return Parsed::Done(
+            Request {
+                cmd: Command::Swallow {
+                    error: ErrorKind::TooLarge,
+                    skip: len + 2,
+                    unlink: (mode == StoreMode::Set).then_some(key),
+                },
+                ctx: Ctx {
+                    noreply,
+                    ..Ctx::default()
+                },
+            },
+            consumed,
+        );
+    }
+    let total = consumed + len + 2;
+    if buf.len() < total {
+        return Parsed::Incomplete { need: Some(total) };
+    }
+    if &buf[consumed + len..total] != b"\r\n" {
+        return Parsed::Done(
+            Request {
+                cmd: Command::Error(ErrorKind::BadDataChunk),
+                ctx: Ctx {
+                    noreply,
+                    ..Ctx::default()
+                },
+            },
+            total,
+        );
+    }
+    let data = &buf[consumed..consumed + len];
+    Parsed::Done(
+        Request {
+            cmd: Command::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                data,
+                cas,
+            },
+            ctx: Ctx {
+                noreply,
+                ..Ctx::default()
+            },
+        },
+        total,
+    )
+}
+
+fn delete(rest: &[u8], consumed: usize) -> Parsed<'_> {
+    let t = collect3(rest);
+    if t.n == 0 || t.n > 3 {
+        return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
+    }
+    let noreply = t.v[t.n - 1] == b"noreply";
+    let key = t.v[0];
+    // Allowed: `delete k`, `delete k noreply`, `delete k 0`, `delete k 0 noreply`.
+    let extra = t.n - 1 - noreply as usize;
+    let legacy_ok = extra == 0 || (extra == 1 && t.v[1] == b"0");
+    if !legacy_ok {
+        return done(Command::Error(ErrorKind::DeleteUsage), consumed, noreply);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return done(Command::Error(ErrorKind::BadFormat), consumed, noreply);
+    }
+    done(Command::Delete { key, cas: 0 }, consumed, noreply)
+}
+
+fn arith(incr: bool, rest: &[u8], consumed: usize) -> Parsed<'_> {
+    let t = collect3(rest);
+    if t.n != 2 && t.n != 3 {
+        return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
+    }
+    let noreply = t.n == 3 && t.v[2] == b"noreply";
+    let key = t.v[0];
+    if key.len() > MAX_KEY_LEN {
+        return done(Command::Error(ErrorKind::BadFormat), consumed, noreply);
+    }
+    let Some(delta) = parse_u64(t.v[1]) else {
+        return done(Command::Error(ErrorKind::InvalidDelta), consumed, noreply);
+    };
+    done(
+        Command::Arith {
+            key,
+            incr,
+            delta,
+            initial: None,
+            cas: 0,
+        },
+        consumed,
+        noreply,
+    )
+}
+
+fn touch(rest: &[u8], consumed: usize) -> Parsed<'_> {
+    let t = collect3(rest);
+    if t.n != 2 && t.n != 3 {
+        return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
+    }
+    let noreply = t.n == 3 && t.v[2] == b"noreply";
+    let key = t.v[0];
+    if key.len() > MAX_KEY_LEN {
+        return done(Command::Error(ErrorKind::BadFormat), consumed, noreply);
+    }
+    let Some(exptime) = parse_i64(t.v[1]).filter(|e| i32::try_from(*e).is_ok()) else {
+        return done(Command::Error(ErrorKind::InvalidExptime), consumed, noreply);
+    };
+    done(Command::Touch { key, exptime }, consumed, noreply)
+}
+
+fn flush_all(rest: &[u8], consumed: usize) -> Parsed<'_> {
+    let t = collect3(rest);
+    if t.n > 2 {
+        return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
+    }
+    let noreply = t.n > 0 && t.v[t.n - 1] == b"noreply";
+    let args = t.n - noreply as usize;
+    let delay = if args == 1 {
+        match parse_i64(t.v[0]).filter(|e| i32::try_from(*e).is_ok()) {
+            Some(d) => d,
+            None => return done(Command::Error(ErrorKind::BadFormat), consumed, noreply),
+        }
+    } else {
+        0
+    };
+    done(Command::FlushAll { delay }, consumed, noreply)
+}
+
+/// The text of an error reply, without CRLF.
+pub fn error_text(e: ErrorKind) -> &'static [u8] {
+    match e {
+        ErrorKind::UnknownCommand => b"ERROR",
+        ErrorKind::BadFormat | ErrorKind::InvalidArguments => {
+            b"CLIENT_ERROR bad command line format"
+        }
+        ErrorKind::BadDataChunk => b"CLIENT_ERROR bad data chunk",
+        ErrorKind::LineTooLong => b"CLIENT_ERROR line too long",
+        ErrorKind::InvalidExptime => b"CLIENT_ERROR invalid exptime argument",
+        ErrorKind::DeleteUsage => {
+            b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
+        }
+        ErrorKind::InvalidDelta => b"CLIENT_ERROR invalid numeric delta argument",
+        ErrorKind::NonNumeric => b"CLIENT_ERROR cannot increment or decrement non-numeric value",
+        ErrorKind::TooLarge => b"SERVER_ERROR object too large for cache",
+        ErrorKind::OutOfMemory => b"SERVER_ERROR out of memory storing object",
+        ErrorKind::TooManyConnections => b"ERROR Too many open connections",
+        ErrorKind::AuthError => b"CLIENT_ERROR unauthenticated",
+        ErrorKind::Client(s) | ErrorKind::Server(s) => s.as_bytes(),
+    }
+}
+
+/// Append the text-protocol form of `resp`.
+pub fn encode(resp: &Response<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    if ctx.noreply {
+        return;
+    }
+    match *resp {
+        Response::Value {
+            key,
+            flags,
+            cas,
+            data,
+            with_cas,
+        } => {
+            out.extend_from_slice(b"VALUE ");
+            out.extend_from_slice(key);
+            out.push(b' ');
+            put_u64(out, flags as u64);
+            out.push(b' ');
+            put_u64(out, data.len() as u64);
+            if with_cas {
+                out.push(b' ');
+                put_u64(out, cas);
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
+        Response::Miss { .. } => {}
+        Response::End | Response::StatsEnd => out.extend_from_slice(b"END\r\n"),
+        Response::Stored { .. } => out.extend_from_slice(b"STORED\r\n"),
+        Response::NotStored => out.extend_from_slice(b"NOT_STORED\r\n"),
+        Response::Exists => out.extend_from_slice(b"EXISTS\r\n"),
+        Response::NotFound => out.extend_from_slice(b"NOT_FOUND\r\n"),
+        Response::Deleted => out.extend_from_slice(b"DELETED\r\n"),
+        Response::Touched { .. } => out.extend_from_slice(b"TOUCHED\r\n"),
+        Response::Numeric { value, .. } => {
+            put_u64(out, value);
+            out.extend_from_slice(b"\r\n");
+        }
+        Response::Ok => out.extend_from_slice(b"OK\r\n"),
+        Response::Version(v) => {
+            out.extend_from_slice(b"VERSION ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Response::Stat { name, value } => {
+            out.extend_from_slice(b"STAT ");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b' ');
+            put_stat_value(out, value);
+            out.extend_from_slice(b"\r\n");
+        }
+        Response::StatParts {
+            prefix,
+            class,
+            name,
+            value,
+        } => {
+            out.extend_from_slice(b"STAT ");
+            out.extend_from_slice(prefix.as_bytes());
+            put_u64(out, class as u64);
+            out.push(b':');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b' ');
+            put_stat_value(out, value);
+            out.extend_from_slice(b"\r\n");
+        }
+        Response::Noop => out.extend_from_slice(b"MN\r\n"),
+        Response::SaslMechs(_) | Response::AuthOk => {}
+        Response::Error(e) => {
+            out.extend_from_slice(error_text(e));
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Limits = Limits {
+        max_item_size: 1 << 20,
+    };
+
+    fn cmd(buf: &[u8]) -> (Request<'_>, usize) {
+        match parse(buf, &L) {
+            Parsed::Done(r, n) => (r, n),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn get_many() {
+        let (r, n) = cmd(b"get a bb  c\r\nxx");
+        assert_eq!(n, 13);
+        match r.cmd {
+            Command::Get {
+                keys,
+                with_cas,
+                touch,
+            } => {
+                assert!(!with_cas && touch.is_none());
+                assert_eq!(keys.iter().count(), 3);
+            }
+            c => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn set_needs_data() {
+        assert!(matches!(
+            parse(b"set k 0 0 5\r\nab", &L),
+            Parsed::Incomplete { need: Some(20) }
+        ));
+        let (r, n) = cmd(b"set k 1 2 5 noreply\r\nhello\r\n");
+        assert_eq!(n, 28);
+        assert!(r.ctx.noreply);
+        assert!(matches!(
+            r.cmd,
+            Command::Store {
+                data: b"hello",
+                flags: 1,
+                exptime: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn errors() {
+        assert!(matches!(
+            cmd(b"bogus\r\n").0.cmd,
+            Command::Error(ErrorKind::UnknownCommand)
+        ));
+        assert!(matches!(
+            cmd(b"set k 0 0\r\n").0.cmd,
+            Command::Error(ErrorKind::UnknownCommand)
+        ));
+        assert!(matches!(
+            cmd(b"set k x 0 1\r\n").0.cmd,
+            Command::Error(ErrorKind::BadFormat)
+        ));
+        assert!(matches!(
+            cmd(b"set k 0 0 1\r\nab\r\n").0.cmd,
+            Command::Error(ErrorKind::BadDataChunk)
+        ));
+        assert!(matches!(
+            cmd(b"delete k 5\r\n").0.cmd,
+            Command::Error(ErrorKind::DeleteUsage)
+        ));
+        assert!(matches!(
+            cmd(b"delete k 0\r\n").0.cmd,
+            Command::Delete { .. }
+        ));
+        assert!(matches!(
+            cmd(b"incr k x\r\n").0.cmd,
+            Command::Error(ErrorKind::InvalidDelta)
+        ));
+        let big = format!("get {}\r\n", "k".repeat(251));
+        assert!(matches!(
+            cmd(big.as_bytes()).0.cmd,
+            Command::Error(ErrorKind::BadFormat)
+        ));
+        let (r, n) = cmd(b"set k 0 0 2000000\r\n");
+        assert_eq!(n, 19);
+        assert!(matches!(
+            r.cmd,
+            Command::Swallow {
+                skip: 2_000_002,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn long_line_closes_unless_get() {
+        let junk = vec![b'x'; 3000];
+        assert!(matches!(
+            cmd(&junk).0.cmd,
+            Command::Error(ErrorKind::LineTooLong)
+        ));
+        let mut get = b"get ".to_vec();
+        get.extend(std::iter::repeat_n(b'k', 3000));
+        assert!(matches!(parse(&get, &L), Parsed::Incomplete { .. }));
+    }
+
+    #[test]
+    fn encode_value_and_noreply() {
+        let mut out = Vec::new();
+        let r = Response::Value {
+            key: b"k",
+            flags: 3,
+            cas: 9,
+            data: b"hi",
+            with_cas: true,
+        };
+        encode(&r, &Ctx::default(), &mut out);
+        assert_eq!(out, b"VALUE k 3 2 9\r\nhi\r\n");
+        out.clear();
+        let quiet = Ctx {
+            noreply: true,
+            ..Ctx::default()
+        };
+        encode(&Response::Error(ErrorKind::BadFormat), &quiet, &mut out);
+        assert!(out.is_empty());
+    }
+}

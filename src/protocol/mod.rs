@@ -1,0 +1,439 @@
+//! Wire protocols: bytes in → [`Request`], [`Response`] → bytes out.
+//!
+//! Pure code: no I/O, no locks, no clocks. Every parser takes a byte slice
+//! (the connection's read buffer from the current position) and either needs
+//! more bytes, or yields one request borrowing from that slice plus the number
+//! of bytes it consumed. Every encoder appends to the connection's output
+//! buffer. The executor (`server::exec`) sits in between and is protocol
+//! agnostic; what an encoder needs to know about the request that caused a
+//! response (binary opcode and opaque, noreply, meta flags) travels in [`Ctx`].
+
+pub mod ascii;
+pub mod binary;
+pub mod meta;
+
+/// memcached's key length limit (KEY_MAX_LENGTH).
+pub const MAX_KEY_LEN: usize = 250;
+
+/// Which framing a connection speaks. Decided from its first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// Classic text protocol; meta commands arrive on the same connections.
+    Ascii,
+    /// Binary protocol (first byte 0x80).
+    Binary,
+}
+
+impl Proto {
+    /// memcached's rule: a first byte of 0x80 is the binary request magic.
+    pub fn detect(first: u8) -> Proto {
+        if first == binary::REQ_MAGIC {
+            Proto::Binary
+        } else {
+            Proto::Ascii
+        }
+    }
+}
+
+/// Limits the parsers enforce.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `-I`: largest value accepted.
+    pub max_item_size: usize,
+}
+
+/// Outcome of trying to parse one request from the front of a buffer.
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    /// A request and the number of bytes it took.
+    Done(Request<'a>, usize),
+    /// Not enough bytes yet. `need` is the total number of bytes the request
+    /// will take when known (so the reader can make room once).
+    Incomplete { need: Option<usize> },
+}
+
+/// Store command family (ASCII verbs, binary opcodes, meta `ms` modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    /// ASCII `cas`; in binary a Set/Replace... with a non-zero CAS carries the
+    /// compare in [`Command::Store::cas`] with its own mode instead.
+    Cas,
+}
+
+/// The keys of a retrieval command.
+#[derive(Clone, Copy, Debug)]
+pub enum Keys<'a> {
+    /// One key (binary, meta).
+    One(&'a [u8]),
+    /// ASCII: one or more keys separated by spaces, already validated.
+    Spaced(&'a [u8]),
+}
+
+impl<'a> Keys<'a> {
+    /// Iterate over the keys.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> {
+        let (one, spaced) = match *self {
+            Keys::One(k) => (Some(k), &b""[..]),
+            Keys::Spaced(s) => (None, s),
+        };
+        one.into_iter()
+            .chain(spaced.split(|&b| b == b' ').filter(|k| !k.is_empty()))
+    }
+}
+
+/// What a client asked for, independent of the protocol it was asked in.
+#[derive(Debug)]
+pub enum Command<'a> {
+    /// get / gets / gat / gats; binary Get*, GAT*.
+    Get {
+        keys: Keys<'a>,
+        /// `gets`/`gats`: reply with CAS.
+        with_cas: bool,
+        /// gat/gats: new exptime.
+        touch: Option<i64>,
+    },
+    /// set/add/replace/append/prepend/cas.
+    Store {
+        mode: StoreMode,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i64,
+        data: &'a [u8],
+        /// Compare-and-swap value; 0 = none.
+        cas: u64,
+    },
+    Delete {
+        key: &'a [u8],
+        /// Binary delete may carry a CAS to compare; 0 = none.
+        cas: u64,
+    },
+    Arith {
+        key: &'a [u8],
+        incr: bool,
+        delta: u64,
+        /// Binary: create with this value and exptime when missing.
+        initial: Option<(u64, i64)>,
+        /// Binary CAS compare; 0 = none.
+        cas: u64,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i64,
+    },
+    /// flush_all; delay in seconds (0 = now).
+    FlushAll {
+        delay: i64,
+    },
+    Version,
+    Verbosity,
+    Quit,
+    /// Binary noop; meta `mn`.
+    Noop,
+    /// `stats [group]`; empty group = general block.
+    Stats {
+        group: &'a [u8],
+        /// The rest of the line after the group (e.g. `stats detail on`).
+        arg: &'a [u8],
+    },
+    /// `slabs reassign <src> <dst>` / `slabs automove <0|1|2>`.
+    Slabs {
+        args: &'a [u8],
+    },
+    /// Meta commands (mg/ms/md/ma/me), parsed by `protocol::meta`.
+    Meta(meta::MetaCommand<'a>),
+    SaslListMechs,
+    SaslAuth {
+        mech: &'a [u8],
+        data: &'a [u8],
+    },
+    SaslStep {
+        mech: &'a [u8],
+        data: &'a [u8],
+    },
+    /// The request was malformed; answer with this error.
+    Error(ErrorKind),
+    /// The request was malformed, its body must be skipped (`skip` more bytes
+    /// after what was consumed), then answered with this error.
+    /// `unlink`: a failed `set` also removes the old value (memcached does,
+    /// so a stale value never outlives a failed overwrite).
+    Swallow {
+        error: ErrorKind,
+        skip: usize,
+        unlink: Option<&'a [u8]>,
+    },
+}
+
+/// Per-request context the encoders need.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ctx {
+    /// ASCII `noreply` / binary quiet opcode / meta `q`.
+    pub noreply: bool,
+    /// Binary only: the request opcode and opaque.
+    pub opcode: u8,
+    pub opaque: u32,
+    /// Binary GetK/GetKQ/GATK/GATKQ: echo the key.
+    pub with_key: bool,
+    pub binary: bool,
+}
+
+/// A parsed request.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub cmd: Command<'a>,
+    pub ctx: Ctx,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(cmd: Command<'a>) -> Self {
+        Request {
+            cmd,
+            ctx: Ctx::default(),
+        }
+    }
+}
+
+/// Every error reply the server sends, protocol independent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// ASCII `ERROR` (unknown command); binary 0x81.
+    UnknownCommand,
+    /// `CLIENT_ERROR bad command line format`; binary 0x04.
+    BadFormat,
+    /// `CLIENT_ERROR bad data chunk`; binary 0x04.
+    BadDataChunk,
+    /// `CLIENT_ERROR line too long`.
+    LineTooLong,
+    /// `CLIENT_ERROR invalid exptime argument`.
+    InvalidExptime,
+    /// `CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]`
+    DeleteUsage,
+    /// `CLIENT_ERROR invalid numeric delta argument`
+    InvalidDelta,
+    /// `CLIENT_ERROR cannot increment or decrement non-numeric value`; binary 0x06.
+    NonNumeric,
+    /// `SERVER_ERROR object too large for cache`; binary 0x03.
+    TooLarge,
+    /// `SERVER_ERROR out of memory storing object`; binary 0x82.
+    OutOfMemory,
+    /// `ERROR Too many open connections`.
+    TooManyConnections,
+    /// Binary 0x20 (SASL auth failed / required).
+    AuthError,
+    /// Binary 0x04 (invalid arguments: bad extras/key/body lengths).
+    InvalidArguments,
+    /// A free-form client error (meta flag errors and the like).
+    Client(&'static str),
+    /// A free-form server error.
+    Server(&'static str),
+}
+
+/// One value of a `STAT` line.
+#[derive(Clone, Copy, Debug)]
+pub enum StatValue<'a> {
+    U64(u64),
+    I64(i64),
+    /// seconds.micros, as memcached prints rusage.
+    Micros(u64),
+    F64(f64),
+    Str(&'a str),
+    Bool(bool),
+}
+
+/// What the executor answers, protocol independent.
+#[derive(Debug)]
+pub enum Response<'a> {
+    /// A hit. `data` borrows the stored value (encoded while the shard lock is held).
+    Value {
+        key: &'a [u8],
+        flags: u32,
+        cas: u64,
+        data: &'a [u8],
+        with_cas: bool,
+    },
+    /// A miss on one key of a retrieval (ASCII: nothing; binary: Not found).
+    Miss {
+        key: &'a [u8],
+    },
+    /// End of a retrieval (ASCII `END`; binary: nothing).
+    End,
+    Stored {
+        cas: u64,
+    },
+    NotStored,
+    Exists,
+    NotFound,
+    Deleted,
+    Touched {
+        cas: u64,
+    },
+    Numeric {
+        value: u64,
+        cas: u64,
+    },
+    /// `OK` (flush_all, verbosity, slabs ...).
+    Ok,
+    Version(&'a str),
+    /// One `STAT name value` line.
+    Stat {
+        name: &'a str,
+        value: StatValue<'a>,
+    },
+    /// A stat line whose name is built at run time (`items:1:number`).
+    StatParts {
+        prefix: &'a str,
+        class: u32,
+        name: &'a str,
+        value: StatValue<'a>,
+    },
+    /// End of a stats block.
+    StatsEnd,
+    /// Binary noop reply; meta `MN`.
+    Noop,
+    SaslMechs(&'a str),
+    /// SASL success ("Authenticated").
+    AuthOk,
+    Error(ErrorKind),
+}
+
+/// Append the decimal form of `v` without allocating.
+pub fn put_u64(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Append the decimal form of a signed value.
+pub fn put_i64(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    put_u64(out, v.unsigned_abs());
+}
+
+/// Append a stat value as memcached prints it.
+pub fn put_stat_value(out: &mut Vec<u8>, v: StatValue<'_>) {
+    match v {
+        StatValue::U64(n) => put_u64(out, n),
+        StatValue::I64(n) => put_i64(out, n),
+        StatValue::Micros(us) => {
+            put_u64(out, us / 1_000_000);
+            out.push(b'.');
+            let frac = us % 1_000_000;
+            let s = [
+                (frac / 100_000) % 10,
+                (frac / 10_000) % 10,
+                (frac / 1_000) % 10,
+                (frac / 100) % 10,
+                (frac / 10) % 10,
+                frac % 10,
+            ];
+            out.extend(s.iter().map(|d| b'0' + *d as u8));
+        }
+        StatValue::F64(f) => {
+            use std::io::Write;
+            let _ = write!(out, "{:.2}", f);
+        }
+        StatValue::Str(s) => out.extend_from_slice(s.as_bytes()),
+        StatValue::Bool(b) => out.extend_from_slice(if b { b"yes" } else { b"no" }),
+    }
+}
+
+/// memcached's key rule for text protocols: 1..=250 bytes, no spaces or
+/// control characters (the tokenizer splits on space; we also refuse
+/// control bytes so keys always round-trip through the text protocol).
+pub fn valid_text_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|&b| b > b' ' && b != 0x7f)
+}
+
+/// Parse an unsigned decimal number the way strtoull-based memcached code
+/// accepts it (digits only, no sign, must fit).
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((b - b'0') as u64)?;
+    }
+    Some(v)
+}
+
+/// Parse a signed decimal number (optional leading '-').
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    match s.first() {
+        Some(b'-') => {
+            let v = parse_u64(&s[1..])?;
+            if v > i64::MAX as u64 + 1 {
+                None
+            } else {
+                Some((v as i64).wrapping_neg())
+            }
+        }
+        _ => {
+            let v = parse_u64(s)?;
+            i64::try_from(v).ok()
+        }
+    }
+}
+
+/// Parse a 32-bit unsigned number.
+pub fn parse_u32(s: &[u8]) -> Option<u32> {
+    parse_u64(s).and_then(|v| u32::try_from(v).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        let mut v = Vec::new();
+        put_u64(&mut v, 0);
+        v.push(b' ');
+        put_u64(&mut v, u64::MAX);
+        v.push(b' ');
+        put_i64(&mut v, -42);
+        assert_eq!(v, b"0 18446744073709551615 -42");
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b"1a"), None);
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_i64(b"-1"), Some(-1));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_u32(b"4294967296"), None);
+    }
+
+    #[test]
+    fn micros() {
+        let mut v = Vec::new();
+        put_stat_value(&mut v, StatValue::Micros(3_000_042));
+        assert_eq!(v, b"3.000042");
+    }
+
+    #[test]
+    fn keys_iter() {
+        let k = Keys::Spaced(b"a  bb c");
+        let all: Vec<_> = k.iter().collect();
+        assert_eq!(all, vec![&b"a"[..], b"bb", b"c"]);
+        assert!(valid_text_key(b"x"));
+        assert!(!valid_text_key(&[b'a'; 251]));
+        assert!(!valid_text_key(b"a\x01"));
+    }
+}

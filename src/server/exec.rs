@@ -1,0 +1,261 @@
+//! The executor: one [`Request`] in, responses appended to the connection's
+//! output buffer. Protocol agnostic: the request's [`Ctx`] picks the encoder.
+//!
+//! A table operation locks the key's shard, does its work and encodes the
+//! reply (values are copied straight from the shard into the output buffer)
+//! before the lock is released. Nothing here awaits or allocates per request.
+
+use super::Shared;
+use crate::protocol::{
+    ascii, binary, Command, Ctx, ErrorKind, Request, Response, StatValue, StoreMode,
+};
+use crate::stats::{bump, WorkerStats};
+use crate::store::{ArithResult, DeleteResult, StoreResult};
+use crate::time;
+
+/// What the connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    /// Skip this many more input bytes (a data block being swallowed).
+    Skip(usize),
+    /// Flush the output, then close.
+    Close,
+}
+
+/// Per-connection state the executor reads or changes.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// SASL: has this connection authenticated?
+    pub authenticated: bool,
+}
+
+/// Everything a request may touch.
+pub struct Env<'a> {
+    pub shared: &'a Shared,
+    pub stats: &'a WorkerStats,
+}
+
+/// Encode one response for the request's protocol.
+#[inline]
+pub fn emit(ctx: &Ctx, r: Response<'_>, out: &mut Vec<u8>) {
+    if ctx.binary {
+        binary::encode(&r, ctx, out);
+    } else {
+        ascii::encode(&r, ctx, out);
+    }
+}
+
+/// Execute one request.
+pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut Vec<u8>) -> Next {
+    let ctx = &req.ctx;
+    let st = env.stats;
+    let store = &env.shared.store;
+    match req.cmd {
+        Command::Get {
+            keys,
+            with_cas,
+            touch,
+        } => {
+            let now = time::now();
+            let exp = touch.map(|e| time::exptime_to_rel(e, now));
+            for key in keys.iter() {
+                let (mut shard, h) = store.lock(key);
+                match shard.get(h, key, now, exp) {
+                    Some(it) => {
+                        if exp.is_some() {
+                            bump(&st.cmd_touch, 1);
+                            bump(&st.touch_hits, 1);
+                        } else {
+                            bump(&st.cmd_get, 1);
+                            bump(&st.get_hits, 1);
+                        }
+                        emit(
+                            ctx,
+                            Response::Value {
+                                key: it.key,
+                                flags: it.flags,
+                                cas: it.cas,
+                                data: it.value,
+                                with_cas,
+                            },
+                            out,
+                        );
+                    }
+                    None => {
+                        drop(shard);
+                        if exp.is_some() {
+                            bump(&st.cmd_touch, 1);
+                            bump(&st.touch_misses, 1);
+                        } else {
+                            bump(&st.cmd_get, 1);
+                            bump(&st.get_misses, 1);
+                        }
+                        emit(ctx, Response::Miss { key }, out);
+                    }
+                }
+            }
+            emit(ctx, Response::End, out);
+        }
+        Command::Store {
+            mode,
+            key,
+            flags,
+            exptime,
+            data,
+            cas,
+        } => {
+            bump(&st.cmd_set, 1);
+            let now = time::now();
+            let exp = time::exptime_to_rel(exptime, now);
+            let (mut shard, h) = store.lock(key);
+            let r = shard.store(h, key, mode, flags, exp, data, cas, now);
+            drop(shard);
+            let compare = mode == StoreMode::Cas;
+            let resp = match r {
+                StoreResult::Stored { cas } => {
+                    if compare {
+                        bump(&st.cas_hits, 1);
+                    }
+                    Response::Stored { cas }
+                }
+                StoreResult::NotStored => Response::NotStored,
+                StoreResult::Exists => {
+                    bump(&st.cas_badval, 1);
+                    Response::Exists
+                }
+                StoreResult::NotFound => {
+                    bump(&st.cas_misses, 1);
+                    Response::NotFound
+                }
+                StoreResult::TooLarge => {
+                    bump(&st.store_too_large, 1);
+                    Response::Error(ErrorKind::TooLarge)
+                }
+                StoreResult::OutOfMemory => {
+                    bump(&st.store_no_memory, 1);
+                    Response::Error(ErrorKind::OutOfMemory)
+                }
+            };
+            emit(ctx, resp, out);
+        }
+        Command::Delete { key, cas } => {
+            let now = time::now();
+            let (mut shard, h) = store.lock(key);
+            let r = shard.delete(h, key, cas, now);
+            drop(shard);
+            let resp = match r {
+                DeleteResult::Deleted => {
+                    bump(&st.delete_hits, 1);
+                    Response::Deleted
+                }
+                DeleteResult::NotFound => {
+                    bump(&st.delete_misses, 1);
+                    Response::NotFound
+                }
+                DeleteResult::Exists => Response::Exists,
+            };
+            emit(ctx, resp, out);
+        }
+        Command::Arith {
+            key,
+            incr,
+            delta,
+            initial,
+            cas,
+        } => {
+            let now = time::now();
+            let initial = initial.map(|(v, e)| (v, time::exptime_to_rel(e, now)));
+            let (mut shard, h) = store.lock(key);
+            let r = shard.arith(h, key, incr, delta, initial, cas, now);
+            drop(shard);
+            let (hits, misses) = if incr {
+                (&st.incr_hits, &st.incr_misses)
+            } else {
+                (&st.decr_hits, &st.decr_misses)
+            };
+            let resp = match r {
+                ArithResult::Value { value, cas } => {
+                    bump(hits, 1);
+                    Response::Numeric { value, cas }
+                }
+                ArithResult::NotFound => {
+                    bump(misses, 1);
+                    Response::NotFound
+                }
+                ArithResult::NonNumeric => Response::Error(ErrorKind::NonNumeric),
+                ArithResult::Exists => Response::Exists,
+                ArithResult::OutOfMemory => Response::Error(ErrorKind::OutOfMemory),
+            };
+            emit(ctx, resp, out);
+        }
+        Command::Touch { key, exptime } => {
+            bump(&st.cmd_touch, 1);
+            let now = time::now();
+            let exp = time::exptime_to_rel(exptime, now);
+            let (mut shard, h) = store.lock(key);
+            let r = shard.touch(h, key, exp, now);
+            drop(shard);
+            let resp = match r {
+                Some(cas) => {
+                    bump(&st.touch_hits, 1);
+                    Response::Touched { cas }
+                }
+                None => {
+                    bump(&st.touch_misses, 1);
+                    Response::NotFound
+                }
+            };
+            emit(ctx, resp, out);
+        }
+        Command::FlushAll { delay } => {
+            bump(&st.cmd_flush, 1);
+            let now = time::now();
+            let at = if delay > 0 {
+                time::exptime_to_rel(delay, now)
+            } else {
+                now
+            };
+            store.flush_all(at, now);
+            emit(ctx, Response::Ok, out);
+        }
+        Command::Version => emit(ctx, Response::Version(super::VERSION), out),
+        Command::Verbosity => emit(ctx, Response::Ok, out),
+        Command::Quit => return Next::Close,
+        Command::Noop => emit(ctx, Response::Noop, out),
+        Command::Stats { group, arg } => super::stats_cmd::stats(group, arg, env, ctx, out),
+        Command::Slabs { .. } => emit(ctx, Response::Error(ErrorKind::UnknownCommand), out),
+        Command::Meta(ref m) => return super::meta_exec::execute(m, ctx, env, out),
+        Command::SaslListMechs | Command::SaslAuth { .. } | Command::SaslStep { .. } => {
+            let _ = &conn.authenticated;
+            emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
+        }
+        Command::Error(e) => {
+            emit(ctx, Response::Error(e), out);
+            if e == ErrorKind::LineTooLong {
+                return Next::Close;
+            }
+        }
+        Command::Swallow {
+            error,
+            skip,
+            unlink,
+        } => {
+            if error == ErrorKind::TooLarge {
+                bump(&st.store_too_large, 1);
+            }
+            if let Some(key) = unlink {
+                let (mut shard, h) = store.lock(key);
+                shard.delete(h, key, 0, time::now());
+            }
+            emit(ctx, Response::Error(error), out);
+            return Next::Skip(skip);
+        }
+    }
+    Next::Continue
+}
+
+/// Shorthand for a stat line.
+pub fn stat<'a>(ctx: &Ctx, name: &'a str, value: StatValue<'a>, out: &mut Vec<u8>) {
+    emit(ctx, Response::Stat { name, value }, out);
+}

@@ -1,0 +1,294 @@
+//! The runtime: one monoio event loop per core, each pinned to its core with
+//! its own SO_REUSEPORT listener(s) on the same address and port, so the
+//! kernel spreads connections over cores and a connection lives on the core
+//! that accepted it.
+//!
+//! Shutdown (SIGTERM/SIGINT): a signal thread sets a flag; each loop's ticker
+//! sees it, stops accepting, shuts down the read side of its connections so
+//! idle reads end, lets every connection answer what it has already read,
+//! and the process exits 0.
+
+mod conn;
+pub mod exec;
+mod meta_exec;
+mod stats_cmd;
+
+use crate::config::Config;
+use crate::stats::Stats;
+use crate::store::{Store, StoreConfig};
+use crate::time;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The version string `version` reports: memcached's, so clients that parse
+/// it keep working, tagged with ours.
+pub const VERSION: &str = concat!("1.6.18-corecached-", env!("CARGO_PKG_VERSION"));
+
+/// State shared by all event loops.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub stats: Stats,
+    pub shutdown: AtomicBool,
+}
+
+/// Per-loop state.
+pub(crate) struct Worker {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    /// Open connections' fds, so shutdown can end their idle reads.
+    pub conns: RefCell<HashSet<RawFd>>,
+}
+
+fn log(cfg: &Config, level: u8, msg: std::fmt::Arguments<'_>) {
+    if cfg.verbose >= level {
+        eprintln!("{msg}");
+    }
+}
+
+/// Open one listening socket with SO_REUSEPORT.
+fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_tcp_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the zeroed cpu_set_t we own, of the size we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        let v: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&i| libc::CPU_ISSET(i, &set))
+            .collect();
+        if v.is_empty() {
+            vec![0]
+        } else {
+            v
+        }
+    }
+}
+
+/// Block SIGTERM/SIGINT in the calling thread (inherited by threads it
+/// spawns) and wait for them on a dedicated thread.
+fn start_signal_thread(shared: Arc<Shared>) {
+    // SAFETY: plain libc signal-mask calls on a local sigset_t.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: sigwait on a valid, initialised set with a valid out pointer.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            log(
+                &shared.config,
+                1,
+                format_args!("signal {sig}: shutting down"),
+            );
+            shared.shutdown.store(true, Ordering::SeqCst);
+        })
+        .expect("spawn signal thread");
+}
+
+/// Drop root privileges to `-u user`, as memcached does.
+fn drop_privileges(cfg: &Config) -> Result<(), String> {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        return Ok(());
+    }
+    let Some(user) = cfg.user.as_deref() else {
+        return Ok(());
+    };
+    if user == "root" {
+        return Ok(());
+    }
+    let name = std::ffi::CString::new(user).map_err(|_| "bad user name".to_string())?;
+    // SAFETY: getpwnam with a valid C string; the result is checked for null and
+    // read before any other passwd call.
+    unsafe {
+        let pw = libc::getpwnam(name.as_ptr());
+        if pw.is_null() {
+            return Err(format!("can't find the user {user} to switch to"));
+        }
+        let (uid, gid) = ((*pw).pw_uid, (*pw).pw_gid);
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+        {
+            return Err(format!("failed to assume identity of user {user}"));
+        }
+    }
+    Ok(())
+}
+
+/// Run the server until shutdown. Returns the process exit code.
+pub fn run(config: Config) -> i32 {
+    time::init();
+    let threads = config.threads;
+    let mut listeners: Vec<Vec<std::net::TcpListener>> = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let mut mine = Vec::new();
+        for ip in &config.listen {
+            match listener(SocketAddr::new(*ip, config.port)) {
+                Ok(l) => mine.push(l),
+                Err(e) => {
+                    eprintln!("failed to listen on {ip} port {}: {e}", config.port);
+                    return 71; // EX_OSERR
+                }
+            }
+        }
+        listeners.push(mine);
+    }
+    if let Err(e) = drop_privileges(&config) {
+        eprintln!("{e}");
+        return 71;
+    }
+    if let Some(p) = &config.pidfile {
+        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+            eprintln!("could not write pid file {p}: {e}");
+        }
+    }
+    let driver = if monoio::utils::detect_uring() {
+        "io_uring"
+    } else {
+        "epoll"
+    };
+    eprintln!(
+        "corecached {} listening on {:?} port {} with {} event loop(s), {} driver, {} MiB",
+        env!("CARGO_PKG_VERSION"),
+        config.listen,
+        config.port,
+        threads,
+        driver,
+        config.memory_limit >> 20
+    );
+    let store = Store::new(StoreConfig {
+        mem_limit: config.memory_limit,
+        max_item_size: config.max_item_size,
+        no_evict: config.no_evict,
+        chunk_size: config.chunk_size,
+        growth_factor: config.growth_factor,
+        shards: threads,
+    });
+    let shared = Arc::new(Shared {
+        store,
+        stats: Stats::new(threads),
+        shutdown: AtomicBool::new(false),
+        config,
+    });
+    start_signal_thread(shared.clone());
+    let cpus = allowed_cpus();
+    let handles: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(id, ls)| {
+            let shared = shared.clone();
+            let cpu = cpus[id % cpus.len()];
+            std::thread::Builder::new()
+                .name(format!("loop-{id}"))
+                .spawn(move || event_loop(id, cpu, shared, ls))
+                .expect("spawn event loop")
+        })
+        .collect();
+    let mut code = 0;
+    for h in handles {
+        if h.join().is_err() {
+            code = 70; // EX_SOFTWARE
+        }
+    }
+    if let Some(p) = &shared.config.pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    code
+}
+
+fn event_loop(id: usize, cpu: usize, shared: Arc<Shared>, listeners: Vec<std::net::TcpListener>) {
+    if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
+        log(
+            &shared.config,
+            1,
+            format_args!("loop {id}: could not pin to cpu {cpu}: {e:?}"),
+        );
+    }
+    let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .with_entries(1024)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loop {id}: cannot build runtime: {e}");
+            std::process::exit(71);
+        }
+    };
+    rt.block_on(async move {
+        let worker = Rc::new(Worker {
+            id,
+            shared: shared.clone(),
+            conns: RefCell::new(HashSet::new()),
+        });
+        let canceller = monoio::io::Canceller::new();
+        let mut accepts = Vec::new();
+        for l in listeners {
+            let l = match monoio::net::TcpListener::from_std(l) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("loop {id}: listener: {e}");
+                    continue;
+                }
+            };
+            accepts.push(monoio::spawn(conn::accept_loop(
+                l,
+                worker.clone(),
+                canceller.handle(),
+            )));
+        }
+        // Ticker: background work on the owned shard, and shutdown.
+        let mut ticks = 0u32;
+        while !shared.shutdown.load(Ordering::Relaxed) {
+            monoio::time::sleep(Duration::from_millis(100)).await;
+            ticks += 1;
+            if ticks.is_multiple_of(10) {
+                shared.store.lock_shard(id).tick(time::now());
+            }
+        }
+        let _ = canceller.cancel();
+        for a in accepts {
+            a.await;
+        }
+        for &fd in worker.conns.borrow().iter() {
+            // SAFETY: fd is an open socket owned by one of this loop's
+            // connections (removed from the set before it is closed).
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+        }
+        // Let connections answer what they have read, bounded in time.
+        for _ in 0..100 {
+            if worker.conns.borrow().is_empty() {
+                break;
+            }
+            monoio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}

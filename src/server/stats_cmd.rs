@@ -1,0 +1,205 @@
+//! `stats` and its groups, with memcached's field names and order. One
+//! source for both text and binary (the encoder turns each line into a
+//! `STAT name value` line or a binary stat packet).
+
+use super::exec::{emit, stat, Env};
+use crate::protocol::{Ctx, ErrorKind, Response, StatValue as V};
+use crate::stats::rusage;
+use crate::time;
+use std::sync::atomic::Ordering::Relaxed;
+
+pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    match group {
+        b"" => general(env, ctx, out),
+        b"settings" => settings(env, ctx, out),
+        b"reset" => {
+            env.shared.stats.reset();
+            if ctx.binary {
+                emit(ctx, Response::StatsEnd, out);
+            } else if !ctx.noreply {
+                out.extend_from_slice(b"RESET\r\n");
+            }
+            return;
+        }
+        // Per-class groups come with the slab allocator.
+        b"items" | b"slabs" | b"sizes" | b"conns" => {}
+        _ => {
+            emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
+            return;
+        }
+    }
+    emit(ctx, Response::StatsEnd, out);
+}
+
+fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    let sh = env.shared;
+    let c = sh.stats.sum();
+    let items = sh.store.stats();
+    let (ru_user, ru_sys) = rusage();
+    let cfg = &sh.config;
+    let now = time::now();
+    let mut s = |name, v| stat(ctx, name, v, out);
+    s("pid", V::U64(std::process::id() as u64));
+    s("uptime", V::U64(time::uptime() as u64));
+    s("time", V::I64(time::to_unix(now)));
+    s("version", V::Str(super::VERSION));
+    s("libevent", V::Str("monoio"));
+    s("pointer_size", V::U64(64));
+    s("rusage_user", V::Micros(ru_user));
+    s("rusage_system", V::Micros(ru_sys));
+    s("max_connections", V::U64(cfg.conn_limit as u64));
+    s(
+        "curr_connections",
+        V::U64(sh.stats.curr_connections.load(Relaxed)),
+    );
+    s(
+        "total_connections",
+        V::U64(sh.stats.total_connections.load(Relaxed)),
+    );
+    s(
+        "rejected_connections",
+        V::U64(sh.stats.rejected_connections.load(Relaxed)),
+    );
+    s(
+        "connection_structures",
+        V::U64(sh.stats.curr_connections.load(Relaxed)),
+    );
+    s("response_obj_oom", V::U64(0));
+    s("response_obj_count", V::U64(0));
+    s("response_obj_bytes", V::U64(0));
+    s("read_buf_oom", V::U64(0));
+    s("reserved_fds", V::U64(0));
+    for (name, v) in c.fields() {
+        let v = match name {
+            "get_expired" => items.get_expired,
+            "get_flushed" => items.get_flushed,
+            _ => v,
+        };
+        if name == "bytes_read" {
+            // memcached prints the byte counters after the auth counters.
+            continue;
+        }
+        if name == "bytes_written" {
+            s("bytes_read", V::U64(c.bytes_read));
+            s("bytes_written", V::U64(c.bytes_written));
+            continue;
+        }
+        s(name, V::U64(v));
+    }
+    s("limit_maxbytes", V::U64(cfg.memory_limit as u64));
+    s("accepting_conns", V::U64(1));
+    s("listen_disabled_num", V::U64(0));
+    s("time_in_listen_disabled_us", V::U64(0));
+    s("threads", V::U64(cfg.threads as u64));
+    s("conn_yields", V::U64(0));
+    s("hash_power_level", V::U64(16));
+    s("hash_bytes", V::U64(items.index_bytes));
+    s("hash_is_expanding", V::U64(0));
+    for name in [
+        "slab_reassign_rescues",
+        "slab_reassign_chunk_rescues",
+        "slab_reassign_evictions_nomem",
+        "slab_reassign_inline_reclaim",
+        "slab_reassign_busy_items",
+        "slab_reassign_busy_deletes",
+        "slab_reassign_running",
+        "slabs_moved",
+        "lru_crawler_running",
+        "lru_crawler_starts",
+        "lru_maintainer_juggles",
+        "malloc_fails",
+        "log_worker_dropped",
+        "log_worker_written",
+        "log_watcher_skipped",
+        "log_watcher_sent",
+        "log_watchers",
+        "unexpected_napi_ids",
+        "round_robin_fallback",
+    ] {
+        s(name, V::U64(0));
+    }
+    s("bytes", V::U64(items.bytes));
+    s("curr_items", V::U64(items.curr_items));
+    s("total_items", V::U64(items.total_items));
+    s("slab_global_page_pool", V::U64(0));
+    s("expired_unfetched", V::U64(items.expired_unfetched));
+    s("evicted_unfetched", V::U64(items.evicted_unfetched));
+    s("evicted_active", V::U64(items.evicted_active));
+    s("evictions", V::U64(items.evictions));
+    s("reclaimed", V::U64(items.reclaimed));
+    for name in [
+        "crawler_reclaimed",
+        "crawler_items_checked",
+        "lrutail_reflocked",
+        "moves_to_cold",
+        "moves_to_warm",
+        "moves_within_lru",
+        "direct_reclaims",
+        "lru_bumps_dropped",
+    ] {
+        s(name, V::U64(0));
+    }
+}
+
+fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    let cfg = &env.shared.config;
+    let inter = cfg
+        .listen
+        .first()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "NULL".into());
+    let mut s = |name, v| stat(ctx, name, v, out);
+    s("maxbytes", V::U64(cfg.memory_limit as u64));
+    s("maxconns", V::U64(cfg.conn_limit as u64));
+    s("tcpport", V::U64(cfg.port as u64));
+    s("udpport", V::U64(0));
+    s("inter", V::Str(&inter));
+    s("verbosity", V::U64(cfg.verbose as u64));
+    s("oldest", V::U64(0));
+    s("evictions", V::Str(if cfg.no_evict { "off" } else { "on" }));
+    s("domain_socket", V::Str("NULL"));
+    s("umask", V::U64(700));
+    s("shutdown_command", V::Bool(false));
+    s("growth_factor", V::F64(cfg.growth_factor));
+    s("chunk_size", V::U64(cfg.chunk_size as u64));
+    s("num_threads", V::U64(cfg.threads as u64));
+    s("num_threads_per_udp", V::U64(cfg.threads as u64));
+    s("stat_key_prefix", V::Str(":"));
+    s("detail_enabled", V::Bool(false));
+    s("reqs_per_event", V::U64(20));
+    s("cas_enabled", V::Bool(true));
+    s("tcp_backlog", V::U64(1024));
+    s("binding_protocol", V::Str("auto-negotiate"));
+    s("auth_enabled_sasl", V::Bool(false));
+    s("auth_enabled_ascii", V::Bool(false));
+    s("item_size_max", V::U64(cfg.max_item_size as u64));
+    s("maxconns_fast", V::Bool(true));
+    s("hashpower_init", V::U64(0));
+    s("slab_reassign", V::Bool(true));
+    s("slab_automove", V::U64(1));
+    s("slab_automove_ratio", V::F64(0.8));
+    s("slab_automove_window", V::U64(30));
+    s("slab_chunk_max", V::U64(524288));
+    s("lru_crawler", V::Bool(true));
+    s("lru_crawler_sleep", V::U64(100));
+    s("lru_crawler_tocrawl", V::U64(0));
+    s("tail_repair_time", V::U64(0));
+    s("flush_enabled", V::Bool(true));
+    s("dump_enabled", V::Bool(true));
+    s("hash_algorithm", V::Str("ahash"));
+    s("lru_maintainer_thread", V::Bool(false));
+    s("lru_segmented", V::Bool(false));
+    s("hot_lru_pct", V::U64(20));
+    s("warm_lru_pct", V::U64(40));
+    s("hot_max_factor", V::F64(0.2));
+    s("warm_max_factor", V::F64(2.0));
+    s("temp_lru", V::Bool(false));
+    s("temporary_ttl", V::U64(61));
+    s("idle_timeout", V::U64(0));
+    s("watcher_logbuf_size", V::U64(262144));
+    s("worker_logbuf_size", V::U64(65536));
+    s("read_buf_mem_limit", V::U64(0));
+    s("track_sizes", V::Bool(false));
+    s("inline_ascii_response", V::Bool(false));
+    s("ssl_enabled", V::Bool(false));
+}

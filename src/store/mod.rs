@@ -7,15 +7,22 @@
 //! the owner (see docs/ARCHITECTURE.md for the measurement behind this).
 //! The owner core drives the shard's background work (expiry, rebalancing).
 
+mod engine;
+mod hlc;
+mod index;
 mod shard;
+mod slab;
+mod wheel;
 
-pub use shard::Shard;
+pub use engine::Reassign;
+pub use shard::{ClassInfo, Shard};
+pub use slab::{ClassStats, HDR as ITEM_HEADER_BYTES};
 
 use crate::protocol::StoreMode;
 use parking_lot::{Mutex, MutexGuard};
 
 /// Fixed hash seeds: routing must be stable across restarts and hosts.
-const SEEDS: [u64; 4] = [
+pub(crate) const SEEDS: [u64; 4] = [
     0x243f_6a88_85a3_08d3,
     0x1319_8a2e_0370_7344,
     0xa409_3822_299f_31d0,
@@ -122,6 +129,18 @@ pub struct ShardStats {
     pub mem_claimed: u64,
     /// Memory of the hash index, bytes.
     pub index_bytes: u64,
+    /// Memory of the timing wheel and page tables, bytes.
+    pub wheel_bytes: u64,
+    /// log2 of the index's bucket count.
+    pub hash_power_level: u64,
+    /// 1 while the index is growing.
+    pub hash_is_expanding: u64,
+    /// Pages moved between classes (or released).
+    pub slabs_moved: u64,
+    /// Items moved out of a page being reassigned into free chunks.
+    pub slab_reassign_rescues: u64,
+    /// Items evicted from a page being reassigned (no free chunk to move to).
+    pub slab_reassign_evictions_nomem: u64,
 }
 
 /// All shards.
@@ -196,8 +215,56 @@ impl Store {
             t.get_flushed += s.get_flushed;
             t.mem_claimed += s.mem_claimed;
             t.index_bytes += s.index_bytes;
+            t.wheel_bytes += s.wheel_bytes;
+            t.hash_power_level = t.hash_power_level.max(s.hash_power_level);
+            t.hash_is_expanding |= s.hash_is_expanding;
+            t.slabs_moved += s.slabs_moved;
+            t.slab_reassign_rescues += s.slab_reassign_rescues;
+            t.slab_reassign_evictions_nomem += s.slab_reassign_evictions_nomem;
         }
         t
+    }
+
+    /// Per-class figures summed over shards, by class id (1-based, as
+    /// memcached numbers them), in class order.
+    pub fn class_info(&self) -> Vec<ClassInfo> {
+        let mut out: Vec<ClassInfo> = Vec::new();
+        for s in self.shards.iter() {
+            let s = s.lock();
+            for ci in s.class_info() {
+                match out.iter_mut().find(|o| o.id == ci.id) {
+                    Some(o) => o.add(&ci),
+                    None => out.push(ci),
+                }
+            }
+        }
+        out.sort_by_key(|c| c.id);
+        out
+    }
+
+    /// `slabs reassign <src> <dst>`: one page moves, in the first shard
+    /// that can move one (OK); else the first shard's answer.
+    pub fn reassign(&self, src: i64, dst: i64) -> Reassign {
+        let mut first = None;
+        for s in self.shards.iter() {
+            let r = s.lock().reassign(src, dst);
+            if r == Reassign::Ok {
+                return r;
+            }
+            first.get_or_insert(r);
+        }
+        first.unwrap_or(Reassign::NoSpare)
+    }
+
+    /// `slabs automove <level>`.
+    pub fn set_automove(&self, level: u8) {
+        for s in self.shards.iter() {
+            s.lock().set_automove(level);
+        }
+    }
+
+    pub fn automove(&self) -> u8 {
+        self.shards[0].lock().automove()
     }
 
     /// flush_all: at `at` (relative time; <= now means now) every item

@@ -1,168 +1,82 @@
-//! One shard: the items of the keys that hash to it.
-//!
-//! Foundation version: a hash map of boxed items with exact byte accounting
-//! against the shard's share of `-m`. The slab allocator, CLOCK eviction and
-//! timing-wheel expiry replace the inside of this type behind the same
-//! methods.
+//! One shard: the items of the keys that hash to it, with memcached's
+//! command semantics on top of the storage engine (`engine`: slab arena,
+//! hash index, CLOCK eviction, timing-wheel expiry, slab rebalancing).
 
-use super::{ArithResult, DeleteResult, ItemRef, ShardStats, StoreConfig, StoreResult};
+use super::engine::{Dead, Engine, Reassign};
+use super::slab::{item_size, ClassStats, NONE};
+use super::{ArithResult, DeleteResult, ItemRef, ShardStats, StoreConfig, StoreResult, SEEDS};
 use crate::protocol::StoreMode;
-use crate::time::is_expired;
-use std::collections::HashMap;
 
-/// memcached's per-item overhead with CAS (48-byte header + 8-byte CAS),
-/// plus the key's NUL and the value's CRLF, so `bytes` reads as memcached's.
-const ITEM_OVERHEAD: usize = 48 + 8 + 1 + 2;
-
-struct Item {
-    value: Box<[u8]>,
-    flags: u32,
-    cas: u64,
-    exptime: u32,
-    atime: u32,
-    /// Relative time of the last store (for delayed flush_all).
-    time: u32,
-    fetched: bool,
+/// Per-class figures for `stats slabs` / `stats items`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClassInfo {
+    /// memcached-style class id (1-based).
+    pub id: u32,
+    pub chunk_size: u64,
+    pub chunks_per_page: u64,
+    pub total_pages: u64,
+    pub total_chunks: u64,
+    pub used_chunks: u64,
+    pub free_chunks: u64,
+    pub free_chunks_end: u64,
+    /// Seconds since the last access of the item under the CLOCK hand.
+    pub age: u64,
+    pub st: ClassStats,
 }
 
-impl Item {
-    fn size(&self, key_len: usize) -> usize {
-        ITEM_OVERHEAD + key_len + self.value.len()
+impl ClassInfo {
+    /// Add another shard's figures for the same class.
+    pub fn add(&mut self, o: &ClassInfo) {
+        self.total_pages += o.total_pages;
+        self.total_chunks += o.total_chunks;
+        self.used_chunks += o.used_chunks;
+        self.free_chunks += o.free_chunks;
+        self.free_chunks_end += o.free_chunks_end;
+        self.age = self.age.max(o.age);
+        let (a, b) = (&mut self.st, &o.st);
+        a.items += b.items;
+        a.mem_requested += b.mem_requested;
+        a.evicted += b.evicted;
+        a.evicted_nonzero += b.evicted_nonzero;
+        a.evicted_time = a.evicted_time.max(b.evicted_time);
+        a.outofmemory += b.outofmemory;
+        a.reclaimed += b.reclaimed;
+        a.expired_unfetched += b.expired_unfetched;
+        a.evicted_unfetched += b.evicted_unfetched;
+        a.evicted_active += b.evicted_active;
+        a.get_hits += b.get_hits;
+        a.cmd_set += b.cmd_set;
+        a.delete_hits += b.delete_hits;
+        a.incr_hits += b.incr_hits;
+        a.decr_hits += b.decr_hits;
+        a.cas_hits += b.cas_hits;
+        a.cas_badval += b.cas_badval;
+        a.touch_hits += b.touch_hits;
     }
 }
 
 /// One shard of the key space.
 pub struct Shard {
-    map: HashMap<Box<[u8]>, Item, ahash::RandomState>,
-    limit: usize,
-    max_item: usize,
-    no_evict: bool,
-    next_cas: u64,
-    cas_step: u64,
-    /// Pending delayed flush: relative time at which all items stored at or
-    /// before it die (0 = none).
-    flush_at: u32,
-    stats: ShardStats,
+    e: Engine,
 }
 
 impl Shard {
     pub fn new(id: usize, shards: usize, cfg: &StoreConfig) -> Shard {
+        let hasher = ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]);
         Shard {
-            map: HashMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4)),
-            limit: cfg.mem_limit / shards.max(1),
-            max_item: cfg.max_item_size,
-            no_evict: cfg.no_evict,
-            next_cas: id as u64 + 1,
-            cas_step: shards.max(1) as u64,
-            flush_at: 0,
-            stats: ShardStats::default(),
+            e: Engine::new(id, shards, cfg, hasher),
         }
     }
 
     pub fn stats(&self) -> &ShardStats {
-        &self.stats
+        &self.e.stats
     }
 
-    fn new_cas(&mut self) -> u64 {
-        let c = self.next_cas;
-        self.next_cas += self.cas_step;
-        c
-    }
-
-    /// Apply a due delayed flush.
-    fn flush_due(&mut self, now: u32) {
-        if self.flush_at != 0 && self.flush_at <= now {
-            let at = self.flush_at;
-            self.flush_at = 0;
-            let mut freed = 0u64;
-            let mut n = 0u64;
-            self.map.retain(|k, it| {
-                if it.time <= at {
-                    freed += it.size(k.len()) as u64;
-                    n += 1;
-                    false
-                } else {
-                    true
-                }
-            });
-            self.stats.bytes -= freed;
-            self.stats.curr_items -= n;
-        }
-    }
-
-    /// Look up a live item; drops it if expired.
-    fn live(&mut self, key: &[u8], now: u32) -> bool {
-        self.flush_due(now);
-        let dead = match self.map.get(key) {
-            None => return false,
-            Some(it) => is_expired(it.exptime, now),
-        };
-        if dead {
-            self.remove(key);
-            return false;
-        }
-        true
-    }
-
-    fn remove(&mut self, key: &[u8]) -> Option<Item> {
-        let (k, it) = self.map.remove_entry(key)?;
-        self.stats.bytes -= it.size(k.len()) as u64;
-        self.stats.curr_items -= 1;
-        Some(it)
-    }
-
-    /// Make room for `need` bytes. False if it cannot be done.
-    fn reserve(&mut self, need: usize) -> bool {
-        while self.stats.bytes as usize + need > self.limit {
-            if self.no_evict {
-                return false;
-            }
-            let victim = match self.map.keys().next() {
-                Some(k) => k.clone(),
-                None => return false,
-            };
-            if let Some(it) = self.remove(&victim) {
-                self.stats.evictions += 1;
-                if !it.fetched {
-                    self.stats.evicted_unfetched += 1;
-                }
-            }
-        }
-        true
-    }
-
-    fn insert(
-        &mut self,
-        key: &[u8],
-        value: Box<[u8]>,
-        flags: u32,
-        exptime: u32,
-        now: u32,
-    ) -> StoreResult {
-        let size = ITEM_OVERHEAD + key.len() + value.len();
-        if self.live(key, now) {
-            self.remove(key);
-        }
-        if !self.reserve(size) {
-            return StoreResult::OutOfMemory;
-        }
-        let cas = self.new_cas();
-        self.map.insert(
-            key.into(),
-            Item {
-                value,
-                flags,
-                cas,
-                exptime,
-                atime: now,
-                time: now,
-                fetched: false,
-            },
-        );
-        self.stats.bytes += size as u64;
-        self.stats.curr_items += 1;
-        self.stats.total_items += 1;
-        StoreResult::Stored { cas }
+    #[inline]
+    fn hash(&self, key: &[u8]) -> u64 {
+        // The shard hashes keys itself (callers' hashes are for routing, and
+        // tests pass 0): one short ahash.
+        self.e.ix.hash(key)
     }
 
     /// Fetch a live item, marking it accessed; `touch` sets a new expiry.
@@ -173,32 +87,68 @@ impl Shard {
         now: u32,
         touch: Option<u32>,
     ) -> Option<ItemRef<'a>> {
-        if self
-            .map
-            .get(key)
-            .is_some_and(|it| is_expired(it.exptime, now))
-        {
-            self.stats.get_expired += 1;
+        let hash = self.hash(key);
+        let h = match self.e.lookup(hash, key, now) {
+            Ok(h) => h,
+            Err(d) => {
+                match d {
+                    Some(Dead::Expired) => self.e.stats.get_expired += 1,
+                    Some(Dead::Flushed) => self.e.stats.get_flushed += 1,
+                    None => {}
+                }
+                return None;
+            }
+        };
+        let fetched = self.e.touch_access(h, now);
+        match touch {
+            Some(exp) => {
+                self.e.set_exptime(h, exp);
+                self.e.class_stats(h).touch_hits += 1;
+            }
+            None => self.e.note_hit(h),
         }
-        if !self.live(key, now) {
-            return None;
-        }
-        let it = self.map.get_mut(key)?;
-        let fetched = it.fetched;
-        it.fetched = true;
-        it.atime = now;
-        if let Some(exp) = touch {
-            it.exptime = exp;
-        }
+        let a = &self.e.a;
+        let (key, value) = a.key_value(h);
         Some(ItemRef {
             key,
-            value: &it.value,
-            flags: it.flags,
-            cas: it.cas,
-            exptime: it.exptime,
-            atime: it.atime,
+            value,
+            flags: a.flags(h),
+            cas: a.cas(h),
+            exptime: a.exptime(h),
+            atime: now,
             fetched,
         })
+    }
+
+    /// Allocate and write a new item (not linked). None: out of memory.
+    #[allow(clippy::too_many_arguments)]
+    fn write_new(
+        &mut self,
+        key: &[u8],
+        vlen: usize,
+        flags: u32,
+        exptime: u32,
+        protect: u32,
+        now: u32,
+    ) -> Option<u32> {
+        let h = self
+            .e
+            .alloc(item_size(key.len(), vlen, flags), protect, now)?;
+        self.e.a.init_item(h, key, vlen, flags, exptime, now);
+        let cas = self.e.hlc.next();
+        self.e.a.set_cas(h, cas);
+        Some(h)
+    }
+
+    /// Link `h` under its key, replacing whatever item the key has now.
+    fn install(&mut self, h: u32, hash: u64) -> u64 {
+        let cur = self.e.ix.find(&self.e.a, hash, self.e.a.key(h));
+        if cur == NONE {
+            self.e.link(h, hash);
+        } else {
+            self.e.relink(cur, h, hash);
+        }
+        self.e.a.cas(h)
     }
 
     /// set/add/replace/append/prepend/cas.
@@ -214,56 +164,88 @@ impl Shard {
         cas: u64,
         now: u32,
     ) -> StoreResult {
-        let exists = self.live(key, now);
+        let hash = self.hash(key);
+        self.e
+            .class_stats_for(item_size(key.len(), data.len(), flags))
+            .cmd_set += 1;
+        if data.len() > self.e.max_item {
+            return StoreResult::TooLarge;
+        }
+        let existing = self.e.lookup(hash, key, now).ok();
         let compare = cas != 0 || mode == StoreMode::Cas;
         if compare && mode != StoreMode::Add {
-            let Some(it) = self.map.get(key).filter(|_| exists) else {
+            let Some(h) = existing else {
                 return StoreResult::NotFound;
             };
-            if it.cas != cas {
+            if self.e.a.cas(h) != cas {
+                self.e.class_stats(h).cas_badval += 1;
                 return StoreResult::Exists;
             }
         }
-        match mode {
-            StoreMode::Add if exists => {
-                if let Some(it) = self.map.get_mut(key) {
-                    it.atime = now;
-                }
-                StoreResult::NotStored
+        let r = match (mode, existing) {
+            (StoreMode::Add, Some(h)) => {
+                self.e.a.set_atime(h, now);
+                return StoreResult::NotStored;
             }
-            StoreMode::Replace | StoreMode::Append | StoreMode::Prepend if !exists => {
-                StoreResult::NotStored
+            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
+                return StoreResult::NotStored;
             }
-            StoreMode::Append | StoreMode::Prepend => {
-                let it = &self.map[key];
-                let total = it.value.len() + data.len();
-                if ITEM_OVERHEAD + key.len() + total > self.max_item + ITEM_OVERHEAD + key.len() {
+            (StoreMode::Append | StoreMode::Prepend, Some(old)) => {
+                let old_len = self.e.a.vlen(old);
+                let total = old_len + data.len();
+                if total > self.e.max_item {
                     return StoreResult::TooLarge;
                 }
-                let mut v = Vec::with_capacity(total);
+                let (f, e) = (self.e.a.flags(old), self.e.a.exptime(old));
+                let Some(h) = self.write_new(key, total, f, e, old, now) else {
+                    return StoreResult::OutOfMemory;
+                };
                 if mode == StoreMode::Append {
-                    v.extend_from_slice(&it.value);
-                    v.extend_from_slice(data);
+                    self.e.a.copy_value(old, h, 0);
+                    self.e.a.value_mut(h)[old_len..].copy_from_slice(data);
                 } else {
-                    v.extend_from_slice(data);
-                    v.extend_from_slice(&it.value);
+                    self.e.a.copy_value(old, h, data.len());
+                    self.e.a.value_mut(h)[..data.len()].copy_from_slice(data);
                 }
-                let (f, e) = (it.flags, it.exptime);
-                self.insert(key, v.into_boxed_slice(), f, e, now)
+                self.e.relink(old, h, hash);
+                h
             }
-            _ => self.insert(key, data.into(), flags, exptime, now),
+            _ => {
+                let Some(h) = self.write_new(key, data.len(), flags, exptime, NONE, now) else {
+                    if mode == StoreMode::Set {
+                        // memcached: a failed set must not leave stale data.
+                        if let Some(old) = existing {
+                            if self.e.ix.find(&self.e.a, hash, key) == old {
+                                self.e.unlink(old, hash);
+                            }
+                        }
+                    }
+                    return StoreResult::OutOfMemory;
+                };
+                self.e.a.value_mut(h).copy_from_slice(data);
+                self.install(h, hash);
+                h
+            }
+        };
+        if compare {
+            self.e.class_stats(r).cas_hits += 1;
+        }
+        StoreResult::Stored {
+            cas: self.e.a.cas(r),
         }
     }
 
     /// delete, with an optional CAS compare.
     pub fn delete(&mut self, _hash: u64, key: &[u8], cas: u64, now: u32) -> DeleteResult {
-        if !self.live(key, now) {
+        let hash = self.hash(key);
+        let Ok(h) = self.e.lookup(hash, key, now) else {
             return DeleteResult::NotFound;
-        }
-        if cas != 0 && self.map[key].cas != cas {
+        };
+        if cas != 0 && self.e.a.cas(h) != cas {
             return DeleteResult::Exists;
         }
-        self.remove(key);
+        self.e.class_stats(h).delete_hits += 1;
+        self.e.unlink(h, hash);
         DeleteResult::Deleted
     }
 
@@ -279,25 +261,28 @@ impl Shard {
         cas: u64,
         now: u32,
     ) -> ArithResult {
-        if !self.live(key, now) {
+        let hash = self.hash(key);
+        let mut digits = [0u8; 20];
+        let Ok(h) = self.e.lookup(hash, key, now) else {
             return match initial {
                 None => ArithResult::NotFound,
                 Some((v, exp)) => {
-                    let mut buf = Vec::with_capacity(20);
-                    crate::protocol::put_u64(&mut buf, v);
-                    match self.insert(key, buf.into_boxed_slice(), 0, exp, now) {
-                        StoreResult::Stored { cas } => ArithResult::Value { value: v, cas },
-                        _ => ArithResult::OutOfMemory,
+                    let d = fmt_u64(v, &mut digits);
+                    match self.write_new(key, d.len(), 0, exp, NONE, now) {
+                        Some(h) => {
+                            self.e.a.value_mut(h).copy_from_slice(d);
+                            let cas = self.install(h, hash);
+                            ArithResult::Value { value: v, cas }
+                        }
+                        None => ArithResult::OutOfMemory,
                     }
                 }
             };
-        }
-        let cas_new = self.new_cas();
-        let it = self.map.get_mut(key).expect("live item");
-        if cas != 0 && it.cas != cas {
+        };
+        if cas != 0 && self.e.a.cas(h) != cas {
             return ArithResult::Exists;
         }
-        let Some(cur) = parse_counter(&it.value) else {
+        let Some(cur) = parse_counter(self.e.a.value(h)) else {
             return ArithResult::NonNumeric;
         };
         let value = if incr {
@@ -305,24 +290,35 @@ impl Shard {
         } else {
             cur.saturating_sub(delta)
         };
-        let mut digits = Vec::with_capacity(20);
-        crate::protocol::put_u64(&mut digits, value);
-        it.atime = now;
-        if digits.len() <= it.value.len() {
-            // memcached rewrites in place, padding with spaces.
-            let n = digits.len();
-            it.value[..n].copy_from_slice(&digits);
-            it.value[n..].fill(b' ');
-            it.cas = cas_new;
-            return ArithResult::Value {
-                value,
-                cas: cas_new,
-            };
+        {
+            let st = self.e.class_stats(h);
+            if incr {
+                st.incr_hits += 1;
+            } else {
+                st.decr_hits += 1;
+            }
         }
-        let (flags, exp) = (it.flags, it.exptime);
-        match self.insert(key, digits.into_boxed_slice(), flags, exp, now) {
-            StoreResult::Stored { cas } => ArithResult::Value { value, cas },
-            _ => ArithResult::OutOfMemory,
+        let d = fmt_u64(value, &mut digits);
+        self.e.a.set_atime(h, now);
+        if d.len() <= self.e.a.vlen(h) {
+            // memcached rewrites in place, padding with spaces.
+            let n = d.len();
+            let v = self.e.a.value_mut(h);
+            v[..n].copy_from_slice(d);
+            v[n..].fill(b' ');
+            let cas = self.e.hlc.next();
+            self.e.a.set_cas(h, cas);
+            return ArithResult::Value { value, cas };
+        }
+        let (flags, exp) = (self.e.a.flags(h), self.e.a.exptime(h));
+        let Some(nh) = self.write_new(key, d.len(), flags, exp, h, now) else {
+            return ArithResult::OutOfMemory;
+        };
+        self.e.a.value_mut(nh).copy_from_slice(d);
+        self.e.relink(h, nh, hash);
+        ArithResult::Value {
+            value,
+            cas: self.e.a.cas(nh),
         }
     }
 
@@ -331,35 +327,89 @@ impl Shard {
         self.get(hash, key, now, Some(exptime)).map(|it| it.cas)
     }
 
-    /// flush_all: items stored at or before `at` die once `at` is reached.
+    /// flush_all: items stored before `at` die once `at` is reached.
     pub fn flush_all(&mut self, at: u32, now: u32) {
-        self.flush_at = at.max(1);
-        self.flush_due(now);
+        self.e.flush_all(at, now);
     }
 
-    /// Background work on the owner core: reclaim expired items.
-    pub fn tick(&mut self, now: u32) {
-        self.flush_due(now);
-        let mut freed = 0u64;
-        let mut n = 0u64;
-        let mut unfetched = 0u64;
-        self.map.retain(|k, it| {
-            if is_expired(it.exptime, now) {
-                freed += it.size(k.len()) as u64;
-                n += 1;
-                if !it.fetched {
-                    unfetched += 1;
-                }
-                false
-            } else {
-                true
-            }
-        });
-        self.stats.bytes -= freed;
-        self.stats.curr_items -= n;
-        self.stats.reclaimed += n;
-        self.stats.expired_unfetched += unfetched;
+    /// Background work on the owner core (expiry, index growth, flush
+    /// sweep, slab moves), one bounded slice. True if more work is waiting
+    /// (call again soon).
+    pub fn tick(&mut self, now: u32) -> bool {
+        self.e.tick(now)
     }
+
+    /// `slabs reassign` (1-based class ids; src -1 = any).
+    pub fn reassign(&mut self, src: i64, dst: i64) -> Reassign {
+        self.e.reassign(src, dst)
+    }
+
+    pub fn set_automove(&mut self, level: u8) {
+        self.e.automove = level;
+    }
+
+    pub fn automove(&self) -> u8 {
+        self.e.automove
+    }
+
+    /// Per-class figures of the classes that have pages or items.
+    pub fn class_info(&self) -> impl Iterator<Item = ClassInfo> + '_ {
+        let a = &self.e.a;
+        let now = crate::time::now();
+        (0..a.classes.len()).filter_map(move |c| {
+            let cl = &a.classes[c];
+            if cl.pages.is_empty() && cl.st.items == 0 && cl.st.evicted == 0 {
+                return None;
+            }
+            let large = c == a.large;
+            let total_pages = cl.pages.len() as u64;
+            let (free, end) = if large { (0, 0) } else { a.free_chunks(c) };
+            let total_chunks = if large {
+                total_pages
+            } else {
+                total_pages * cl.per_page as u64
+            };
+            let used: u64 = cl
+                .pages
+                .iter()
+                .map(|&p| a.page(p as usize).used as u64)
+                .sum();
+            let age = a
+                .hand(c)
+                .filter(|&h| a.bits(h) & super::slab::B_LINKED != 0)
+                .map_or(0, |h| now.saturating_sub(a.atime(h, now)) as u64);
+            Some(ClassInfo {
+                id: c as u32 + 1,
+                chunk_size: if large {
+                    a.page_size as u64
+                } else {
+                    cl.size as u64
+                },
+                chunks_per_page: cl.per_page as u64,
+                total_pages,
+                total_chunks,
+                used_chunks: used,
+                free_chunks: free,
+                free_chunks_end: end,
+                age,
+                st: cl.st,
+            })
+        })
+    }
+}
+
+/// Decimal digits of `v` into `buf`, without allocating.
+fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 /// memcached's safe_strtoull on an item value: optional leading spaces,

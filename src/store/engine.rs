@@ -1,0 +1,719 @@
+//! The storage engine of one shard: the slab arena, the hash index, the
+//! timing wheel, CLOCK eviction, delayed flush and slab rebalancing, tied
+//! together. `Shard` puts memcached's command semantics on top.
+//!
+//! Everything here runs under the shard's lock, one table operation at a
+//! time; background work (`tick`) runs on the owner core in bounded slices.
+
+use super::hlc::Hlc;
+use super::index::Index;
+use super::slab::{large_bytes, Arena, ClassStats, B_FETCHED, B_LINKED, B_REF, NONE};
+use super::wheel::{Poll, Wheel};
+use super::{ShardStats, StoreConfig};
+use crate::time::is_expired;
+
+/// Chunks the CLOCK hand may pass over (clearing reference bits) before it
+/// evicts whatever it is on: bounds the work of one allocation.
+const SWEEP_MAX: usize = 2048;
+/// Work units per background slice (~100-200 µs).
+pub const SLICE: usize = 2000;
+/// Page moves the automover may start per one-second window.
+const MOVES_PER_WINDOW: u32 = 8;
+/// Windows without evictions before a class may give pages away.
+const IDLE_WINDOWS: u32 = 3;
+
+/// Why an indexed item is no longer valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dead {
+    Expired,
+    Flushed,
+}
+
+/// Where a page being emptied goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Class(usize),
+    Release,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Move {
+    page: usize,
+    to: Dest,
+    cursor: u32,
+}
+
+/// `slabs reassign` outcome, memcached's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reassign {
+    Ok,
+    Busy,
+    BadClass,
+    NoSpare,
+    Same,
+}
+
+pub struct Engine {
+    pub a: Arena,
+    pub ix: Index,
+    pub wheel: Wheel,
+    pub hlc: Hlc,
+    pub no_evict: bool,
+    pub max_item: usize,
+    pub stats: ShardStats,
+    /// Items with a CAS at or below this are flushed (0 = none).
+    flush_cas: u64,
+    /// A delayed flush_all takes effect at this relative time (0 = none).
+    flush_pending: u32,
+    /// Background sweep freeing flushed items: (page, chunk).
+    sweep: Option<(usize, u32)>,
+    mover: Option<Move>,
+    /// `slabs automove` level (0 off, 1/2 on).
+    pub automove: u8,
+    window_start: u32,
+    moves_in_window: u32,
+}
+
+impl Engine {
+    pub fn new(id: usize, shards: usize, cfg: &StoreConfig, hasher: ahash::RandomState) -> Engine {
+        let limit = cfg.mem_limit / shards.max(1);
+        let now = crate::time::now();
+        Engine {
+            a: Arena::new(limit, cfg.chunk_size, cfg.growth_factor),
+            ix: Index::new(4096, hasher),
+            wheel: Wheel::new(now),
+            hlc: Hlc::new(id, false),
+            no_evict: cfg.no_evict,
+            max_item: cfg.max_item_size,
+            stats: ShardStats::default(),
+            flush_cas: 0,
+            flush_pending: 0,
+            sweep: None,
+            mover: None,
+            automove: 1,
+            window_start: now,
+            moves_in_window: 0,
+        }
+    }
+
+    // ---- liveness ----
+
+    /// Apply a delayed flush whose time has come.
+    #[inline]
+    pub fn check_flush(&mut self, now: u32) {
+        if self.flush_pending != 0 && self.flush_pending <= now {
+            self.flush_pending = 0;
+            self.flush_now();
+        }
+    }
+
+    /// Everything stored so far is gone (lazily: invisible now, memory
+    /// reclaimed by the background sweep).
+    pub fn flush_now(&mut self) {
+        self.flush_cas = self.flush_cas.max(self.hlc.last());
+        if self.flush_cas != 0 && self.stats.curr_items > 0 {
+            self.sweep = Some((0, 0));
+        }
+    }
+
+    /// flush_all: at `at` (relative; <= now means now).
+    pub fn flush_all(&mut self, at: u32, now: u32) {
+        if at <= now {
+            self.flush_pending = 0;
+            self.flush_now();
+        } else {
+            self.flush_pending = at;
+        }
+    }
+
+    #[inline]
+    pub fn dead(&self, h: u32, now: u32) -> Option<Dead> {
+        if is_expired(self.a.exptime(h), now) {
+            Some(Dead::Expired)
+        } else if self.flush_cas != 0 && self.a.cas(h) <= self.flush_cas {
+            Some(Dead::Flushed)
+        } else {
+            None
+        }
+    }
+
+    /// Find a key's item; dead items are unlinked and reported.
+    #[inline]
+    pub fn lookup(&mut self, hash: u64, key: &[u8], now: u32) -> Result<u32, Option<Dead>> {
+        self.check_flush(now);
+        let h = self.ix.find(&self.a, hash, key);
+        if h == NONE {
+            return Err(None);
+        }
+        if let Some(d) = self.dead(h, now) {
+            self.unlink(h, hash);
+            return Err(Some(d));
+        }
+        Ok(h)
+    }
+
+    // ---- linking ----
+
+    #[inline]
+    fn class_of(&self, h: u32) -> usize {
+        self.a.page(Arena::page_of(h)).class as usize
+    }
+
+    /// Index a freshly written item (its key is not indexed).
+    pub fn link(&mut self, h: u32, hash: u64) {
+        let bits = self.a.bits(h);
+        self.a.set_bits(h, bits | B_LINKED);
+        self.ix.insert(&mut self.a, hash, h);
+        let e = self.a.exptime(h);
+        if e != 0 {
+            self.wheel.insert(&mut self.a, h, e);
+        }
+        let size = self.a.size(h) as u64;
+        let c = self.class_of(h);
+        let st = &mut self.a.classes[c].st;
+        st.items += 1;
+        st.mem_requested += size;
+        self.stats.curr_items += 1;
+        self.stats.total_items += 1;
+        self.stats.bytes += size;
+    }
+
+    /// Take an item out of the index and wheel and free its chunk.
+    pub fn unlink(&mut self, h: u32, hash: u64) {
+        let ok = self.ix.remove(&mut self.a, hash, h);
+        debug_assert!(ok, "unlink of an unindexed item");
+        self.unlink_rest(h);
+    }
+
+    fn unlink_rest(&mut self, h: u32) {
+        let e = self.a.exptime(h);
+        if e != 0 {
+            self.wheel.remove(&mut self.a, h, e);
+        }
+        let size = self.a.size(h) as u64;
+        let c = self.class_of(h);
+        let st = &mut self.a.classes[c].st;
+        st.items -= 1;
+        st.mem_requested -= size;
+        self.stats.curr_items -= 1;
+        self.stats.bytes -= size;
+        self.a.free(h);
+    }
+
+    /// Unlink without knowing the hash.
+    fn unlink_any(&mut self, h: u32) {
+        let hash = self.ix.hash(self.a.key(h));
+        self.unlink(h, hash);
+    }
+
+    /// Put a freshly written item in place of the old one (same key).
+    pub fn relink(&mut self, old: u32, new: u32, hash: u64) {
+        self.ix.replace(&mut self.a, hash, old, new);
+        let bits = self.a.bits(new);
+        self.a.set_bits(new, bits | B_LINKED);
+        let e = self.a.exptime(new);
+        if e != 0 {
+            self.wheel.insert(&mut self.a, new, e);
+        }
+        let size = self.a.size(new) as u64;
+        let c = self.class_of(new);
+        let st = &mut self.a.classes[c].st;
+        st.items += 1;
+        st.mem_requested += size;
+        self.stats.curr_items += 1;
+        self.stats.total_items += 1;
+        self.stats.bytes += size;
+        self.unlink_rest(old);
+    }
+
+    /// Change an item's expiry, moving it in the wheel.
+    pub fn set_exptime(&mut self, h: u32, e: u32) {
+        let old = self.a.exptime(h);
+        if old == e {
+            return;
+        }
+        if old != 0 {
+            self.wheel.remove(&mut self.a, h, old);
+        }
+        self.a.set_exptime(h, e);
+        if e != 0 {
+            self.wheel.insert(&mut self.a, h, e);
+        }
+    }
+
+    /// Mark an access: CLOCK reference bit, fetched bit, access time.
+    #[inline]
+    pub fn touch_access(&mut self, h: u32, now: u32) -> bool {
+        let bits = self.a.bits(h);
+        self.a.set_bits(h, bits | B_REF | B_FETCHED);
+        self.a.set_atime(h, now);
+        bits & B_FETCHED != 0
+    }
+
+    // ---- allocation and eviction ----
+
+    /// Per-class counters of the class an item of `total` bytes goes to.
+    pub fn class_stats_for(&mut self, total: usize) -> &mut ClassStats {
+        let c = self.a.class_for(total);
+        &mut self.a.classes[c].st
+    }
+
+    pub fn class_stats(&mut self, h: u32) -> &mut ClassStats {
+        let c = self.class_of(h);
+        &mut self.a.classes[c].st
+    }
+
+    /// A chunk for an item of `total` bytes, evicting if needed (never the
+    /// item `protect`). None: out of memory.
+    pub fn alloc(&mut self, total: usize, protect: u32, now: u32) -> Option<u32> {
+        let claimed = self.a.claimed;
+        let r = self.alloc_inner(total, protect, now);
+        if self.a.claimed != claimed {
+            self.refresh_stats();
+        }
+        r
+    }
+
+    fn alloc_inner(&mut self, total: usize, protect: u32, now: u32) -> Option<u32> {
+        let c = self.a.class_for(total);
+        if c == self.a.large {
+            return self.alloc_large(total, protect, now);
+        }
+        let mut tries = 0;
+        loop {
+            if let Some(h) = self.a.alloc_fast(c) {
+                return Some(h);
+            }
+            if self.a.try_claim(c) {
+                continue;
+            }
+            tries += 1;
+            let usable = self.a.classes[c]
+                .pages
+                .iter()
+                .any(|&p| !self.a.page(p as usize).draining);
+            if !self.no_evict && tries < 64 {
+                if usable {
+                    if self.evict_one(c, protect, now) {
+                        continue;
+                    }
+                } else if self.steal_page(c, protect, now) {
+                    continue;
+                }
+            }
+            self.a.classes[c].st.outofmemory += 1;
+            return None;
+        }
+    }
+
+    fn alloc_large(&mut self, total: usize, protect: u32, now: u32) -> Option<u32> {
+        let need = large_bytes(total);
+        let large = self.a.large;
+        let mut guard = 0usize;
+        while !self.a.fits(need) {
+            guard += 1;
+            if self.no_evict || guard > 1_000_000 {
+                self.a.classes[large].st.outofmemory += 1;
+                return None;
+            }
+            // Empty pages first, then other large items, then slab pages.
+            if self.release_free_page() {
+                continue;
+            }
+            if self.evict_one(large, protect, now) {
+                continue;
+            }
+            let donor = (0..large)
+                .filter(|&c| !self.a.classes[c].pages.is_empty())
+                .max_by_key(|&c| self.a.classes[c].pages.len());
+            let Some(d) = donor else {
+                self.a.classes[large].st.outofmemory += 1;
+                return None;
+            };
+            let Some(p) = self.a.victim_page(d, protect) else {
+                self.a.classes[large].st.outofmemory += 1;
+                return None;
+            };
+            self.drain_now(p, Dest::Release, now);
+        }
+        let h = self.a.alloc_large(total);
+        if h.is_none() {
+            self.a.classes[large].st.outofmemory += 1;
+        }
+        h
+    }
+
+    /// Release one page holding no items, if there is one.
+    fn release_free_page(&mut self) -> bool {
+        for c in 0..self.a.large {
+            let found = self.a.classes[c]
+                .pages
+                .iter()
+                .map(|&p| p as usize)
+                .find(|&p| {
+                    let pg = self.a.page(p);
+                    pg.used == 0 && !pg.draining
+                });
+            if let Some(p) = found {
+                self.a.release_page(p);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Class `c` has no page and the budget is spent: take a page from the
+    /// class with the most pages, now (memcached would grant the page over
+    /// the limit; we stay within it).
+    fn steal_page(&mut self, c: usize, protect: u32, now: u32) -> bool {
+        let donor = (0..self.a.large)
+            .filter(|&d| d != c && self.a.classes[d].pages.len() > 1)
+            .max_by_key(|&d| self.a.classes[d].pages.len());
+        let Some(d) = donor else { return false };
+        let Some(p) = self.a.victim_page(d, protect) else {
+            return false;
+        };
+        self.drain_now(p, Dest::Class(c), now);
+        true
+    }
+
+    /// Empty page `p` right away and send it to `to`.
+    fn drain_now(&mut self, p: usize, to: Dest, now: u32) {
+        if let Some(m) = self.mover {
+            if m.page == p {
+                self.mover = None;
+            }
+        }
+        self.a.begin_drain(p);
+        let mut m = Move {
+            page: p,
+            to,
+            cursor: 0,
+        };
+        while !self.move_step(&mut m, usize::MAX, now) {}
+    }
+
+    /// One CLOCK eviction in class `c`. False if nothing can be evicted.
+    fn evict_one(&mut self, c: usize, protect: u32, now: u32) -> bool {
+        let mut steps = 0usize;
+        let limit =
+            self.a.classes[c].per_page as usize * self.a.classes[c].pages.len() * 2 + SWEEP_MAX;
+        while steps < limit {
+            let Some(h) = self.a.clock_next(c) else {
+                return false;
+            };
+            steps += 1;
+            let bits = self.a.bits(h);
+            if bits & B_LINKED == 0 || h == protect {
+                continue;
+            }
+            if let Some(d) = self.dead(h, now) {
+                self.reclaim(h, d);
+                return true;
+            }
+            if bits & B_REF != 0 && steps < SWEEP_MAX {
+                self.a.set_bits(h, bits & !B_REF);
+                continue;
+            }
+            self.evict(h, now);
+            return true;
+        }
+        false
+    }
+
+    /// Evict a live item (counted as memcached counts evictions).
+    fn evict(&mut self, h: u32, now: u32) {
+        let bits = self.a.bits(h);
+        let exp = self.a.exptime(h);
+        let age = now.saturating_sub(self.a.atime(h, now));
+        let c = self.class_of(h);
+        let st = &mut self.a.classes[c].st;
+        st.evicted += 1;
+        st.evicted_time = age;
+        if exp != 0 {
+            st.evicted_nonzero += 1;
+        }
+        if bits & B_FETCHED == 0 {
+            st.evicted_unfetched += 1;
+            self.stats.evicted_unfetched += 1;
+        }
+        if bits & B_REF != 0 {
+            st.evicted_active += 1;
+            self.stats.evicted_active += 1;
+        }
+        self.a.classes[c].win_evictions += 1;
+        self.stats.evictions += 1;
+        self.unlink_any(h);
+    }
+
+    /// Free a dead item found by background work or the CLOCK hand.
+    fn reclaim(&mut self, h: u32, why: Dead) {
+        if why == Dead::Expired {
+            let fetched = self.a.bits(h) & B_FETCHED != 0;
+            let st = self.class_stats(h);
+            st.reclaimed += 1;
+            if !fetched {
+                st.expired_unfetched += 1;
+            }
+            self.stats.reclaimed += 1;
+            if !fetched {
+                self.stats.expired_unfetched += 1;
+            }
+        }
+        self.unlink_any(h);
+    }
+
+    // ---- page moves ----
+
+    /// Work on a page move; true when the page is done and handed over.
+    fn move_step(&mut self, m: &mut Move, mut budget: usize, now: u32) -> bool {
+        let p = m.page;
+        let c = self.a.page(p).class as usize;
+        while budget > 0 && m.cursor < self.a.page(p).carved {
+            let h = Arena::handle_at(p, m.cursor);
+            m.cursor += 1;
+            budget -= 1;
+            if self.a.bits(h) & B_LINKED == 0 {
+                continue;
+            }
+            if let Some(d) = self.dead(h, now) {
+                self.reclaim(h, d);
+                continue;
+            }
+            // Rescue into a free chunk of the same class if there is one.
+            if let Some(nh) = self.a.alloc_fast(c) {
+                self.a.copy_chunk(h, nh);
+                let hash = self.ix.hash(self.a.key(h));
+                self.ix.replace(&mut self.a, hash, h, nh);
+                let e = self.a.exptime(h);
+                if e != 0 {
+                    self.wheel.remove(&mut self.a, h, e);
+                    self.wheel.insert(&mut self.a, nh, e);
+                }
+                self.a.free(h);
+                self.stats.slab_reassign_rescues += 1;
+                continue;
+            }
+            self.stats.slab_reassign_evictions_nomem += 1;
+            self.evict(h, now);
+        }
+        if m.cursor < self.a.page(p).carved {
+            return false;
+        }
+        debug_assert_eq!(self.a.page(p).used, 0);
+        match m.to {
+            Dest::Class(to) => self.a.reassign(p, to),
+            Dest::Release => self.a.release_page(p),
+        }
+        self.stats.slabs_moved += 1;
+        true
+    }
+
+    /// `slabs reassign src dst` (1-based class ids as shown; src -1 = any).
+    pub fn reassign(&mut self, src: i64, dst: i64) -> Reassign {
+        let n = self.a.large as i64;
+        if self.mover.is_some() {
+            return Reassign::Busy;
+        }
+        if dst < 1 || dst > n || src == 0 || src < -1 || src > n {
+            return Reassign::BadClass;
+        }
+        if src == dst {
+            return Reassign::Same;
+        }
+        let to = (dst - 1) as usize;
+        let from = if src == -1 {
+            let pick = (0..self.a.large)
+                .filter(|&c| c != to && self.a.classes[c].pages.len() > 1)
+                .max_by_key(|&c| self.a.classes[c].pages.len());
+            match pick {
+                Some(c) => c,
+                None => return Reassign::NoSpare,
+            }
+        } else {
+            (src - 1) as usize
+        };
+        if self.a.classes[from].pages.len() < 2 {
+            return Reassign::NoSpare;
+        }
+        let Some(p) = self.a.victim_page(from, NONE) else {
+            return Reassign::NoSpare;
+        };
+        self.start_move(p, Dest::Class(to));
+        Reassign::Ok
+    }
+
+    fn start_move(&mut self, p: usize, to: Dest) {
+        self.a.begin_drain(p);
+        self.mover = Some(Move {
+            page: p,
+            to,
+            cursor: 0,
+        });
+    }
+
+    /// Decide whether to start a page move (debt repayment or automove).
+    fn plan_move(&mut self, now: u32) {
+        if now >= self.window_start + 1 {
+            self.window_start = now;
+            self.moves_in_window = 0;
+            for cl in self.a.classes.iter_mut() {
+                cl.last_evictions = cl.win_evictions;
+                cl.win_evictions = 0;
+                cl.last_hits = cl.win_hits;
+                cl.win_hits = 0;
+                cl.idle_windows = if cl.last_evictions == 0 {
+                    cl.idle_windows.saturating_add(1)
+                } else {
+                    0
+                };
+            }
+        }
+        if self.mover.is_some() {
+            return;
+        }
+        let large = self.a.large;
+        if self.a.claimed > self.a.limit {
+            // Repay pages granted on credit.
+            if self.release_free_page() {
+                return;
+            }
+            let donor = (0..large)
+                .filter(|&c| self.a.classes[c].pages.len() > 1)
+                .max_by_key(|&c| self.a.classes[c].pages.len());
+            if let Some(p) = donor.and_then(|d| self.a.victim_page(d, NONE)) {
+                self.start_move(p, Dest::Release);
+            }
+            return;
+        }
+        if self.automove == 0 || self.no_evict || self.moves_in_window >= MOVES_PER_WINDOW {
+            return;
+        }
+        let Some(r) = (0..large)
+            .filter(|&c| self.a.classes[c].last_evictions > 0)
+            .max_by_key(|&c| self.a.classes[c].last_evictions)
+        else {
+            return;
+        };
+        // A donor with a page's worth of free chunks (its items can all be
+        // rescued), else one that has not evicted for a while.
+        let mut best: Option<(usize, u64)> = None;
+        for d in 0..large {
+            let cl = &self.a.classes[d];
+            if d == r || cl.pages.len() < 2 {
+                continue;
+            }
+            let (free, _) = self.a.free_chunks(d);
+            if free >= cl.per_page as u64 && best.is_none_or(|(_, f)| free > f) {
+                best = Some((d, free));
+            }
+        }
+        let donor = best.map(|(d, _)| d).or_else(|| {
+            (0..large)
+                .filter(|&d| {
+                    let cl = &self.a.classes[d];
+                    d != r && cl.pages.len() >= 2 && cl.idle_windows >= IDLE_WINDOWS
+                })
+                .min_by_key(|&d| {
+                    let cl = &self.a.classes[d];
+                    cl.last_hits / cl.pages.len() as u64
+                })
+        });
+        if let Some(p) = donor.and_then(|d| self.a.victim_page(d, NONE)) {
+            self.moves_in_window += 1;
+            // A page's worth of the receiver's evictions is being served.
+            let per = self.a.classes[r].per_page as u64;
+            let cl = &mut self.a.classes[r];
+            cl.last_evictions = cl.last_evictions.saturating_sub(per);
+            self.start_move(p, Dest::Class(r));
+        }
+    }
+
+    // ---- background work ----
+
+    /// One slice of background work. Returns true if more is waiting.
+    pub fn tick(&mut self, now: u32) -> bool {
+        self.check_flush(now);
+        let mut budget = SLICE;
+        // Expiry.
+        while budget > 0 {
+            match self.wheel.poll(&mut self.a, now) {
+                Poll::Idle => break,
+                Poll::Worked => budget -= 1,
+                Poll::Expired(h) => {
+                    budget -= 1;
+                    if self.a.bits(h) & B_LINKED == 0 {
+                        continue;
+                    }
+                    let e = self.a.exptime(h);
+                    if is_expired(e, now) {
+                        self.reclaim(h, Dead::Expired);
+                    } else if e != 0 {
+                        // Not due (cannot happen: touch reschedules).
+                        self.wheel.insert(&mut self.a, h, e);
+                    }
+                }
+            }
+        }
+        // Index growth.
+        if budget > 0 && self.ix.migrate(&mut self.a, budget / 4) {
+            budget /= 2;
+        }
+        // Flushed items.
+        if let Some((mut p, mut i)) = self.sweep {
+            while budget > 0 && p < self.a.page_count() {
+                let carved = self.a.page(p).carved;
+                if i >= carved {
+                    p += 1;
+                    i = 0;
+                    budget -= 1;
+                    continue;
+                }
+                let h = Arena::handle_at(p, i);
+                i += 1;
+                budget -= 1;
+                if self.a.bits(h) & B_LINKED != 0 && self.dead(h, now) == Some(Dead::Flushed) {
+                    self.unlink_any(h);
+                }
+            }
+            self.sweep = if p < self.a.page_count() {
+                Some((p, i))
+            } else {
+                None
+            };
+        }
+        // Rebalancing.
+        if budget > 0 {
+            self.plan_move(now);
+            if let Some(mut m) = self.mover.take() {
+                if !self.move_step(&mut m, budget, now) {
+                    self.mover = Some(m);
+                }
+            }
+        }
+        self.refresh_stats();
+        self.wheel.busy(now)
+            || self.ix.is_growing()
+            || self.sweep.is_some()
+            || self.mover.is_some()
+            || self.a.claimed > self.a.limit
+    }
+
+    /// A get hit on item `h` (per-class counters and rebalancing input).
+    #[inline]
+    pub fn note_hit(&mut self, h: u32) {
+        let c = self.class_of(h);
+        let cl = &mut self.a.classes[c];
+        cl.st.get_hits += 1;
+        cl.win_hits += 1;
+    }
+
+    /// Refresh the memory figures in the counters.
+    pub fn refresh_stats(&mut self) {
+        self.stats.mem_claimed = self.a.claimed as u64;
+        self.stats.index_bytes = self.ix.bytes() as u64;
+        self.stats.wheel_bytes = (self.wheel.bytes() + self.a.meta_bytes()) as u64;
+        self.stats.hash_power_level = self.ix.buckets().trailing_zeros() as u64;
+        self.stats.hash_is_expanding = self.ix.is_growing() as u64;
+    }
+}

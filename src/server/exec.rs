@@ -10,7 +10,7 @@ use crate::protocol::{
     ascii, binary, Command, Ctx, ErrorKind, Request, Response, StatValue, StoreMode,
 };
 use crate::stats::{bump, WorkerStats};
-use crate::store::{ArithResult, DeleteResult, StoreResult};
+use crate::store::{ArithResult, DeleteResult, Reassign, StoreResult};
 use crate::time;
 
 /// What the connection does after a request.
@@ -224,7 +224,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         Command::Quit => return Next::Close,
         Command::Noop => emit(ctx, Response::Noop, out),
         Command::Stats { group, arg } => super::stats_cmd::stats(group, arg, env, ctx, out),
-        Command::Slabs { .. } => emit(ctx, Response::Error(ErrorKind::UnknownCommand), out),
+        Command::Slabs { args } => slabs(args, env, ctx, out),
         Command::Meta(ref m) => return super::meta_exec::execute(m, ctx, env, out),
         Command::SaslListMechs | Command::SaslAuth { .. } | Command::SaslStep { .. } => {
             let _ = &conn.authenticated;
@@ -253,6 +253,41 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         }
     }
     Next::Continue
+}
+
+/// `slabs reassign <src> <dst>` / `slabs automove <0|1|2>`, memcached's
+/// replies (text protocol only).
+fn slabs(args: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    let mut t = args
+        .split(|&b| b == b' ')
+        .filter(|t| !t.is_empty() && *t != b"\r" && *t != b"\n");
+    let num =
+        |t: Option<&[u8]>| -> Option<i64> { std::str::from_utf8(t?).ok()?.trim().parse().ok() };
+    let store = &env.shared.store;
+    let reply: &[u8] = match t.next() {
+        Some(b"reassign") => match (num(t.next()), num(t.next())) {
+            (Some(src), Some(dst)) => match store.reassign(src, dst) {
+                Reassign::Ok => b"OK",
+                Reassign::Busy => b"BUSY currently processing reassign request",
+                Reassign::BadClass => b"BADCLASS invalid src or dst class id",
+                Reassign::NoSpare => b"NOSPARE source class has no spare pages",
+                Reassign::Same => b"SAME src and dst class are identical",
+            },
+            _ => b"CLIENT_ERROR bad command line format",
+        },
+        Some(b"automove") => match num(t.next()) {
+            Some(level @ 0..=2) => {
+                store.set_automove(level as u8);
+                b"OK"
+            }
+            _ => b"ERROR",
+        },
+        _ => b"ERROR",
+    };
+    if !ctx.noreply {
+        out.extend_from_slice(reply);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Shorthand for a stat line.

@@ -21,8 +21,11 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
             }
             return;
         }
-        // Per-class groups come with the slab allocator.
-        b"items" | b"slabs" | b"sizes" | b"conns" => {}
+        b"items" => items(env, ctx, out),
+        b"slabs" => slabs(env, ctx, out),
+        // Size histograms are off (`track_sizes no`), as memcached's default.
+        b"sizes" => stat(ctx, "sizes_status", V::Str("disabled"), out),
+        b"conns" => {}
         _ => {
             emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
             return;
@@ -92,18 +95,25 @@ fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("time_in_listen_disabled_us", V::U64(0));
     s("threads", V::U64(cfg.threads as u64));
     s("conn_yields", V::U64(0));
-    s("hash_power_level", V::U64(16));
+    s("hash_power_level", V::U64(items.hash_power_level));
     s("hash_bytes", V::U64(items.index_bytes));
-    s("hash_is_expanding", V::U64(0));
-    for name in [
-        "slab_reassign_rescues",
-        "slab_reassign_chunk_rescues",
+    s("hash_is_expanding", V::U64(items.hash_is_expanding));
+    s("slab_reassign_rescues", V::U64(items.slab_reassign_rescues));
+    s("slab_reassign_chunk_rescues", V::U64(0));
+    s(
         "slab_reassign_evictions_nomem",
+        V::U64(items.slab_reassign_evictions_nomem),
+    );
+    for name in [
         "slab_reassign_inline_reclaim",
         "slab_reassign_busy_items",
         "slab_reassign_busy_deletes",
         "slab_reassign_running",
-        "slabs_moved",
+    ] {
+        s(name, V::U64(0));
+    }
+    s("slabs_moved", V::U64(items.slabs_moved));
+    for name in [
         "lru_crawler_running",
         "lru_crawler_starts",
         "lru_maintainer_juggles",
@@ -176,7 +186,7 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("maxconns_fast", V::Bool(true));
     s("hashpower_init", V::U64(0));
     s("slab_reassign", V::Bool(true));
-    s("slab_automove", V::U64(1));
+    s("slab_automove", V::U64(env.shared.store.automove() as u64));
     s("slab_automove_ratio", V::F64(0.8));
     s("slab_automove_window", V::U64(30));
     s("slab_chunk_max", V::U64(524288));
@@ -202,4 +212,104 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("track_sizes", V::Bool(false));
     s("inline_ascii_response", V::Bool(false));
     s("ssl_enabled", V::Bool(false));
+}
+
+/// `stats items`: per-class item figures, memcached's names and order.
+/// One CLOCK per class stands in for memcached's HOT/WARM/COLD queues: all
+/// items count as cold, and `age` is the idle time of the item under the
+/// CLOCK hand.
+fn items(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    for c in env.shared.store.class_info() {
+        if c.st.items == 0 {
+            continue;
+        }
+        let st = &c.st;
+        let fields: [(&str, u64); 28] = [
+            ("number", st.items),
+            ("number_hot", 0),
+            ("number_warm", 0),
+            ("number_cold", st.items),
+            ("age_hot", 0),
+            ("age_warm", 0),
+            ("age", c.age),
+            ("mem_requested", st.mem_requested),
+            ("evicted", st.evicted),
+            ("evicted_nonzero", st.evicted_nonzero),
+            ("evicted_time", st.evicted_time as u64),
+            ("outofmemory", st.outofmemory),
+            ("tailrepairs", 0),
+            ("reclaimed", st.reclaimed),
+            ("expired_unfetched", st.expired_unfetched),
+            ("evicted_unfetched", st.evicted_unfetched),
+            ("evicted_active", st.evicted_active),
+            ("crawler_reclaimed", 0),
+            ("crawler_items_checked", 0),
+            ("lrutail_reflocked", 0),
+            ("moves_to_cold", 0),
+            ("moves_to_warm", 0),
+            ("moves_within_lru", 0),
+            ("direct_reclaims", 0),
+            ("hits_to_hot", 0),
+            ("hits_to_warm", 0),
+            ("hits_to_cold", st.get_hits),
+            ("hits_to_temp", 0),
+        ];
+        for (name, v) in fields {
+            emit(
+                ctx,
+                Response::StatParts {
+                    prefix: "items:",
+                    class: c.id,
+                    name,
+                    value: V::U64(v),
+                },
+                out,
+            );
+        }
+    }
+}
+
+/// `stats slabs`: per-class page and chunk figures, then totals.
+fn slabs(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    let classes = env.shared.store.class_info();
+    let mut active = 0u64;
+    for c in &classes {
+        if c.total_pages == 0 {
+            continue;
+        }
+        active += 1;
+        let st = &c.st;
+        let fields: [(&str, u64); 15] = [
+            ("chunk_size", c.chunk_size),
+            ("chunks_per_page", c.chunks_per_page),
+            ("total_pages", c.total_pages),
+            ("total_chunks", c.total_chunks),
+            ("used_chunks", c.used_chunks),
+            ("free_chunks", c.free_chunks),
+            ("free_chunks_end", c.free_chunks_end),
+            ("get_hits", st.get_hits),
+            ("cmd_set", st.cmd_set),
+            ("delete_hits", st.delete_hits),
+            ("incr_hits", st.incr_hits),
+            ("decr_hits", st.decr_hits),
+            ("cas_hits", st.cas_hits),
+            ("cas_badval", st.cas_badval),
+            ("touch_hits", st.touch_hits),
+        ];
+        for (name, v) in fields {
+            emit(
+                ctx,
+                Response::StatParts {
+                    prefix: "",
+                    class: c.id,
+                    name,
+                    value: V::U64(v),
+                },
+                out,
+            );
+        }
+    }
+    let total = env.shared.store.stats().mem_claimed;
+    stat(ctx, "active_slabs", V::U64(active), out);
+    stat(ctx, "total_malloced", V::U64(total), out);
 }

@@ -50,7 +50,7 @@ fn next(x: &mut u64) -> u64 {
 const KEYS: u64 = 100_000;
 
 fn op(map: &mut Map, key: u64) -> u8 {
-    if key % 10 == 0 {
+    if key.is_multiple_of(10) {
         map.insert(key, [key as u8; 32]);
         1
     } else {

@@ -61,9 +61,21 @@ struct Cli {
     /// Write the process id to this file.
     #[arg(short = 'P', long = "pidfile")]
     pidfile: Option<String>,
+    /// I/O driver: auto (io_uring when the kernel allows it, else epoll), io_uring, epoll.
+    #[arg(long = "io-driver", value_enum, default_value_t = IoDriver::Auto)]
+    io_driver: IoDriver,
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     version: Option<bool>,
+}
+
+/// Which monoio driver the event loops run on.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoDriver {
+    Auto,
+    #[value(name = "io_uring")]
+    IoUring,
+    Epoll,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -99,6 +111,7 @@ pub struct Config {
     pub verbose: u8,
     pub user: Option<String>,
     pub pidfile: Option<String>,
+    pub io_driver: IoDriver,
 }
 
 /// What parsing the command line decided.
@@ -169,6 +182,7 @@ impl Config {
             verbose: cli.verbose,
             user: cli.user,
             pidfile: cli.pidfile,
+            io_driver: cli.io_driver,
         })
     }
 }

@@ -13,7 +13,7 @@ pub mod exec;
 mod meta_exec;
 mod stats_cmd;
 
-use crate::config::Config;
+use crate::config::{Config, IoDriver};
 use crate::stats::Stats;
 use crate::store::{Store, StoreConfig};
 use crate::time;
@@ -170,11 +170,18 @@ pub fn run(config: Config) -> i32 {
             eprintln!("could not write pid file {p}: {e}");
         }
     }
-    let driver = if monoio::utils::detect_uring() {
-        "io_uring"
-    } else {
-        "epoll"
+    let uring = match config.io_driver {
+        IoDriver::Auto => monoio::utils::detect_uring(),
+        IoDriver::IoUring => {
+            if !monoio::utils::detect_uring() {
+                eprintln!("io_uring is not available here (blocked or unsupported); use --io-driver epoll");
+                return 71;
+            }
+            true
+        }
+        IoDriver::Epoll => false,
     };
+    let driver = if uring { "io_uring" } else { "epoll" };
     eprintln!(
         "corecached {} listening on {:?} port {} with {} event loop(s), {} driver, {} MiB",
         env!("CARGO_PKG_VERSION"),
@@ -208,7 +215,7 @@ pub fn run(config: Config) -> i32 {
             let cpu = cpus[id % cpus.len()];
             std::thread::Builder::new()
                 .name(format!("loop-{id}"))
-                .spawn(move || event_loop(id, cpu, shared, ls))
+                .spawn(move || event_loop(id, cpu, uring, shared, ls))
                 .expect("spawn event loop")
         })
         .collect();
@@ -224,7 +231,13 @@ pub fn run(config: Config) -> i32 {
     code
 }
 
-fn event_loop(id: usize, cpu: usize, shared: Arc<Shared>, listeners: Vec<std::net::TcpListener>) {
+fn event_loop(
+    id: usize,
+    cpu: usize,
+    uring: bool,
+    shared: Arc<Shared>,
+    listeners: Vec<std::net::TcpListener>,
+) {
     if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
         log(
             &shared.config,
@@ -232,64 +245,71 @@ fn event_loop(id: usize, cpu: usize, shared: Arc<Shared>, listeners: Vec<std::ne
             format_args!("loop {id}: could not pin to cpu {cpu}: {e:?}"),
         );
     }
-    let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .with_entries(1024)
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("loop {id}: cannot build runtime: {e}");
-            std::process::exit(71);
-        }
+    let built = if uring {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .with_entries(1024)
+            .build()
+            .map(|mut rt| rt.block_on(serve_loop(id, shared, listeners)))
+    } else {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(serve_loop(id, shared, listeners)))
     };
-    rt.block_on(async move {
-        let worker = Rc::new(Worker {
-            id,
-            shared: shared.clone(),
-            conns: RefCell::new(HashSet::new()),
-        });
-        let canceller = monoio::io::Canceller::new();
-        let mut accepts = Vec::new();
-        for l in listeners {
-            let l = match monoio::net::TcpListener::from_std(l) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("loop {id}: listener: {e}");
-                    continue;
-                }
-            };
-            accepts.push(monoio::spawn(conn::accept_loop(
-                l,
-                worker.clone(),
-                canceller.handle(),
-            )));
-        }
-        // Ticker: background work on the owned shard (expiry, index growth,
-        // flush sweep, slab moves), one bounded slice (~100-200 µs under the
-        // shard lock) per wake-up: every 100 ms when idle, every 1 ms while
-        // work is waiting, so I/O runs between slices. Also watches shutdown.
-        let mut busy = false;
-        while !shared.shutdown.load(Ordering::Relaxed) {
-            let pause = if busy { 1 } else { 100 };
-            monoio::time::sleep(Duration::from_millis(pause)).await;
-            busy = shared.store.lock_shard(id).tick(time::now());
-        }
-        let _ = canceller.cancel();
-        for a in accepts {
-            a.await;
-        }
-        for &fd in worker.conns.borrow().iter() {
-            // SAFETY: fd is an open socket owned by one of this loop's
-            // connections (removed from the set before it is closed).
-            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
-        }
-        // Let connections answer what they have read, bounded in time.
-        for _ in 0..100 {
-            if worker.conns.borrow().is_empty() {
-                break;
-            }
-            monoio::time::sleep(Duration::from_millis(20)).await;
-        }
+    if let Err(e) = built {
+        eprintln!("loop {id}: cannot build runtime: {e}");
+        std::process::exit(71);
+    }
+}
+
+/// One event loop: accept, serve, tick, and shut down.
+async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::TcpListener>) {
+    let worker = Rc::new(Worker {
+        id,
+        shared: shared.clone(),
+        conns: RefCell::new(HashSet::new()),
     });
+    let canceller = monoio::io::Canceller::new();
+    let mut accepts = Vec::new();
+    for l in listeners {
+        let l = match monoio::net::TcpListener::from_std(l) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("loop {id}: listener: {e}");
+                continue;
+            }
+        };
+        accepts.push(monoio::spawn(conn::accept_loop(
+            l,
+            worker.clone(),
+            canceller.handle(),
+        )));
+    }
+    // Ticker: background work on the owned shard (expiry, index growth,
+    // flush sweep, slab moves), one bounded slice (~100-200 µs under the
+    // shard lock) per wake-up: every 100 ms when idle, every 1 ms while
+    // work is waiting, so I/O runs between slices. Also watches shutdown.
+    let mut busy = false;
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        let pause = if busy { 1 } else { 100 };
+        monoio::time::sleep(Duration::from_millis(pause)).await;
+        busy = shared.store.lock_shard(id).tick(time::now());
+    }
+    let _ = canceller.cancel();
+    for a in accepts {
+        a.await;
+    }
+    for &fd in worker.conns.borrow().iter() {
+        // SAFETY: fd is an open socket owned by one of this loop's
+        // connections (removed from the set before it is closed).
+        unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+    }
+    // Let connections answer what they have read, bounded in time.
+    for _ in 0..100 {
+        if worker.conns.borrow().is_empty() {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -77,11 +77,10 @@ pub struct Engine {
 impl Engine {
     pub fn new(id: usize, shards: usize, cfg: &StoreConfig, hasher: ahash::RandomState) -> Engine {
         let limit = cfg.mem_limit / shards.max(1);
-        let now = crate::time::now();
         Engine {
             a: Arena::new(limit, cfg.chunk_size, cfg.growth_factor),
             ix: Index::new(4096, hasher),
-            wheel: Wheel::new(now),
+            wheel: Wheel::new(0),
             hlc: Hlc::new(id, false),
             no_evict: cfg.no_evict,
             max_item: cfg.max_item_size,
@@ -91,7 +90,7 @@ impl Engine {
             sweep: None,
             mover: None,
             automove: 1,
-            window_start: now,
+            window_start: 0,
             moves_in_window: 0,
         }
     }
@@ -367,10 +366,9 @@ impl Engine {
     /// the limit; we stay within it).
     fn steal_page(&mut self, c: usize, protect: u32, now: u32) -> bool {
         let donor = (0..self.a.large)
-            .filter(|&d| d != c && self.a.classes[d].pages.len() > 1)
+            .filter(|&d| d != c && self.a.victim_page(d, protect).is_some())
             .max_by_key(|&d| self.a.classes[d].pages.len());
-        let Some(d) = donor else { return false };
-        let Some(p) = self.a.victim_page(d, protect) else {
+        let Some(p) = donor.and_then(|d| self.a.victim_page(d, protect)) else {
             return false;
         };
         self.drain_now(p, Dest::Class(c), now);
@@ -579,7 +577,7 @@ impl Engine {
                 return;
             }
             let donor = (0..large)
-                .filter(|&c| self.a.classes[c].pages.len() > 1)
+                .filter(|&c| self.a.victim_page(c, NONE).is_some())
                 .max_by_key(|&c| self.a.classes[c].pages.len());
             if let Some(p) = donor.and_then(|d| self.a.victim_page(d, NONE)) {
                 self.start_move(p, Dest::Release);
@@ -692,11 +690,7 @@ impl Engine {
             }
         }
         self.refresh_stats();
-        self.wheel.busy(now)
-            || self.ix.is_growing()
-            || self.sweep.is_some()
-            || self.mover.is_some()
-            || self.a.claimed > self.a.limit
+        self.wheel.busy(now) || self.ix.is_growing() || self.sweep.is_some() || self.mover.is_some()
     }
 
     /// A get hit on item `h` (per-class counters and rebalancing input).

@@ -484,3 +484,651 @@ mod tests {
         assert!(s.stats().evictions > 0);
     }
 }
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+    use crate::store::slab::PAGE_SIZE;
+
+    fn cfg(mem: usize) -> StoreConfig {
+        StoreConfig {
+            mem_limit: mem,
+            ..Default::default()
+        }
+    }
+
+    fn set(s: &mut Shard, k: &str, v: &[u8], exp: u32, now: u32) -> StoreResult {
+        s.store(0, k.as_bytes(), StoreMode::Set, 0, exp, v, 0, now)
+    }
+
+    fn has(s: &mut Shard, k: &str, now: u32) -> bool {
+        s.get(0, k.as_bytes(), now, None).is_some()
+    }
+
+    fn tick_all(s: &mut Shard, now: u32) {
+        for _ in 0..100_000 {
+            if !s.tick(now) {
+                return;
+            }
+        }
+        panic!("background work does not finish");
+    }
+
+    #[test]
+    fn clock_spares_referenced_items() {
+        let mut s = Shard::new(0, 1, &cfg(8 * PAGE_SIZE));
+        let v = [b'v'; 100];
+        let mut i = 0u32;
+        // fill to the first eviction
+        while s.stats().evictions == 0 {
+            set(&mut s, &format!("k{i}"), &v, 0, 10);
+            i += 1;
+        }
+        let cap = i;
+        for h in 0..1000 {
+            assert!(has(&mut s, &format!("k{h}"), 10) || h < 2);
+        }
+        // twice the capacity of new keys, re-reading the hot set now and then
+        for n in 0..2 * cap {
+            set(&mut s, &format!("new{n}"), &v, 0, 10);
+            if n % 5000 == 0 {
+                for h in 2..1000 {
+                    has(&mut s, &format!("k{h}"), 10);
+                }
+            }
+        }
+        let hot = (2..1000)
+            .filter(|h| has(&mut s, &format!("k{h}"), 10))
+            .count();
+        let cold = (5000..cap)
+            .filter(|c| has(&mut s, &format!("k{c}"), 10))
+            .count();
+        assert_eq!(hot, 998, "referenced items survive");
+        assert_eq!(cold, 0, "unreferenced old items are the victims");
+        assert!(s.stats().evicted_unfetched > 0);
+        // a second class got its first page on credit; background work repays it
+        tick_all(&mut s, 10);
+        assert!(s.stats().mem_claimed as usize <= 8 * PAGE_SIZE);
+    }
+
+    #[test]
+    fn expired_items_are_reclaimed_without_reads() {
+        let mut s = Shard::new(0, 1, &cfg(64 << 20));
+        for i in 0..20_000 {
+            set(&mut s, &format!("t{i}"), b"xyz", 102, 100);
+        }
+        set(&mut s, "forever", b"1", 0, 100);
+        set(&mut s, "later", b"1", 5000, 100);
+        tick_all(&mut s, 101);
+        assert_eq!(s.stats().curr_items, 20_002);
+        tick_all(&mut s, 102);
+        assert_eq!(s.stats().curr_items, 2);
+        assert_eq!(s.stats().reclaimed, 20_000);
+        assert_eq!(s.stats().expired_unfetched, 20_000);
+        let info: Vec<ClassInfo> = s.class_info().collect();
+        assert_eq!(info.iter().map(|c| c.used_chunks).sum::<u64>(), 2);
+        assert!(has(&mut s, "later", 4999));
+        tick_all(&mut s, 5000);
+        assert!(!has(&mut s, "later", 5000));
+        assert_eq!(s.stats().curr_items, 1);
+    }
+
+    #[test]
+    fn touch_moves_an_item_in_the_wheel() {
+        let mut s = Shard::new(0, 1, &cfg(64 << 20));
+        set(&mut s, "a", b"1", 105, 100);
+        set(&mut s, "b", b"1", 105, 100);
+        set(&mut s, "c", b"1", 200, 100);
+        assert!(s.touch(0, b"a", 300, 101).is_some());
+        assert!(s.touch(0, b"b", 0, 101).is_some());
+        assert!(s.get(0, b"c", 101, Some(103)).is_some());
+        tick_all(&mut s, 110);
+        assert_eq!(s.stats().curr_items, 2, "c expired at its new time");
+        assert_eq!(s.stats().reclaimed, 1);
+        tick_all(&mut s, 1000);
+        assert!(has(&mut s, "b", 1000));
+        assert!(!has(&mut s, "a", 1000));
+        assert_eq!(s.stats().curr_items, 1);
+    }
+
+    #[test]
+    fn delayed_flush_all() {
+        let mut s = Shard::new(0, 1, &cfg(64 << 20));
+        for i in 0..1000 {
+            set(&mut s, &format!("k{i}"), b"v", 0, 10);
+        }
+        s.flush_all(12, 10);
+        assert!(has(&mut s, "k1", 11));
+        set(&mut s, "k2", b"new", 0, 11);
+        // at 12 everything stored before is gone, without a walk on the request path
+        assert!(!has(&mut s, "k1", 12));
+        assert!(!has(&mut s, "k2", 12));
+        assert_eq!(s.stats().get_flushed, 2);
+        set(&mut s, "after", b"v", 0, 12);
+        assert!(has(&mut s, "after", 12));
+        tick_all(&mut s, 12);
+        assert_eq!(s.stats().curr_items, 1);
+        assert_eq!(s.stats().bytes as usize, item_size(5, 1, 0));
+        // immediate flush
+        s.flush_all(13, 13);
+        assert!(!has(&mut s, "after", 13));
+        set(&mut s, "x", b"v", 0, 13);
+        assert!(has(&mut s, "x", 13));
+    }
+
+    #[test]
+    fn no_evict_returns_out_of_memory() {
+        let mut c = cfg(8 * PAGE_SIZE);
+        c.no_evict = true;
+        let mut s = Shard::new(0, 1, &c);
+        let v = [b'v'; 100];
+        let mut stored = 0;
+        for i in 0..200_000 {
+            match set(&mut s, &format!("k{i}"), &v, 0, 10) {
+                StoreResult::Stored { .. } => stored += 1,
+                StoreResult::OutOfMemory => break,
+                r => panic!("{r:?}"),
+            }
+        }
+        assert!(stored > 50_000);
+        assert_eq!(s.stats().evictions, 0);
+        assert!(has(&mut s, "k0", 10));
+        assert!(has(&mut s, &format!("k{}", stored - 1), 10));
+        let oom: u64 = s.class_info().map(|c| c.st.outofmemory).sum();
+        assert!(oom >= 1);
+        // deleting makes room again
+        assert_eq!(s.delete(0, b"k0", 0, 10), DeleteResult::Deleted);
+        assert!(matches!(
+            set(&mut s, "fresh", &v, 0, 10),
+            StoreResult::Stored { .. }
+        ));
+    }
+
+    #[test]
+    fn large_items_and_chained_append() {
+        let mut c = cfg(16 * PAGE_SIZE);
+        c.max_item_size = 4 << 20;
+        let mut s = Shard::new(0, 1, &c);
+        let big: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
+        assert!(matches!(
+            set(&mut s, "big", &big, 0, 10),
+            StoreResult::Stored { .. }
+        ));
+        assert_eq!(s.get(0, b"big", 10, None).unwrap().value, &big[..]);
+        assert!(matches!(
+            s.store(0, b"big", StoreMode::Append, 0, 0, b"tail", 0, 10),
+            StoreResult::Stored { .. }
+        ));
+        assert!(matches!(
+            s.store(0, b"big", StoreMode::Prepend, 0, 0, b"head", 0, 10),
+            StoreResult::Stored { .. }
+        ));
+        let got = s.get(0, b"big", 10, None).unwrap().value.to_vec();
+        assert_eq!(&got[..4], b"head");
+        assert_eq!(&got[4..900_004], &big[..]);
+        assert_eq!(&got[900_004..], b"tail");
+        let claimed = s.stats().mem_claimed;
+        s.delete(0, b"big", 0, 10);
+        s.e.refresh_stats();
+        assert!(s.stats().mem_claimed < claimed);
+        // too large for -I
+        let huge = vec![0u8; (4 << 20) + 1];
+        assert_eq!(set(&mut s, "huge", &huge, 0, 10), StoreResult::TooLarge);
+        // many large items: memory stays within the budget (evicting)
+        for i in 0..40 {
+            assert!(matches!(
+                set(&mut s, &format!("b{i}"), &big, 0, 10),
+                StoreResult::Stored { .. }
+            ));
+            s.e.refresh_stats();
+            assert!(s.stats().mem_claimed as usize <= 16 * PAGE_SIZE);
+        }
+        assert!(has(&mut s, "b39", 10));
+        assert!(!has(&mut s, "b0", 10));
+    }
+
+    #[test]
+    fn reassign_moves_a_page_keeping_items_reachable() {
+        let mut s = Shard::new(0, 1, &cfg(8 * PAGE_SIZE));
+        let v = [b'v'; 100];
+        for i in 0..30_000 {
+            set(&mut s, &format!("k{i}"), &v, 0, 10);
+        }
+        let src = s.class_info().find(|c| c.total_pages > 1).unwrap();
+        let dst = src.id + 10;
+        assert_eq!(s.reassign(src.id as i64, src.id as i64), Reassign::Same);
+        assert_eq!(s.reassign(0, dst as i64), Reassign::BadClass);
+        assert_eq!(s.reassign(dst as i64, src.id as i64), Reassign::NoSpare);
+        assert_eq!(s.reassign(src.id as i64, dst as i64), Reassign::Ok);
+        assert_eq!(s.reassign(src.id as i64, dst as i64), Reassign::Busy);
+        tick_all(&mut s, 10);
+        let after: Vec<ClassInfo> = s.class_info().collect();
+        let a = after.iter().find(|c| c.id == src.id).unwrap();
+        let b = after.iter().find(|c| c.id == dst).unwrap();
+        assert_eq!(a.total_pages, src.total_pages - 1);
+        assert_eq!(b.total_pages, 1);
+        assert_eq!(s.stats().slabs_moved, 1);
+        // every item is still either reachable or was counted as evicted
+        let alive = (0..30_000)
+            .filter(|i| has(&mut s, &format!("k{i}"), 10))
+            .count() as u64;
+        assert_eq!(alive, s.stats().curr_items);
+        assert_eq!(
+            alive + s.stats().slab_reassign_evictions_nomem,
+            src.st.items
+        );
+    }
+
+    #[test]
+    fn automove_recovers_from_calcification() {
+        let mut s = Shard::new(0, 1, &cfg(8 * PAGE_SIZE));
+        let small = [b's'; 100];
+        let large = [b'L'; 1000];
+        let mut now = 10;
+        // phase 1: small items take all the memory
+        for i in 0..100_000 {
+            set(&mut s, &format!("s{i}"), &small, 0, now);
+        }
+        tick_all(&mut s, now);
+        // phase 2: a working set of large items that fits in memory
+        let keys: Vec<String> = (0..4000).map(|i| format!("L{i}")).collect();
+        let mut ratio = 0.0;
+        for _round in 0..40 {
+            now += 1;
+            let mut hits = 0;
+            for k in &keys {
+                if has(&mut s, k, now) {
+                    hits += 1;
+                } else {
+                    set(&mut s, k, &large, 0, now);
+                }
+            }
+            ratio = hits as f64 / keys.len() as f64;
+            for _ in 0..200 {
+                if !s.tick(now) {
+                    break;
+                }
+            }
+        }
+        assert!(ratio > 0.95, "hit ratio after rebalancing: {ratio}");
+        assert!(s.stats().slabs_moved >= 3);
+        s.e.refresh_stats();
+        assert!(
+            s.stats().mem_claimed as usize <= 8 * PAGE_SIZE,
+            "debt repaid"
+        );
+    }
+
+    #[test]
+    fn cas_values_increase_and_differ_across_shards() {
+        let c = cfg(64 << 20);
+        let mut a = Shard::new(0, 2, &c);
+        let mut b = Shard::new(1, 2, &c);
+        let mut last = 0;
+        for i in 0..1000 {
+            let StoreResult::Stored { cas } = set(&mut a, &format!("k{i}"), b"1", 0, 10) else {
+                panic!()
+            };
+            assert!(cas > last);
+            last = cas;
+            let StoreResult::Stored { cas: cb } = set(&mut b, &format!("k{i}"), b"1", 0, 10) else {
+                panic!()
+            };
+            assert_ne!(cb, cas);
+        }
+        // incr changes the CAS
+        set(&mut a, "n", b"5", 0, 10);
+        let c1 = a.get(0, b"n", 10, None).unwrap().cas;
+        let ArithResult::Value { cas: c2, .. } = a.arith(0, b"n", true, 1, None, 0, 10) else {
+            panic!()
+        };
+        assert!(c2 > c1);
+    }
+
+    #[test]
+    fn cas_and_delete_compare() {
+        let mut s = Shard::new(0, 1, &cfg(64 << 20));
+        let StoreResult::Stored { cas } = set(&mut s, "k", b"v", 0, 10) else {
+            panic!()
+        };
+        assert_eq!(
+            s.store(0, b"k", StoreMode::Cas, 0, 0, b"w", cas + 1, 10),
+            StoreResult::Exists
+        );
+        assert_eq!(
+            s.store(0, b"nope", StoreMode::Cas, 0, 0, b"w", cas, 10),
+            StoreResult::NotFound
+        );
+        assert!(matches!(
+            s.store(0, b"k", StoreMode::Cas, 3, 0, b"w", cas, 10),
+            StoreResult::Stored { .. }
+        ));
+        let it = s.get(0, b"k", 10, None).unwrap();
+        assert_eq!((it.value, it.flags), (&b"w"[..], 3));
+        let c2 = it.cas;
+        assert_eq!(s.delete(0, b"k", c2 + 1, 10), DeleteResult::Exists);
+        assert_eq!(s.delete(0, b"k", c2, 10), DeleteResult::Deleted);
+        assert_eq!(s.delete(0, b"k", 0, 10), DeleteResult::NotFound);
+        // add on an existing key, replace on a missing one
+        set(&mut s, "a", b"1", 0, 10);
+        assert_eq!(
+            s.store(0, b"a", StoreMode::Add, 0, 0, b"2", 0, 10),
+            StoreResult::NotStored
+        );
+        assert_eq!(
+            s.store(0, b"zz", StoreMode::Replace, 0, 0, b"2", 0, 10),
+            StoreResult::NotStored
+        );
+        let cs: Vec<ClassInfo> = s.class_info().collect();
+        assert_eq!(cs.iter().map(|c| c.st.cas_badval).sum::<u64>(), 1);
+        assert_eq!(cs.iter().map(|c| c.st.cas_hits).sum::<u64>(), 1);
+        assert_eq!(cs.iter().map(|c| c.st.delete_hits).sum::<u64>(), 1);
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    //! Property tests: the shard agrees with a model HashMap with TTLs.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(u8, Vec<u8>, u8, u32),
+        Add(u8, Vec<u8>, u8),
+        Replace(u8, Vec<u8>),
+        Append(u8, Vec<u8>),
+        Prepend(u8, Vec<u8>),
+        Cas(u8, Vec<u8>, bool),
+        Delete(u8),
+        Incr(u8, u64),
+        Decr(u8, u64),
+        Touch(u8, u8),
+        Get(u8),
+        Advance(u8),
+        Tick,
+        Flush,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let key = 0u8..24;
+        let val = prop::collection::vec(prop::sample::select(b"0123456789 ab".to_vec()), 0..40);
+        prop_oneof![
+            4 => (key.clone(), val.clone(), 0u8..4, 0u32..3).prop_map(|(k, v, t, f)| Op::Set(k, v, t, f)),
+            1 => (key.clone(), val.clone(), 0u8..4).prop_map(|(k, v, t)| Op::Add(k, v, t)),
+            1 => (key.clone(), val.clone()).prop_map(|(k, v)| Op::Replace(k, v)),
+            1 => (key.clone(), val.clone()).prop_map(|(k, v)| Op::Append(k, v)),
+            1 => (key.clone(), val.clone()).prop_map(|(k, v)| Op::Prepend(k, v)),
+            1 => (key.clone(), val.clone(), any::<bool>()).prop_map(|(k, v, g)| Op::Cas(k, v, g)),
+            2 => key.clone().prop_map(Op::Delete),
+            1 => (key.clone(), 0u64..1000).prop_map(|(k, d)| Op::Incr(k, d)),
+            1 => (key.clone(), 0u64..1000).prop_map(|(k, d)| Op::Decr(k, d)),
+            1 => (key.clone(), 0u8..4).prop_map(|(k, t)| Op::Touch(k, t)),
+            4 => key.prop_map(Op::Get),
+            2 => (0u8..3).prop_map(Op::Advance),
+            1 => Just(Op::Tick),
+            1 => Just(Op::Flush),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct M {
+        v: Vec<u8>,
+        flags: u32,
+        exp: u32,
+        cas: u64,
+    }
+
+    fn exp_of(ttl: u8, now: u32) -> u32 {
+        if ttl == 0 {
+            0
+        } else {
+            now + ttl as u32
+        }
+    }
+
+    fn run_model(ops: Vec<Op>, mem: usize) {
+        let mut s = Shard::new(
+            0,
+            1,
+            &StoreConfig {
+                mem_limit: mem,
+                ..Default::default()
+            },
+        );
+        let mut m: HashMap<Vec<u8>, M> = HashMap::new();
+        let mut now = 100u32;
+        for op in ops {
+            // the model forgets expired items
+            m.retain(|_, it| !crate::time::is_expired(it.exp, now));
+            let is_append = matches!(op, Op::Append(..));
+            let is_incr = matches!(op, Op::Incr(..));
+            match op {
+                Op::Set(k, v, t, f) => {
+                    let key = vec![b'k', k];
+                    let exp = exp_of(t, now);
+                    let r = s.store(0, &key, StoreMode::Set, f, exp, &v, 0, now);
+                    let StoreResult::Stored { cas } = r else {
+                        panic!("{r:?}")
+                    };
+                    m.insert(
+                        key,
+                        M {
+                            v,
+                            flags: f,
+                            exp,
+                            cas,
+                        },
+                    );
+                }
+                Op::Add(k, v, t) => {
+                    let key = vec![b'k', k];
+                    let exp = exp_of(t, now);
+                    let r = s.store(0, &key, StoreMode::Add, 0, exp, &v, 0, now);
+                    if m.contains_key(&key) {
+                        assert_eq!(r, StoreResult::NotStored);
+                    } else {
+                        let StoreResult::Stored { cas } = r else {
+                            panic!("{r:?}")
+                        };
+                        m.insert(
+                            key,
+                            M {
+                                v,
+                                flags: 0,
+                                exp,
+                                cas,
+                            },
+                        );
+                    }
+                }
+                Op::Replace(k, v) => {
+                    let key = vec![b'k', k];
+                    let r = s.store(0, &key, StoreMode::Replace, 1, 0, &v, 0, now);
+                    match m.get_mut(&key) {
+                        None => assert_eq!(r, StoreResult::NotStored),
+                        Some(it) => {
+                            let StoreResult::Stored { cas } = r else {
+                                panic!("{r:?}")
+                            };
+                            *it = M {
+                                v,
+                                flags: 1,
+                                exp: 0,
+                                cas,
+                            };
+                        }
+                    }
+                }
+                Op::Append(k, v) | Op::Prepend(k, v) => {
+                    let key = vec![b'k', k];
+                    let app = is_append;
+                    let mode = if app {
+                        StoreMode::Append
+                    } else {
+                        StoreMode::Prepend
+                    };
+                    let r = s.store(0, &key, mode, 9, 0, &v, 0, now);
+                    match m.get_mut(&key) {
+                        None => assert_eq!(r, StoreResult::NotStored),
+                        Some(it) => {
+                            let StoreResult::Stored { cas } = r else {
+                                panic!("{r:?}")
+                            };
+                            if app {
+                                it.v.extend_from_slice(&v);
+                            } else {
+                                let mut n = v.clone();
+                                n.extend_from_slice(&it.v);
+                                it.v = n;
+                            }
+                            it.cas = cas;
+                        }
+                    }
+                }
+                Op::Cas(k, v, good) => {
+                    let key = vec![b'k', k];
+                    let cur = m.get(&key).map(|it| it.cas);
+                    let given = match (cur, good) {
+                        (Some(c), true) => c,
+                        (Some(c), false) => c + 1,
+                        (None, _) => 12345,
+                    };
+                    let r = s.store(0, &key, StoreMode::Cas, 2, 0, &v, given, now);
+                    match (cur, good) {
+                        (None, _) => assert_eq!(r, StoreResult::NotFound),
+                        (Some(_), false) => assert_eq!(r, StoreResult::Exists),
+                        (Some(_), true) => {
+                            let StoreResult::Stored { cas } = r else {
+                                panic!("{r:?}")
+                            };
+                            m.insert(
+                                key,
+                                M {
+                                    v,
+                                    flags: 2,
+                                    exp: 0,
+                                    cas,
+                                },
+                            );
+                        }
+                    }
+                }
+                Op::Delete(k) => {
+                    let key = vec![b'k', k];
+                    let r = s.delete(0, &key, 0, now);
+                    let want = if m.remove(&key).is_some() {
+                        DeleteResult::Deleted
+                    } else {
+                        DeleteResult::NotFound
+                    };
+                    assert_eq!(r, want);
+                }
+                Op::Incr(k, d) | Op::Decr(k, d) => {
+                    let key = vec![b'k', k];
+                    let incr = is_incr;
+                    let r = s.arith(0, &key, incr, d, None, 0, now);
+                    match m.get_mut(&key) {
+                        None => assert_eq!(r, ArithResult::NotFound),
+                        Some(it) => match parse_counter(&it.v) {
+                            None => assert_eq!(r, ArithResult::NonNumeric),
+                            Some(cur) => {
+                                let want = if incr {
+                                    cur.wrapping_add(d)
+                                } else {
+                                    cur.saturating_sub(d)
+                                };
+                                let ArithResult::Value { value, cas } = r else {
+                                    panic!("{r:?}")
+                                };
+                                assert_eq!(value, want);
+                                let digits = want.to_string().into_bytes();
+                                if digits.len() <= it.v.len() {
+                                    let mut nv = digits.clone();
+                                    nv.resize(it.v.len(), b' ');
+                                    it.v = nv;
+                                } else {
+                                    it.v = digits;
+                                }
+                                it.cas = cas;
+                            }
+                        },
+                    }
+                }
+                Op::Touch(k, t) => {
+                    let key = vec![b'k', k];
+                    let exp = exp_of(t, now);
+                    let r = s.touch(0, &key, exp, now);
+                    match m.get_mut(&key) {
+                        None => assert_eq!(r, None),
+                        Some(it) => {
+                            assert_eq!(r, Some(it.cas));
+                            it.exp = exp;
+                        }
+                    }
+                }
+                Op::Get(k) => {
+                    let key = vec![b'k', k];
+                    let got = s
+                        .get(0, &key, now, None)
+                        .map(|it| (it.value.to_vec(), it.flags, it.cas));
+                    let want = m.get(&key).map(|it| (it.v.clone(), it.flags, it.cas));
+                    assert_eq!(got, want, "key {k} at {now}");
+                }
+                Op::Advance(d) => now += d as u32,
+                Op::Tick => {
+                    while s.tick(now) {}
+                    assert_eq!(s.stats().curr_items, m.len() as u64);
+                }
+                Op::Flush => {
+                    s.flush_all(now, now);
+                    m.clear();
+                }
+            }
+        }
+        // final agreement
+        m.retain(|_, it| !crate::time::is_expired(it.exp, now));
+        for k in 0..24u8 {
+            let key = vec![b'k', k];
+            let got = s.get(0, &key, now, None).map(|it| it.value.to_vec());
+            assert_eq!(got, m.get(&key).map(|it| it.v.clone()));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn shard_agrees_with_model(ops in prop::collection::vec(op(), 1..300)) {
+            run_model(ops, 64 << 20);
+        }
+
+        /// Small memory, mixed sizes: the cache may forget, but a get never
+        /// returns a wrong value and memory stays within the budget (plus
+        /// the bounded first-page credit).
+        #[test]
+        fn small_memory_never_lies(ops in prop::collection::vec(
+            (0u16..400, 0usize..40_000, any::<bool>()), 1..400)) {
+            let limit = 512 << 10;
+            let mut s = Shard::new(0, 1, &StoreConfig { mem_limit: limit, ..Default::default() });
+            let mut m: HashMap<u16, Vec<u8>> = HashMap::new();
+            for (i, (k, len, is_set)) in ops.into_iter().enumerate() {
+                let key = format!("key{k}");
+                if is_set {
+                    let v: Vec<u8> = (0..len).map(|j| (j as u8) ^ (k as u8) ^ (i as u8)).collect();
+                    let r = s.store(0, key.as_bytes(), StoreMode::Set, 0, 0, &v, 0, 10);
+                    prop_assert!(matches!(r, StoreResult::Stored { .. }), "{:?}", r);
+                    m.insert(k, v);
+                } else if let Some(it) = s.get(0, key.as_bytes(), 10, None) {
+                    prop_assert_eq!(Some(&it.value.to_vec()), m.get(&k));
+                }
+                if i % 50 == 0 {
+                    while s.tick(10) {}
+                }
+                s.e.refresh_stats();
+                let a = &s.e.a;
+                prop_assert!(a.claimed <= a.limit + a.debt_max, "claimed {}", a.claimed);
+            }
+        }
+    }
+}

@@ -137,6 +137,11 @@ impl Wheel {
             if self.cur >= now {
                 return Poll::Idle;
             }
+            if self.count == 0 {
+                // Nothing scheduled: no step has work to do.
+                self.cur = now;
+                return Poll::Worked;
+            }
             // Start step t: level-0 slot t drains last, so push it first.
             let t = self.cur.wrapping_add(1);
             self.pending[0] = (t as usize & (SLOTS - 1)) as u16;

@@ -552,7 +552,7 @@ impl Engine {
 
     /// Decide whether to start a page move (debt repayment or automove).
     fn plan_move(&mut self, now: u32) {
-        if now >= self.window_start + 1 {
+        if now > self.window_start {
             self.window_start = now;
             self.moves_in_window = 0;
             for cl in self.a.classes.iter_mut() {

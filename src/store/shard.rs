@@ -926,21 +926,21 @@ mod model_tests {
                     let key = vec![b'k', k];
                     let exp = exp_of(t, now);
                     let r = s.store(0, &key, StoreMode::Add, 0, exp, &v, 0, now);
-                    if m.contains_key(&key) {
-                        assert_eq!(r, StoreResult::NotStored);
-                    } else {
-                        let StoreResult::Stored { cas } = r else {
-                            panic!("{r:?}")
-                        };
-                        m.insert(
-                            key,
-                            M {
+                    match m.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(_) => {
+                            assert_eq!(r, StoreResult::NotStored);
+                        }
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            let StoreResult::Stored { cas } = r else {
+                                panic!("{r:?}")
+                            };
+                            e.insert(M {
                                 v,
                                 flags: 0,
                                 exp,
                                 cas,
-                            },
-                        );
+                            });
+                        }
                     }
                 }
                 Op::Replace(k, v) => {

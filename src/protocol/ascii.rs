@@ -109,7 +109,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             match t.n {
                 1 | 2 => {
                     let noreply = t.n == 2 && t.v[1] == b"noreply";
-                    done(Command::Verbosity, consumed, noreply)
+                    match parse_u32(t.v[0]) {
+                        Some(level) => done(Command::Verbosity { level }, consumed, noreply),
+                        None => done(Command::Error(ErrorKind::BadFormat), consumed, noreply),
+                    }
                 }
                 _ => done(Command::Error(ErrorKind::UnknownCommand), consumed, false),
             }
@@ -184,7 +187,8 @@ fn retrieval(rest: &[u8], with_cas: bool, gat: bool, consumed: usize) -> Parsed<
             return done(Command::Error(ErrorKind::BadFormat), consumed, false);
         }
     }
-    if !any {
+    if !any && !gat {
+        // `get` alone is ERROR; `gat <exptime>` alone is an empty result.
         return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
     }
     done(
@@ -365,7 +369,7 @@ fn flush_all(rest: &[u8], consumed: usize) -> Parsed<'_> {
     let delay = if args == 1 {
         match parse_i64(t.v[0]).filter(|e| i32::try_from(*e).is_ok()) {
             Some(d) => d,
-            None => return done(Command::Error(ErrorKind::BadFormat), consumed, noreply),
+            None => return done(Command::Error(ErrorKind::InvalidExptime), consumed, noreply),
         }
     } else {
         0

@@ -130,7 +130,9 @@ pub enum Command<'a> {
         delay: i64,
     },
     Version,
-    Verbosity,
+    Verbosity {
+        level: u32,
+    },
     Quit,
     /// Binary noop; meta `mn`.
     Noop,

@@ -220,7 +220,12 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             emit(ctx, Response::Ok, out);
         }
         Command::Version => emit(ctx, Response::Version(super::VERSION), out),
-        Command::Verbosity => emit(ctx, Response::Ok, out),
+        Command::Verbosity { level } => {
+            env.shared
+                .verbosity
+                .store(level, std::sync::atomic::Ordering::Relaxed);
+            emit(ctx, Response::Ok, out)
+        }
         Command::Quit => return Next::Close,
         Command::Noop => emit(ctx, Response::Noop, out),
         Command::Stats { group, arg } => super::stats_cmd::stats(group, arg, env, ctx, out),

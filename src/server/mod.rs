@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ pub struct Shared {
     pub store: Store,
     pub stats: Stats,
     pub shutdown: AtomicBool,
+    /// Current `verbosity` level (set by `-v` and the `verbosity` command).
+    pub verbosity: AtomicU32,
 }
 
 /// Per-loop state.
@@ -203,6 +205,7 @@ pub fn run(config: Config) -> i32 {
         store,
         stats: Stats::new(threads),
         shutdown: AtomicBool::new(false),
+        verbosity: AtomicU32::new(config.verbose as u32),
         config,
     });
     start_signal_thread(shared.clone());

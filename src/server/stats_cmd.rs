@@ -14,6 +14,7 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
         b"settings" => settings(env, ctx, out),
         b"reset" => {
             env.shared.stats.reset();
+            env.shared.store.reset_stats();
             if ctx.binary {
                 emit(ctx, Response::StatsEnd, out);
             } else if !ctx.noreply {
@@ -21,8 +22,35 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
             }
             return;
         }
-        // Per-class groups come with the slab allocator.
-        b"items" | b"slabs" | b"sizes" | b"conns" => {}
+        // Per-class detail comes with the slab allocator; until then one class.
+        b"items" => {
+            let st = env.shared.store.stats();
+            let mut p = |name, v| {
+                emit(
+                    ctx,
+                    Response::StatParts {
+                        prefix: "items:",
+                        class: 1,
+                        name,
+                        value: V::U64(v),
+                    },
+                    out,
+                )
+            };
+            if st.curr_items > 0 {
+                p("number", st.curr_items);
+                p("evicted", st.evictions);
+                p("evicted_unfetched", st.evicted_unfetched);
+                p("reclaimed", st.reclaimed);
+                p("expired_unfetched", st.expired_unfetched);
+            }
+        }
+        b"slabs" => {
+            let st = env.shared.store.stats();
+            stat(ctx, "active_slabs", V::U64((st.curr_items > 0) as u64), out);
+            stat(ctx, "total_malloced", V::U64(st.bytes), out);
+        }
+        b"sizes" | b"conns" => {}
         _ => {
             emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
             return;
@@ -154,7 +182,10 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("tcpport", V::U64(cfg.port as u64));
     s("udpport", V::U64(0));
     s("inter", V::Str(&inter));
-    s("verbosity", V::U64(cfg.verbose as u64));
+    s(
+        "verbosity",
+        V::U64(env.shared.verbosity.load(Relaxed) as u64),
+    );
     s("oldest", V::U64(0));
     s("evictions", V::Str(if cfg.no_evict { "off" } else { "on" }));
     s("domain_socket", V::Str("NULL"));

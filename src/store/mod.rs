@@ -200,6 +200,13 @@ impl Store {
         t
     }
 
+    /// `stats reset`: zero the item-level counters (not the gauges).
+    pub fn reset_stats(&self) {
+        for s in self.shards.iter() {
+            s.lock().reset_stats();
+        }
+    }
+
     /// flush_all: at `at` (relative time; <= now means now) every item
     /// stored before then is gone.
     pub fn flush_all(&self, at: u32, now: u32) {

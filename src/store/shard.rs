@@ -63,6 +63,20 @@ impl Shard {
         &self.stats
     }
 
+    /// Zero the counters `stats reset` clears (gauges such as curr_items and
+    /// bytes stay).
+    pub fn reset_stats(&mut self) {
+        let s = &mut self.stats;
+        s.total_items = 0;
+        s.evictions = 0;
+        s.evicted_unfetched = 0;
+        s.evicted_active = 0;
+        s.expired_unfetched = 0;
+        s.reclaimed = 0;
+        s.get_expired = 0;
+        s.get_flushed = 0;
+    }
+
     fn new_cas(&mut self) -> u64 {
         let c = self.next_cas;
         self.next_cas += self.cas_step;

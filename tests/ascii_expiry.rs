@@ -37,12 +37,26 @@ fn relative_negative_and_absolute_exptimes() {
     c.req("append append_keeps_ttl 0 0 1\r\ny\r\n", "STORED\r\n");
     c.req("add addable 0 -1 1\r\nz\r\n", "STORED\r\n");
 
-    for k in ["neg", "past_abs", "abs_1970", "gat_neg", "touch_neg", "addable"] {
+    for k in [
+        "neg",
+        "past_abs",
+        "abs_1970",
+        "gat_neg",
+        "touch_neg",
+        "addable",
+    ] {
         c.req(format!("get {k}\r\n"), "END\r\n");
     }
     // an expired key can be added again
     c.req("add neg 0 0 1\r\nC\r\n", "STORED\r\n");
-    for k in ["ttl2", "forever", "future_abs", "thirty_days", "touched_short", "gat_short"] {
+    for k in [
+        "ttl2",
+        "forever",
+        "future_abs",
+        "thirty_days",
+        "touched_short",
+        "gat_short",
+    ] {
         assert!(c.get(k).is_some(), "{k} expired too early");
     }
     assert_eq!(c.get("incr_keeps_ttl").unwrap().1, b"10");

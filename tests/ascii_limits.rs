@@ -2,6 +2,7 @@
 //! bad data chunks, over-long lines, the connection limit.
 mod common;
 use common::*;
+use std::io::Write;
 use std::time::Duration;
 
 fn key(n: usize) -> String {
@@ -14,7 +15,10 @@ fn key_of_250_bytes_is_fine() {
     let mut c = s.conn();
     let k = key(250);
     c.req(format!("set {k} 1 0 2\r\nok\r\n"), "STORED\r\n");
-    c.req(format!("get {k}\r\n"), format!("VALUE {k} 1 2\r\nok\r\nEND\r\n"));
+    c.req(
+        format!("get {k}\r\n"),
+        format!("VALUE {k} 1 2\r\nok\r\nEND\r\n"),
+    );
     c.req(format!("touch {k} 0\r\n"), "TOUCHED\r\n");
     c.req(format!("delete {k}\r\n"), "DELETED\r\n");
 }
@@ -43,9 +47,15 @@ fn key_of_251_bytes_is_refused_by_every_command() {
     // storage: the data block is NOT swallowed -- the value line that follows
     // is parsed as a command (and is an unknown one here)
     for cmd in ["set", "add", "replace", "append", "prepend"] {
-        c.req(format!("{cmd} {k} 0 0 1\r\nx\r\n"), format!("{bad}ERROR\r\n"));
+        c.req(
+            format!("{cmd} {k} 0 0 1\r\nx\r\n"),
+            format!("{bad}ERROR\r\n"),
+        );
     }
-    c.req(format!("cas {k} 0 0 1 1\r\nx\r\n"), format!("{bad}ERROR\r\n"));
+    c.req(
+        format!("cas {k} 0 0 1 1\r\nx\r\n"),
+        format!("{bad}ERROR\r\n"),
+    );
     // the data of a refused set is not swallowed even if it looks like a command
     c.req(format!("set {k} 0 0 9\r\nversion\r\n"), bad);
     let v = c.line();
@@ -107,7 +117,10 @@ fn too_large_append_keeps_old_value() {
     let mut cmd = format!("append k 0 0 {n}\r\n").into_bytes();
     cmd.extend(vec![b'x'; n]);
     cmd.extend_from_slice(b"\r\nget k\r\n");
-    c.req(cmd, "SERVER_ERROR object too large for cache\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
+    c.req(
+        cmd,
+        "SERVER_ERROR object too large for cache\r\nVALUE k 0 1\r\nv\r\nEND\r\n",
+    );
 }
 
 #[test]
@@ -128,9 +141,18 @@ fn item_size_max_flag_raises_the_limit() {
 fn negative_or_bad_length_is_a_format_error_without_swallow() {
     let s = Server::start();
     let mut c = s.conn();
-    c.req("set k 0 0 -1\r\nget k\r\n", "CLIENT_ERROR bad command line format\r\nEND\r\n");
-    c.req("set k 0 0 abc\r\nget k\r\n", "CLIENT_ERROR bad command line format\r\nEND\r\n");
-    c.req("set k 0 abc 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n");
+    c.req(
+        "set k 0 0 -1\r\nget k\r\n",
+        "CLIENT_ERROR bad command line format\r\nEND\r\n",
+    );
+    c.req(
+        "set k 0 0 abc\r\nget k\r\n",
+        "CLIENT_ERROR bad command line format\r\nEND\r\n",
+    );
+    c.req(
+        "set k 0 abc 1\r\nx\r\n",
+        "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+    );
     c.req(
         "set k 18446744073709551616 0 1\r\nx\r\n",
         "CLIENT_ERROR bad command line format\r\nERROR\r\n",
@@ -147,14 +169,32 @@ fn bad_data_chunk() {
     let mut c = s.conn();
     c.set("k", 0, 0, b"v1");
     // exactly <bytes>+2 are consumed; they must end in \r\n
-    c.req("set k 0 0 3\r\nabcXY\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n");
-    c.req("set k 0 0 3\r\nabcd\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n");
-    c.req("set k 0 0 3\r\nabc\rXget k\r\n", "CLIENT_ERROR bad data chunk\r\nVALUE k 0 2\r\nv1\r\nEND\r\n");
-    c.req("set k 0 0 3\r\nab\r\nXget k\r\n", "CLIENT_ERROR bad data chunk\r\nVALUE k 0 2\r\nv1\r\nEND\r\n");
+    c.req(
+        "set k 0 0 3\r\nabcXY\r\n",
+        "CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+    );
+    c.req(
+        "set k 0 0 3\r\nabcd\r\n",
+        "CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+    );
+    c.req(
+        "set k 0 0 3\r\nabc\rXget k\r\n",
+        "CLIENT_ERROR bad data chunk\r\nVALUE k 0 2\r\nv1\r\nEND\r\n",
+    );
+    c.req(
+        "set k 0 0 3\r\nab\r\nXget k\r\n",
+        "CLIENT_ERROR bad data chunk\r\nVALUE k 0 2\r\nv1\r\nEND\r\n",
+    );
     // a bare LF is not a valid data terminator
-    c.req("set k 0 0 1\nx\nget k\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n");
+    c.req(
+        "set k 0 0 1\nx\nget k\r\n",
+        "CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+    );
     // noreply hides the error, but the leftover line is a new command
-    c.req("set k 0 0 3 noreply\r\nabcd\r\nget k\r\n", "ERROR\r\nVALUE k 0 2\r\nv1\r\nEND\r\n");
+    c.req(
+        "set k 0 0 3 noreply\r\nabcd\r\nget k\r\n",
+        "ERROR\r\nVALUE k 0 2\r\nv1\r\nEND\r\n",
+    );
     // the old value survived every failure
     c.req("get k\r\n", "VALUE k 0 2\r\nv1\r\nEND\r\n");
 }
@@ -209,7 +249,8 @@ fn long_get_line_arriving_in_pieces_is_fine() {
 /// with memcached's exact message and closed.
 fn probe(s: &Server) -> (bool, Conn) {
     let mut c = s.conn();
-    let _ = c.s.write_all_ignore(b"version\r\n");
+    // a refused connection may already be closed: ignore write errors
+    let _ = c.s.write_all(b"version\r\n");
     let first = c.line();
     if first.starts_with("VERSION ") {
         return (true, c);
@@ -217,16 +258,6 @@ fn probe(s: &Server) -> (bool, Conn) {
     assert_eq!(first, "ERROR Too many open connections");
     assert_eq!(show(&c.read_to_close()), "");
     (false, c)
-}
-
-trait WriteIgnore {
-    fn write_all_ignore(&mut self, b: &[u8]) -> std::io::Result<()>;
-}
-impl WriteIgnore for std::net::TcpStream {
-    fn write_all_ignore(&mut self, b: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
-        self.write_all(b)
-    }
 }
 
 #[test]
@@ -246,7 +277,7 @@ fn connection_limit() {
             refused += 1;
         }
     }
-    assert!(served >= 16 && served <= 64, "served {served}");
+    assert!((16..=64).contains(&served), "served {served}");
     assert!(refused >= 16, "refused {refused}");
     // served connections still work
     for c in held.iter_mut() {

@@ -26,7 +26,10 @@ fn storage_commands() {
     silent(&mut c, "prepend k 0 0 1 noreply\r\ne\r\n");
     silent(&mut c, "append nokey 0 0 1 noreply\r\nd\r\n");
     silent(&mut c, "prepend nokey 0 0 1 noreply\r\ne\r\n");
-    c.req("get k k2 nokey\r\n", "VALUE k 2 3\r\necd\r\nVALUE k2 0 1\r\nb\r\nEND\r\n");
+    c.req(
+        "get k k2 nokey\r\n",
+        "VALUE k 2 3\r\necd\r\nVALUE k2 0 1\r\nb\r\nEND\r\n",
+    );
     let (_, _, cas) = c.gets("k").unwrap();
     silent(&mut c, &format!("cas k 0 0 1 {} noreply\r\nx\r\n", cas + 1)); // EXISTS
     silent(&mut c, "cas nokey 0 0 1 1 noreply\r\nx\r\n"); // NOT_FOUND

@@ -56,8 +56,18 @@ fn general_stats_fields_and_format() {
     assert_eq!(st["limit_maxbytes"], (32u64 << 20).to_string());
     assert_eq!(st["threads"], "2");
     let t: i64 = st["time"].parse().unwrap();
-    assert!((t - unix_now()).abs() <= 2, "stat time {t} is not the current unix time");
-    for f in ["curr_items", "total_items", "cmd_get", "cmd_set", "evictions", "bytes"] {
+    assert!(
+        (t - unix_now()).abs() <= 2,
+        "stat time {t} is not the current unix time"
+    );
+    for f in [
+        "curr_items",
+        "total_items",
+        "cmd_get",
+        "cmd_set",
+        "evictions",
+        "bytes",
+    ] {
         assert_eq!(st[f], "0", "{f} on a fresh server");
     }
     c.send("version\r\n");
@@ -76,7 +86,10 @@ fn counters_move() {
     let mut c = s.conn();
     c.req("get a b c\r\n", "END\r\n");
     c.req("set a 0 0 1\r\n1\r\n", "STORED\r\n");
-    c.req("get a a b\r\n", "VALUE a 0 1\r\n1\r\nVALUE a 0 1\r\n1\r\nEND\r\n");
+    c.req(
+        "get a a b\r\n",
+        "VALUE a 0 1\r\n1\r\nVALUE a 0 1\r\n1\r\nEND\r\n",
+    );
     let st = c.stats("");
     assert_eq!(st["cmd_get"], "6", "cmd_get counts keys");
     assert_eq!(st["get_hits"], "2");
@@ -114,7 +127,10 @@ fn counters_move() {
     c.req("cas b 0 0 1 1\r\n2\r\n", "NOT_FOUND\r\n");
     c.req(format!("cas a 0 0 1 {cas}\r\n3\r\n"), "STORED\r\n");
     // failed add/replace are still set commands
-    c.req("add a 0 0 1\r\n1\r\nreplace b 0 0 1\r\n1\r\n", "NOT_STORED\r\nNOT_STORED\r\n");
+    c.req(
+        "add a 0 0 1\r\n1\r\nreplace b 0 0 1\r\n1\r\n",
+        "NOT_STORED\r\nNOT_STORED\r\n",
+    );
     let st = c.stats("");
     assert_eq!(st["cas_hits"], "1");
     assert_eq!(st["cas_misses"], "1");

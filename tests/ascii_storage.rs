@@ -29,7 +29,9 @@ fn get_many_keys_in_order_with_duplicates_and_misses() {
         let k = format!("key:{i}");
         if i % 3 != 0 {
             c.set(&k, i, 0, format!("v{i}").as_bytes());
-            want.extend_from_slice(format!("VALUE {k} {i} {}\r\nv{i}\r\n", format!("v{i}").len()).as_bytes());
+            want.extend_from_slice(
+                format!("VALUE {k} {i} {}\r\nv{i}\r\n", format!("v{i}").len()).as_bytes(),
+            );
         }
         line.push(' ');
         line.push_str(&k);
@@ -76,7 +78,10 @@ fn gets_returns_cas_that_changes_on_every_write() {
     let (_, v, ca3) = c.gets("a").unwrap();
     assert_eq!(v, b"xz");
     assert_ne!(ca2, ca3);
-    c.req("incr b 0\r\n", "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+    c.req(
+        "incr b 0\r\n",
+        "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    );
 }
 
 #[test]
@@ -88,8 +93,14 @@ fn flags_full_u32_range() {
     c.req("set f 0 0 1\r\nx\r\n", "STORED\r\n");
     c.req("get f\r\n", "VALUE f 0 1\r\nx\r\nEND\r\n");
     // negative flags are a command-line error; the data line is then an unknown command
-    c.req("set f -1 0 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n");
-    c.req("set f abc 0 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n");
+    c.req(
+        "set f -1 0 1\r\nx\r\n",
+        "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+    );
+    c.req(
+        "set f abc 0 1\r\nx\r\n",
+        "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+    );
 }
 
 #[test]
@@ -155,7 +166,10 @@ fn cas_all_outcomes() {
     c.req(format!("cas k 0 0 1 {cas2}\r\nx\r\n"), "NOT_FOUND\r\n");
     // missing cas unique -> ERROR, and the data line is another ERROR
     c.req("cas k 0 0 1\r\nx\r\n", "ERROR\r\nERROR\r\n");
-    c.req("cas k 0 0 1 abc\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n");
+    c.req(
+        "cas k 0 0 1 abc\r\nx\r\n",
+        "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+    );
 }
 
 #[test]
@@ -199,8 +213,14 @@ fn incr_decr_basics_and_errors() {
     // decr floors at zero
     c.req("decr n 100\r\n", "0\r\n");
     c.req("get n\r\n", "VALUE n 5 2\r\n0 \r\nEND\r\n");
-    c.req("incr n abc\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n");
-    c.req("incr n -1\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n");
+    c.req(
+        "incr n abc\r\n",
+        "CLIENT_ERROR invalid numeric delta argument\r\n",
+    );
+    c.req(
+        "incr n -1\r\n",
+        "CLIENT_ERROR invalid numeric delta argument\r\n",
+    );
     c.req(
         "incr n 18446744073709551616\r\n",
         "CLIENT_ERROR invalid numeric delta argument\r\n",
@@ -230,7 +250,10 @@ fn incr_wraps_at_64_bits() {
     c.req("incr n 1\r\n", "0\r\n");
     // memcached rewrites a shorter result in place, padded with spaces to the
     // old length
-    c.req("get n\r\nEND\r\n", "VALUE n 0 20\r\n0                   \r\nEND\r\nERROR\r\n");
+    c.req(
+        "get n\r\nEND\r\n",
+        "VALUE n 0 20\r\n0                   \r\nEND\r\nERROR\r\n",
+    );
     c.set("m", 0, 0, b"18446744073709551610");
     c.req("incr m 10\r\n", "4\r\n");
     c.set("big", 0, 0, b"18446744073709551614");
@@ -265,11 +288,17 @@ fn touch_gat_gats() {
     c.req("touch nokey 10\r\n", "NOT_FOUND\r\n");
     c.set("k", 2, 0, b"val");
     c.req("touch k 100\r\n", "TOUCHED\r\n");
-    c.req("touch k abc\r\n", "CLIENT_ERROR invalid exptime argument\r\n");
+    c.req(
+        "touch k abc\r\n",
+        "CLIENT_ERROR invalid exptime argument\r\n",
+    );
     c.req("touch k\r\n", "ERROR\r\n");
     c.req("gat 100 k nokey\r\n", "VALUE k 2 3\r\nval\r\nEND\r\n");
     let (_, _, cas) = c.gets("k").unwrap();
-    c.req("gats 100 k\r\n", format!("VALUE k 2 3 {cas}\r\nval\r\nEND\r\n"));
+    c.req(
+        "gats 100 k\r\n",
+        format!("VALUE k 2 3 {cas}\r\nval\r\nEND\r\n"),
+    );
     c.req("gat abc k\r\n", "CLIENT_ERROR invalid exptime argument\r\n");
     c.req("gat\r\n", "ERROR\r\n");
     c.req("gat 10\r\n", "END\r\n");
@@ -299,7 +328,10 @@ fn flush_all_forms() {
     c.set("a", 0, 0, b"1");
     c.req("flush_all noreply\r\n", "");
     c.req("get a\r\n", "END\r\n");
-    c.req("flush_all abc\r\n", "CLIENT_ERROR invalid exptime argument\r\n");
+    c.req(
+        "flush_all abc\r\n",
+        "CLIENT_ERROR invalid exptime argument\r\n",
+    );
     c.req("flush_all 0 noreply\r\nversion\r\n", "VERSION ");
     c.line();
 }
@@ -332,7 +364,10 @@ fn version_verbosity_quit() {
     c.req("verbosity 0\r\n", "OK\r\n");
     c.req("verbosity 1 2\r\n", "OK\r\n");
     c.req("verbosity\r\n", "ERROR\r\n");
-    c.req("verbosity abc\r\n", "CLIENT_ERROR bad command line format\r\n");
+    c.req(
+        "verbosity abc\r\n",
+        "CLIENT_ERROR bad command line format\r\n",
+    );
     c.req("verbosity 1 noreply\r\n", "");
     c.req("verbosity 0\r\n", "OK\r\n");
     // quit closes without a reply; later pipelined commands are not answered

@@ -191,7 +191,10 @@ impl Server {
     /// Panic (with the server's stderr) if the process has exited.
     pub fn assert_alive(&mut self) {
         if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("server exited unexpectedly ({st}); stderr:\n{}", self.stderr());
+            panic!(
+                "server exited unexpectedly ({st}); stderr:\n{}",
+                self.stderr()
+            );
         }
     }
 
@@ -364,7 +367,11 @@ impl Conn {
     /// Require that nothing arrives within `d`.
     #[track_caller]
     pub fn expect_silence(&mut self, d: Duration) {
-        assert!(self.buf.is_empty(), "unexpected bytes: {:?}", show(&self.buf));
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes: {:?}",
+            show(&self.buf)
+        );
         self.s.set_read_timeout(Some(d)).unwrap();
         let mut tmp = [0u8; 4096];
         let r = self.s.read(&mut tmp);
@@ -482,8 +489,14 @@ pub fn parse_stats(raw: &[u8]) -> BTreeMap<String, String> {
             "bad stats line {l:?}"
         );
         let (name, value) = (name.unwrap(), value.unwrap());
-        assert!(!name.is_empty() && !name.contains(' '), "bad stat name {l:?}");
-        assert!(!value.is_empty() && !value.contains(' '), "bad stat value {l:?}");
+        assert!(
+            !name.is_empty() && !name.contains(' '),
+            "bad stat name {l:?}"
+        );
+        assert!(
+            !value.is_empty() && !value.contains(' '),
+            "bad stat value {l:?}"
+        );
         assert!(
             m.insert(name.to_string(), value.to_string()).is_none(),
             "duplicate stat {name}"

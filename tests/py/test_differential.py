@@ -14,6 +14,7 @@ must be byte-identical after normalising the fields that legitimately differ:
 
 With CORECACHED_TEST_SERVER=memcached both sides are memcached (A/A).
 """
+import concurrent.futures
 import re
 import socket
 import time
@@ -239,8 +240,11 @@ def show_diff(a, b):
 def test_differential(name, steps, start_server):
     ref = start_server(kind="memcached")
     dut = start_server(kind=server_kind())
-    ref_out = run_script(ref.port, steps)
-    dut_out = run_script(dut.port, steps)
+    # both sides run at the same time (scripts with sleeps take seconds)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        ref_f = ex.submit(run_script, ref.port, steps)
+        dut_f = ex.submit(run_script, dut.port, steps)
+        ref_out, dut_out = ref_f.result(), dut_f.result()
     assert dut.alive(), f"server under test died:\n{dut.stderr()}"
     assert b"<TIMEOUT>" not in ref_out, f"script {name} times out on memcached: {ref_out[-300:]!r}"
     a, c = normalise(ref_out), normalise(dut_out)

@@ -15,6 +15,17 @@ pub mod meta;
 /// memcached's key length limit (KEY_MAX_LENGTH).
 pub const MAX_KEY_LEN: usize = 250;
 
+/// memcached's per-item overhead counted against `-I`: a 48-byte header, an
+/// 8-byte CAS, the key's terminating NUL and the value's CRLF.
+pub const ITEM_OVERHEAD: usize = 48 + 8 + 1 + 2;
+
+/// Does an item with this key and value exceed `-I`, by memcached's measure?
+/// (With `-I 1m` and a 3-byte key the largest value is 1 MiB - 62 bytes.)
+#[inline]
+pub fn item_too_large(key_len: usize, value_len: usize, max_item_size: usize) -> bool {
+    ITEM_OVERHEAD + key_len + value_len > max_item_size
+}
+
 /// Which framing a connection speaks. Decided from its first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {

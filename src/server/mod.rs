@@ -67,6 +67,16 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// SO_REUSEPORT would let a second server (same user) share the port and
+/// silently split the traffic: refuse, as memcached does, by binding a plain
+/// socket first. Only if that succeeds is the port free for our own set.
+fn port_is_free(addr: SocketAddr) -> std::io::Result<()> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    Ok(())
+}
+
 /// CPUs this process may run on.
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills the zeroed cpu_set_t we own, of the size we pass.
@@ -149,6 +159,12 @@ fn drop_privileges(cfg: &Config) -> Result<(), String> {
 pub fn run(config: Config) -> i32 {
     time::init();
     let threads = config.threads;
+    for ip in &config.listen {
+        if let Err(e) = port_is_free(SocketAddr::new(*ip, config.port)) {
+            eprintln!("failed to listen on {ip} port {}: {e}", config.port);
+            return 71; // EX_OSERR
+        }
+    }
     let mut listeners: Vec<Vec<std::net::TcpListener>> = Vec::with_capacity(threads);
     for _ in 0..threads {
         let mut mine = Vec::new();

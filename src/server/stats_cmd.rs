@@ -12,6 +12,17 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
     match group {
         b"" => general(env, ctx, out),
         b"settings" => settings(env, ctx, out),
+        b"detail" => {
+            let reply: &[u8] = match _arg.split(|&b| b == b' ').find(|t| !t.is_empty()) {
+                Some(b"on") | Some(b"off") => b"OK\r\n",
+                Some(b"dump") => b"END\r\n",
+                _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+            };
+            if !ctx.binary {
+                out.extend_from_slice(reply);
+            }
+            return;
+        }
         b"reset" => {
             env.shared.stats.reset();
             env.shared.store.reset_stats();

@@ -10,9 +10,8 @@ use crate::protocol::StoreMode;
 use crate::time::is_expired;
 use std::collections::HashMap;
 
-/// memcached's per-item overhead with CAS (48-byte header + 8-byte CAS),
-/// plus the key's NUL and the value's CRLF, so `bytes` reads as memcached's.
-const ITEM_OVERHEAD: usize = 48 + 8 + 1 + 2;
+/// memcached's per-item overhead, so `bytes` reads as memcached's.
+use crate::protocol::ITEM_OVERHEAD;
 
 struct Item {
     value: Box<[u8]>,

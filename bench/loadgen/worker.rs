@@ -165,8 +165,8 @@ enum Act {
     End,
     /// STORED / HD / binary SET ok.
     Stored,
-    /// An error reply; `then` says how it advances the request.
-    ErrReply(String, Then),
+    /// An error reply (kind, the reply line); `then` says how it advances the request.
+    ErrReply(String, String, Then),
 }
 
 #[derive(Clone, Copy)]
@@ -736,8 +736,8 @@ fn apply(c: &mut Conn, x: &mut Ctx, act: Act, now: u64) {
             complete(c, x, now);
         }
         Act::Stored => complete(c, x, now),
-        Act::ErrReply(kind, then) => {
-            x.error(&kind, "error reply");
+        Act::ErrReply(kind, line, then) => {
+            x.error(&kind, &line);
             let p = c.pending.front_mut().expect("pending");
             p.failed = true;
             match then {
@@ -793,15 +793,20 @@ fn show(b: &[u8]) -> String {
 
 /// Error lines shared by text and meta.
 fn error_line(l: &[u8], then: Then) -> Option<Act> {
-    if l == b"ERROR" {
-        Some(Act::ErrReply("ERROR".into(), then))
+    let kind = if l == b"ERROR" {
+        "ERROR"
     } else if l.starts_with(b"CLIENT_ERROR") {
-        Some(Act::ErrReply("CLIENT_ERROR".into(), then))
+        "CLIENT_ERROR"
     } else if l.starts_with(b"SERVER_ERROR") {
-        Some(Act::ErrReply("SERVER_ERROR".into(), then))
+        "SERVER_ERROR"
     } else {
-        None
-    }
+        return None;
+    };
+    Some(Act::ErrReply(
+        kind.into(),
+        format!("reply {}", show(l)),
+        then,
+    ))
 }
 
 fn parse_num(b: &[u8]) -> Option<usize> {
@@ -930,6 +935,7 @@ fn parse_meta(buf: &[u8], front: &Pending, x: &mut Ctx) -> Parsed {
                 used,
                 Act::ErrReply(
                     format!("meta_{}", String::from_utf8_lossy(l)),
+                    "ms not stored".into(),
                     Then::Complete,
                 ),
             ))),
@@ -999,7 +1005,11 @@ fn parse_binary(buf: &[u8], front: &Pending, x: &mut Ctx) -> Parsed {
     let status_err = |then| {
         Ok(Some((
             used,
-            Act::ErrReply(format!("binary_status_0x{status:04x}"), then),
+            Act::ErrReply(
+                format!("binary_status_0x{status:04x}"),
+                format!("opcode 0x{opcode:02x}: {}", show(value)),
+                then,
+            ),
         )))
     };
     let mismatch = |what: &str| {

@@ -312,7 +312,7 @@ pub fn run_thread(tid: usize, cfg: &Config, shared: &Shared) -> ThreadResult {
         interval_ns: cfg
             .rate
             .map(|r| ((total_conns as f64) * 1e9 / r).max(1.0) as u64),
-        depth: cfg.pipeline,
+        depth: cfg.pipeline.max(32), // the populate phase comes first
     };
     let ep = match Epoll::new() {
         Ok(e) => e,
@@ -412,8 +412,9 @@ pub fn run_thread(tid: usize, cfg: &Config, shared: &Shared) -> ThreadResult {
                 stop_deadline = now + timeout_ns;
             }
             x.phase = phase;
-            x.depth = if phase == PH_POPULATE || cfg.fill {
-                cfg.pipeline.max(8)
+            // populate is not measured: keep plenty in flight so it is quick
+            x.depth = if phase == PH_POPULATE {
+                cfg.pipeline.max(32)
             } else {
                 cfg.pipeline
             };

@@ -5,7 +5,10 @@
 //! timing-wheel expiry replace the inside of this type behind the same
 //! methods.
 
-use super::{ArithResult, DeleteResult, ItemRef, ShardStats, StoreConfig, StoreResult};
+use super::{
+    ArithResult, DeleteOpts, DeleteResult, ItemRef, MetaGet, MetaGetOutcome, ShardStats,
+    StoreConfig, StoreOpts, StoreResult,
+};
 use crate::protocol::StoreMode;
 use crate::time::is_expired;
 use std::collections::HashMap;
@@ -23,6 +26,10 @@ struct Item {
     /// Relative time of the last store (for delayed flush_all).
     time: u32,
     fetched: bool,
+    /// Meta: marked stale (`md I`, `ms I`).
+    stale: bool,
+    /// Meta: a recache win was handed out.
+    win: bool,
 }
 
 impl Item {
@@ -138,6 +145,7 @@ impl Shard {
         flags: u32,
         exptime: u32,
         now: u32,
+        cas: u64,
     ) -> StoreResult {
         let size = ITEM_OVERHEAD + key.len() + value.len();
         if self.live(key, now) {
@@ -146,7 +154,7 @@ impl Shard {
         if !self.reserve(size) {
             return StoreResult::OutOfMemory;
         }
-        let cas = self.new_cas();
+        let cas = if cas != 0 { cas } else { self.new_cas() };
         self.map.insert(
             key.into(),
             Item {
@@ -157,6 +165,8 @@ impl Shard {
                 atime: now,
                 time: now,
                 fetched: false,
+                stale: false,
+                win: false,
             },
         );
         self.stats.bytes += size as u64;
@@ -198,12 +208,36 @@ impl Shard {
             exptime: it.exptime,
             atime: it.atime,
             fetched,
+            stale: it.stale,
+            win: it.win,
         })
     }
 
     /// set/add/replace/append/prepend/cas.
     #[allow(clippy::too_many_arguments)]
     pub fn store(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        mode: StoreMode,
+        flags: u32,
+        exptime: u32,
+        data: &[u8],
+        cas: u64,
+        now: u32,
+    ) -> StoreResult {
+        let opts = StoreOpts::default();
+        self.store_with(hash, key, mode, flags, exptime, data, cas, now, &opts)
+    }
+
+    /// A store with memcached's full CAS rules plus the meta extras in
+    /// `opts`. A non-zero `cas` turns set/replace into a CAS store (missing
+    /// item: NotFound), is ignored by add, and is compared by append/prepend
+    /// (missing item: NotStored, as memcached). A successful store makes a
+    /// fresh item (not stale, no win handed out) unless `opts.invalidate`
+    /// stored it stale.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_with(
         &mut self,
         _hash: u64,
         key: &[u8],
@@ -213,31 +247,54 @@ impl Shard {
         data: &[u8],
         cas: u64,
         now: u32,
+        opts: &StoreOpts,
     ) -> StoreResult {
         let exists = self.live(key, now);
-        let compare = cas != 0 || mode == StoreMode::Cas;
-        if compare && mode != StoreMode::Add {
-            let Some(it) = self.map.get(key).filter(|_| exists) else {
-                return StoreResult::NotFound;
+        let cas_mode = mode == StoreMode::Cas
+            || (cas != 0 && matches!(mode, StoreMode::Set | StoreMode::Replace));
+        if !exists {
+            return match mode {
+                _ if cas_mode => StoreResult::NotFound,
+                StoreMode::Set | StoreMode::Add => {
+                    self.insert(key, data.into(), flags, exptime, now, opts.new_cas)
+                }
+                StoreMode::Append | StoreMode::Prepend => match opts.vivify {
+                    Some(exp) => self.insert(key, data.into(), flags, exp, now, opts.new_cas),
+                    None => StoreResult::NotStored,
+                },
+                _ => StoreResult::NotStored,
             };
-            if it.cas != cas {
+        }
+        let it = &self.map[key];
+        if cas_mode {
+            if it.cas == cas {
+                // match: store below
+            } else if opts.invalidate && cas < it.cas {
+                // Stale store: new value, old expiry, marked stale, win kept.
+                let (exp, win) = (it.exptime, it.win);
+                let r = self.insert(key, data.into(), flags, exp, now, opts.new_cas);
+                if let Some(n) = self.map.get_mut(key) {
+                    n.stale = true;
+                    n.win = win;
+                }
+                return r;
+            } else {
                 return StoreResult::Exists;
             }
         }
         match mode {
-            StoreMode::Add if exists => {
+            StoreMode::Add => {
                 if let Some(it) = self.map.get_mut(key) {
                     it.atime = now;
                 }
                 StoreResult::NotStored
             }
-            StoreMode::Replace | StoreMode::Append | StoreMode::Prepend if !exists => {
-                StoreResult::NotStored
-            }
             StoreMode::Append | StoreMode::Prepend => {
-                let it = &self.map[key];
+                if cas != 0 && it.cas != cas {
+                    return StoreResult::Exists;
+                }
                 let total = it.value.len() + data.len();
-                if ITEM_OVERHEAD + key.len() + total > self.max_item + ITEM_OVERHEAD + key.len() {
+                if total > self.max_item {
                     return StoreResult::TooLarge;
                 }
                 let mut v = Vec::with_capacity(total);
@@ -249,27 +306,167 @@ impl Shard {
                     v.extend_from_slice(&it.value);
                 }
                 let (f, e) = (it.flags, it.exptime);
-                self.insert(key, v.into_boxed_slice(), f, e, now)
+                self.insert(key, v.into_boxed_slice(), f, e, now, opts.new_cas)
             }
-            _ => self.insert(key, data.into(), flags, exptime, now),
+            _ => self.insert(key, data.into(), flags, exptime, now, opts.new_cas),
         }
     }
 
     /// delete, with an optional CAS compare.
-    pub fn delete(&mut self, _hash: u64, key: &[u8], cas: u64, now: u32) -> DeleteResult {
+    pub fn delete(&mut self, hash: u64, key: &[u8], cas: u64, now: u32) -> DeleteResult {
+        let opts = DeleteOpts {
+            cas,
+            ..DeleteOpts::default()
+        };
+        self.delete_with(hash, key, now, &opts)
+    }
+
+    /// Delete with the meta extras (see [`DeleteOpts`]): compare CAS, then
+    /// remove, or empty the value (`x`), and/or mark stale (`I`).
+    pub fn delete_with(
+        &mut self,
+        _hash: u64,
+        key: &[u8],
+        now: u32,
+        opts: &DeleteOpts,
+    ) -> DeleteResult {
         if !self.live(key, now) {
             return DeleteResult::NotFound;
         }
-        if cas != 0 && self.map[key].cas != cas {
+        let old_cas = self.map[key].cas;
+        if opts.cas != 0 && old_cas != opts.cas {
             return DeleteResult::Exists;
         }
-        self.remove(key);
+        if opts.remove_value {
+            let cas = if opts.new_cas != 0 {
+                opts.new_cas
+            } else {
+                old_cas
+            };
+            if let StoreResult::OutOfMemory =
+                self.insert(key, Box::new([]), opts.flags, opts.exptime, now, cas)
+            {
+                return DeleteResult::NotFound;
+            }
+        }
+        if opts.invalidate {
+            let cas = if opts.new_cas != 0 {
+                opts.new_cas
+            } else {
+                self.new_cas()
+            };
+            if let Some(it) = self.map.get_mut(key) {
+                if let Some(exp) = opts.touch {
+                    it.exptime = exp;
+                }
+                it.stale = true;
+                it.win = false;
+                it.cas = cas;
+            }
+        } else if !opts.remove_value {
+            self.remove(key);
+        }
         DeleteResult::Deleted
+    }
+
+    /// Meta read (`mg`): look up `key` and apply `op` atomically: vivify on
+    /// a miss, update the expiry, hand out the recache win, bump.
+    ///
+    /// The returned item's `fetched`, `atime`, `exptime`, `stale` and `win`
+    /// are as they were *before* this request (a vivified item reads as
+    /// never fetched, accessed now, expiry 0, no win); key, value, flags and
+    /// CAS are current. The win rule (memcached's): the caller wins if it
+    /// vivified the item, or no win was handed out yet and either the item
+    /// is stale or `recache` applies; winning sets the item's win bit.
+    pub fn meta_get<'a>(
+        &'a mut self,
+        _hash: u64,
+        key: &'a [u8],
+        now: u32,
+        op: &MetaGet,
+    ) -> Option<(ItemRef<'a>, MetaGetOutcome)> {
+        if self
+            .map
+            .get(key)
+            .is_some_and(|it| is_expired(it.exptime, now))
+        {
+            self.stats.get_expired += 1;
+        }
+        let mut out = MetaGetOutcome::default();
+        if !self.live(key, now) {
+            let exp = op.vivify?;
+            if !matches!(
+                self.insert(key, Box::new([]), 0, exp, now, op.new_cas),
+                StoreResult::Stored { .. }
+            ) {
+                return None;
+            }
+            out.created = true;
+        }
+        let it = self.map.get_mut(key)?;
+        let before = (it.fetched, it.atime, it.exptime, it.stale, it.win);
+        let before = if out.created {
+            (false, now, 0, false, false)
+        } else {
+            before
+        };
+        if out.created {
+            out.won = true;
+        } else {
+            let old_exp = it.exptime;
+            if let Some(exp) = op.touch {
+                it.exptime = exp;
+            }
+            let cmp_exp = if op.recache_after_touch {
+                it.exptime
+            } else {
+                old_exp
+            };
+            let recache = op.recache.is_some_and(|r| cmp_exp != 0 && cmp_exp < r);
+            out.won = !it.win && (it.stale || recache);
+        }
+        if out.won {
+            it.win = true;
+        }
+        if op.bump {
+            it.fetched = true;
+            it.atime = now;
+        }
+        Some((
+            ItemRef {
+                key,
+                value: &it.value,
+                flags: it.flags,
+                cas: it.cas,
+                exptime: before.2,
+                atime: before.1,
+                fetched: before.0,
+                stale: before.3,
+                win: before.4,
+            },
+            out,
+        ))
     }
 
     /// incr/decr. `initial` = (value, exptime) creates a missing item (binary).
     #[allow(clippy::too_many_arguments)]
     pub fn arith(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        incr: bool,
+        delta: u64,
+        initial: Option<(u64, u32)>,
+        cas: u64,
+        now: u32,
+    ) -> ArithResult {
+        self.arith_with(hash, key, incr, delta, initial, cas, now, 0)
+    }
+
+    /// incr/decr whose result (or created item) gets CAS `new_cas` instead
+    /// of the next from the counter when non-zero (meta `ma E`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn arith_with(
         &mut self,
         _hash: u64,
         key: &[u8],
@@ -278,6 +475,7 @@ impl Shard {
         initial: Option<(u64, u32)>,
         cas: u64,
         now: u32,
+        new_cas: u64,
     ) -> ArithResult {
         if !self.live(key, now) {
             return match initial {
@@ -285,14 +483,18 @@ impl Shard {
                 Some((v, exp)) => {
                     let mut buf = Vec::with_capacity(20);
                     crate::protocol::put_u64(&mut buf, v);
-                    match self.insert(key, buf.into_boxed_slice(), 0, exp, now) {
+                    match self.insert(key, buf.into_boxed_slice(), 0, exp, now, new_cas) {
                         StoreResult::Stored { cas } => ArithResult::Value { value: v, cas },
                         _ => ArithResult::OutOfMemory,
                     }
                 }
             };
         }
-        let cas_new = self.new_cas();
+        let cas_new = if new_cas != 0 {
+            new_cas
+        } else {
+            self.new_cas()
+        };
         let it = self.map.get_mut(key).expect("live item");
         if cas != 0 && it.cas != cas {
             return ArithResult::Exists;
@@ -320,7 +522,7 @@ impl Shard {
             };
         }
         let (flags, exp) = (it.flags, it.exptime);
-        match self.insert(key, digits.into_boxed_slice(), flags, exp, now) {
+        match self.insert(key, digits.into_boxed_slice(), flags, exp, now, cas_new) {
             StoreResult::Stored { cas } => ArithResult::Value { value, cas },
             _ => ArithResult::OutOfMemory,
         }

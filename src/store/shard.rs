@@ -496,6 +496,10 @@ impl Shard {
             self.new_cas()
         };
         let it = self.map.get_mut(key).expect("live item");
+        // memcached: an empty value is non-numeric before any CAS compare.
+        if it.value.is_empty() {
+            return ArithResult::NonNumeric;
+        }
         if cas != 0 && it.cas != cas {
             return ArithResult::Exists;
         }

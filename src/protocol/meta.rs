@@ -780,3 +780,572 @@ pub fn encode_debug(key: &[u8], base64: bool, d: &DebugInfo, out: &mut Vec<u8>) 
 pub fn encode_miss(out: &mut Vec<u8>) {
     out.extend_from_slice(b"EN\r\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Limits = Limits {
+        max_item_size: 1 << 20,
+    };
+
+    /// Parse a full request buffer through the ASCII framing.
+    fn parse_all(buf: &[u8]) -> Parsed<'_> {
+        super::super::ascii::parse(buf, &L)
+    }
+
+    fn meta(buf: &[u8]) -> (MetaCommand<'_>, usize) {
+        match parse_all(buf) {
+            Parsed::Done(
+                Request {
+                    cmd: Command::Meta(m),
+                    ..
+                },
+                n,
+            ) => (m, n),
+            p => panic!("{:?}: {p:?}", String::from_utf8_lossy(buf)),
+        }
+    }
+
+    fn opts(buf: &[u8]) -> MetaOpts {
+        meta(buf).0.opts
+    }
+
+    /// The error text a line is answered with.
+    fn err(buf: &[u8]) -> String {
+        match parse_all(buf) {
+            Parsed::Done(
+                Request {
+                    cmd: Command::Error(e),
+                    ..
+                },
+                _,
+            ) => String::from_utf8_lossy(super::super::ascii::error_text(e)).into_owned(),
+            Parsed::Done(
+                Request {
+                    cmd: Command::Swallow { error, skip, .. },
+                    ..
+                },
+                _,
+            ) => format!(
+                "{} +swallow {skip}",
+                String::from_utf8_lossy(super::super::ascii::error_text(error))
+            ),
+            p => panic!("{:?}: {p:?}", String::from_utf8_lossy(buf)),
+        }
+    }
+
+    #[test]
+    fn verbs_and_keys() {
+        let (m, n) = meta(b"mg foo v\r\nrest");
+        assert_eq!(
+            (m.verb, m.key, m.flags, n),
+            (Verb::Get, &b"foo"[..], &b" v"[..], 10)
+        );
+        assert_eq!(meta(b"md k\r\n").0.verb, Verb::Delete);
+        assert_eq!(meta(b"ma k\r\n").0.verb, Verb::Arith);
+        assert_eq!(meta(b"me k\r\n").0.verb, Verb::Debug);
+        let (m, n) = meta(b"ms k 2 T5\r\nhi\r\nmn\r\n");
+        assert_eq!((m.verb, m.data, n), (Verb::Set, &b"hi"[..], 15));
+        assert_eq!(m.opts.ttl, Some(5));
+        // mn is the ASCII framing's Noop.
+        assert!(matches!(
+            parse_all(b"mn\r\n"),
+            Parsed::Done(
+                Request {
+                    cmd: Command::Noop,
+                    ..
+                },
+                4
+            )
+        ));
+        // other two-letter m* verbs are unknown
+        assert_eq!(err(b"mx foo\r\n"), "ERROR");
+    }
+
+    #[test]
+    fn every_flag() {
+        let o = opts(b"mg Zm9v b v q u I x k s t c f h l O1 P L\r\n");
+        assert!(o.base64 && o.value && o.quiet && o.no_bump && o.invalidate && o.remove_value);
+        assert!(!o.opaque_too_long);
+        let o = opts(b"mg k C12 E13 F14 T15 N16 R17 MA D18 J19\r\n");
+        assert_eq!(o.compare_cas, Some(12));
+        assert_eq!(o.new_cas, Some(13));
+        assert_eq!(o.client_flags, 14);
+        assert_eq!((o.ttl, o.vivify, o.recache), (Some(15), Some(16), Some(17)));
+        assert_eq!((o.pos_t, o.pos_n, o.pos_r), (4, 5, 6));
+        assert_eq!((o.mode, o.delta, o.initial), (b'A', 18, 19));
+        let o = opts(b"ma k\r\n");
+        assert_eq!((o.delta, o.initial, o.mode), (1, 0, 0));
+        assert_eq!(opts(b"mg k T-1\r\n").ttl, Some(-1));
+    }
+
+    #[test]
+    fn numbers_like_c() {
+        assert_eq!(strtoull(b"+5"), Some(5));
+        assert_eq!(strtoull(b"-0"), Some(0));
+        assert_eq!(strtoull(b"-5"), None);
+        assert_eq!(strtoull(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(strtoull(b"18446744073709551616"), None);
+        assert_eq!(strtoull(b"5x"), None);
+        assert_eq!(strtoull(b"5\tx"), Some(5));
+        assert_eq!(strtoull(b""), None);
+        assert_eq!(strtoul32(b"4294967296"), Some(0));
+        assert_eq!(strtol32(b"-1"), Some(-1));
+        assert_eq!(strtol32(b"4294967297"), Some(1));
+        assert_eq!(strtol32(b"x"), None);
+    }
+
+    #[test]
+    fn base64() {
+        let mut b = [0u8; MAX_KEY_LEN];
+        let n = base64_decode(b"Zm9v", &mut b).unwrap();
+        assert_eq!(&b[..n], b"foo");
+        let n = base64_decode(b"Zm9vYg==", &mut b).unwrap();
+        assert_eq!(&b[..n], b"foob");
+        let n = base64_decode(b"Zm9vYmE=", &mut b).unwrap();
+        assert_eq!(&b[..n], b"fooba");
+        // junk outside the alphabet is skipped, as memcached's decoder does
+        let n = base64_decode(b"Zm!9v", &mut b).unwrap();
+        assert_eq!(&b[..n], b"foo");
+        assert_eq!(base64_decode(b"Zm9vYg", &mut b), None);
+        assert_eq!(base64_decode(b"!!!", &mut b), None);
+        assert_eq!(base64_decode(b"A===", &mut b), None);
+        assert_eq!(base64_decode(b"====", &mut b), None);
+        for src in [&b""[..], b"f", b"fo", b"foo", b"\x00 \r\n\xff"] {
+            let mut e = Vec::new();
+            base64_encode(src, &mut e);
+            if src.is_empty() {
+                assert!(e.is_empty());
+                continue;
+            }
+            let n = base64_decode(&e, &mut b).unwrap();
+            assert_eq!(&b[..n], src);
+        }
+        let mut e = Vec::new();
+        base64_encode(b"fo", &mut e);
+        assert_eq!(e, b"Zm8=");
+        // the command's key() decodes
+        let (m, _) = meta(b"mg AA0KIA== b\r\n");
+        let mut kb = [0u8; MAX_KEY_LEN];
+        assert_eq!(m.key(&mut kb), b"\x00\r\n ");
+    }
+
+    #[test]
+    fn errors_like_memcached() {
+        let long = format!("mg {} v\r\n", "k".repeat(251));
+        assert_eq!(err(long.as_bytes()), "CLIENT_ERROR bad command line format");
+        let ok = format!("mg {} v\r\n", "k".repeat(250));
+        meta(ok.as_bytes());
+        for v in ["mg", "ms", "md", "ma"] {
+            assert_eq!(err(format!("{v}\r\n").as_bytes()), "ERROR");
+        }
+        assert_eq!(err(b"me\r\n"), "CLIENT_ERROR bad command line format");
+        assert_eq!(err(b"ms foo\r\n"), "CLIENT_ERROR bad command line format");
+        assert_eq!(err(b"ms foo x\r\n"), "CLIENT_ERROR bad command line format");
+        assert_eq!(
+            err(b"ms foo -1\r\n"),
+            "CLIENT_ERROR bad command line format"
+        );
+        // flag counts: 17 flags are fine for mg/md/ma, 16 for ms
+        let f17 = "v c f s t k h l u q P L O1 T5 N5 R5 I";
+        assert_eq!(
+            err(format!("mg foo {f17} Q\r\n").as_bytes()),
+            "CLIENT_ERROR options flags are too long"
+        );
+        meta(format!("mg foo {f17}\r\n").as_bytes());
+        assert_eq!(
+            err(format!("md foo {f17} Q\r\n").as_bytes()),
+            "CLIENT_ERROR options flags too long"
+        );
+        assert_eq!(
+            err(format!("ma foo {f17} Q\r\n").as_bytes()),
+            "CLIENT_ERROR options flags too long"
+        );
+        assert_eq!(
+            err(b"ms foo 2 c f s t k h l u q P L O1 T5 N5 R5 I Q\r\nhi\r\n"),
+            "CLIENT_ERROR options flags too long"
+        );
+        assert_eq!(
+            err(b"ms foo 2 c f s t k h l u q P L O1 T5 N5 R5 Q\r\nhi\r\n"),
+            "CLIENT_ERROR invalid flag +swallow 4"
+        );
+        // duplicate / invalid
+        assert_eq!(err(b"mg foo v v\r\n"), "CLIENT_ERROR duplicate flag");
+        assert_eq!(err(b"mg foo \x7f\r\n"), "CLIENT_ERROR duplicate flag");
+        assert_eq!(err(b"mg foo Z\r\n"), "CLIENT_ERROR invalid flag");
+        assert_eq!(
+            err(b"md foo Z\r\n"),
+            "CLIENT_ERROR invalid or duplicate flag"
+        );
+        assert_eq!(
+            err(b"ma foo q q\r\n"),
+            "CLIENT_ERROR invalid or duplicate flag"
+        );
+        // bad tokens
+        for f in ["N", "T", "R", "C", "E"] {
+            assert_eq!(
+                err(format!("mg foo {f}x\r\n").as_bytes()),
+                "CLIENT_ERROR bad token in command line format",
+                "{f}"
+            );
+        }
+        assert_eq!(
+            err(b"mg foo T\r\n"),
+            "CLIENT_ERROR bad token in command line format"
+        );
+        assert_eq!(
+            err(b"mg foo Fx\r\n"),
+            "CLIENT_ERROR bad command line format"
+        );
+        assert_eq!(
+            err(b"mg foo Tx Fx\r\n"),
+            "CLIENT_ERROR bad token in command line format"
+        );
+        assert_eq!(err(b"mg foo Tx Q\r\n"), "CLIENT_ERROR invalid flag");
+        assert_eq!(
+            err(b"mg foo Nx Jx\r\n"),
+            "CLIENT_ERROR invalid numeric initial value"
+        );
+        assert_eq!(
+            err(b"mg foo Dx\r\n"),
+            "CLIENT_ERROR invalid numeric delta value"
+        );
+        assert_eq!(
+            err(b"ma foo Dx\r\n"),
+            "CLIENT_ERROR invalid or duplicate flag"
+        );
+        assert_eq!(
+            err(b"ma foo C-1\r\n"),
+            "CLIENT_ERROR invalid or duplicate flag"
+        );
+        // M token
+        assert_eq!(
+            err(b"ms foo 2 MEE\r\nhi\r\n"),
+            "CLIENT_ERROR incorrect length for M token +swallow 4"
+        );
+        assert_eq!(
+            err(b"ms foo 2 MX\r\nhi\r\n"),
+            "CLIENT_ERROR invalid mode for ms M token +swallow 4"
+        );
+        assert_eq!(
+            err(b"ma foo MX\r\n"),
+            "CLIENT_ERROR invalid mode for ma M token"
+        );
+        assert_eq!(
+            err(b"ma foo MII\r\n"),
+            "CLIENT_ERROR invalid or duplicate flag"
+        );
+        for m in ["ME", "MA", "MP", "MR", "MS"] {
+            meta(format!("ms foo 2 {m}\r\nhi\r\n").as_bytes());
+        }
+        for m in ["MI", "M+", "MD", "M-"] {
+            meta(format!("ma foo {m}\r\n").as_bytes());
+        }
+        // ms bad token swallows the data; bad F has the generic text
+        assert_eq!(
+            err(b"ms foo 2 Tabc\r\nhi\r\n"),
+            "CLIENT_ERROR bad token in command line format +swallow 4"
+        );
+        assert_eq!(
+            err(b"ms foo 2 Fx\r\nhi\r\n"),
+            "CLIENT_ERROR bad command line format +swallow 4"
+        );
+        // opaque: up to 32 bytes with the O
+        let o32 = format!("O{}", "1".repeat(31));
+        let o33 = format!("O{}", "1".repeat(32));
+        meta(format!("mg foo {o32}\r\n").as_bytes());
+        assert_eq!(err(format!("mg foo {o33}\r\n").as_bytes()), E_OPAQUE);
+        assert_eq!(err(format!("md foo {o33}\r\n").as_bytes()), E_OPAQUE);
+        assert_eq!(
+            err(format!("ms foo 2 {o33}\r\nhi\r\n").as_bytes()),
+            format!("{E_OPAQUE} +swallow 4")
+        );
+        assert_eq!(
+            err(format!("ms foo 2 {o33} MX\r\nhi\r\n").as_bytes()),
+            format!("{E_MS_MODE} +swallow 4")
+        );
+        // ma reports it after the update: parsed, flagged
+        assert!(opts(format!("ma foo {o33}\r\n").as_bytes()).opaque_too_long);
+        // base64
+        assert_eq!(err(b"mg !!! b\r\n"), "CLIENT_ERROR error decoding key");
+        assert_eq!(err(b"mg Zm9vYg b k\r\n"), "CLIENT_ERROR error decoding key");
+        assert_eq!(
+            err(b"ms b64 3 b\r\nabc\r\n"),
+            "CLIENT_ERROR error decoding key +swallow 5"
+        );
+        assert_eq!(
+            err(b"md !!! b\r\n"),
+            "CLIENT_ERROR invalid or duplicate flag"
+        );
+        assert_eq!(err(b"me !!! b\r\n"), "CLIENT_ERROR bad command line format");
+        assert!(!opts(b"me !!! q\r\n").base64);
+        assert!(opts(b"me Zm9v b\r\n").base64);
+        // data chunk
+        assert_eq!(err(b"ms foo 2\r\nhiXX\r\n"), "CLIENT_ERROR bad data chunk");
+    }
+
+    #[test]
+    fn ms_framing() {
+        assert!(matches!(
+            parse_all(b"ms foo 5 T1\r\nhel"),
+            Parsed::Incomplete { need: Some(20) }
+        ));
+        let (m, n) = meta(b"ms foo +2\r\nhi\r\n");
+        assert_eq!((m.data, n), (&b"hi"[..], 15));
+        // too large: memcached's item size (56 + key+1 + data+2 [+4 flags]) > -I
+        let max = (1 << 20) - 56 - 4 - 2;
+        let line = format!("ms big {max}\r\n");
+        assert!(matches!(
+            parse_all(line.as_bytes()),
+            Parsed::Incomplete { .. }
+        ));
+        let line = format!("ms big {max} F1\r\n");
+        let (m, n) = meta(line.as_bytes());
+        assert!(m.opts.too_large);
+        assert_eq!((m.opts.data_len, n), (max, line.len()));
+        assert!(
+            meta(format!("ms big {}\r\n", max + 1).as_bytes())
+                .0
+                .opts
+                .too_large
+        );
+    }
+
+    fn enc(line: &[u8], r: &Reply<'_>) -> String {
+        let (m, _) = meta(line);
+        let mut out = Vec::new();
+        encode(&m, r, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn encode_mg() {
+        let r = Reply {
+            code: Code::Va,
+            key: b"foo",
+            value: b"bar",
+            flags: 5,
+            cas: 7,
+            size: 3,
+            ttl: -1,
+            ttl_touch: 30,
+            last_access: 4,
+            hit_before: true,
+            ..Reply::default()
+        };
+        assert_eq!(
+            enc(b"mg foo v f s t c k h l O123 P L u q\r\n", &r),
+            "VA 3 f5 s3 t-1 c7 kfoo h1 l4 O123\r\nbar\r\n"
+        );
+        // t follows T in request order
+        assert_eq!(
+            enc(
+                b"mg foo T30 t\r\n",
+                &Reply {
+                    code: Code::Hd,
+                    ..r
+                }
+            ),
+            "HD t30\r\n"
+        );
+        assert_eq!(
+            enc(
+                b"mg foo t T30\r\n",
+                &Reply {
+                    code: Code::Hd,
+                    ..r
+                }
+            ),
+            "HD t-1\r\n"
+        );
+        // vivified: t after N shows N's TTL; W last
+        let v = Reply {
+            code: Code::Va,
+            key: b"nokey",
+            value: b"",
+            ttl: -1,
+            ttl_vivify: 30,
+            created: true,
+            won: true,
+            ..Reply::default()
+        };
+        assert_eq!(
+            enc(b"mg nokey N30 v t s k\r\n", &v),
+            "VA 0 t30 s0 knokey W\r\n\r\n"
+        );
+        // Z X W order
+        let z = Reply {
+            code: Code::Hd,
+            win_before: true,
+            stale: true,
+            ..Reply::default()
+        };
+        assert_eq!(enc(b"mg foo\r\n", &z), "HD Z X\r\n");
+        let w = Reply {
+            code: Code::Hd,
+            stale: true,
+            won: true,
+            ..Reply::default()
+        };
+        assert_eq!(enc(b"mg foo\r\n", &w), "HD X W\r\n");
+        // miss: EN with O and k only; hidden by q
+        let miss = Reply {
+            code: Code::En,
+            key: b"foo",
+            ..Reply::default()
+        };
+        assert_eq!(enc(b"mg foo v t c O9 k\r\n", &miss), "EN O9 kfoo\r\n");
+        assert_eq!(enc(b"mg foo v q O9\r\n", &miss), "");
+        // q does not hide a hit
+        assert_eq!(
+            enc(
+                b"mg foo q\r\n",
+                &Reply {
+                    code: Code::Hd,
+                    ..Reply::default()
+                }
+            ),
+            "HD\r\n"
+        );
+        // base64 keys come back encoded, with b
+        let b = Reply {
+            code: Code::En,
+            key: b"\x00 \r\n",
+            ..Reply::default()
+        };
+        assert_eq!(enc(b"mg ACANCg== b k O1\r\n", &b), "EN kACANCg== b O1\r\n");
+    }
+
+    #[test]
+    fn encode_ms_md_ma() {
+        let hd = Reply {
+            code: Code::Hd,
+            key: b"foo",
+            cas: 9,
+            size: 4,
+            ..Reply::default()
+        };
+        assert_eq!(
+            enc(b"ms foo 2 k c s O1 T5 F3\r\nhi\r\n", &hd),
+            "HD kfoo c9 s4 O1\r\n"
+        );
+        assert_eq!(enc(b"ms foo 2 q c\r\nhi\r\n", &hd), "");
+        let ns = Reply {
+            code: Code::Ns,
+            cas: 0,
+            ..hd
+        };
+        assert_eq!(enc(b"ms foo 2 q c O1\r\nhi\r\n", &ns), "NS c0 O1\r\n");
+        assert_eq!(enc(b"ms foo 2 s\r\nhi\r\n", &ns), "NS s4\r\n");
+        assert_eq!(
+            enc(
+                b"ms foo 2 q\r\nhi\r\n",
+                &Reply {
+                    code: Code::Ex,
+                    ..hd
+                }
+            ),
+            "EX\r\n"
+        );
+        assert_eq!(
+            enc(
+                b"ms foo 2 q\r\nhi\r\n",
+                &Reply {
+                    code: Code::Nf,
+                    ..hd
+                }
+            ),
+            "NF\r\n"
+        );
+        assert_eq!(enc(b"ms Zm9v 2 b k\r\nhi\r\n", &hd), "HD kZm9v b\r\n");
+        // md: O and k only; q hides HD
+        assert_eq!(enc(b"md foo k O5 c t\r\n", &hd), "HD kfoo O5\r\n");
+        assert_eq!(enc(b"md foo q\r\n", &hd), "");
+        assert_eq!(
+            enc(
+                b"md foo q k O5\r\n",
+                &Reply {
+                    code: Code::Nf,
+                    ..hd
+                }
+            ),
+            "NF kfoo O5\r\n"
+        );
+        // ma: value, c, t (T applied in order), O, k; q hides HD and VA
+        let va = Reply {
+            code: Code::Va,
+            key: b"cnt",
+            value: b"10",
+            cas: 29,
+            ttl: -1,
+            ttl_touch: 100,
+            ttl_vivify: 50,
+            created: true,
+            ..Reply::default()
+        };
+        assert_eq!(
+            enc(b"ma cnt N0 J10 v t c k O5\r\n", &va),
+            "VA 2 t50 c29 kcnt O5\r\n10\r\n"
+        );
+        assert_eq!(
+            enc(b"ma cnt t N0 T100 c\r\n", &va),
+            "VA 2 t-1 c29\r\n10\r\n"
+        );
+        assert_eq!(enc(b"ma cnt N0 T100 t\r\n", &va), "VA 2 t100\r\n10\r\n");
+        assert_eq!(enc(b"ma cnt v q\r\n", &va), "");
+        assert_eq!(
+            enc(
+                b"ma cnt q c t O1 k\r\n",
+                &Reply {
+                    code: Code::Nf,
+                    ..va
+                }
+            ),
+            "NF O1 kcnt\r\n"
+        );
+        assert_eq!(
+            enc(
+                b"ma cnt q\r\n",
+                &Reply {
+                    code: Code::Ex,
+                    ..va
+                }
+            ),
+            "EX\r\n"
+        );
+    }
+
+    #[test]
+    fn encode_me() {
+        let mut out = Vec::new();
+        let d = DebugInfo {
+            exp: -1,
+            la: 3,
+            cas: 7,
+            fetched: true,
+            cls: 1,
+            size: 69,
+        };
+        encode_debug(b"foo", false, &d, &mut out);
+        assert_eq!(out, b"ME foo exp=-1 la=3 cas=7 fetch=yes cls=1 size=69\r\n");
+        out.clear();
+        encode_debug(
+            b"foo",
+            true,
+            &DebugInfo {
+                fetched: false,
+                exp: 100,
+                ..d
+            },
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            b"ME Zm9v exp=100 la=3 cas=7 fetch=no cls=1 size=69\r\n"
+        );
+        out.clear();
+        encode_miss(&mut out);
+        assert_eq!(out, b"EN\r\n");
+    }
+}

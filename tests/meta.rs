@@ -313,10 +313,7 @@ fn opaque_echo() {
 fn flags_ttl_cas_and_modes() {
     let s = start();
     let mut a = Conn::new(&s);
-    assert_eq!(
-        a.call("ms f 3 F99 T100 c\r\nabc\r\n").starts_with("HD c"),
-        true
-    );
+    assert!(a.call("ms f 3 F99 T100 c\r\nabc\r\n").starts_with("HD c"));
     let r = a.call("mg f f t s v h l u\r\n");
     assert_eq!(r, "VA 3 f99 t100 s3 h0 l0\r\nabc\r\n");
     // u did not mark it fetched

@@ -242,7 +242,7 @@ pub fn parse<'a>(
             return client(E_TOO_LONG, consumed);
         }
         match strtol32(len_tok) {
-            Some(n) if n >= 0 && n <= i32::MAX - 2 => data_len = n as usize,
+            Some(n) if (0..=i32::MAX - 2).contains(&n) => data_len = n as usize,
             _ => return client(E_FORMAT, consumed),
         }
     } else if count + 2 > MAX_TOKENS {

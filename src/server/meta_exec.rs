@@ -390,7 +390,7 @@ fn slab_class(total: u64, chunk: u64, factor: f64) -> u32 {
             // the largest class holds slab_chunk_max (and chunked items)
             return cls;
         }
-        if size % 8 != 0 {
+        if !size.is_multiple_of(8) {
             size += 8 - size % 8;
         }
         if total <= size {

@@ -585,6 +585,7 @@ fn parse_counter(v: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{DeleteOpts, MetaGet, StoreOpts};
 
     fn shard() -> Shard {
         Shard::new(0, 1, &StoreConfig::default())
@@ -622,6 +623,117 @@ mod tests {
         assert_eq!(
             s.arith(0, b"x", true, 1, None, 0, 10),
             ArithResult::NonNumeric
+        );
+    }
+
+    /// The meta stale/win state machine, at the store level (the contract
+    /// any shard implementation must keep).
+    #[test]
+    fn meta_win_and_stale_state_machine() {
+        let mut s = shard();
+        let peek = MetaGet::default();
+        let bump = MetaGet {
+            bump: true,
+            ..MetaGet::default()
+        };
+        // vivify on miss: created, won, empty, expiry set; then Z for others
+        let viv = MetaGet {
+            bump: true,
+            vivify: Some(40),
+            new_cas: 77,
+            ..MetaGet::default()
+        };
+        let (it, oc) = s.meta_get(0, b"k", 10, &viv).unwrap();
+        assert_eq!(
+            (oc.created, oc.won, it.win, it.value, it.cas),
+            (true, true, false, &b""[..], 77)
+        );
+        let (it, oc) = s.meta_get(0, b"k", 10, &viv).unwrap();
+        assert_eq!(
+            (oc.created, oc.won, it.win, it.exptime, it.fetched),
+            (false, false, true, 40, true)
+        );
+        // a store makes a fresh item: no win, not stale
+        s.store(0, b"k", StoreMode::Set, 0, 30, b"v1", 0, 10);
+        let (it, _) = s.meta_get(0, b"k", 10, &peek).unwrap();
+        assert!(!it.win && !it.stale && !it.fetched);
+        // recache: win below the threshold, once
+        let r = MetaGet {
+            recache: Some(50),
+            ..bump
+        };
+        assert!(s.meta_get(0, b"k", 10, &r).unwrap().1.won);
+        assert!(!s.meta_get(0, b"k", 10, &r).unwrap().1.won);
+        // touch before recache moves the expiry the check sees
+        s.store(0, b"k", StoreMode::Set, 0, 30, b"v1", 0, 10);
+        let t = MetaGet {
+            touch: Some(100),
+            recache_after_touch: true,
+            ..r
+        };
+        let (it, oc) = s.meta_get(0, b"k", 10, &t).unwrap();
+        assert_eq!((it.exptime, oc.won), (30, false));
+        // invalidate: stale, new CAS, win cleared; the first reader wins
+        let cas0 = s.meta_get(0, b"k", 10, &peek).unwrap().0.cas;
+        let inv = DeleteOpts {
+            invalidate: true,
+            touch: Some(60),
+            ..DeleteOpts::default()
+        };
+        assert_eq!(s.delete_with(0, b"k", 10, &inv), DeleteResult::Deleted);
+        let (it, oc) = s.meta_get(0, b"k", 10, &bump).unwrap();
+        assert!(it.stale && !it.win && oc.won && it.cas > cas0 && it.exptime == 60);
+        let (it, oc) = s.meta_get(0, b"k", 10, &bump).unwrap();
+        assert!(it.stale && it.win && !oc.won);
+        // a CAS store with an older CAS: Exists, unless invalidate (stale store)
+        let old = StoreOpts::default();
+        let stale = StoreOpts {
+            invalidate: true,
+            ..StoreOpts::default()
+        };
+        assert_eq!(
+            s.store_with(0, b"k", StoreMode::Set, 0, 0, b"late", cas0, 10, &old),
+            StoreResult::Exists
+        );
+        assert!(matches!(
+            s.store_with(0, b"k", StoreMode::Set, 0, 0, b"late", cas0, 10, &stale),
+            StoreResult::Stored { .. }
+        ));
+        let (it, _) = s.meta_get(0, b"k", 10, &peek).unwrap();
+        assert!(it.stale && it.win && it.value == b"late" && it.exptime == 60);
+        // x: empty value, kept item; E sets the CAS
+        let x = DeleteOpts {
+            remove_value: true,
+            new_cas: 9,
+            ..DeleteOpts::default()
+        };
+        assert_eq!(s.delete_with(0, b"k", 10, &x), DeleteResult::Deleted);
+        let (it, _) = s.meta_get(0, b"k", 10, &peek).unwrap();
+        assert_eq!(
+            (it.value, it.cas, it.stale, it.win),
+            (&b""[..], 9, false, false)
+        );
+        // append with N vivifies; append with a CAS on a miss is NotStored
+        let av = StoreOpts {
+            vivify: Some(70),
+            ..StoreOpts::default()
+        };
+        assert!(matches!(
+            s.store_with(0, b"a", StoreMode::Append, 3, 0, b"ab", 0, 10, &av),
+            StoreResult::Stored { .. }
+        ));
+        assert_eq!(
+            s.store_with(0, b"b", StoreMode::Append, 0, 0, b"ab", 5, 10, &old),
+            StoreResult::NotStored
+        );
+        // arith with an explicit CAS
+        s.store(0, b"n", StoreMode::Set, 0, 0, b"5", 0, 10);
+        assert_eq!(
+            s.arith_with(0, b"n", true, 1, None, 0, 10, 1234),
+            ArithResult::Value {
+                value: 6,
+                cas: 1234
+            }
         );
     }
 

@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn pwdb_format() {
         let db = PwDb::parse(b"alice:secret\r\nbob:pw:comment\nnocolon\n:x\ncarol:\nalice:other\n");
-        assert_eq!(db.len(), 3);
+        assert_eq!(db.len(), 4);
         assert!(db.check(b"alice", b"secret"));
         assert!(
             !db.check(b"alice", b"other"),

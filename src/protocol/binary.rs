@@ -568,3 +568,598 @@ pub fn encode(resp: &Response<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         Response::Error(e) => error(out, ctx, status_of(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::StatValue;
+
+    const L: Limits = Limits {
+        max_item_size: 1024,
+    };
+
+    /// Build a request packet; `bodylen` overrides the real body length.
+    fn pkt(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], cas: u64) -> Vec<u8> {
+        raw(opcode, extras, key, value, cas, None)
+    }
+
+    fn raw(
+        opcode: u8,
+        extras: &[u8],
+        key: &[u8],
+        value: &[u8],
+        cas: u64,
+        bodylen: Option<u32>,
+    ) -> Vec<u8> {
+        let mut v = Vec::new();
+        Header {
+            magic: REQ_MAGIC,
+            opcode,
+            keylen: key.len() as u16,
+            extlen: extras.len() as u8,
+            datatype: 0,
+            status: 0,
+            bodylen: bodylen.unwrap_or((extras.len() + key.len() + value.len()) as u32),
+            opaque: 0xdeadbeef,
+            cas,
+        }
+        .encode(&mut v);
+        v.extend_from_slice(extras);
+        v.extend_from_slice(key);
+        v.extend_from_slice(value);
+        v
+    }
+
+    fn done(buf: &[u8]) -> (Request<'_>, usize) {
+        match parse(buf, &L) {
+            Parsed::Done(r, n) => (r, n),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    fn closes_with(buf: &[u8], want: Option<ErrorKind>) {
+        let (r, n) = done(buf);
+        match r.cmd {
+            Command::Close(e) => assert_eq!(e, want, "{buf:?}"),
+            c => panic!("expected close, got {c:?}"),
+        }
+        assert!(n <= buf.len());
+    }
+
+    fn reply(resp: Response<'_>, ctx: Ctx) -> (Header, Vec<u8>) {
+        let mut out = Vec::new();
+        encode(&resp, &ctx, &mut out);
+        assert!(out.len() >= HEADER_LEN, "no reply");
+        let h = Header::decode(&out);
+        assert_eq!(h.bodylen as usize, out.len() - HEADER_LEN);
+        (h, out[HEADER_LEN..].to_vec())
+    }
+
+    fn ctx(opcode: u8) -> Ctx {
+        Ctx {
+            noreply: is_quiet(opcode),
+            opcode,
+            opaque: 7,
+            with_key: returns_key(opcode),
+            binary: true,
+        }
+    }
+
+    #[test]
+    fn header_roundtrip() {
+        let h = Header {
+            magic: RES_MAGIC,
+            opcode: 1,
+            keylen: 0x0102,
+            extlen: 3,
+            datatype: 0,
+            status: 0x0405,
+            bodylen: 0x0607_0809,
+            opaque: 0x0a0b_0c0d,
+            cas: 0x1122_3344_5566_7788,
+        };
+        let mut v = Vec::new();
+        h.encode(&mut v);
+        assert_eq!(v.len(), HEADER_LEN);
+        assert_eq!(Header::decode(&v), h);
+    }
+
+    #[test]
+    fn get_family() {
+        for (opc, quiet, with_key) in [
+            (op::GET, false, false),
+            (op::GETQ, true, false),
+            (op::GETK, false, true),
+            (op::GETKQ, true, true),
+        ] {
+            let b = pkt(opc, b"", b"foo", b"", 0);
+            let (r, n) = done(&b);
+            assert_eq!(n, b.len());
+            assert_eq!(
+                (r.ctx.noreply, r.ctx.with_key, r.ctx.binary, r.ctx.opaque),
+                (quiet, with_key, true, 0xdeadbeef)
+            );
+            match r.cmd {
+                Command::Get { keys, touch, .. } => {
+                    assert_eq!(keys.iter().collect::<Vec<_>>(), vec![&b"foo"[..]]);
+                    assert!(touch.is_none());
+                }
+                c => panic!("{c:?}"),
+            }
+        }
+        for opc in [op::TOUCH, op::GAT, op::GATQ, op::GATK, op::GATKQ] {
+            let b = pkt(opc, &100u32.to_be_bytes(), b"k", b"", 0);
+            let (r, _) = done(&b);
+            assert!(matches!(
+                r.cmd,
+                Command::Get {
+                    touch: Some(100),
+                    ..
+                }
+            ));
+            assert_eq!(r.ctx.noreply, matches!(opc, op::GATQ | op::GATKQ));
+            assert_eq!(r.ctx.with_key, matches!(opc, op::GATK | op::GATKQ));
+        }
+    }
+
+    #[test]
+    fn stores() {
+        let mut ext = Vec::new();
+        ext.extend_from_slice(&0xcafe_u32.to_be_bytes());
+        ext.extend_from_slice(&60u32.to_be_bytes());
+        let b = pkt(op::SETQ, &ext, b"k", b"value", 0);
+        let (r, n) = done(&b);
+        assert_eq!(n, b.len());
+        assert!(r.ctx.noreply);
+        assert!(matches!(
+            r.cmd,
+            Command::Store {
+                mode: StoreMode::Set,
+                key: b"k",
+                flags: 0xcafe,
+                exptime: 60,
+                data: b"value",
+                cas: 0
+            }
+        ));
+        // A CAS turns set/add/replace into a compare-and-swap.
+        for opc in [op::SET, op::ADD, op::REPLACE] {
+            let b = pkt(opc, &ext, b"k", b"v", 42);
+            assert!(matches!(
+                done(&b).0.cmd,
+                Command::Store {
+                    mode: StoreMode::Cas,
+                    cas: 42,
+                    ..
+                }
+            ));
+        }
+        let b = pkt(op::ADD, &ext, b"k", b"", 0);
+        assert!(matches!(
+            done(&b).0.cmd,
+            Command::Store {
+                mode: StoreMode::Add,
+                data: b"",
+                ..
+            }
+        ));
+        let b = pkt(op::PREPENDQ, b"", b"k", b"xy", 9);
+        assert!(matches!(
+            done(&b).0.cmd,
+            Command::Store {
+                mode: StoreMode::Prepend,
+                data: b"xy",
+                cas: 9,
+                ..
+            }
+        ));
+        // Needs the whole value before it is parsed.
+        let b = pkt(op::SET, &ext, b"k", b"value", 0);
+        assert!(matches!(
+            parse(&b[..b.len() - 1], &L),
+            Parsed::Incomplete { need: Some(n) } if n == b.len()
+        ));
+        assert!(matches!(
+            parse(&b[..10], &L),
+            Parsed::Incomplete { need: Some(24) }
+        ));
+    }
+
+    #[test]
+    fn delete_arith_flush_misc() {
+        let b = pkt(op::DELETEQ, b"", b"k", b"", 5);
+        assert!(matches!(
+            done(&b).0.cmd,
+            Command::Delete { key: b"k", cas: 5 }
+        ));
+        let mut ext = Vec::new();
+        ext.extend_from_slice(&3u64.to_be_bytes());
+        ext.extend_from_slice(&10u64.to_be_bytes());
+        ext.extend_from_slice(&0u32.to_be_bytes());
+        let b = pkt(op::INCREMENT, &ext, b"n", b"", 0);
+        assert!(matches!(
+            done(&b).0.cmd,
+            Command::Arith {
+                incr: true,
+                delta: 3,
+                initial: Some((10, 0)),
+                ..
+            }
+        ));
+        ext[16..].copy_from_slice(&u32::MAX.to_be_bytes());
+        let b = pkt(op::DECREMENTQ, &ext, b"n", b"", 0);
+        let (r, _) = done(&b);
+        assert!(r.ctx.noreply);
+        assert!(matches!(
+            r.cmd,
+            Command::Arith {
+                incr: false,
+                initial: None,
+                ..
+            }
+        ));
+        let b = pkt(op::FLUSH, &30u32.to_be_bytes(), b"", b"", 0);
+        assert!(matches!(done(&b).0.cmd, Command::FlushAll { delay: 30 }));
+        let b = pkt(op::FLUSHQ, b"", b"", b"", 0);
+        let (r, _) = done(&b);
+        assert!(r.ctx.noreply && matches!(r.cmd, Command::FlushAll { delay: 0 }));
+        assert!(matches!(
+            done(&pkt(op::NOOP, b"", b"", b"", 0)).0.cmd,
+            Command::Noop
+        ));
+        assert!(matches!(
+            done(&pkt(op::VERSION, b"", b"", b"", 0)).0.cmd,
+            Command::Version
+        ));
+        assert!(matches!(
+            done(&pkt(op::QUITQ, b"", b"", b"", 0)).0.cmd,
+            Command::Quit
+        ));
+        assert!(matches!(
+            done(&pkt(op::VERBOSITY, &1u32.to_be_bytes(), b"", b"", 0))
+                .0
+                .cmd,
+            Command::Verbosity
+        ));
+        match done(&pkt(op::STAT, b"", b"detail on", b"", 0)).0.cmd {
+            Command::Stats { group, arg } => assert_eq!((group, arg), (&b"detail"[..], &b"on"[..])),
+            c => panic!("{c:?}"),
+        }
+        match done(&pkt(op::STAT, b"", b"", b"", 0)).0.cmd {
+            Command::Stats { group, arg } => assert!(group.is_empty() && arg.is_empty()),
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(
+            done(&pkt(op::SASL_LIST_MECHS, b"", b"", b"", 0)).0.cmd,
+            Command::SaslListMechs
+        ));
+        assert!(matches!(
+            done(&pkt(op::SASL_AUTH, b"", b"PLAIN", b"\0u\0p", 0)).0.cmd,
+            Command::SaslAuth {
+                mech: b"PLAIN",
+                data: b"\0u\0p"
+            }
+        ));
+        assert!(matches!(
+            done(&pkt(op::SASL_STEP, b"", b"PLAIN", b"", 0)).0.cmd,
+            Command::SaslStep { .. }
+        ));
+    }
+
+    #[test]
+    fn pipelined_requests_parse_one_at_a_time() {
+        let mut b = pkt(op::GETQ, b"", b"a", b"", 0);
+        b.extend(pkt(op::NOOP, b"", b"", b"", 0));
+        let (r, n) = done(&b);
+        assert!(matches!(r.cmd, Command::Get { .. }));
+        assert_eq!(n, 25);
+        assert!(matches!(done(&b[n..]).0.cmd, Command::Noop));
+    }
+
+    #[test]
+    fn bad_magic_closes_silently() {
+        closes_with(b"get foo\r\n", None);
+        let mut b = pkt(op::GET, b"", b"k", b"", 0);
+        b[0] = 0x81;
+        closes_with(&b, None);
+        // Known from the first byte: no need to wait for a header.
+        closes_with(b"\x00", None);
+    }
+
+    #[test]
+    fn inconsistent_lengths_close_with_unknown_command() {
+        // key + extras > body, whatever the opcode (even unknown ones).
+        for opc in [op::GET, op::SET, op::NOOP, 0x55] {
+            let b = raw(opc, b"", b"key", b"", 0, Some(2));
+            closes_with(&b, Some(ErrorKind::UnknownCommand));
+            let b = raw(opc, &[0; 8], b"k", b"", 0, Some(8));
+            closes_with(&b, Some(ErrorKind::UnknownCommand));
+        }
+        // Decided from the header alone: nothing after it is awaited.
+        let b = raw(op::GET, b"", &[b'k'; 300], b"", 0, Some(1));
+        closes_with(&b[..HEADER_LEN], Some(ErrorKind::UnknownCommand));
+    }
+
+    #[test]
+    fn key_too_long_closes() {
+        let k = [b'k'; 251];
+        let b = pkt(op::GET, b"", &k, b"", 0);
+        closes_with(&b[..HEADER_LEN], Some(ErrorKind::InvalidArguments));
+        let b = pkt(op::GET, b"", &k[..250], b"", 0);
+        assert!(matches!(done(&b).0.cmd, Command::Get { .. }));
+        // A 64 KiB key is refused from the header, before its bytes arrive.
+        let b = raw(op::SET, &[0; 8], b"", b"", 0, Some(70_000));
+        let mut b = b;
+        b[2..4].copy_from_slice(&65_535u16.to_be_bytes());
+        closes_with(&b, Some(ErrorKind::InvalidArguments));
+    }
+
+    #[test]
+    fn wrong_shapes_close_with_invalid_arguments() {
+        let e8 = [0u8; 8];
+        let e4 = [0u8; 4];
+        let e20 = [0u8; 20];
+        let cases: Vec<Vec<u8>> = vec![
+            // get: no extras, a key, no value
+            pkt(op::GET, &e4, b"k", b"", 0),
+            pkt(op::GETK, b"", b"", b"", 0),
+            pkt(op::GETQ, b"", b"k", b"v", 0),
+            // set: 8 bytes of extras and a key
+            pkt(op::SET, &e4, b"k", b"v", 0),
+            pkt(op::SET, &e8, b"", b"v", 0),
+            pkt(op::ADDQ, b"", b"k", b"v", 0),
+            pkt(op::REPLACE, &e20, b"k", b"v", 0),
+            // append: no extras
+            pkt(op::APPEND, &e8, b"k", b"v", 0),
+            pkt(op::PREPEND, b"", b"", b"v", 0),
+            // delete
+            pkt(op::DELETE, &e4, b"k", b"", 0),
+            pkt(op::DELETE, b"", b"k", b"v", 0),
+            pkt(op::DELETEQ, b"", b"", b"", 0),
+            // incr: exactly 20 bytes of extras, a key, no value
+            pkt(op::INCREMENT, &e8, b"k", b"", 0),
+            pkt(op::DECREMENT, &e20, b"", b"", 0),
+            pkt(op::INCREMENTQ, &e20, b"k", b"v", 0),
+            // no-argument opcodes
+            pkt(op::NOOP, b"", b"k", b"", 0),
+            pkt(op::VERSION, &e4, b"", b"", 0),
+            pkt(op::QUIT, b"", b"", b"v", 0),
+            pkt(op::QUITQ, b"", b"k", b"", 0),
+            pkt(op::SASL_LIST_MECHS, b"", b"k", b"", 0),
+            // flush: 0 or 4 bytes of extras, nothing else
+            pkt(op::FLUSH, &e8, b"", b"", 0),
+            pkt(op::FLUSH, b"", b"k", b"", 0),
+            pkt(op::FLUSHQ, &e4, b"", b"v", 0),
+            // touch / gat: 4 bytes of extras and a key
+            pkt(op::TOUCH, b"", b"k", b"", 0),
+            pkt(op::GAT, &e8, b"k", b"", 0),
+            pkt(op::GATKQ, &e4, b"", b"", 0),
+            // stat: no extras
+            pkt(op::STAT, &e4, b"", b"", 0),
+            // sasl: a mechanism, no extras
+            pkt(op::SASL_AUTH, b"", b"", b"x", 0),
+            pkt(op::SASL_STEP, &e4, b"PLAIN", b"x", 0),
+            pkt(op::VERBOSITY, b"", b"", b"", 0),
+        ];
+        for b in &cases {
+            closes_with(b, Some(ErrorKind::InvalidArguments));
+        }
+    }
+
+    #[test]
+    fn oversized_value_is_swallowed() {
+        let ext = [0u8; 8];
+        let b = raw(op::SET, &ext, b"big", b"", 0, Some(8 + 3 + 5000));
+        let (r, n) = done(&b);
+        assert_eq!(n, HEADER_LEN + 8 + 3);
+        assert!(matches!(
+            r.cmd,
+            Command::Swallow {
+                error: ErrorKind::TooLarge,
+                skip: 5000,
+                unlink: Some(b"big")
+            }
+        ));
+        let b = raw(op::APPENDQ, b"", b"k", b"", 0, Some(1 + 1025));
+        let (r, _) = done(&b);
+        assert!(r.ctx.noreply);
+        assert!(matches!(
+            r.cmd,
+            Command::Swallow {
+                error: ErrorKind::TooLarge,
+                skip: 1025,
+                unlink: None
+            }
+        ));
+        // A 4 GiB body never makes us wait for (or allocate) it.
+        let b = raw(op::SET, &ext, b"k", b"", 0, Some(u32::MAX));
+        assert!(matches!(
+            done(&b).0.cmd,
+            Command::Swallow { skip, .. } if skip == u32::MAX as usize - 9
+        ));
+        // Exactly at the limit: parsed normally once complete.
+        let v = vec![b'x'; 1024];
+        let b = pkt(op::SET, &ext, b"k", &v, 0);
+        assert!(matches!(done(&b).0.cmd, Command::Store { .. }));
+    }
+
+    #[test]
+    fn unknown_opcode_skips_body() {
+        let b = pkt(0x55, b"", b"", b"abc", 0);
+        let (r, n) = done(&b);
+        assert_eq!(n, HEADER_LEN);
+        assert!(matches!(
+            r.cmd,
+            Command::Swallow {
+                error: ErrorKind::UnknownCommand,
+                skip: 3,
+                ..
+            }
+        ));
+        assert_eq!(r.ctx.opcode, 0x55);
+    }
+
+    #[test]
+    fn encode_get_replies() {
+        let v = Response::Value {
+            key: b"foo",
+            flags: 0xabcd,
+            cas: 99,
+            data: b"bar",
+            with_cas: true,
+        };
+        let (h, body) = reply(v, ctx(op::GET));
+        assert_eq!(
+            (h.magic, h.opcode, h.status, h.extlen, h.keylen, h.opaque, h.cas),
+            (RES_MAGIC, op::GET, 0, 4, 0, 7, 99)
+        );
+        assert_eq!(body, b"\0\0\xab\xcdbar");
+        let v = Response::Value {
+            key: b"foo",
+            flags: 1,
+            cas: 5,
+            data: b"bar",
+            with_cas: true,
+        };
+        let (h, body) = reply(v, ctx(op::GETKQ));
+        assert_eq!((h.keylen, h.extlen), (3, 4));
+        assert_eq!(body, b"\0\0\0\x01foobar");
+        // Touch answers the flags, not the value.
+        let v = Response::Value {
+            key: b"foo",
+            flags: 1,
+            cas: 5,
+            data: b"bar",
+            with_cas: true,
+        };
+        let (h, body) = reply(v, ctx(op::TOUCH));
+        assert_eq!((h.extlen, h.cas, &body[..]), (4, 5, &b"\0\0\0\x01"[..]));
+        // Misses.
+        let (h, body) = reply(Response::Miss { key: b"foo" }, ctx(op::GET));
+        assert_eq!((h.status, &body[..]), (1, &b"Not found"[..]));
+        let (h, body) = reply(Response::Miss { key: b"foo" }, ctx(op::GETK));
+        assert_eq!((h.status, h.keylen, &body[..]), (1, 3, &b"foo"[..]));
+        for q in [op::GETQ, op::GETKQ, op::GATQ, op::GATKQ] {
+            let mut out = Vec::new();
+            encode(&Response::Miss { key: b"foo" }, &ctx(q), &mut out);
+            encode(&Response::End, &ctx(q), &mut out);
+            assert!(out.is_empty());
+        }
+        let mut out = Vec::new();
+        encode(&Response::End, &ctx(op::GET), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn encode_quiet_success_and_loud_errors() {
+        for (resp, opc) in [
+            (Response::Stored { cas: 3 }, op::SETQ),
+            (Response::Deleted, op::DELETEQ),
+            (Response::Numeric { value: 1, cas: 2 }, op::INCREMENTQ),
+            (Response::Ok, op::FLUSHQ),
+            (Response::Ok, op::QUITQ),
+        ] {
+            let mut out = Vec::new();
+            encode(&resp, &ctx(opc), &mut out);
+            assert!(out.is_empty(), "{opc:#x}");
+        }
+        let (h, body) = reply(Response::Stored { cas: 3 }, ctx(op::SET));
+        assert_eq!((h.status, h.cas, body.len()), (0, 3, 0));
+        let (h, body) = reply(Response::Numeric { value: 258, cas: 4 }, ctx(op::DECREMENT));
+        assert_eq!((h.cas, &body[..]), (4, &258u64.to_be_bytes()[..]));
+        let (h, _) = reply(Response::Exists, ctx(op::SETQ));
+        assert_eq!(h.status, status::KEY_EEXISTS);
+        let (h, body) = reply(Response::NotFound, ctx(op::DELETEQ));
+        assert_eq!((h.status, &body[..]), (1, &b"Not found"[..]));
+        let (h, body) = reply(Response::Error(ErrorKind::NonNumeric), ctx(op::INCREMENTQ));
+        assert_eq!(h.status, status::DELTA_BADVAL);
+        assert_eq!(body, b"Non-numeric server-side value for incr or decr");
+    }
+
+    #[test]
+    fn not_stored_depends_on_opcode() {
+        let st = |opc| reply(Response::NotStored, ctx(opc)).0.status;
+        assert_eq!(st(op::ADD), status::KEY_EEXISTS);
+        assert_eq!(st(op::ADDQ), status::KEY_EEXISTS);
+        assert_eq!(st(op::REPLACE), status::KEY_ENOENT);
+        assert_eq!(st(op::APPEND), status::NOT_STORED);
+        assert_eq!(st(op::PREPENDQ), status::NOT_STORED);
+        let (h, body) = reply(Response::NotFound, ctx(op::APPEND));
+        assert_eq!(
+            (h.status, &body[..]),
+            (status::NOT_STORED, &b"Not stored."[..])
+        );
+    }
+
+    #[test]
+    fn encode_errors_status_and_text() {
+        for (e, st, text) in [
+            (ErrorKind::UnknownCommand, 0x81, &b"Unknown command"[..]),
+            (ErrorKind::InvalidArguments, 0x04, b"Invalid arguments"),
+            (ErrorKind::TooLarge, 0x03, b"Too large."),
+            (ErrorKind::OutOfMemory, 0x82, b"Out of memory"),
+            (ErrorKind::AuthError, 0x20, b"Auth failure."),
+            (
+                ErrorKind::NonNumeric,
+                0x06,
+                b"Non-numeric server-side value for incr or decr",
+            ),
+        ] {
+            let (h, body) = reply(Response::Error(e), ctx(op::SET));
+            assert_eq!((h.status, &body[..], h.opaque), (st, text, 7));
+        }
+    }
+
+    #[test]
+    fn encode_stats_version_sasl() {
+        let (h, body) = reply(
+            Response::Stat {
+                name: "pid",
+                value: StatValue::U64(1234),
+            },
+            ctx(op::STAT),
+        );
+        assert_eq!((h.keylen, &body[..]), (3, &b"pid1234"[..]));
+        let (h, body) = reply(
+            Response::StatParts {
+                prefix: "items:",
+                class: 5,
+                name: "number",
+                value: StatValue::Bool(true),
+            },
+            ctx(op::STAT),
+        );
+        assert_eq!((h.keylen, &body[..]), (14, &b"items:5:numberyes"[..]));
+        let (h, body) = reply(Response::StatsEnd, ctx(op::STAT));
+        assert_eq!((h.keylen, h.bodylen, h.status), (0, 0, 0));
+        assert!(body.is_empty());
+        let (_, body) = reply(Response::Version("1.6.18"), ctx(op::VERSION));
+        assert_eq!(body, b"1.6.18");
+        let (h, _) = reply(Response::Noop, ctx(op::NOOP));
+        assert_eq!((h.opcode, h.status, h.bodylen), (op::NOOP, 0, 0));
+        let (_, body) = reply(Response::SaslMechs("PLAIN"), ctx(op::SASL_LIST_MECHS));
+        assert_eq!(body, b"PLAIN");
+        let (h, body) = reply(Response::AuthOk, ctx(op::SASL_AUTH));
+        assert_eq!((h.status, &body[..]), (0, &b"Authenticated"[..]));
+        let (h, body) = reply(Response::AuthContinue, ctx(op::SASL_AUTH));
+        assert_eq!((h.status, body.len()), (status::AUTH_CONTINUE, 0));
+    }
+
+    #[test]
+    fn encoding_does_not_allocate_beyond_output() {
+        // Many replies into one pre-sized buffer: no reallocation.
+        let mut out = Vec::with_capacity(64 * 100);
+        let cap = out.capacity();
+        for _ in 0..100 {
+            encode(
+                &Response::Stat {
+                    name: "curr_items",
+                    value: StatValue::U64(u64::MAX),
+                },
+                &ctx(op::STAT),
+                &mut out,
+            );
+        }
+        assert_eq!(out.capacity(), cap);
+    }
+}

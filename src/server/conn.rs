@@ -10,6 +10,7 @@ use super::exec::{execute, ConnState, Env, Next};
 use super::Worker;
 use crate::protocol::{ascii, binary, Limits, Parsed, Proto};
 use crate::stats::bump;
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle};
 use monoio::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -94,8 +95,10 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
         if rbuf.capacity() - rbuf.len() < MIN_READ {
             rbuf.reserve(MIN_READ);
         }
-        let (res, b) = stream.read(rbuf).await;
-        rbuf = b;
+        // Read into the spare capacity after what is already buffered.
+        let len = rbuf.len();
+        let (res, b) = stream.read(rbuf.slice_mut(len..)).await;
+        rbuf = b.into_inner();
         match res {
             Ok(0) | Err(_) => break,
             Ok(n) => bump(&env.stats.bytes_read, n as u64),

@@ -260,12 +260,9 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             }
             return Next::Close;
         }
-        Command::Error(e) => {
-            emit(ctx, Response::Error(e), out);
-            if e == ErrorKind::LineTooLong {
-                return Next::Close;
-            }
-        }
+        // memcached closes a connection whose line is too long, without a reply.
+        Command::Error(ErrorKind::LineTooLong) => return Next::Close,
+        Command::Error(e) => emit(ctx, Response::Error(e), out),
         Command::Swallow {
             error,
             skip,

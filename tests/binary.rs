@@ -530,6 +530,24 @@ fn sasl_plain() {
     );
     assert_eq!(r.status, 0);
     assert_eq!(c.call(&get(op::GET, b"k")).status, 0);
+    // any failed attempt drops an earlier login (as memcached)
+    let mut c = Client::connect(s.port);
+    let r = c.call(
+        &Pkt::new(op::SASL_AUTH)
+            .key(b"plain")
+            .value(b"\0alice\0wonderland"),
+    );
+    assert_eq!(r.status, 0, "mechanism names are case-insensitive");
+    assert_eq!(c.call(&get(op::GET, b"k")).status, 0);
+    assert_eq!(auth(&mut c, "alice", "bad").status, 0x20);
+    c.send(&get(op::GET, b"k"));
+    assert_eq!(
+        c.until_closed()
+            .iter()
+            .map(|r| r.status)
+            .collect::<Vec<_>>(),
+        vec![0x20]
+    );
     // a Step with nothing started fails
     let mut c = Client::connect(s.port);
     let r = c.call(

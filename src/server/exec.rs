@@ -300,8 +300,11 @@ fn sasl(cmd: &Command<'_>, ctx: &Ctx, env: &Env<'_>, conn: &mut ConnState, out: 
         emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
         return;
     }
+    // memcached (re)initialises the connection's SASL state on every SASL
+    // opcode it gets to: any attempt, even a failed one, drops an earlier login.
     let (mech, data, step) = match *cmd {
         Command::SaslListMechs => {
+            conn.authenticated = false;
             emit(ctx, Response::SaslMechs(sasl::MECHS), out);
             return;
         }
@@ -313,14 +316,17 @@ fn sasl(cmd: &Command<'_>, ctx: &Ctx, env: &Env<'_>, conn: &mut ConnState, out: 
         emit(ctx, Response::Error(ErrorKind::InvalidArguments), out);
         return;
     }
-    let result = if mech != sasl::MECHS.as_bytes() || (step && !conn.sasl_started) {
-        sasl::Plain::Fail
-    } else if step && data.is_empty() {
-        // PLAIN has nothing more to ask for.
-        sasl::Plain::Fail
-    } else {
-        sasl::plain(&cfg.sasl_db, data)
-    };
+    conn.authenticated = false;
+    // Mechanism names are case-insensitive (Cyrus SASL accepts "plain").
+    let result =
+        if !mech.eq_ignore_ascii_case(sasl::MECHS.as_bytes()) || (step && !conn.sasl_started) {
+            sasl::Plain::Fail
+        } else if step && data.is_empty() {
+            // PLAIN has nothing more to ask for.
+            sasl::Plain::Fail
+        } else {
+            sasl::plain(&cfg.sasl_db, data)
+        };
     conn.sasl_started = result == sasl::Plain::Continue;
     match result {
         sasl::Plain::Ok => {

@@ -317,6 +317,23 @@ fn stat_groups() {
         })
         .collect();
     assert_eq!(text_lines, settings);
+    // and the general block has the same names in the same order
+    t.write_all(b"stats\r\n").unwrap();
+    let mut text = Vec::new();
+    while !text.ends_with(b"END\r\n") {
+        let n = t.read(&mut buf).unwrap();
+        assert!(n > 0);
+        text.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(text).unwrap();
+    let text_names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("STAT "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    let bin = c.stats("").unwrap();
+    let bin_names: Vec<&str> = bin.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(text_names, bin_names);
 }
 
 fn get_pkt(k: &[u8]) -> Pkt {

@@ -473,7 +473,7 @@ pub fn encode(resp: &Response<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
             out.extend_from_slice(b"\r\n");
         }
         Response::Noop => out.extend_from_slice(b"MN\r\n"),
-        Response::SaslMechs(_) | Response::AuthOk => {}
+        Response::SaslMechs(_) | Response::AuthOk | Response::AuthContinue => {}
         Response::Error(e) => {
             out.extend_from_slice(error_text(e));
             out.extend_from_slice(b"\r\n");

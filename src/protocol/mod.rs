@@ -170,6 +170,10 @@ pub enum Command<'a> {
     },
     /// The request was malformed; answer with this error.
     Error(ErrorKind),
+    /// Binary: answer with this error (`None`: answer nothing), then close
+    /// the connection (bad magic, inconsistent lengths, malformed extras:
+    /// the cases where memcached drops the connection).
+    Close(Option<ErrorKind>),
     /// The request was malformed, its body must be skipped (`skip` more bytes
     /// after what was consumed), then answered with this error.
     /// `unlink`: a failed `set` also removes the old value (memcached does,
@@ -310,6 +314,8 @@ pub enum Response<'a> {
     SaslMechs(&'a str),
     /// SASL success ("Authenticated").
     AuthOk,
+    /// SASL: the mechanism needs another step (binary status 0x21).
+    AuthContinue,
     Error(ErrorKind),
 }
 

@@ -63,7 +63,13 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
         }
         b"sizes" | b"conns" => {}
         _ => {
-            emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
+            // memcached: text `ERROR`, binary "Not found".
+            let r = if ctx.binary {
+                Response::NotFound
+            } else {
+                Response::Error(ErrorKind::UnknownCommand)
+            };
+            emit(ctx, r, out);
             return;
         }
     }
@@ -211,8 +217,12 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("reqs_per_event", V::U64(20));
     s("cas_enabled", V::Bool(true));
     s("tcp_backlog", V::U64(1024));
-    s("binding_protocol", V::Str("auto-negotiate"));
-    s("auth_enabled_sasl", V::Bool(false));
+    // memcached binds to the binary protocol when SASL is on.
+    s(
+        "binding_protocol",
+        V::Str(if cfg.sasl { "binary" } else { "auto-negotiate" }),
+    );
+    s("auth_enabled_sasl", V::Bool(cfg.sasl));
     s("auth_enabled_ascii", V::Bool(false));
     s("item_size_max", V::U64(cfg.max_item_size as u64));
     s("maxconns_fast", V::Bool(true));

@@ -64,6 +64,14 @@ struct Cli {
     /// I/O driver: auto (io_uring when the kernel allows it, else epoll), io_uring, epoll.
     #[arg(long = "io-driver", value_enum, default_value_t = IoDriver::Auto)]
     io_driver: IoDriver,
+    /// Turn on SASL authentication (binary protocol only; text connections
+    /// are refused, as memcached refuses them).
+    #[arg(short = 'S', long = "enable-sasl")]
+    enable_sasl: bool,
+    /// SASL password file, lines `user:password` (default: the
+    /// MEMCACHED_SASL_PWDB environment variable, as memcached reads it).
+    #[arg(long = "sasl-pwdb", value_name = "FILE")]
+    sasl_pwdb: Option<std::path::PathBuf>,
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     version: Option<bool>,
@@ -112,6 +120,10 @@ pub struct Config {
     pub user: Option<String>,
     pub pidfile: Option<String>,
     pub io_driver: IoDriver,
+    /// `-S`: SASL required on every connection.
+    pub sasl: bool,
+    /// SASL users (empty unless `sasl`).
+    pub sasl_db: crate::sasl::PwDb,
 }
 
 /// What parsing the command line decided.
@@ -124,6 +136,15 @@ pub enum Parsed {
 impl Config {
     /// Parse `args` (including the program name).
     pub fn from_args<I, T>(args: I) -> Parsed
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Config::from_args_env(args, std::env::var_os("MEMCACHED_SASL_PWDB"))
+    }
+
+    /// [`Config::from_args`] with the value of `MEMCACHED_SASL_PWDB` given.
+    pub fn from_args_env<I, T>(args: I, env_pwdb: Option<std::ffi::OsString>) -> Parsed
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
@@ -169,6 +190,31 @@ impl Config {
                 EX_USAGE,
             );
         }
+        let mut sasl_db = crate::sasl::PwDb::default();
+        if cli.enable_sasl {
+            let path = cli
+                .sasl_pwdb
+                .or_else(|| env_pwdb.filter(|p| !p.is_empty()).map(Into::into));
+            let Some(path) = path else {
+                return Parsed::Exit(
+                    "corecached: -S needs a password file: --sasl-pwdb FILE or MEMCACHED_SASL_PWDB\n"
+                        .into(),
+                    EX_USAGE,
+                );
+            };
+            sasl_db = match crate::sasl::PwDb::load(&path) {
+                Ok(db) => db,
+                Err(e) => {
+                    return Parsed::Exit(
+                        format!(
+                            "corecached: cannot read SASL password file {}: {e}\n",
+                            path.display()
+                        ),
+                        EX_USAGE,
+                    )
+                }
+            };
+        }
         Parsed::Run(Config {
             port: cli.port,
             listen: cli.listen,
@@ -183,6 +229,8 @@ impl Config {
             user: cli.user,
             pidfile: cli.pidfile,
             io_driver: cli.io_driver,
+            sasl: cli.enable_sasl,
+            sasl_db,
         })
     }
 }
@@ -229,6 +277,35 @@ mod tests {
             ),
             (1, 1 << 30, 2 << 20, 2, 2)
         );
+    }
+
+    #[test]
+    fn sasl_flags() {
+        let c = run(&["-t", "1"]).unwrap();
+        assert!(!c.sasl && c.sasl_db.is_empty());
+        let dir = std::env::temp_dir().join(format!("corecached-pwdb-{}", std::process::id()));
+        std::fs::write(&dir, "u:p\n").unwrap();
+        let path = dir.to_str().unwrap();
+        let c = run(&["-S", "--sasl-pwdb", path]).unwrap();
+        assert!(c.sasl && c.sasl_db.check(b"u", b"p"));
+        let from_env = |args: &[&str], env: Option<&str>| {
+            let mut v = vec!["corecached"];
+            v.extend_from_slice(args);
+            match Config::from_args_env(v, env.map(Into::into)) {
+                Parsed::Run(c) => Ok(c),
+                Parsed::Exit(_, code) => Err(code),
+            }
+        };
+        let c = from_env(&["--enable-sasl"], Some(path)).unwrap();
+        assert!(c.sasl && c.sasl_db.len() == 1);
+        assert_eq!(from_env(&["-S"], None).err(), Some(EX_USAGE));
+        assert_eq!(
+            from_env(&["-S", "--sasl-pwdb", "/nonexistent/pwdb"], None).err(),
+            Some(EX_USAGE)
+        );
+        // Without -S the password file is not read.
+        assert!(from_env(&[], Some("/nonexistent/pwdb")).is_ok());
+        let _ = std::fs::remove_file(&dir);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod protocol;
 pub mod replication;
+pub mod sasl;
 pub mod server;
 pub mod stats;
 pub mod store;

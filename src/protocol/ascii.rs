@@ -79,6 +79,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         line = &line[..line.len() - 1];
     }
     let consumed = nl + 1;
+    // memcached tokenizes a C string: a NUL byte ends the line.
+    if let Some(z) = memchr::memchr(0, line) {
+        line = &line[..z];
+    }
     let mut toks = tokens(line);
     let Some(cmd) = toks.next() else {
         return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
@@ -108,8 +112,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             let t: Vec3 = collect3(rest);
             match t.n {
                 1 | 2 => {
-                    let noreply = t.n == 2 && t.v[1] == b"noreply";
-                    done(Command::Verbosity, consumed, noreply)
+                    let noreply = t.v[t.n - 1] == b"noreply";
+                    match parse_u32(t.v[0]) {
+                        Some(level) => done(Command::Verbosity { level }, consumed, noreply),
+                        None => done(Command::Error(ErrorKind::BadFormat), consumed, noreply),
+                    }
                 }
                 _ => done(Command::Error(ErrorKind::UnknownCommand), consumed, false),
             }
@@ -184,7 +191,8 @@ fn retrieval(rest: &[u8], with_cas: bool, gat: bool, consumed: usize) -> Parsed<
             return done(Command::Error(ErrorKind::BadFormat), consumed, false);
         }
     }
-    if !any {
+    if !any && !gat {
+        // `get` alone is ERROR; `gat <exptime>` alone is an empty result.
         return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
     }
     done(
@@ -223,7 +231,8 @@ fn storage<'a>(
     if key.len() > MAX_KEY_LEN {
         return err(ErrorKind::BadFormat);
     }
-    let flags = parse_u32(v[1]);
+    // memcached reads flags with strtoul and keeps the low 32 bits.
+    let flags = parse_u64(v[1]).map(|f| f as u32);
     let exptime = parse_i64(v[2]).filter(|e| i32::try_from(*e).is_ok());
     let len = parse_i64(v[3]).filter(|e| i32::try_from(*e).is_ok());
     let (Some(flags), Some(exptime), Some(len)) = (flags, exptime, len) else {
@@ -241,7 +250,7 @@ fn storage<'a>(
         return err(ErrorKind::BadFormat);
     }
     let len = len as usize;
-    if len > limits.max_item_size {
+    if super::item_too_large(key.len(), len, limits.max_item_size) {
         // memcached swallows the data block (+CRLF) so the stream stays in sync.
         return Parsed::Done(
             Request {
@@ -362,10 +371,10 @@ fn flush_all(rest: &[u8], consumed: usize) -> Parsed<'_> {
     }
     let noreply = t.n > 0 && t.v[t.n - 1] == b"noreply";
     let args = t.n - noreply as usize;
-    let delay = if args == 1 {
+    let delay = if args >= 1 {
         match parse_i64(t.v[0]).filter(|e| i32::try_from(*e).is_ok()) {
             Some(d) => d,
-            None => return done(Command::Error(ErrorKind::BadFormat), consumed, noreply),
+            None => return done(Command::Error(ErrorKind::InvalidExptime), consumed, noreply),
         }
     } else {
         0
@@ -464,7 +473,7 @@ pub fn encode(resp: &Response<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
             out.extend_from_slice(b"\r\n");
         }
         Response::Noop => out.extend_from_slice(b"MN\r\n"),
-        Response::SaslMechs(_) | Response::AuthOk => {}
+        Response::SaslMechs(_) | Response::AuthOk | Response::AuthContinue => {}
         Response::Error(e) => {
             out.extend_from_slice(error_text(e));
             out.extend_from_slice(b"\r\n");

@@ -15,6 +15,17 @@ pub mod meta;
 /// memcached's key length limit (KEY_MAX_LENGTH).
 pub const MAX_KEY_LEN: usize = 250;
 
+/// memcached's per-item overhead counted against `-I`: a 48-byte header, an
+/// 8-byte CAS, the key's terminating NUL and the value's CRLF.
+pub const ITEM_OVERHEAD: usize = 48 + 8 + 1 + 2;
+
+/// Does an item with this key and value exceed `-I`, by memcached's measure?
+/// (With `-I 1m` and a 3-byte key the largest value is 1 MiB - 62 bytes.)
+#[inline]
+pub fn item_too_large(key_len: usize, value_len: usize, max_item_size: usize) -> bool {
+    ITEM_OVERHEAD + key_len + value_len > max_item_size
+}
+
 /// Which framing a connection speaks. Decided from its first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -130,7 +141,9 @@ pub enum Command<'a> {
         delay: i64,
     },
     Version,
-    Verbosity,
+    Verbosity {
+        level: u32,
+    },
     Quit,
     /// Binary noop; meta `mn`.
     Noop,
@@ -157,6 +170,10 @@ pub enum Command<'a> {
     },
     /// The request was malformed; answer with this error.
     Error(ErrorKind),
+    /// Binary: answer with this error (`None`: answer nothing), then close
+    /// the connection (bad magic, inconsistent lengths, malformed extras:
+    /// the cases where memcached drops the connection).
+    Close(Option<ErrorKind>),
     /// The request was malformed, its body must be skipped (`skip` more bytes
     /// after what was consumed), then answered with this error.
     /// `unlink`: a failed `set` also removes the old value (memcached does,
@@ -297,6 +314,8 @@ pub enum Response<'a> {
     SaslMechs(&'a str),
     /// SASL success ("Authenticated").
     AuthOk,
+    /// SASL: the mechanism needs another step (binary status 0x21).
+    AuthContinue,
     Error(ErrorKind),
 }
 

@@ -113,7 +113,15 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                 skip -= k;
                 continue;
             }
-            let p = *proto.get_or_insert_with(|| Proto::detect(rbuf[pos]));
+            // With SASL on, every connection is binary (memcached binds to
+            // the binary protocol): text is refused by the magic check.
+            let p = *proto.get_or_insert_with(|| {
+                if shared.config.sasl {
+                    Proto::Binary
+                } else {
+                    Proto::detect(rbuf[pos])
+                }
+            });
             let parsed = match p {
                 Proto::Ascii => ascii::parse(&rbuf[pos..], &limits),
                 Proto::Binary => binary::parse(&rbuf[pos..], &limits),

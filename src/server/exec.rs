@@ -9,6 +9,7 @@ use super::Shared;
 use crate::protocol::{
     ascii, binary, Command, Ctx, ErrorKind, Request, Response, StatValue, StoreMode,
 };
+use crate::sasl;
 use crate::stats::{bump, WorkerStats};
 use crate::store::{ArithResult, DeleteResult, Reassign, StoreResult};
 use crate::time;
@@ -28,6 +29,9 @@ pub enum Next {
 pub struct ConnState {
     /// SASL: has this connection authenticated?
     pub authenticated: bool,
+    /// SASL: an Auth without initial response was answered "continue"; the
+    /// credentials come in a Step.
+    pub sasl_started: bool,
 }
 
 /// Everything a request may touch.
@@ -51,6 +55,21 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
     let ctx = &req.ctx;
     let st = env.stats;
     let store = &env.shared.store;
+    if ctx.binary
+        && env.shared.config.sasl
+        && !conn.authenticated
+        && !binary::allowed_unauthenticated(ctx.opcode)
+        // Broken framing is answered as such first (memcached checks it
+        // before authentication).
+        && !matches!(
+            req.cmd,
+            Command::Close(None) | Command::Close(Some(ErrorKind::UnknownCommand))
+        )
+    {
+        // memcached answers "Auth failure." and drops the connection.
+        emit(ctx, Response::Error(ErrorKind::AuthError), out);
+        return Next::Close;
+    }
     match req.cmd {
         Command::Get {
             keys,
@@ -130,11 +149,11 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
                 }
                 StoreResult::TooLarge => {
                     bump(&st.store_too_large, 1);
-                    Response::Error(ErrorKind::TooLarge)
+                    too_big_or_oom(ctx, mode, ErrorKind::TooLarge)
                 }
                 StoreResult::OutOfMemory => {
                     bump(&st.store_no_memory, 1);
-                    Response::Error(ErrorKind::OutOfMemory)
+                    too_big_or_oom(ctx, mode, ErrorKind::OutOfMemory)
                 }
             };
             emit(ctx, resp, out);
@@ -220,15 +239,31 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             emit(ctx, Response::Ok, out);
         }
         Command::Version => emit(ctx, Response::Version(super::VERSION), out),
-        Command::Verbosity => emit(ctx, Response::Ok, out),
-        Command::Quit => return Next::Close,
+        Command::Verbosity { level } => {
+            env.shared
+                .verbosity
+                .store(level, std::sync::atomic::Ordering::Relaxed);
+            emit(ctx, Response::Ok, out)
+        }
+        Command::Quit => {
+            // Binary Quit is answered before closing (QuitQ is not).
+            if ctx.binary {
+                emit(ctx, Response::Ok, out);
+            }
+            return Next::Close;
+        }
         Command::Noop => emit(ctx, Response::Noop, out),
         Command::Stats { group, arg } => super::stats_cmd::stats(group, arg, env, ctx, out),
         Command::Slabs { args } => slabs(args, env, ctx, out),
         Command::Meta(ref m) => return super::meta_exec::execute(m, ctx, env, out),
         Command::SaslListMechs | Command::SaslAuth { .. } | Command::SaslStep { .. } => {
-            let _ = &conn.authenticated;
-            emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
+            sasl(&req.cmd, ctx, env, conn, out)
+        }
+        Command::Close(e) => {
+            if let Some(e) = e {
+                emit(ctx, Response::Error(e), out);
+            }
+            return Next::Close;
         }
         // memcached closes a connection whose line is too long, without a reply.
         Command::Error(ErrorKind::LineTooLong) => return Next::Close,
@@ -284,6 +319,67 @@ fn slabs(args: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     if !ctx.noreply {
         out.extend_from_slice(reply);
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A store that failed for size or memory. memcached's binary append and
+/// prepend report these as "not stored" (the value itself fitted; the
+/// combined item did not).
+fn too_big_or_oom(ctx: &Ctx, mode: StoreMode, e: ErrorKind) -> Response<'static> {
+    if ctx.binary && matches!(mode, StoreMode::Append | StoreMode::Prepend) {
+        Response::NotStored
+    } else {
+        Response::Error(e)
+    }
+}
+
+/// SASL list mechanisms / auth / step (binary only).
+fn sasl(cmd: &Command<'_>, ctx: &Ctx, env: &Env<'_>, conn: &mut ConnState, out: &mut Vec<u8>) {
+    let cfg = &env.shared.config;
+    if !cfg.sasl {
+        emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
+        return;
+    }
+    // memcached (re)initialises the connection's SASL state on every SASL
+    // opcode it gets to: any attempt, even a failed one, drops an earlier login.
+    let (mech, data, step) = match *cmd {
+        Command::SaslListMechs => {
+            conn.authenticated = false;
+            emit(ctx, Response::SaslMechs(sasl::MECHS), out);
+            return;
+        }
+        Command::SaslAuth { mech, data } => (mech, data, false),
+        Command::SaslStep { mech, data } => (mech, data, true),
+        _ => return,
+    };
+    if mech.len() > sasl::MAX_MECH_LEN {
+        emit(ctx, Response::Error(ErrorKind::InvalidArguments), out);
+        return;
+    }
+    conn.authenticated = false;
+    // Mechanism names are case-insensitive (Cyrus SASL accepts "plain").
+    let result =
+        if !mech.eq_ignore_ascii_case(sasl::MECHS.as_bytes()) || (step && !conn.sasl_started) {
+            sasl::Plain::Fail
+        } else if step && data.is_empty() {
+            // PLAIN has nothing more to ask for.
+            sasl::Plain::Fail
+        } else {
+            sasl::plain(&cfg.sasl_db, data)
+        };
+    conn.sasl_started = result == sasl::Plain::Continue;
+    match result {
+        sasl::Plain::Ok => {
+            conn.authenticated = true;
+            bump(&env.stats.auth_cmds, 1);
+            emit(ctx, Response::AuthOk, out);
+        }
+        sasl::Plain::Continue => emit(ctx, Response::AuthContinue, out),
+        sasl::Plain::Fail => {
+            bump(&env.stats.auth_cmds, 1);
+            bump(&env.stats.auth_errors, 1);
+            emit(ctx, Response::Error(ErrorKind::AuthError), out);
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ pub struct Shared {
     pub store: Store,
     pub stats: Stats,
     pub shutdown: AtomicBool,
+    /// Current `verbosity` level (set by `-v` and the `verbosity` command).
+    pub verbosity: AtomicU32,
 }
 
 /// Per-loop state.
@@ -63,6 +65,16 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     s.listen(1024)?;
     s.set_nonblocking(true)?;
     Ok(s.into())
+}
+
+/// SO_REUSEPORT would let a second server (same user) share the port and
+/// silently split the traffic: refuse, as memcached does, by binding a plain
+/// socket first. Only if that succeeds is the port free for our own set.
+fn port_is_free(addr: SocketAddr) -> std::io::Result<()> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    Ok(())
 }
 
 /// CPUs this process may run on.
@@ -147,6 +159,12 @@ fn drop_privileges(cfg: &Config) -> Result<(), String> {
 pub fn run(config: Config) -> i32 {
     time::init();
     let threads = config.threads;
+    for ip in &config.listen {
+        if let Err(e) = port_is_free(SocketAddr::new(*ip, config.port)) {
+            eprintln!("failed to listen on {ip} port {}: {e}", config.port);
+            return 71; // EX_OSERR
+        }
+    }
     let mut listeners: Vec<Vec<std::net::TcpListener>> = Vec::with_capacity(threads);
     for _ in 0..threads {
         let mut mine = Vec::new();
@@ -203,6 +221,7 @@ pub fn run(config: Config) -> i32 {
         store,
         stats: Stats::new(threads),
         shutdown: AtomicBool::new(false),
+        verbosity: AtomicU32::new(config.verbose as u32),
         config,
     });
     start_signal_thread(shared.clone());

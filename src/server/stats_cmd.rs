@@ -12,8 +12,20 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
     match group {
         b"" => general(env, ctx, out),
         b"settings" => settings(env, ctx, out),
+        b"detail" => {
+            let reply: &[u8] = match _arg.split(|&b| b == b' ').find(|t| !t.is_empty()) {
+                Some(b"on") | Some(b"off") => b"OK\r\n",
+                Some(b"dump") => b"END\r\n",
+                _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+            };
+            if !ctx.binary {
+                out.extend_from_slice(reply);
+            }
+            return;
+        }
         b"reset" => {
             env.shared.stats.reset();
+            env.shared.store.reset_stats();
             if ctx.binary {
                 emit(ctx, Response::StatsEnd, out);
             } else if !ctx.noreply {
@@ -27,7 +39,13 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
         b"sizes" => stat(ctx, "sizes_status", V::Str("disabled"), out),
         b"conns" => {}
         _ => {
-            emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
+            // memcached: text `ERROR`, binary "Not found".
+            let r = if ctx.binary {
+                Response::NotFound
+            } else {
+                Response::Error(ErrorKind::UnknownCommand)
+            };
+            emit(ctx, r, out);
             return;
         }
     }
@@ -164,7 +182,10 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("tcpport", V::U64(cfg.port as u64));
     s("udpport", V::U64(0));
     s("inter", V::Str(&inter));
-    s("verbosity", V::U64(cfg.verbose as u64));
+    s(
+        "verbosity",
+        V::U64(env.shared.verbosity.load(Relaxed) as u64),
+    );
     s("oldest", V::U64(0));
     s("evictions", V::Str(if cfg.no_evict { "off" } else { "on" }));
     s("domain_socket", V::Str("NULL"));
@@ -179,8 +200,12 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("reqs_per_event", V::U64(20));
     s("cas_enabled", V::Bool(true));
     s("tcp_backlog", V::U64(1024));
-    s("binding_protocol", V::Str("auto-negotiate"));
-    s("auth_enabled_sasl", V::Bool(false));
+    // memcached binds to the binary protocol when SASL is on.
+    s(
+        "binding_protocol",
+        V::Str(if cfg.sasl { "binary" } else { "auto-negotiate" }),
+    );
+    s("auth_enabled_sasl", V::Bool(cfg.sasl));
     s("auth_enabled_ascii", V::Bool(false));
     s("item_size_max", V::U64(cfg.max_item_size as u64));
     s("maxconns_fast", V::Bool(true));

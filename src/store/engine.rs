@@ -61,8 +61,11 @@ pub struct Engine {
     pub no_evict: bool,
     pub max_item: usize,
     pub stats: ShardStats,
-    /// Items with a CAS at or below this are flushed (0 = none).
+    /// Items with a CAS at or below this are flushed (0 = none)...
     flush_cas: u64,
+    /// ...and so are items last accessed before this second (items stored
+    /// before the flush with a client-chosen CAS above `flush_cas`).
+    flush_time: u32,
     /// A delayed flush_all takes effect at this relative time (0 = none).
     flush_pending: u32,
     /// Background sweep freeing flushed items: (page, chunk).
@@ -86,6 +89,7 @@ impl Engine {
             max_item: cfg.max_item_size,
             stats: ShardStats::default(),
             flush_cas: 0,
+            flush_time: 0,
             flush_pending: 0,
             sweep: None,
             mover: None,
@@ -102,14 +106,15 @@ impl Engine {
     pub fn check_flush(&mut self, now: u32) {
         if self.flush_pending != 0 && self.flush_pending <= now {
             self.flush_pending = 0;
-            self.flush_now();
+            self.flush_now(now);
         }
     }
 
     /// Everything stored so far is gone (lazily: invisible now, memory
     /// reclaimed by the background sweep).
-    pub fn flush_now(&mut self) {
-        self.flush_cas = self.flush_cas.max(self.hlc.last());
+    pub fn flush_now(&mut self, now: u32) {
+        self.flush_cas = self.flush_cas.max(self.hlc.next());
+        self.flush_time = now;
         if self.flush_cas != 0 && self.stats.curr_items > 0 {
             self.sweep = Some((0, 0));
         }
@@ -119,7 +124,7 @@ impl Engine {
     pub fn flush_all(&mut self, at: u32, now: u32) {
         if at <= now {
             self.flush_pending = 0;
-            self.flush_now();
+            self.flush_now(now);
         } else {
             self.flush_pending = at;
         }
@@ -129,7 +134,9 @@ impl Engine {
     pub fn dead(&self, h: u32, now: u32) -> Option<Dead> {
         if is_expired(self.a.exptime(h), now) {
             Some(Dead::Expired)
-        } else if self.flush_cas != 0 && self.a.cas(h) <= self.flush_cas {
+        } else if self.flush_cas != 0
+            && (self.a.cas(h) <= self.flush_cas || self.a.atime(h, now) < self.flush_time)
+        {
             Some(Dead::Flushed)
         } else {
             None

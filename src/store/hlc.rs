@@ -60,15 +60,6 @@ impl Hlc {
         self.next_at(wall_ms())
     }
 
-    /// The last value issued (0 if none).
-    pub fn last(&self) -> u64 {
-        if self.last == 0 {
-            0
-        } else {
-            self.last | self.low
-        }
-    }
-
     /// Observe a value made elsewhere (a client-given CAS, a replica's
     /// version): later values of this clock will be above it.
     #[allow(dead_code)] // for client-given CAS (meta E) and replication

@@ -72,6 +72,80 @@ pub struct ItemRef<'a> {
     pub atime: u32,
     /// Was it fetched before this access?
     pub fetched: bool,
+    /// Meta protocol: the item is stale (marked by `md I` or stored by `ms I`
+    /// with an older CAS); readers see `X`.
+    pub stale: bool,
+    /// Meta protocol: a recache win (`W`) was already handed out for this
+    /// item (before this access); readers see `Z`.
+    pub win: bool,
+}
+
+/// Options of [`Shard::meta_get`] (meta `mg`): everything a read may change
+/// on the item, applied atomically under the shard lock. `Default` is a pure
+/// peek (no bump, no change).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetaGet {
+    /// Mark the item fetched and set its last access time (false for `u`).
+    pub bump: bool,
+    /// `T`: new expiry (relative time) for an existing item.
+    pub touch: Option<u32>,
+    /// `R`: the caller wins the recache if the item's expiry is non-zero and
+    /// below this (relative time), and no win was handed out yet.
+    pub recache: Option<u32>,
+    /// Compare `recache` against the expiry set by `touch` (T came before R
+    /// on the command line); otherwise against the expiry before the request.
+    pub recache_after_touch: bool,
+    /// `N`: on a miss, create an empty item (flags 0) with this expiry
+    /// (relative time) and hand its win to the caller.
+    pub vivify: Option<u32>,
+    /// `E`: CAS of a vivified item; 0 = next from the shard's counter.
+    pub new_cas: u64,
+}
+
+/// What [`Shard::meta_get`] did besides returning the item.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaGetOutcome {
+    /// The caller won the recache (`W`): by vivifying, by `R`, or by being
+    /// the first reader of a stale item. The item now has its win bit set.
+    pub won: bool,
+    /// The item was created by `vivify`.
+    pub created: bool,
+}
+
+/// Extra semantics of [`Shard::store_with`] (meta `ms`). `Default` is the
+/// classic store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOpts {
+    /// `I`: in a CAS store, a supplied CAS *older* than the item's still
+    /// stores, but the new item is stale and keeps the old item's expiry
+    /// and win bit.
+    pub invalidate: bool,
+    /// `E`: CAS of the stored item; 0 = next from the shard's counter.
+    pub new_cas: u64,
+    /// `N` with append/prepend: on a miss, store the data as a new item with
+    /// this expiry (relative time) and the given flags.
+    pub vivify: Option<u32>,
+}
+
+/// Options of [`Shard::delete_with`] (meta `md`). `Default` is a plain delete.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeleteOpts {
+    /// Compare-and-delete: 0 = none.
+    pub cas: u64,
+    /// `I`: instead of removing, mark the item stale, give it a new CAS and
+    /// clear its win bit (so the next reader wins the recache).
+    pub invalidate: bool,
+    /// `T` with `I`: new expiry (relative time).
+    pub touch: Option<u32>,
+    /// `E`: the new CAS (with `I`), or the CAS of the emptied item (with
+    /// `x`); 0 = next from the counter (`I`) / keep the old CAS (`x`).
+    pub new_cas: u64,
+    /// `x`: replace the item with an empty value (client flags
+    /// `flags`, expiry `exptime`; fresh stale/win/fetched bits) instead of
+    /// removing it.
+    pub remove_value: bool,
+    pub flags: u32,
+    pub exptime: u32,
 }
 
 /// Result of a store command.
@@ -265,6 +339,13 @@ impl Store {
 
     pub fn automove(&self) -> u8 {
         self.shards[0].lock().automove()
+    }
+
+    /// `stats reset`: zero the item-level counters (not the gauges).
+    pub fn reset_stats(&self) {
+        for s in self.shards.iter() {
+            s.lock().reset_stats();
+        }
     }
 
     /// flush_all: at `at` (relative time; <= now means now) every item

@@ -3,8 +3,11 @@
 //! hash index, CLOCK eviction, timing-wheel expiry, slab rebalancing).
 
 use super::engine::{Dead, Engine, Reassign};
-use super::slab::{item_size, ClassStats, NONE};
-use super::{ArithResult, DeleteResult, ItemRef, ShardStats, StoreConfig, StoreResult, SEEDS};
+use super::slab::{item_size, ClassStats, B_FETCHED, B_REF, B_STALE, B_WIN, NONE};
+use super::{
+    ArithResult, DeleteOpts, DeleteResult, ItemRef, MetaGet, MetaGetOutcome, ShardStats,
+    StoreConfig, StoreOpts, StoreResult, SEEDS,
+};
 use crate::protocol::StoreMode;
 
 /// Per-class figures for `stats slabs` / `stats items`.
@@ -72,6 +75,30 @@ impl Shard {
         &self.e.stats
     }
 
+    /// Zero the counters `stats reset` clears (gauges such as curr_items and
+    /// bytes, and the per-class item counts, stay).
+    pub fn reset_stats(&mut self) {
+        let s = &mut self.e.stats;
+        s.total_items = 0;
+        s.evictions = 0;
+        s.evicted_unfetched = 0;
+        s.evicted_active = 0;
+        s.expired_unfetched = 0;
+        s.reclaimed = 0;
+        s.get_expired = 0;
+        s.get_flushed = 0;
+        s.slabs_moved = 0;
+        s.slab_reassign_rescues = 0;
+        s.slab_reassign_evictions_nomem = 0;
+        for c in self.e.a.classes.iter_mut() {
+            c.st = ClassStats {
+                items: c.st.items,
+                mem_requested: c.st.mem_requested,
+                ..ClassStats::default()
+            };
+        }
+    }
+
     #[inline]
     fn hash(&self, key: &[u8]) -> u64 {
         // The shard hashes keys itself (callers' hashes are for routing, and
@@ -109,6 +136,7 @@ impl Shard {
         }
         let a = &self.e.a;
         let (key, value) = a.key_value(h);
+        let bits = a.bits(h);
         Some(ItemRef {
             key,
             value,
@@ -117,10 +145,13 @@ impl Shard {
             exptime: a.exptime(h),
             atime: now,
             fetched,
+            stale: bits & B_STALE != 0,
+            win: bits & B_WIN != 0,
         })
     }
 
-    /// Allocate and write a new item (not linked). None: out of memory.
+    /// Allocate and write a new item (not linked), with CAS `cas` or, if
+    /// 0, the next from the clock. None: out of memory.
     #[allow(clippy::too_many_arguments)]
     fn write_new(
         &mut self,
@@ -128,6 +159,7 @@ impl Shard {
         vlen: usize,
         flags: u32,
         exptime: u32,
+        cas: u64,
         protect: u32,
         now: u32,
     ) -> Option<u32> {
@@ -135,9 +167,38 @@ impl Shard {
             .e
             .alloc(item_size(key.len(), vlen, flags), protect, now)?;
         self.e.a.init_item(h, key, vlen, flags, exptime, now);
-        let cas = self.e.hlc.next();
+        let cas = if cas != 0 { cas } else { self.e.hlc.next() };
         self.e.a.set_cas(h, cas);
         Some(h)
+    }
+
+    /// Store `data` as a fresh item under `key` (replacing any), with CAS
+    /// `cas` (0 = next). On out-of-memory a set leaves no stale item.
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        data: &[u8],
+        flags: u32,
+        exptime: u32,
+        cas: u64,
+        now: u32,
+        unlink_on_oom: bool,
+    ) -> Result<u32, StoreResult> {
+        let Some(h) = self.write_new(key, data.len(), flags, exptime, cas, NONE, now) else {
+            if unlink_on_oom {
+                // memcached: a failed set must not leave stale data.
+                let old = self.e.ix.find(&self.e.a, hash, key);
+                if old != NONE {
+                    self.e.unlink(old, hash);
+                }
+            }
+            return Err(StoreResult::OutOfMemory);
+        };
+        self.e.a.value_mut(h).copy_from_slice(data);
+        self.install(h, hash);
+        Ok(h)
     }
 
     /// Link `h` under its key, replacing whatever item the key has now.
@@ -155,7 +216,7 @@ impl Shard {
     #[allow(clippy::too_many_arguments)]
     pub fn store(
         &mut self,
-        _hash: u64,
+        hash: u64,
         key: &[u8],
         mode: StoreMode,
         flags: u32,
@@ -164,6 +225,29 @@ impl Shard {
         cas: u64,
         now: u32,
     ) -> StoreResult {
+        let opts = StoreOpts::default();
+        self.store_with(hash, key, mode, flags, exptime, data, cas, now, &opts)
+    }
+
+    /// A store with memcached's full CAS rules plus the meta extras in
+    /// `opts`. A non-zero `cas` turns set/replace into a CAS store (missing
+    /// item: NotFound), is ignored by add, and is compared by append/prepend
+    /// (missing item: NotStored, as memcached). A successful store makes a
+    /// fresh item (not stale, no win handed out) unless `opts.invalidate`
+    /// stored it stale.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_with(
+        &mut self,
+        _hash: u64,
+        key: &[u8],
+        mode: StoreMode,
+        flags: u32,
+        exptime: u32,
+        data: &[u8],
+        cas: u64,
+        now: u32,
+        opts: &StoreOpts,
+    ) -> StoreResult {
         let hash = self.hash(key);
         self.e
             .class_stats_for(item_size(key.len(), data.len(), flags))
@@ -171,33 +255,58 @@ impl Shard {
         if data.len() > self.e.max_item {
             return StoreResult::TooLarge;
         }
-        let existing = self.e.lookup(hash, key, now).ok();
-        let compare = cas != 0 || mode == StoreMode::Cas;
-        if compare && mode != StoreMode::Add {
-            let Some(h) = existing else {
-                return StoreResult::NotFound;
+        let set = mode == StoreMode::Set;
+        let cas_mode = mode == StoreMode::Cas
+            || (cas != 0 && matches!(mode, StoreMode::Set | StoreMode::Replace));
+        let Ok(old) = self.e.lookup(hash, key, now) else {
+            let r = match mode {
+                _ if cas_mode => return StoreResult::NotFound,
+                StoreMode::Set | StoreMode::Add => {
+                    self.put(key, hash, data, flags, exptime, opts.new_cas, now, set)
+                }
+                StoreMode::Append | StoreMode::Prepend => match opts.vivify {
+                    Some(exp) => self.put(key, hash, data, flags, exp, opts.new_cas, now, false),
+                    None => return StoreResult::NotStored,
+                },
+                _ => return StoreResult::NotStored,
             };
-            if self.e.a.cas(h) != cas {
-                self.e.class_stats(h).cas_badval += 1;
+            return self.stored(r);
+        };
+        if cas_mode {
+            let item_cas = self.e.a.cas(old);
+            if item_cas == cas {
+                // match: store below
+            } else if opts.invalidate && cas < item_cas {
+                // Stale store: new value, old expiry, marked stale, win kept.
+                let exp = self.e.a.exptime(old);
+                let win = self.e.a.bits(old) & B_WIN;
+                let r = self.put(key, hash, data, flags, exp, opts.new_cas, now, false);
+                if let Ok(h) = r {
+                    let b = self.e.a.bits(h);
+                    self.e.a.set_bits(h, b | B_STALE | win);
+                }
+                return self.stored(r);
+            } else {
+                self.e.class_stats(old).cas_badval += 1;
                 return StoreResult::Exists;
             }
         }
-        let r = match (mode, existing) {
-            (StoreMode::Add, Some(h)) => {
-                self.e.a.set_atime(h, now);
+        let r = match mode {
+            StoreMode::Add => {
+                self.e.a.set_atime(old, now);
                 return StoreResult::NotStored;
             }
-            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
-                return StoreResult::NotStored;
-            }
-            (StoreMode::Append | StoreMode::Prepend, Some(old)) => {
+            StoreMode::Append | StoreMode::Prepend => {
+                if cas != 0 && self.e.a.cas(old) != cas {
+                    return StoreResult::Exists;
+                }
                 let old_len = self.e.a.vlen(old);
                 let total = old_len + data.len();
                 if total > self.e.max_item {
                     return StoreResult::TooLarge;
                 }
                 let (f, e) = (self.e.a.flags(old), self.e.a.exptime(old));
-                let Some(h) = self.write_new(key, total, f, e, old, now) else {
+                let Some(h) = self.write_new(key, total, f, e, opts.new_cas, old, now) else {
                     return StoreResult::OutOfMemory;
                 };
                 if mode == StoreMode::Append {
@@ -208,50 +317,192 @@ impl Shard {
                     self.e.a.value_mut(h)[..data.len()].copy_from_slice(data);
                 }
                 self.e.relink(old, h, hash);
-                h
+                Ok(h)
             }
-            _ => {
-                let Some(h) = self.write_new(key, data.len(), flags, exptime, NONE, now) else {
-                    if mode == StoreMode::Set {
-                        // memcached: a failed set must not leave stale data.
-                        if let Some(old) = existing {
-                            if self.e.ix.find(&self.e.a, hash, key) == old {
-                                self.e.unlink(old, hash);
-                            }
-                        }
-                    }
-                    return StoreResult::OutOfMemory;
-                };
-                self.e.a.value_mut(h).copy_from_slice(data);
-                self.install(h, hash);
-                h
-            }
+            _ => self.put(key, hash, data, flags, exptime, opts.new_cas, now, set),
         };
-        if compare {
-            self.e.class_stats(r).cas_hits += 1;
+        if let Ok(h) = r {
+            if cas_mode {
+                self.e.class_stats(h).cas_hits += 1;
+            }
         }
-        StoreResult::Stored {
-            cas: self.e.a.cas(r),
+        self.stored(r)
+    }
+
+    fn stored(&self, r: Result<u32, StoreResult>) -> StoreResult {
+        match r {
+            Ok(h) => StoreResult::Stored {
+                cas: self.e.a.cas(h),
+            },
+            Err(e) => e,
         }
     }
 
     /// delete, with an optional CAS compare.
-    pub fn delete(&mut self, _hash: u64, key: &[u8], cas: u64, now: u32) -> DeleteResult {
+    pub fn delete(&mut self, hash: u64, key: &[u8], cas: u64, now: u32) -> DeleteResult {
+        let opts = DeleteOpts {
+            cas,
+            ..DeleteOpts::default()
+        };
+        self.delete_with(hash, key, now, &opts)
+    }
+
+    /// Delete with the meta extras (see [`DeleteOpts`]): compare CAS, then
+    /// remove, or empty the value (`x`), and/or mark stale (`I`).
+    pub fn delete_with(
+        &mut self,
+        _hash: u64,
+        key: &[u8],
+        now: u32,
+        opts: &DeleteOpts,
+    ) -> DeleteResult {
         let hash = self.hash(key);
-        let Ok(h) = self.e.lookup(hash, key, now) else {
+        let Ok(mut h) = self.e.lookup(hash, key, now) else {
             return DeleteResult::NotFound;
         };
-        if cas != 0 && self.e.a.cas(h) != cas {
+        let old_cas = self.e.a.cas(h);
+        if opts.cas != 0 && old_cas != opts.cas {
             return DeleteResult::Exists;
         }
         self.e.class_stats(h).delete_hits += 1;
-        self.e.unlink(h, hash);
+        if opts.remove_value {
+            let cas = if opts.new_cas != 0 {
+                opts.new_cas
+            } else {
+                old_cas
+            };
+            let Some(nh) = self.write_new(key, 0, opts.flags, opts.exptime, cas, h, now) else {
+                return DeleteResult::NotFound;
+            };
+            self.e.relink(h, nh, hash);
+            h = nh;
+        }
+        if opts.invalidate {
+            let cas = if opts.new_cas != 0 {
+                opts.new_cas
+            } else {
+                self.e.hlc.next()
+            };
+            if let Some(exp) = opts.touch {
+                self.e.set_exptime(h, exp);
+            }
+            let b = self.e.a.bits(h);
+            self.e.a.set_bits(h, (b | B_STALE) & !B_WIN);
+            self.e.a.set_cas(h, cas);
+        } else if !opts.remove_value {
+            self.e.unlink(h, hash);
+        }
         DeleteResult::Deleted
+    }
+
+    /// Meta read (`mg`): look up `key` and apply `op` atomically: vivify on
+    /// a miss, update the expiry, hand out the recache win, bump.
+    ///
+    /// The returned item's `fetched`, `atime`, `exptime`, `stale` and `win`
+    /// are as they were *before* this request (a vivified item reads as
+    /// never fetched, accessed now, expiry 0, no win); key, value, flags and
+    /// CAS are current. The win rule (memcached's): the caller wins if it
+    /// vivified the item, or no win was handed out yet and either the item
+    /// is stale or `recache` applies; winning sets the item's win bit.
+    pub fn meta_get<'a>(
+        &'a mut self,
+        _hash: u64,
+        key: &'a [u8],
+        now: u32,
+        op: &MetaGet,
+    ) -> Option<(ItemRef<'a>, MetaGetOutcome)> {
+        let hash = self.hash(key);
+        let mut out = MetaGetOutcome::default();
+        let h = match self.e.lookup(hash, key, now) {
+            Ok(h) => h,
+            Err(d) => {
+                match d {
+                    Some(Dead::Expired) => self.e.stats.get_expired += 1,
+                    Some(Dead::Flushed) => self.e.stats.get_flushed += 1,
+                    None => {}
+                }
+                let exp = op.vivify?;
+                let h = self.write_new(key, 0, 0, exp, op.new_cas, NONE, now)?;
+                self.install(h, hash);
+                out.created = true;
+                h
+            }
+        };
+        let bits = self.e.a.bits(h);
+        let before = if out.created {
+            (false, now, 0, false, false)
+        } else {
+            (
+                bits & B_FETCHED != 0,
+                self.e.a.atime(h, now),
+                self.e.a.exptime(h),
+                bits & B_STALE != 0,
+                bits & B_WIN != 0,
+            )
+        };
+        if out.created {
+            out.won = true;
+        } else {
+            let old_exp = before.2;
+            if let Some(exp) = op.touch {
+                self.e.set_exptime(h, exp);
+                self.e.class_stats(h).touch_hits += 1;
+            }
+            let cmp_exp = if op.recache_after_touch {
+                self.e.a.exptime(h)
+            } else {
+                old_exp
+            };
+            let recache = op.recache.is_some_and(|r| cmp_exp != 0 && cmp_exp < r);
+            out.won = !before.4 && (before.3 || recache);
+        }
+        let mut bits = self.e.a.bits(h);
+        if out.won {
+            bits |= B_WIN;
+        }
+        if op.bump {
+            bits |= B_FETCHED | B_REF;
+            self.e.a.set_atime(h, now);
+            self.e.note_hit(h);
+        }
+        self.e.a.set_bits(h, bits);
+        let a = &self.e.a;
+        let (key, value) = a.key_value(h);
+        Some((
+            ItemRef {
+                key,
+                value,
+                flags: a.flags(h),
+                cas: a.cas(h),
+                exptime: before.2,
+                atime: before.1,
+                fetched: before.0,
+                stale: before.3,
+                win: before.4,
+            },
+            out,
+        ))
     }
 
     /// incr/decr. `initial` = (value, exptime) creates a missing item (binary).
     #[allow(clippy::too_many_arguments)]
     pub fn arith(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        incr: bool,
+        delta: u64,
+        initial: Option<(u64, u32)>,
+        cas: u64,
+        now: u32,
+    ) -> ArithResult {
+        self.arith_with(hash, key, incr, delta, initial, cas, now, 0)
+    }
+
+    /// incr/decr whose result (or created item) gets CAS `new_cas` instead
+    /// of the next from the clock when non-zero (meta `ma E`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn arith_with(
         &mut self,
         _hash: u64,
         key: &[u8],
@@ -260,6 +511,7 @@ impl Shard {
         initial: Option<(u64, u32)>,
         cas: u64,
         now: u32,
+        new_cas: u64,
     ) -> ArithResult {
         let hash = self.hash(key);
         let mut digits = [0u8; 20];
@@ -268,7 +520,7 @@ impl Shard {
                 None => ArithResult::NotFound,
                 Some((v, exp)) => {
                     let d = fmt_u64(v, &mut digits);
-                    match self.write_new(key, d.len(), 0, exp, NONE, now) {
+                    match self.write_new(key, d.len(), 0, exp, new_cas, NONE, now) {
                         Some(h) => {
                             self.e.a.value_mut(h).copy_from_slice(d);
                             let cas = self.install(h, hash);
@@ -279,6 +531,10 @@ impl Shard {
                 }
             };
         };
+        // memcached: an empty value is non-numeric before any CAS compare.
+        if self.e.a.vlen(h) == 0 {
+            return ArithResult::NonNumeric;
+        }
         if cas != 0 && self.e.a.cas(h) != cas {
             return ArithResult::Exists;
         }
@@ -306,12 +562,16 @@ impl Shard {
             let v = self.e.a.value_mut(h);
             v[..n].copy_from_slice(d);
             v[n..].fill(b' ');
-            let cas = self.e.hlc.next();
+            let cas = if new_cas != 0 {
+                new_cas
+            } else {
+                self.e.hlc.next()
+            };
             self.e.a.set_cas(h, cas);
             return ArithResult::Value { value, cas };
         }
         let (flags, exp) = (self.e.a.flags(h), self.e.a.exptime(h));
-        let Some(nh) = self.write_new(key, d.len(), flags, exp, h, now) else {
+        let Some(nh) = self.write_new(key, d.len(), flags, exp, new_cas, h, now) else {
             return ArithResult::OutOfMemory;
         };
         self.e.a.value_mut(nh).copy_from_slice(d);
@@ -429,6 +689,7 @@ fn parse_counter(v: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{DeleteOpts, MetaGet, StoreOpts};
 
     fn shard() -> Shard {
         Shard::new(0, 1, &StoreConfig::default())
@@ -466,6 +727,117 @@ mod tests {
         assert_eq!(
             s.arith(0, b"x", true, 1, None, 0, 10),
             ArithResult::NonNumeric
+        );
+    }
+
+    /// The meta stale/win state machine, at the store level (the contract
+    /// any shard implementation must keep).
+    #[test]
+    fn meta_win_and_stale_state_machine() {
+        let mut s = shard();
+        let peek = MetaGet::default();
+        let bump = MetaGet {
+            bump: true,
+            ..MetaGet::default()
+        };
+        // vivify on miss: created, won, empty, expiry set; then Z for others
+        let viv = MetaGet {
+            bump: true,
+            vivify: Some(40),
+            new_cas: 77,
+            ..MetaGet::default()
+        };
+        let (it, oc) = s.meta_get(0, b"k", 10, &viv).unwrap();
+        assert_eq!(
+            (oc.created, oc.won, it.win, it.value, it.cas),
+            (true, true, false, &b""[..], 77)
+        );
+        let (it, oc) = s.meta_get(0, b"k", 10, &viv).unwrap();
+        assert_eq!(
+            (oc.created, oc.won, it.win, it.exptime, it.fetched),
+            (false, false, true, 40, true)
+        );
+        // a store makes a fresh item: no win, not stale
+        s.store(0, b"k", StoreMode::Set, 0, 30, b"v1", 0, 10);
+        let (it, _) = s.meta_get(0, b"k", 10, &peek).unwrap();
+        assert!(!it.win && !it.stale && !it.fetched);
+        // recache: win below the threshold, once
+        let r = MetaGet {
+            recache: Some(50),
+            ..bump
+        };
+        assert!(s.meta_get(0, b"k", 10, &r).unwrap().1.won);
+        assert!(!s.meta_get(0, b"k", 10, &r).unwrap().1.won);
+        // touch before recache moves the expiry the check sees
+        s.store(0, b"k", StoreMode::Set, 0, 30, b"v1", 0, 10);
+        let t = MetaGet {
+            touch: Some(100),
+            recache_after_touch: true,
+            ..r
+        };
+        let (it, oc) = s.meta_get(0, b"k", 10, &t).unwrap();
+        assert_eq!((it.exptime, oc.won), (30, false));
+        // invalidate: stale, new CAS, win cleared; the first reader wins
+        let cas0 = s.meta_get(0, b"k", 10, &peek).unwrap().0.cas;
+        let inv = DeleteOpts {
+            invalidate: true,
+            touch: Some(60),
+            ..DeleteOpts::default()
+        };
+        assert_eq!(s.delete_with(0, b"k", 10, &inv), DeleteResult::Deleted);
+        let (it, oc) = s.meta_get(0, b"k", 10, &bump).unwrap();
+        assert!(it.stale && !it.win && oc.won && it.cas > cas0 && it.exptime == 60);
+        let (it, oc) = s.meta_get(0, b"k", 10, &bump).unwrap();
+        assert!(it.stale && it.win && !oc.won);
+        // a CAS store with an older CAS: Exists, unless invalidate (stale store)
+        let old = StoreOpts::default();
+        let stale = StoreOpts {
+            invalidate: true,
+            ..StoreOpts::default()
+        };
+        assert_eq!(
+            s.store_with(0, b"k", StoreMode::Set, 0, 0, b"late", cas0, 10, &old),
+            StoreResult::Exists
+        );
+        assert!(matches!(
+            s.store_with(0, b"k", StoreMode::Set, 0, 0, b"late", cas0, 10, &stale),
+            StoreResult::Stored { .. }
+        ));
+        let (it, _) = s.meta_get(0, b"k", 10, &peek).unwrap();
+        assert!(it.stale && it.win && it.value == b"late" && it.exptime == 60);
+        // x: empty value, kept item; E sets the CAS
+        let x = DeleteOpts {
+            remove_value: true,
+            new_cas: 9,
+            ..DeleteOpts::default()
+        };
+        assert_eq!(s.delete_with(0, b"k", 10, &x), DeleteResult::Deleted);
+        let (it, _) = s.meta_get(0, b"k", 10, &peek).unwrap();
+        assert_eq!(
+            (it.value, it.cas, it.stale, it.win),
+            (&b""[..], 9, false, false)
+        );
+        // append with N vivifies; append with a CAS on a miss is NotStored
+        let av = StoreOpts {
+            vivify: Some(70),
+            ..StoreOpts::default()
+        };
+        assert!(matches!(
+            s.store_with(0, b"a", StoreMode::Append, 3, 0, b"ab", 0, 10, &av),
+            StoreResult::Stored { .. }
+        ));
+        assert_eq!(
+            s.store_with(0, b"b", StoreMode::Append, 0, 0, b"ab", 5, 10, &old),
+            StoreResult::NotStored
+        );
+        // arith with an explicit CAS
+        s.store(0, b"n", StoreMode::Set, 0, 0, b"5", 0, 10);
+        assert_eq!(
+            s.arith_with(0, b"n", true, 1, None, 0, 10, 1234),
+            ArithResult::Value {
+                value: 6,
+                cas: 1234
+            }
         );
     }
 

@@ -7,7 +7,10 @@
 
 use super::hlc::Hlc;
 use super::index::Index;
-use super::slab::{large_bytes, Arena, ClassStats, B_FETCHED, B_LINKED, B_REF, NONE};
+use super::slab::{
+    large_bytes, ref_access, ref_count, with_ref_count, Arena, ClassStats, B_FETCHED, B_LINKED,
+    NONE,
+};
 use super::wheel::{Poll, Wheel};
 use super::{ShardStats, StoreConfig};
 use crate::time::is_expired;
@@ -251,7 +254,7 @@ impl Engine {
     #[inline]
     pub fn touch_access(&mut self, h: u32, now: u32) -> bool {
         let bits = self.a.bits(h);
-        self.a.set_bits(h, bits | B_REF | B_FETCHED);
+        self.a.set_bits(h, ref_access(bits) | B_FETCHED);
         self.a.set_atime(h, now);
         bits & B_FETCHED != 0
     }
@@ -416,8 +419,9 @@ impl Engine {
                 self.reclaim(h, d);
                 return true;
             }
-            if bits & B_REF != 0 && steps < SWEEP_MAX {
-                self.a.set_bits(h, bits & !B_REF);
+            let refs = ref_count(bits);
+            if refs != 0 && steps < SWEEP_MAX {
+                self.a.set_bits(h, with_ref_count(bits, refs - 1));
                 continue;
             }
             self.evict(h, now);
@@ -442,7 +446,7 @@ impl Engine {
             st.evicted_unfetched += 1;
             self.stats.evicted_unfetched += 1;
         }
-        if bits & B_REF != 0 {
+        if ref_count(bits) != 0 {
             st.evicted_active += 1;
             self.stats.evicted_active += 1;
         }
@@ -594,14 +598,25 @@ impl Engine {
         if self.automove == 0 || self.no_evict || self.moves_in_window >= MOVES_PER_WINDOW {
             return;
         }
+        // Hits per page in the last window: what a page earns in a class.
+        let density = |cl: &super::slab::Class| cl.last_hits as f64 / cl.pages.len().max(1) as f64;
+        // Receiver: an evicting class, the one whose pages earn the most.
         let Some(r) = (0..large)
             .filter(|&c| self.a.classes[c].last_evictions > 0)
-            .max_by_key(|&c| self.a.classes[c].last_evictions)
+            .max_by(|&x, &y| {
+                let (cx, cy) = (&self.a.classes[x], &self.a.classes[y]);
+                density(cx)
+                    .total_cmp(&density(cy))
+                    .then(cx.last_evictions.cmp(&cy.last_evictions))
+            })
         else {
             return;
         };
+        let dr = density(&self.a.classes[r]);
         // A donor with a page's worth of free chunks (its items can all be
-        // rescued), else one that has not evicted for a while.
+        // rescued), else the class whose pages earn the least, if that is
+        // under half what the receiver's earn or it has not evicted for a
+        // while (memcached's automove moves pages from idle classes).
         let mut best: Option<(usize, u64)> = None;
         for d in 0..large {
             let cl = &self.a.classes[d];
@@ -617,11 +632,12 @@ impl Engine {
             (0..large)
                 .filter(|&d| {
                     let cl = &self.a.classes[d];
-                    d != r && cl.pages.len() >= 2 && cl.idle_windows >= IDLE_WINDOWS
+                    d != r
+                        && cl.pages.len() >= 2
+                        && (cl.idle_windows >= IDLE_WINDOWS || density(cl) * 2.0 < dr)
                 })
-                .min_by_key(|&d| {
-                    let cl = &self.a.classes[d];
-                    cl.last_hits / cl.pages.len() as u64
+                .min_by(|&x, &y| {
+                    density(&self.a.classes[x]).total_cmp(&density(&self.a.classes[y]))
                 })
         });
         if let Some(p) = donor.and_then(|d| self.a.victim_page(d, NONE)) {

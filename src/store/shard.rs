@@ -3,7 +3,7 @@
 //! hash index, CLOCK eviction, timing-wheel expiry, slab rebalancing).
 
 use super::engine::{Dead, Engine, Reassign};
-use super::slab::{item_size, ClassStats, B_FETCHED, B_REF, B_STALE, B_WIN, NONE};
+use super::slab::{item_size, ref_access, ClassStats, B_FETCHED, B_STALE, B_WIN, NONE};
 use super::{
     ArithResult, DeleteOpts, DeleteResult, ItemRef, MetaGet, MetaGetOutcome, ShardStats,
     StoreConfig, StoreOpts, StoreResult, SEEDS,
@@ -461,7 +461,7 @@ impl Shard {
             bits |= B_WIN;
         }
         if op.bump {
-            bits |= B_FETCHED | B_REF;
+            bits = ref_access(bits) | B_FETCHED;
             self.e.a.set_atime(h, now);
             self.e.note_hit(h);
         }

@@ -54,8 +54,37 @@ const VLEN_MAX: usize = (1 << 24) - 1;
 pub const B_LINKED: u8 = 1;
 /// The item was fetched since it was stored.
 pub const B_FETCHED: u8 = 2;
-/// CLOCK reference bit: accessed since the hand last passed.
+/// CLOCK reference count, low bit: with `B_REF_HI`, a 2-bit count of
+/// accesses (saturating at 3) that the hand decrements as it passes.
 pub const B_REF: u8 = 4;
+/// CLOCK reference count, high bit.
+pub const B_REF_HI: u8 = 64;
+const REF_MASK: u8 = B_REF | B_REF_HI;
+
+/// The CLOCK reference count in a state byte (0..=3).
+#[inline]
+pub fn ref_count(bits: u8) -> u8 {
+    (bits & B_REF != 0) as u8 | (((bits & B_REF_HI != 0) as u8) << 1)
+}
+
+/// `bits` with the CLOCK reference count set to `n` (0..=3).
+#[inline]
+pub fn with_ref_count(bits: u8, n: u8) -> u8 {
+    let mut b = bits & !REF_MASK;
+    if n & 1 != 0 {
+        b |= B_REF;
+    }
+    if n & 2 != 0 {
+        b |= B_REF_HI;
+    }
+    b
+}
+
+/// An access: one more reference (saturating at 3).
+#[inline]
+pub fn ref_access(bits: u8) -> u8 {
+    with_ref_count(bits, (ref_count(bits) + 1).min(3))
+}
 /// Meta: marked stale (invalidated).
 #[allow(dead_code)] // meta protocol item bits
 pub const B_STALE: u8 = 8;

@@ -18,8 +18,23 @@ use crate::time::is_expired;
 /// Chunks the CLOCK hand may pass over (clearing reference bits) before it
 /// evicts whatever it is on: bounds the work of one allocation.
 const SWEEP_MAX: usize = 2048;
-/// Work units per background slice (~100-200 µs).
-pub const SLICE: usize = 2000;
+/// Most work units per background slice.
+pub const SLICE: usize = 20_000;
+/// A background slice stops after this long (checked every 64 units).
+const SLICE_TIME: std::time::Duration = std::time::Duration::from_micros(200);
+/// Chunks a page move may walk in one slice (each may be an eviction).
+const MOVE_SLICE: usize = 1024;
+/// Old index buckets moved per slice.
+const MIGRATE_SLICE: usize = 512;
+
+/// Spend one unit of a slice's budget; ends the slice when its time is up.
+#[inline]
+fn spend(budget: &mut usize, start: &std::time::Instant) {
+    *budget -= 1;
+    if (*budget).is_multiple_of(64) && start.elapsed() > SLICE_TIME {
+        *budget = 0;
+    }
+}
 /// Page moves the automover may start per one-second window.
 const MOVES_PER_WINDOW: u32 = 8;
 /// Windows without evictions before a class may give pages away.
@@ -655,14 +670,15 @@ impl Engine {
     /// One slice of background work. Returns true if more is waiting.
     pub fn tick(&mut self, now: u32) -> bool {
         self.check_flush(now);
+        let start = std::time::Instant::now();
         let mut budget = SLICE;
         // Expiry.
         while budget > 0 {
             match self.wheel.poll(&mut self.a, now) {
                 Poll::Idle => break,
-                Poll::Worked => budget -= 1,
+                Poll::Worked => spend(&mut budget, &start),
                 Poll::Expired(h) => {
-                    budget -= 1;
+                    spend(&mut budget, &start);
                     if self.a.bits(h) & B_LINKED == 0 {
                         continue;
                     }
@@ -677,8 +693,8 @@ impl Engine {
             }
         }
         // Index growth.
-        if budget > 0 && self.ix.migrate(&mut self.a, budget / 4) {
-            budget /= 2;
+        if budget > 0 && self.ix.migrate(&mut self.a, MIGRATE_SLICE) {
+            spend(&mut budget, &start);
         }
         // Flushed items.
         if let Some((mut p, mut i)) = self.sweep {
@@ -687,12 +703,12 @@ impl Engine {
                 if i >= carved {
                     p += 1;
                     i = 0;
-                    budget -= 1;
+                    spend(&mut budget, &start);
                     continue;
                 }
                 let h = Arena::handle_at(p, i);
                 i += 1;
-                budget -= 1;
+                spend(&mut budget, &start);
                 if self.a.bits(h) & B_LINKED != 0 && self.dead(h, now) == Some(Dead::Flushed) {
                     self.unlink_any(h);
                 }
@@ -707,7 +723,7 @@ impl Engine {
         if budget > 0 {
             self.plan_move(now);
             if let Some(mut m) = self.mover.take() {
-                if !self.move_step(&mut m, budget, now) {
+                if !self.move_step(&mut m, budget.min(MOVE_SLICE), now) {
                     self.mover = Some(m);
                 }
             }

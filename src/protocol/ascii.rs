@@ -6,8 +6,8 @@
 //! handed to [`super::meta`].
 
 use super::{
-    parse_i64, parse_u32, parse_u64, put_stat_value, put_u64, Command, Ctx, ErrorKind, Keys,
-    Limits, Parsed, Request, Response, StoreMode, MAX_KEY_LEN,
+    parse_i64, parse_u32, parse_u64, put_stat_value, put_u64, tokens, Command, Ctx, ErrorKind,
+    Keys, Limits, Parsed, Request, Response, StoreMode, MAX_KEY_LEN,
 };
 
 /// A line with no newline within this many bytes is not a command (memcached
@@ -15,27 +15,6 @@ use super::{
 pub const MAX_LINE: usize = 2048;
 /// Upper bound on a multi-get line (memcached's is unbounded; ours bounds memory).
 pub const MAX_GET_LINE: usize = 1 << 20;
-
-/// Split a command line into space-separated tokens (empty tokens skipped,
-/// as memcached's tokenizer does).
-struct Tokens<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Iterator for Tokens<'a> {
-    type Item = &'a [u8];
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let start = self.rest.iter().position(|&b| b != b' ')?;
-        let r = &self.rest[start..];
-        let end = r.iter().position(|&b| b == b' ').unwrap_or(r.len());
-        self.rest = &r[end..];
-        Some(&r[..end])
-    }
-}
-
-fn tokens(line: &[u8]) -> Tokens<'_> {
-    Tokens { rest: line }
-}
 
 /// Outcome for a line that is too long to be a command: close the connection.
 #[derive(Debug, PartialEq, Eq)]

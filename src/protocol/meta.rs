@@ -12,7 +12,9 @@
 //! Nothing here allocates: a base64 key is decoded into a caller's stack
 //! buffer ([`MetaCommand::key`]), and replies are appended to the output.
 
-use super::{put_i64, put_u64, Command, ErrorKind, Limits, Parsed, Request, MAX_KEY_LEN};
+use super::{
+    put_i64, put_u64, tokens, Command, ErrorKind, Limits, Parsed, Request, Tokens, MAX_KEY_LEN,
+};
 
 /// memcached counts the command, key and a terminal token; more than this
 /// many tokens is "options flags too long".
@@ -160,27 +162,6 @@ impl<'a> MetaCommand<'a> {
     pub fn flag_tokens(&self) -> Tokens<'a> {
         tokens(self.flags)
     }
-}
-
-/// Space-separated tokens, empty ones skipped (memcached's tokenizer).
-#[derive(Clone, Debug)]
-pub struct Tokens<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Iterator for Tokens<'a> {
-    type Item = &'a [u8];
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let start = self.rest.iter().position(|&b| b != b' ')?;
-        let r = &self.rest[start..];
-        let end = r.iter().position(|&b| b == b' ').unwrap_or(r.len());
-        self.rest = &r[end..];
-        Some(&r[..end])
-    }
-}
-
-fn tokens(s: &[u8]) -> Tokens<'_> {
-    Tokens { rest: s }
 }
 
 fn error<'a>(e: ErrorKind, consumed: usize) -> Parsed<'a> {

@@ -319,6 +319,29 @@ pub enum Response<'a> {
     Error(ErrorKind),
 }
 
+/// Space-separated tokens of a text command line, empty ones skipped
+/// (memcached's tokenizer). `rest` is what follows the last token taken.
+#[derive(Clone, Debug)]
+pub struct Tokens<'a> {
+    pub rest: &'a [u8],
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|&b| b != b' ')?;
+        let r = &self.rest[start..];
+        let end = r.iter().position(|&b| b == b' ').unwrap_or(r.len());
+        self.rest = &r[end..];
+        Some(&r[..end])
+    }
+}
+
+/// Tokenize a text command line.
+pub fn tokens(line: &[u8]) -> Tokens<'_> {
+    Tokens { rest: line }
+}
+
 /// Append the decimal form of `v` without allocating.
 pub fn put_u64(out: &mut Vec<u8>, v: u64) {
     let mut buf = [0u8; 20];

@@ -5,89 +5,19 @@
 //! against a port where nothing listens.
 //!
 //! memcached comes from PATH (`apt-get install memcached`); the test fails, loudly, if it
-//! is missing. Children are stopped by PID from a Drop guard.
+//! is missing. Servers are started by the shared harness (tests/common), which stops
+//! them by PID when dropped.
 
+mod common;
+
+use common::{free_port, Server};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 const BENCH: &str = env!("CARGO_BIN_EXE_corecached-bench");
 
-/// Kills (SIGKILL, by PID) and reaps the child when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
-
-fn in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
-}
-
-/// Starts a server and waits until it answers `version`.
-fn start(bin: &str, mut args: Vec<String>, port: u16) -> Guard {
-    args.extend(
-        [
-            "-p",
-            &port.to_string(),
-            "-l",
-            "127.0.0.1",
-            "-m",
-            "64",
-            "-t",
-            "2",
-            "-U",
-            "0",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    let child = Command::new(bin)
-        .args(&args)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-    let mut g = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(Some(st)) = g.0.try_wait() {
-            panic!("{bin} {args:?} exited at start-up: {st}");
-        }
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut buf = [0u8; 64];
-            if s.write_all(b"version\r\n").is_ok() {
-                if let Ok(n) = s.read(&mut buf) {
-                    if buf[..n].starts_with(b"VERSION") {
-                        return g;
-                    }
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{bin} did not answer `version` on port {port} within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// Server flags for both servers (the harness adds `-U 0 -l 127.0.0.1 -p PORT`).
+const SERVER_ARGS: &[&str] = &["-m", "64", "-t", "2"];
 
 fn run_bench(port: u16, pid: u32, protocol: &str) -> Json {
     let out = Command::new(BENCH)
@@ -151,38 +81,26 @@ fn run_bench(port: u16, pid: u32, protocol: &str) -> Json {
     j
 }
 
-fn smoke(server: Guard, port: u16) {
-    let pid = server.0.id();
+fn smoke(mut server: Server) {
+    let (port, pid) = (server.port, server.pid());
     for protocol in ["text", "binary", "meta"] {
         run_bench(port, pid, protocol);
+        server.assert_alive();
     }
     drop(server);
 }
 
 #[test]
 fn bench_smoke_memcached() {
-    let bin = in_path("memcached").expect(
-        "memcached is not installed (apt-get install memcached): the bench smoke test needs it",
-    );
-    let port = free_port();
-    let mut args = Vec::new();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        args.push("-u".to_string()); // memcached refuses to run as root otherwise
-        args.push("root".to_string());
-    }
-    let g = start(bin.to_str().expect("utf-8 path"), args, port);
-    smoke(g, port);
+    smoke(Server::memcached(SERVER_ARGS));
 }
 
-/// CHECK WHEN THE SERVER IS MERGED: this half drives the corecached server binary. On the
-/// `bench` branch corecached is still a stub that exits at once, so this test fails there
-/// ("exited at start-up") until the server lands; it must pass afterwards.
+/// This half drives the corecached server binary (a stub that exited at once when the
+/// test was written on the `bench` branch; it fails with "exited ... before accepting
+/// connections" against such a server).
 #[test]
 fn bench_smoke_corecached() {
-    let port = free_port();
-    let g = start(env!("CARGO_BIN_EXE_corecached"), Vec::new(), port);
-    smoke(g, port);
+    smoke(Server::corecached(SERVER_ARGS));
 }
 
 #[test]

@@ -3,13 +3,15 @@
 //! family, stat groups, malformed headers, SASL.
 
 mod binary_wire;
+mod common;
 
 use binary_wire::*;
-use std::io::{Read, Write};
+use common::Server;
+use std::io::Write;
 use std::time::Duration;
 
 fn server() -> Server {
-    corecached(&["-t", "2"])
+    Server::corecached(&["-t", "2"])
 }
 
 #[test]
@@ -298,16 +300,9 @@ fn stat_groups() {
     let e = c.stats("bogus").unwrap_err();
     assert_eq!((e.opcode, e.status), (op::STAT, 1));
     // same names and order as the text protocol's `stats settings`
-    let mut t = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    t.write_all(b"stats settings\r\n").unwrap();
-    let mut text = Vec::new();
-    let mut buf = [0u8; 65536];
-    while !text.ends_with(b"END\r\n") {
-        let n = t.read(&mut buf).unwrap();
-        assert!(n > 0);
-        text.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8(text).unwrap();
+    let mut t = s.conn();
+    t.send(b"stats settings\r\n");
+    let text = String::from_utf8(t.read_end()).unwrap();
     let text_lines: Vec<(String, String)> = text
         .lines()
         .filter_map(|l| l.strip_prefix("STAT "))
@@ -318,14 +313,8 @@ fn stat_groups() {
         .collect();
     assert_eq!(text_lines, settings);
     // and the general block has the same names in the same order
-    t.write_all(b"stats\r\n").unwrap();
-    let mut text = Vec::new();
-    while !text.ends_with(b"END\r\n") {
-        let n = t.read(&mut buf).unwrap();
-        assert!(n > 0);
-        text.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8(text).unwrap();
+    t.send(b"stats\r\n");
+    let text = String::from_utf8(t.read_end()).unwrap();
     let text_names: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("STAT "))
@@ -488,7 +477,7 @@ fn auth(c: &mut Client, user: &str, pass: &str) -> Reply {
 #[test]
 fn sasl_plain() {
     let (path, p) = pwdb();
-    let s = corecached(&["-t", "2", "-S", "--sasl-pwdb", &p]);
+    let s = Server::corecached(&["-t", "2", "-S", "--sasl-pwdb", &p]);
     let mut c = Client::connect(s.port);
     // allowed before authenticating
     let r = c.call(&Pkt::new(op::SASL_LIST));
@@ -575,19 +564,17 @@ fn sasl_plain() {
     assert_eq!(r.status, 0x20);
 
     // ASCII connections are refused: closed without a reply
-    let mut t = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    t.write_all(b"version\r\n").unwrap();
-    let mut buf = [0u8; 64];
-    let n = t.read(&mut buf).unwrap_or(0);
-    assert_eq!(n, 0, "{:?}", &buf[..n]);
+    let mut t = s.conn();
+    t.send(b"version\r\n");
+    let got = t.read_to_close();
+    assert!(got.is_empty(), "{:?}", common::show(&got));
     let _ = std::fs::remove_file(path);
 }
 
 #[test]
 fn sasl_pwdb_from_environment() {
     let (path, p) = pwdb();
-    let s = corecached_env(&["-t", "1", "-S"], &[("MEMCACHED_SASL_PWDB", &p)]);
+    let s = Server::corecached_env(&["-t", "1", "-S"], &[("MEMCACHED_SASL_PWDB", &p)]);
     let mut c = Client::connect(s.port);
     assert_eq!(auth(&mut c, "alice", "nope").status, 0x20);
     assert_eq!(auth(&mut c, "alice", "wonderland").status, 0);

@@ -8,8 +8,10 @@
 //! tests fail, never skip, without it.
 
 mod binary_wire;
+mod common;
 
 use binary_wire::*;
+use common::Server;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -59,8 +61,8 @@ fn run(s: Scenario, srv: &Server) -> Vec<Seen> {
 
 /// Run a scenario on fresh memcached and corecached servers; compare.
 fn differential(name: &str, s: Scenario) {
-    let mc = memcached(&[]);
-    let cc = corecached(&["-t", "2"]);
+    let mc = Server::memcached(&[]);
+    let cc = Server::corecached(&["-t", "2"]);
     let want = run(s, &mc);
     let got = run(s, &cc);
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {

@@ -2,77 +2,30 @@
 //! recache (W / Z / stale value), invalidate with `md I` then recache,
 //! vivify on miss, `q` + `mn` pipelines, base64 binary keys, opaque echo.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// A server process killed (by PID) when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::Server;
 
 fn start() -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_corecached"))
-        .args(["-p", &port.to_string(), "-l", "127.0.0.1", "-t", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start corecached");
-    let s = Server { child, port };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "corecached did not accept");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    s
+    Server::corecached(&["-t", "2"])
 }
 
-struct Conn(TcpStream);
+struct Conn(common::Conn);
 
 impl Conn {
     fn new(s: &Server) -> Conn {
-        let c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Conn(c)
+        Conn(s.conn())
     }
 
-    /// Send `req` and read until the reply ends with `until`.
+    /// Send `req` and read whole lines through the line `until`.
     fn call_until(&mut self, req: &[u8], until: &[u8]) -> String {
-        self.0.write_all(req).unwrap();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 65536];
-        while !out.ends_with(until) {
-            let n = self.0.read(&mut buf).expect("reply");
-            assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&out));
-            out.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&out).into_owned()
+        self.0.send(req);
+        String::from_utf8_lossy(&self.0.read_through_line(until)).into_owned()
     }
 
     /// Send `req` followed by `mn` and return everything before `MN`.
     fn call(&mut self, req: &str) -> String {
-        let mut r = req.as_bytes().to_vec();
-        r.extend_from_slice(b"mn\r\n");
-        let s = self.call_until(&r, b"MN\r\n");
-        s[..s.len() - 4].to_string()
+        String::from_utf8_lossy(&self.0.call_mn(req)).into_owned()
     }
 }
 

@@ -12,100 +12,16 @@
 //! creating with `N` under `q` (1.6.18 still answers HD), and `k` on a key
 //! stored with `b` but read without it (memcached echoes the stored bit).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// A server process killed (by PID) when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_accepting(s: &mut Server, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", s.port)).is_err() {
-        if let Ok(Some(st)) = s.child.try_wait() {
-            panic!("{what} exited: {st}");
-        }
-        assert!(Instant::now() < deadline, "{what} did not accept");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn start_corecached() -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_corecached"))
-        .args(["-p", &port.to_string(), "-l", "127.0.0.1", "-t", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start corecached");
-    let mut s = Server { child, port };
-    wait_accepting(&mut s, "corecached");
-    s
-}
-
-fn start_memcached() -> Server {
-    let port = free_port();
-    // -u only matters when running as root (memcached refuses root without it).
-    let child = Command::new("memcached")
-        .args([
-            "-u",
-            "root",
-            "-U",
-            "0",
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("memcached must be installed and on PATH for the differential tests: {e}")
-        });
-    let mut s = Server { child, port };
-    wait_accepting(&mut s, "memcached");
-    s
-}
+use common::Server;
+use std::time::Duration;
 
 /// Run `script` then `mn` on a fresh connection; the reply before `MN`.
 fn run(s: &Server, script: &[u8]) -> Vec<u8> {
-    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(script).unwrap();
-    c.write_all(b"mn\r\n").unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    while !out.ends_with(b"MN\r\n") {
-        let n = c.read(&mut buf).expect("reply");
-        assert!(
-            n > 0,
-            "connection closed; got {:?}",
-            String::from_utf8_lossy(&out)
-        );
-        out.extend_from_slice(&buf[..n]);
-    }
-    out.truncate(out.len() - 4);
-    out
+    let mut c = s.conn();
+    c.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.call_mn(script)
 }
 
 /// Mask the named fields: CAS values and timing.
@@ -159,8 +75,8 @@ fn unescape(s: &str) -> Vec<u8> {
 
 /// Run each script on both servers and compare.
 fn compare(scripts: &[&str]) {
-    let mc = start_memcached();
-    let cc = start_corecached();
+    let mc = Server::memcached(&[]);
+    let cc = Server::corecached(&["-t", "2"]);
     let mut failures = Vec::new();
     for (i, sc) in scripts.iter().enumerate() {
         let req = unescape(sc);
@@ -264,8 +180,8 @@ fn quiet_pipeline() {
 
 #[test]
 fn stats_counters_match() {
-    let mc = start_memcached();
-    let cc = start_corecached();
+    let mc = Server::memcached(&[]);
+    let cc = Server::corecached(&["-t", "2"]);
     let script = unescape(concat!(
         r"ms a 1\r\n1\r\nms a 1\r\n2\r\nms a 1 C999999\r\n2\r\nms zz 1 C1\r\n2\r\nms a 1 I C1\r\n3\r\n",
         r"mg a v\r\nmg b v\r\nmg a T10\r\nmg b T10\r\nmg c N30\r\nmg c N30 q\r\n",
@@ -279,20 +195,7 @@ fn stats_counters_match() {
     let a = run(&mc, &script);
     let b = run(&cc, &script);
     assert_eq!(normalize(&a), normalize(&b));
-    let stats = |s: &Server| {
-        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        c.write_all(b"stats\r\n").unwrap();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 65536];
-        while !out.ends_with(b"END\r\n") {
-            let n = c.read(&mut buf).unwrap();
-            assert!(n > 0);
-            out.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8(out).unwrap()
-    };
-    let (sa, sb) = (stats(&mc), stats(&cc));
+    let (sa, sb) = (mc.conn().stats(""), cc.conn().stats(""));
     for name in [
         "cmd_get",
         "cmd_set",
@@ -313,10 +216,9 @@ fn stats_counters_match() {
         "cas_badval",
         "store_too_large",
     ] {
-        let get = |s: &str| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-                .map(|v| v.trim().to_string())
+        let get = |s: &std::collections::BTreeMap<String, String>| {
+            s.get(name)
+                .cloned()
                 .unwrap_or_else(|| panic!("missing {name}"))
         };
         assert_eq!(get(&sa), get(&sb), "{name}");

@@ -1,16 +1,17 @@
 //! Binary-protocol test helpers shared by `tests/binary.rs` and
-//! `tests/binary_differential.rs`: servers on free loopback ports (killed by
-//! PID when dropped), a packet builder and a blocking client.
+//! `tests/binary_differential.rs`: a packet builder and a blocking client.
+//! The opcode constants here are written out from the protocol spec on
+//! purpose, independently of the server's own table in src/protocol.
 //!
-//! Kept apart from `tests/common/` (owned by the test-harness work); a
-//! directory module so Cargo does not build it as a test target of its own.
+//! Servers come from the shared harness (`tests/common`, declared by each
+//! test file as `mod common;`). A directory module so Cargo does not build it
+//! as a test target of its own.
 
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
 
 pub const REQ: u8 = 0x80;
 pub const RES: u8 = 0x81;
@@ -52,79 +53,6 @@ pub mod op {
     pub const SASL_STEP: u8 = 0x22;
     pub const GATK: u8 = 0x23;
     pub const GATKQ: u8 = 0x24;
-}
-
-/// A free loopback port (bound, read, released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A server process, killed (by its PID) and reaped when dropped.
-pub struct Server {
-    pub child: Child,
-    pub port: u16,
-    pub name: &'static str,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(name: &'static str, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Server {
-    for _attempt in 0..5 {
-        let port = free_port();
-        let port_s = port.to_string();
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .args(["-l", "127.0.0.1", "-p", &port_s])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e} (is it installed?)"));
-        let mut srv = Server { child, port, name };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = srv.child.try_wait() {
-                break; // exited (port taken?): retry on another port
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return srv;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        drop(srv);
-    }
-    panic!("{name} did not start accepting connections");
-}
-
-/// corecached from this build.
-pub fn corecached(args: &[&str]) -> Server {
-    corecached_env(args, &[])
-}
-
-pub fn corecached_env(args: &[&str], envs: &[(&str, &str)]) -> Server {
-    let mut a = vec!["-U", "0"];
-    a.extend_from_slice(args);
-    start("corecached", env!("CARGO_BIN_EXE_corecached"), &a, envs)
-}
-
-/// memcached from PATH; fails loudly when it is missing.
-pub fn memcached(args: &[&str]) -> Server {
-    let mut a = vec!["-u", "root", "-U", "0"];
-    a.extend_from_slice(args);
-    start("memcached", "memcached", &a, &[])
 }
 
 /// One request packet.
@@ -249,9 +177,8 @@ pub const NOOP_OPAQUE: u32 = 0xfeed_f00d;
 
 impl Client {
     pub fn connect(port: u16) -> Client {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let s = crate::common::tcp(([127, 0, 0, 1], port).into());
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.set_nodelay(true).unwrap();
         Client { s }
     }
 

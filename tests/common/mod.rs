@@ -1,11 +1,17 @@
-//! Shared harness for the black-box integration tests.
+//! Shared harness for the black-box integration tests: the one place that
+//! starts servers. Every test starts its own server on a free loopback port
+//! and talks raw TCP to it.
 //!
-//! Every test starts its own server on a free loopback port and talks raw TCP
-//! to it. By default the server is `target/release/corecached` (the binary
-//! cargo built for this test run). With `CORECACHED_TEST_SERVER=memcached` the
-//! harness starts the real memcached instead (`memcached -u root -U 0 -l
-//! 127.0.0.1 -p PORT ...`), which is how these tests are validated: they
-//! encode memcached 1.6's observable behaviour byte for byte.
+//! `Server::start()` / `Server::with_args()` start the server under test: by
+//! default `target/release/corecached` (the binary cargo built for this test
+//! run); with `CORECACHED_TEST_SERVER=memcached` the real memcached instead
+//! (`memcached -u root -U 0 -l 127.0.0.1 -p PORT ...`), which is how the
+//! ascii_* suites are validated: they encode memcached 1.6's observable
+//! behaviour byte for byte.
+//!
+//! `Server::corecached()` and `Server::memcached()` start one particular
+//! server whatever `CORECACHED_TEST_SERVER` says: suites of corecached-only
+//! features (binary, meta) and the differential suites, which compare the two.
 //!
 //! Processes are bounded in time (every read has a timeout) and are killed by
 //! PID when the `Server` guard drops. Nothing here kills by name.
@@ -115,12 +121,35 @@ impl Server {
         Server::start_kind(kind(), args)
     }
 
-    /// Start a specific server kind (used by differential tests).
+    /// Start corecached (this build) with extra flags, whatever
+    /// `CORECACHED_TEST_SERVER` says.
+    pub fn corecached(args: &[&str]) -> Server {
+        Server::start_kind(Kind::Corecached, args)
+    }
+
+    /// Like `corecached`, with extra environment variables for the process.
+    pub fn corecached_env(args: &[&str], envs: &[(&str, &str)]) -> Server {
+        Server::start_kind_env(Kind::Corecached, args, envs)
+    }
+
+    /// Start the real memcached from PATH (`memcached -u root -U 0 -l
+    /// 127.0.0.1 -p PORT` plus `args`), whatever `CORECACHED_TEST_SERVER`
+    /// says; fails loudly when it is missing. For differential tests.
+    pub fn memcached(args: &[&str]) -> Server {
+        Server::start_kind(Kind::Memcached, args)
+    }
+
+    /// Start a specific server kind.
     pub fn start_kind(k: Kind, args: &[&str]) -> Server {
+        Server::start_kind_env(k, args, &[])
+    }
+
+    /// Start a specific server kind with extra environment variables.
+    pub fn start_kind_env(k: Kind, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut last_err = String::new();
         // A port found free may be taken before the server binds it; retry.
         for _ in 0..3 {
-            match Server::try_start(k, args) {
+            match Server::try_start(k, args, envs) {
                 Ok(s) => return s,
                 Err(e) => last_err = e,
             }
@@ -128,7 +157,7 @@ impl Server {
         panic!("{k:?} failed to start: {last_err}");
     }
 
-    fn try_start(k: Kind, args: &[&str]) -> Result<Server, String> {
+    fn try_start(k: Kind, args: &[&str], envs: &[(&str, &str)]) -> Result<Server, String> {
         let port = free_port();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir();
@@ -136,6 +165,7 @@ impl Server {
         let stderr_path = dir.join(format!("{tag}.stderr"));
         let stdout_path = dir.join(format!("{tag}.stdout"));
         let mut cmd = server_command(k, port, args);
+        cmd.envs(envs.iter().copied());
         // Files, not pipes: a verbose server must never block on a full pipe.
         cmd.stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path).unwrap())
@@ -202,6 +232,11 @@ impl Server {
         Conn::connect(self.addr())
     }
 
+    /// A raw TCP connection to the server (see `tcp`).
+    pub fn tcp(&self) -> TcpStream {
+        tcp(self.addr())
+    }
+
     /// Send a signal to the server (by PID).
     pub fn signal(&self, sig: i32) {
         let r = unsafe { libc::kill(self.pid() as i32, sig) };
@@ -253,6 +288,16 @@ pub fn show(b: &[u8]) -> String {
     s
 }
 
+/// A raw TCP connection to `addr` with the harness's timeouts (reads
+/// `TIMEOUT`, writes 20 s) and Nagle off.
+pub fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
 /// A client connection with exact-byte reads and timeouts everywhere.
 pub struct Conn {
     pub s: TcpStream,
@@ -261,11 +306,10 @@ pub struct Conn {
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
-        let s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.set_nodelay(true).unwrap();
-        Conn { s, buf: Vec::new() }
+        Conn {
+            s: tcp(addr),
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, b: impl AsRef<[u8]>) {
@@ -351,12 +395,30 @@ impl Conn {
         }
     }
 
+    /// Meta protocol: send `req` followed by `mn`, and return everything the
+    /// server sent before the `MN\r\n` that answers the `mn`.
+    pub fn call_mn(&mut self, req: impl AsRef<[u8]>) -> Vec<u8> {
+        let mut r = req.as_ref().to_vec();
+        r.extend_from_slice(b"mn\r\n");
+        self.send(r);
+        let mut out = self.read_through_line(b"MN\r\n");
+        out.truncate(out.len() - 4);
+        out
+    }
+
     /// Read a multi-line reply ending with `END\r\n`.
     pub fn read_end(&mut self) -> Vec<u8> {
+        self.read_through_line(b"END\r\n")
+    }
+
+    /// Read whole `\r\n`-terminated lines up to and including the first
+    /// line that equals `last` (which must end with `\r\n`).
+    pub fn read_through_line(&mut self, last: &[u8]) -> Vec<u8> {
+        assert!(last.ends_with(b"\r\n"), "{:?} is not a line", show(last));
         let mut out = Vec::new();
         loop {
             let l = self.read_until(b"\r\n");
-            let done = l == b"END\r\n";
+            let done = l == last;
             out.extend_from_slice(&l);
             if done {
                 return out;

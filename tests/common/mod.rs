@@ -239,6 +239,8 @@ impl Server {
 
     /// Send a signal to the server (by PID).
     pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with the PID of the child this harness spawned and
+        // still owns (not yet reaped), so the PID cannot name another process.
         let r = unsafe { libc::kill(self.pid() as i32, sig) };
         assert_eq!(r, 0, "kill({}, {sig}) failed", self.pid());
     }

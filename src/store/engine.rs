@@ -185,9 +185,15 @@ impl Engine {
 
     /// Index a freshly written item (its key is not indexed).
     pub fn link(&mut self, h: u32, hash: u64) {
+        self.ix.insert(&mut self.a, hash, h);
+        self.linked(h);
+    }
+
+    /// Bookkeeping for an item that just entered the index: linked bit,
+    /// wheel, class and shard counters.
+    fn linked(&mut self, h: u32) {
         let bits = self.a.bits(h);
         self.a.set_bits(h, bits | B_LINKED);
-        self.ix.insert(&mut self.a, hash, h);
         let e = self.a.exptime(h);
         if e != 0 {
             self.wheel.insert(&mut self.a, h, e);
@@ -233,20 +239,7 @@ impl Engine {
     /// Put a freshly written item in place of the old one (same key).
     pub fn relink(&mut self, old: u32, new: u32, hash: u64) {
         self.ix.replace(&mut self.a, hash, old, new);
-        let bits = self.a.bits(new);
-        self.a.set_bits(new, bits | B_LINKED);
-        let e = self.a.exptime(new);
-        if e != 0 {
-            self.wheel.insert(&mut self.a, new, e);
-        }
-        let size = self.a.size(new) as u64;
-        let c = self.class_of(new);
-        let st = &mut self.a.classes[c].st;
-        st.items += 1;
-        st.mem_requested += size;
-        self.stats.curr_items += 1;
-        self.stats.total_items += 1;
-        self.stats.bytes += size;
+        self.linked(new);
         self.unlink_rest(old);
     }
 

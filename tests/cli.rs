@@ -144,3 +144,32 @@ fn sigterm_answers_in_flight_request_then_exits_zero() {
     assert_eq!(idle.read_to_close(), b"");
     assert!(std::net::TcpStream::connect(s.addr()).is_err());
 }
+
+#[test]
+fn both_io_drivers_serve_and_say_which_runs() {
+    if skip_unless_corecached("--io-driver is corecached's own flag") {
+        return;
+    }
+    // epoll must always work (containers that block io_uring rely on it);
+    // auto must name the driver it picked.
+    for (flag, want) in [("epoll", "epoll driver"), ("auto", " driver")] {
+        let s = Server::corecached(&["-t", "2", "--io-driver", flag]);
+        let mut c = s.conn();
+        // Several connections so both event loops (SO_REUSEPORT) serve some.
+        for i in 0..4 {
+            let mut d = s.conn();
+            d.req(format!("set k{i} 0 0 1\r\nx\r\n"), "STORED\r\n");
+        }
+        for i in 0..4 {
+            c.req(
+                format!("get k{i}\r\n"),
+                format!("VALUE k{i} 0 1\r\nx\r\nEND\r\n"),
+            );
+        }
+        let log = s.stderr();
+        assert!(
+            log.contains(want),
+            "--io-driver {flag}: start-up line {log:?}"
+        );
+    }
+}

@@ -349,6 +349,24 @@ fn s_malformed(connect: &mut dyn FnMut() -> Client, seen: &mut Vec<Seen>) {
 }
 
 /// Stats framing, groups, and the counters after the same operations.
+/// The stat `name` from a stats listing, as a comparable reply (panics if absent).
+fn named_stat(list: &[(String, String)], name: &str) -> Seen {
+    let v = list
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no stat {name}"));
+    Seen::R(Reply {
+        magic: RES,
+        opcode: op::STAT,
+        status: 0,
+        opaque: 0,
+        cas: 0,
+        extras: vec![],
+        key: v.0.clone().into_bytes(),
+        value: v.1.clone().into_bytes(),
+    })
+}
+
 fn s_stats(connect: &mut dyn FnMut() -> Client, seen: &mut Vec<Seen>) {
     let mut c = connect();
     assert!(c.stats("reset").unwrap().is_empty());
@@ -400,20 +418,7 @@ fn s_stats(connect: &mut dyn FnMut() -> Client, seen: &mut Vec<Seen>) {
         "auth_errors",
         "curr_items",
     ] {
-        let v = st
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no stat {name}"));
-        seen.push(Seen::R(Reply {
-            magic: RES,
-            opcode: op::STAT,
-            status: 0,
-            opaque: 0,
-            cas: 0,
-            extras: vec![],
-            key: v.0.clone().into_bytes(),
-            value: v.1.clone().into_bytes(),
-        }));
+        seen.push(named_stat(&st, name));
     }
     // Framing of a stats reply: every packet a Stat with our opaque, no
     // extras, no CAS; the terminator empty.
@@ -442,20 +447,7 @@ fn s_stats(connect: &mut dyn FnMut() -> Client, seen: &mut Vec<Seen>) {
         "binding_protocol",
         "evictions",
     ] {
-        let v = settings
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no setting {name}"));
-        seen.push(Seen::R(Reply {
-            magic: RES,
-            opcode: op::STAT,
-            status: 0,
-            opaque: 0,
-            cas: 0,
-            extras: vec![],
-            key: v.0.clone().into_bytes(),
-            value: v.1.clone().into_bytes(),
-        }));
+        seen.push(named_stat(&settings, name));
     }
     // an unknown group
     call(&mut c, Pkt::new(op::STAT).key(b"bogus").opaque(3), seen);

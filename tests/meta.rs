@@ -89,6 +89,8 @@ fn invalidate_with_md_i_then_recache() {
     let c0 = cas_of(&r);
     // invalidate: marked stale, CAS bumped, TTL cut to 30
     assert_eq!(a.call("md row I T30\r\n"), "HD\r\n");
+    // a debug probe must not take the win from the first real reader
+    assert!(b.call("me row\r\n").starts_with("ME row "));
     let r = a.call("mg row v c t\r\n");
     assert!(r.ends_with(" t30 X W\r\nold\r\n"), "{r}");
     let c1 = cas_of(&r);

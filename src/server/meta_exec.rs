@@ -69,6 +69,7 @@ fn get(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
         recache_after_touch: o.pos_t != 0 && o.pos_t < o.pos_r,
         vivify: vivify_final,
         new_cas: o.new_cas.unwrap_or(0),
+        claim_win: true,
     };
     let (mut shard, h) = env.shared.store.lock(key);
     match shard.meta_get(h, key, now, &op) {

@@ -100,6 +100,10 @@ pub struct MetaGet {
     pub vivify: Option<u32>,
     /// `E`: CAS of a vivified item; 0 = next from the shard's counter.
     pub new_cas: u64,
+    /// The caller is a reader that may take the recache win (`mg`). Other
+    /// lookups (`me`, `ma`, the `ms` size re-read) leave the win untouched,
+    /// as memcached's do, so a probe never hides a stale item's `W`.
+    pub claim_win: bool,
 }
 
 /// What [`Shard::meta_get`] did besides returning the item.

@@ -454,7 +454,7 @@ impl Shard {
                 old_exp
             };
             let recache = op.recache.is_some_and(|r| cmp_exp != 0 && cmp_exp < r);
-            out.won = !before.4 && (before.3 || recache);
+            out.won = op.claim_win && !before.4 && (before.3 || recache);
         }
         let mut bits = self.e.a.bits(h);
         if out.won {
@@ -738,11 +738,13 @@ mod tests {
         let peek = MetaGet::default();
         let bump = MetaGet {
             bump: true,
+            claim_win: true,
             ..MetaGet::default()
         };
         // vivify on miss: created, won, empty, expiry set; then Z for others
         let viv = MetaGet {
             bump: true,
+            claim_win: true,
             vivify: Some(40),
             new_cas: 77,
             ..MetaGet::default()
@@ -785,6 +787,9 @@ mod tests {
             ..DeleteOpts::default()
         };
         assert_eq!(s.delete_with(0, b"k", 10, &inv), DeleteResult::Deleted);
+        // a probe (me, ma) sees the stale item but never takes its win
+        let (it, oc) = s.meta_get(0, b"k", 10, &peek).unwrap();
+        assert!(it.stale && !it.win && !oc.won);
         let (it, oc) = s.meta_get(0, b"k", 10, &bump).unwrap();
         assert!(it.stale && !it.win && oc.won && it.cas > cas0 && it.exptime == 60);
         let (it, oc) = s.meta_get(0, b"k", 10, &bump).unwrap();

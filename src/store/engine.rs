@@ -326,6 +326,13 @@ impl Engine {
     fn alloc_large(&mut self, total: usize, protect: u32, now: u32) -> Option<u32> {
         let need = large_bytes(total);
         let large = self.a.large;
+        if need > self.a.limit {
+            // Larger than the shard's whole share of -m (possible with a big
+            // -I): evicting everything would not make room, so refuse at once
+            // instead of emptying the shard first.
+            self.a.classes[large].st.outofmemory += 1;
+            return None;
+        }
         let mut guard = 0usize;
         while !self.a.fits(need) {
             guard += 1;

@@ -730,6 +730,32 @@ mod tests {
         );
     }
 
+    /// An item larger than the shard's share of memory is refused without
+    /// evicting what the shard holds.
+    #[test]
+    fn item_larger_than_the_shard_is_refused_without_flushing() {
+        let cfg = StoreConfig {
+            mem_limit: 4 << 20,
+            max_item_size: 16 << 20,
+            ..StoreConfig::default()
+        };
+        let mut s = Shard::new(0, 1, &cfg);
+        for i in 0..100u32 {
+            let k = format!("k{i}");
+            assert!(matches!(
+                s.store(0, k.as_bytes(), StoreMode::Set, 0, 0, b"v", 0, 10),
+                StoreResult::Stored { .. }
+            ));
+        }
+        let big = vec![b'x'; 5 << 20];
+        assert_eq!(
+            s.store(0, b"big", StoreMode::Set, 0, 0, &big, 0, 10),
+            StoreResult::OutOfMemory
+        );
+        assert_eq!(s.stats().curr_items, 100);
+        assert!(s.get(0, b"k7", 10, None).is_some());
+    }
+
     /// The meta stale/win state machine, at the store level (the contract
     /// any shard implementation must keep).
     #[test]

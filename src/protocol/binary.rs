@@ -120,16 +120,19 @@ impl Header {
     }
 
     /// Append the 24-byte wire form.
+    /// Built on the stack and appended once (one capacity check per reply).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(self.magic);
-        out.push(self.opcode);
-        out.extend_from_slice(&self.keylen.to_be_bytes());
-        out.push(self.extlen);
-        out.push(self.datatype);
-        out.extend_from_slice(&self.status.to_be_bytes());
-        out.extend_from_slice(&self.bodylen.to_be_bytes());
-        out.extend_from_slice(&self.opaque.to_be_bytes());
-        out.extend_from_slice(&self.cas.to_be_bytes());
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = self.magic;
+        h[1] = self.opcode;
+        h[2..4].copy_from_slice(&self.keylen.to_be_bytes());
+        h[4] = self.extlen;
+        h[5] = self.datatype;
+        h[6..8].copy_from_slice(&self.status.to_be_bytes());
+        h[8..12].copy_from_slice(&self.bodylen.to_be_bytes());
+        h[12..16].copy_from_slice(&self.opaque.to_be_bytes());
+        h[16..24].copy_from_slice(&self.cas.to_be_bytes());
+        out.extend_from_slice(&h);
     }
 }
 

@@ -78,17 +78,18 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         } => {
             let now = time::now();
             let exp = touch.map(|e| time::exptime_to_rel(e, now));
+            // memcached counts gat/gats as touches, not gets.
+            let (cmd, hits, misses) = if exp.is_some() {
+                (&st.cmd_touch, &st.touch_hits, &st.touch_misses)
+            } else {
+                (&st.cmd_get, &st.get_hits, &st.get_misses)
+            };
             for key in keys.iter() {
+                bump(cmd, 1);
                 let (mut shard, h) = store.lock(key);
                 match shard.get(h, key, now, exp) {
                     Some(it) => {
-                        if exp.is_some() {
-                            bump(&st.cmd_touch, 1);
-                            bump(&st.touch_hits, 1);
-                        } else {
-                            bump(&st.cmd_get, 1);
-                            bump(&st.get_hits, 1);
-                        }
+                        bump(hits, 1);
                         emit(
                             ctx,
                             Response::Value {
@@ -103,13 +104,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
                     }
                     None => {
                         drop(shard);
-                        if exp.is_some() {
-                            bump(&st.cmd_touch, 1);
-                            bump(&st.touch_misses, 1);
-                        } else {
-                            bump(&st.cmd_get, 1);
-                            bump(&st.get_misses, 1);
-                        }
+                        bump(misses, 1);
                         emit(ctx, Response::Miss { key }, out);
                     }
                 }
@@ -273,6 +268,16 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             skip,
             unlink,
         } => {
+            // memcached answers SASL opcodes "unknown command" when SASL is
+            // off, before it looks at the body's size.
+            let sasl_off = ctx.binary
+                && !env.shared.config.sasl
+                && matches!(ctx.opcode, binary::op::SASL_AUTH | binary::op::SASL_STEP);
+            let error = if sasl_off {
+                ErrorKind::UnknownCommand
+            } else {
+                error
+            };
             if error == ErrorKind::TooLarge {
                 bump(&st.store_too_large, 1);
             }

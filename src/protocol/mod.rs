@@ -342,11 +342,9 @@ pub fn tokens(line: &[u8]) -> Tokens<'_> {
     Tokens { rest: line }
 }
 
-/// Append the decimal form of `v` without allocating.
-pub fn put_u64(out: &mut Vec<u8>, v: u64) {
-    let mut buf = [0u8; 20];
+/// The decimal digits of `v`, written into the end of `buf` (no allocation).
+pub fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
-    let mut v = v;
     loop {
         i -= 1;
         buf[i] = b'0' + (v % 10) as u8;
@@ -355,7 +353,12 @@ pub fn put_u64(out: &mut Vec<u8>, v: u64) {
             break;
         }
     }
-    out.extend_from_slice(&buf[i..]);
+    &buf[i..]
+}
+
+/// Append the decimal form of `v` without allocating.
+pub fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(fmt_u64(v, &mut [0u8; 20]));
 }
 
 /// Append the decimal form of a signed value.

@@ -290,11 +290,11 @@ fn arith(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
                 return;
             }
             let mut digits = [0u8; 20];
-            let n = fmt_u64(value, &mut digits);
+            let value = crate::protocol::fmt_u64(value, &mut digits);
             let r = Reply {
                 code: if o.value { Code::Va } else { Code::Hd },
                 key,
-                value: &digits[20 - n..],
+                value,
                 cas,
                 ttl: if created {
                     -1
@@ -336,20 +336,6 @@ fn arith(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
         ..Reply::default()
     };
     encode(m, &r, out);
-}
-
-/// Decimal digits of `v`, right-aligned in `buf`; returns their count.
-fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> usize {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    buf.len() - i
 }
 
 fn debug(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u8>) {
@@ -417,14 +403,5 @@ mod tests {
         assert_eq!(slab_class(1 << 20, 48, 1.25), 39);
         assert_eq!(item_total(3, 3, 5), 69);
         assert_eq!(item_total(3, 3, 0), 65);
-    }
-
-    #[test]
-    fn digits() {
-        let mut b = [0u8; 20];
-        let n = fmt_u64(0, &mut b);
-        assert_eq!(&b[20 - n..], b"0");
-        let n = fmt_u64(u64::MAX, &mut b);
-        assert_eq!(&b[20 - n..], b"18446744073709551615");
     }
 }

@@ -8,6 +8,7 @@ use super::{
     ArithResult, DeleteOpts, DeleteResult, ItemRef, MetaGet, MetaGetOutcome, ShardStats,
     StoreConfig, StoreOpts, StoreResult, SEEDS,
 };
+use crate::protocol::fmt_u64;
 use crate::protocol::StoreMode;
 
 /// Per-class figures for `stats slabs` / `stats items`.
@@ -656,20 +657,6 @@ impl Shard {
             })
         })
     }
-}
-
-/// Decimal digits of `v` into `buf`, without allocating.
-fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 /// memcached's safe_strtoull on an item value: optional leading spaces,

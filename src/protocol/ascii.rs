@@ -663,6 +663,86 @@ mod tests {
     }
 
     #[test]
+    fn get_line_bound_is_the_same_for_any_split() {
+        // newline at index MAX_GET_LINE: accepted, whole or cut before it
+        let mut line = b"get ".to_vec();
+        line.resize(MAX_GET_LINE, b'k');
+        line.push(b'\n');
+        assert!(matches!(find_line(&line), Ok(Some(_))));
+        assert!(matches!(find_line(&line[..MAX_GET_LINE]), Ok(None)));
+        // one byte further: refused, whole or cut
+        line.insert(5, b'k');
+        assert_eq!(find_line(&line), Err(LineError::TooLong));
+        assert_eq!(
+            find_line(&line[..MAX_GET_LINE + 1]),
+            Err(LineError::TooLong)
+        );
+    }
+
+    #[test]
+    fn http_request_line_closes() {
+        for l in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"POST /x HTTP/1.0\r\n",
+            b"HTTP/1.1\r\n",
+            b"mzz HTTP/\r\n",
+        ] {
+            assert!(matches!(cmd(l).0.cmd, Command::Close(None)), "{l:?}");
+        }
+        for l in [
+            &b"X HTTP/1.1\r\n"[..],
+            b"gx / HTTP/1.1\r\n",
+            b"mz HTTP/1.1\r\n",
+            b"GET / HTTP/1.1 x\r\n",
+            b"GET / http/1.1\r\n",
+            b"watch HTTP/1.1\r\n",
+        ] {
+            assert!(
+                matches!(cmd(l).0.cmd, Command::Error(ErrorKind::UnknownCommand)),
+                "{l:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn storage_fields_like_memcached() {
+        // accepted after wrapping to 32 bits
+        match cmd(b"set k 4294967297 2147483648 4294967297\r\nx\r\n")
+            .0
+            .cmd
+        {
+            Command::Store {
+                flags,
+                exptime,
+                data,
+                ..
+            } => assert_eq!((flags, exptime, data), (1, -2147483648, &b"x"[..])),
+            c => panic!("{c:?}"),
+        }
+        // refused fields with a readable length: swallowed
+        for l in [
+            &b"set k 0 x 3\r\n"[..],
+            b"set k 0 0 3 noreply extra\r\n",
+            b"cas k 0 0 3 x\r\n",
+            b"cas k 0 0 3\r\n",
+        ] {
+            assert!(
+                matches!(cmd(l).0.cmd, Command::Swallow { skip: 5, .. }),
+                "{l:?}"
+            );
+        }
+        // lengths memcached refuses: no swallow
+        for l in [
+            &b"set k 0 0 2147483646\r\n"[..],
+            b"set k 0 0 2147483648\r\n",
+            b"set k x 0 -1\r\n",
+            b"set k 0 0 3x\r\n",
+        ] {
+            assert!(matches!(cmd(l).0.cmd, Command::Error(_)), "{l:?}");
+        }
+    }
+
+    #[test]
     fn encode_value_and_noreply() {
         let mut out = Vec::new();
         let r = Response::Value {

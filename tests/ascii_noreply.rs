@@ -75,7 +75,12 @@ fn errors_are_silent_too() {
     silent(&mut c, "touch s abc noreply\r\n"); // invalid exptime
     silent(&mut c, "delete s 5 noreply\r\n"); // bad delete format
     silent(&mut c, "flush_all abc noreply\r\n");
-    silent(&mut c, &format!("set {k251} 0 0 1 noreply\r\n")); // key too long
+    // key too long; its data block is a silent command, so both servers are
+    // silent: memcached runs it, corecached swallows it (never runs data)
+    silent(
+        &mut c,
+        &format!("set {k251} 0 0 19 noreply\r\nverbosity 0 noreply\r\n"),
+    );
     silent(&mut c, &format!("incr {k251} 1 noreply\r\n"));
     silent(&mut c, &format!("delete {k251} noreply\r\n"));
     silent(&mut c, &format!("touch {k251} 1 noreply\r\n"));
@@ -87,8 +92,13 @@ fn errors_are_silent_too() {
     cmd.push_str(&"b".repeat(n));
     cmd.push_str("\r\n");
     silent(&mut c, &cmd);
-    // noreply does not silence what follows the failed command
-    c.req("set k 0 abc 1 noreply\r\nx\r\n", "ERROR\r\n");
+    // noreply does not silence what follows the failed command: memcached
+    // runs the data line `x` (ERROR); corecached swallows the data block
+    if is_memcached() {
+        c.req("set k 0 abc 1 noreply\r\nx\r\n", "ERROR\r\n");
+    } else {
+        silent(&mut c, "set k 0 abc 1 noreply\r\nx\r\n");
+    }
     // get does not take noreply: it is just another key
     c.req("get s noreply\r\n", "VALUE s 0 3\r\nabc\r\nEND\r\n");
     // nor does an unknown command

@@ -92,14 +92,16 @@ fn flags_full_u32_range() {
     c.req("get f\r\n", "VALUE f 4294967295 1\r\nx\r\nEND\r\n");
     c.req("set f 0 0 1\r\nx\r\n", "STORED\r\n");
     c.req("get f\r\n", "VALUE f 0 1\r\nx\r\nEND\r\n");
-    // negative flags are a command-line error; the data line is then an unknown command
+    // negative flags are a command-line error; memcached then runs the data
+    // line as a command (ERROR), corecached swallows it
+    let data_as_cmd = if is_memcached() { "ERROR\r\n" } else { "" };
     c.req(
         "set f -1 0 1\r\nx\r\n",
-        "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        format!("CLIENT_ERROR bad command line format\r\n{data_as_cmd}"),
     );
     c.req(
         "set f abc 0 1\r\nx\r\n",
-        "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        format!("CLIENT_ERROR bad command line format\r\n{data_as_cmd}"),
     );
 }
 
@@ -164,11 +166,13 @@ fn cas_all_outcomes() {
     assert_ne!(cas, cas2);
     c.req("delete k\r\n", "DELETED\r\n");
     c.req(format!("cas k 0 0 1 {cas2}\r\nx\r\n"), "NOT_FOUND\r\n");
-    // missing cas unique -> ERROR, and the data line is another ERROR
-    c.req("cas k 0 0 1\r\nx\r\n", "ERROR\r\nERROR\r\n");
+    // missing cas unique -> ERROR; memcached runs the data line (another
+    // ERROR), corecached swallows it
+    let data_as_cmd = if is_memcached() { "ERROR\r\n" } else { "" };
+    c.req("cas k 0 0 1\r\nx\r\n", format!("ERROR\r\n{data_as_cmd}"));
     c.req(
         "cas k 0 0 1 abc\r\nx\r\n",
-        "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        format!("CLIENT_ERROR bad command line format\r\n{data_as_cmd}"),
     );
 }
 

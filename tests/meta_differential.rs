@@ -8,9 +8,10 @@
 //! tests/meta.rs and the unit tests. Also left out on purpose, because
 //! memcached (1.6.18 and current) gets them wrong: `ma` with `T`/`E` on an
 //! existing item (its update lands on the replaced copy, so it does not
-//! persist), `me` on an item with a TTL (1.6.18 prints `exp` negated), `ma`
-//! creating with `N` under `q` (1.6.18 still answers HD), and `k` on a key
-//! stored with `b` but read without it (memcached echoes the stored bit).
+//! persist), `me` on an item with a TTL (1.6.18 prints `exp` negated), and
+//! `k` on a key stored with `b` but read without it (memcached echoes the
+//! stored bit). `ma` creating with `N` under `q` is answered as 1.6.18 does
+//! (tests/security_parse.rs compares it).
 
 mod common;
 
@@ -139,13 +140,16 @@ fn base64_keys_and_me() {
     ]);
 }
 
+/// (`ms` with a too-long key or too many flags is left out: memcached runs
+/// its data block as a command, corecached swallows it --
+/// tests/security_parse.rs pins both.)
 #[test]
 fn errors_byte_for_byte() {
     let k251 = "k".repeat(251);
     let k250 = "k".repeat(250);
     let o33 = format!("O{}", "1".repeat(32));
     let s1 = format!(
-        r"mg {k251} v\r\nmg {k250} v\r\nmd {k251}\r\nma {k251}\r\nms {k251} 2\r\nhi\r\nme {k251}\r\nme\r\nmd\r\nma\r\nms\r\nms foo\r\n"
+        r"mg {k251} v\r\nmg {k250} v\r\nmd {k251}\r\nma {k251}\r\nme {k251}\r\nme\r\nmd\r\nma\r\nms\r\nms foo\r\n"
     );
     let s2 = format!(
         r"ms foo 2\r\nhi\r\nmg foo {o33}\r\nmg nope {o33}\r\nmd foo {o33}\r\nms foo 2 {o33}\r\nhi\r\nms n 1\r\n5\r\nma n {o33}\r\nmg n v\r\nms foo 2 {o33} MX\r\nhi\r\n"
@@ -153,7 +157,7 @@ fn errors_byte_for_byte() {
     compare(&[
         &s1,
         &s2,
-        r"mg foo v c f s t k h l u q P L O1 T5 N5 R5 Q\r\nmg foo v c f s t k h l u q P L O1 T5 N5 R5 I Q\r\nms foo 2 c f s t k h l u q P L O1 T5 N5 R5 Q\r\nhi\r\nms foo 2 c f s t k h l u q P L O1 T5 N5 R5 I Q\r\nhi\r\nmd foo c f s t k h l u q P L O1 T5 N5 R5 I Q\r\nma foo c f s t k h l u q P L O1 T5 N5 R5 I Q\r\n",
+        r"mg foo v c f s t k h l u q P L O1 T5 N5 R5 Q\r\nmg foo v c f s t k h l u q P L O1 T5 N5 R5 I Q\r\nms foo 2 c f s t k h l u q P L O1 T5 N5 R5 Q\r\nhi\r\nmd foo c f s t k h l u q P L O1 T5 N5 R5 I Q\r\nma foo c f s t k h l u q P L O1 T5 N5 R5 I Q\r\n",
         r"ms foo 2 MX\r\nhi\r\nms foo 2 MEE\r\nhi\r\nma foo MX\r\nma foo MII\r\nms foo 2 Tabc\r\nhi\r\nms foo 2 Fx\r\nhi\r\nms foo 2 Cx\r\nhi\r\nmg foo Nx\r\nmg foo Rx\r\nmg foo Tx\r\nmg foo Fx\r\nmg foo Cx\r\nma foo Jx\r\nma foo Dx\r\nmg foo T\r\nmg foo Fx Tx\r\nmg foo Tx Fx\r\nmg foo Tx Q\r\nmg foo Nx Jx\r\nmg foo Jx\r\nmg foo Dx\r\n",
         r"ms foo x\r\nms foo -1\r\nhi\r\nms foo 2 S\r\nhi\r\nms foo 2\r\nhiXX\r\nmg foo v\r\nmd foo C-1\r\nmg foo C-1\r\nmg foo T4294967297 t\r\nms foo 2 F4294967296\r\nhi\r\nmg foo f v\r\n",
         r"mg foo v q Z\r\nms q 2 q Z\r\nhi\r\nmd q q Z\r\nma q q Z\r\nmx foo\r\n",

@@ -6,14 +6,16 @@
 //! handed to [`super::meta`].
 
 use super::{
-    parse_i64, parse_u32, parse_u64, put_stat_value, put_u64, tokens, Command, Ctx, ErrorKind,
-    Keys, Limits, Parsed, Request, Response, StoreMode, MAX_KEY_LEN,
+    put_stat_value, put_u64, strtol32, strtoul32, strtoull, tokens, Command, Ctx, ErrorKind, Keys,
+    Limits, Parsed, Request, Response, StoreMode, MAX_DATA_LEN, MAX_KEY_LEN,
 };
 
 /// A line with no newline within this many bytes is not a command (memcached
 /// closes the connection), unless it is a multi-get.
 pub const MAX_LINE: usize = 2048;
-/// Upper bound on a multi-get line (memcached's is unbounded; ours bounds memory).
+/// Upper bound on a multi-get line (memcached's is unbounded; ours bounds
+/// memory). A line whose newline lies beyond this closes the connection,
+/// whether the newline arrived in the same read or not.
 pub const MAX_GET_LINE: usize = 1 << 20;
 
 /// Outcome for a line that is too long to be a command: close the connection.
@@ -23,9 +25,12 @@ pub enum LineError {
 }
 
 /// Find the end of the first line. `Err` when no newline is in sight and the
-/// buffer is too long for one (memcached closes such connections).
+/// buffer is too long for one (memcached closes such connections), or when
+/// the newline lies beyond [`MAX_GET_LINE`]: the outcome for a line must not
+/// depend on how TCP cut it into reads.
 pub fn find_line(buf: &[u8]) -> Result<Option<usize>, LineError> {
     match memchr::memchr(b'\n', buf) {
+        Some(i) if i > MAX_GET_LINE => Err(LineError::TooLong),
         Some(i) => Ok(Some(i)),
         None => {
             if buf.len() > MAX_LINE {
@@ -92,7 +97,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             match t.n {
                 1 | 2 => {
                     let noreply = t.v[t.n - 1] == b"noreply";
-                    match parse_u32(t.v[0]) {
+                    // strtoul: any 64-bit number, kept to 32 bits.
+                    match strtoul32(t.v[0]) {
                         Some(level) => done(Command::Verbosity { level }, consumed, noreply),
                         None => done(Command::Error(ErrorKind::BadFormat), consumed, noreply),
                     }
@@ -111,8 +117,38 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         b"mg" | b"ms" | b"md" | b"ma" | b"me" => {
             super::meta::parse(cmd, rest, buf, consumed, limits)
         }
+        // An HTTP request line: close without a word, as memcached does
+        // (its defence against cross-protocol requests from browsers).
+        _ if is_http_request(cmd, line) => done(Command::Close(None), consumed, false),
         _ => done(Command::Error(ErrorKind::UnknownCommand), consumed, false),
     }
+}
+
+/// memcached 1.6.18's rule (proto_text.c, the last branch of
+/// `process_command_ascii`): a line whose command it does not know, whose
+/// command is at least 2 bytes and does not start with a letter that has its
+/// own dispatch branch (`g s a c i d t`, or `m` for 2-byte meta verbs), and
+/// whose last token -- of at most 23, as its tokenizer keeps -- starts with
+/// `HTTP/`, closes the connection. Any line, not only the first.
+fn is_http_request(cmd: &[u8], line: &[u8]) -> bool {
+    if cmd.len() < 2 || b"gsacidt".contains(&cmd[0]) || (cmd[0] == b'm' && cmd.len() == 2) {
+        return false;
+    }
+    // Commands memcached serves that we answer `ERROR`: not HTTP.
+    if matches!(
+        cmd,
+        b"bget"
+            | b"lru_crawler"
+            | b"watch"
+            | b"lru"
+            | b"extstore"
+            | b"refresh_certs"
+            | b"misbehave"
+    ) {
+        return false;
+    }
+    let last = tokens(line).take(23).last().unwrap_or(b"");
+    last.starts_with(b"HTTP/")
 }
 
 /// Up to three tokens and a count (4 = more than three).
@@ -157,10 +193,11 @@ fn retrieval(rest: &[u8], with_cas: bool, gat: bool, consumed: usize) -> Parsed<
         let Some(exp) = t.next() else {
             return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
         };
-        let Some(exp) = parse_i64(exp).filter(|e| i32::try_from(*e).is_ok()) else {
+        // strtol, kept to 32 bits: `gat 4294967296 k` means exptime 0.
+        let Some(exp) = strtol32(exp) else {
             return done(Command::Error(ErrorKind::InvalidExptime), consumed, false);
         };
-        touch = Some(exp);
+        touch = Some(exp as i64);
         rest = t.rest;
     }
     let mut any = false;
@@ -201,34 +238,46 @@ fn storage<'a>(
         n += 1;
     }
     let want = if mode == StoreMode::Cas { 5 } else { 4 };
+    // The data length as memcached reads it (strtol, kept to 32 bits). When
+    // it is one memcached would accept, the data block that follows is data
+    // whatever else is wrong with the line: it is swallowed, never parsed as
+    // commands (memcached parses it as commands after most line errors).
+    let data_len = if n > 3 {
+        strtol32(v[3])
+            .filter(|l| (0..=MAX_DATA_LEN).contains(l))
+            .map(|l| l as usize)
+    } else {
+        None
+    };
     if n != want && n != want + 1 {
-        return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
+        // memcached: ERROR, whatever the last token says.
+        return refuse(ErrorKind::UnknownCommand, data_len, consumed, false);
     }
     let noreply = n == want + 1 && v[want] == b"noreply";
-    let err = |e| done(Command::Error(e), consumed, noreply);
     let key = v[0];
     if key.len() > MAX_KEY_LEN {
-        return err(ErrorKind::BadFormat);
+        return refuse(ErrorKind::BadFormat, data_len, consumed, noreply);
     }
-    // memcached reads flags with strtoul and keeps the low 32 bits.
-    let flags = parse_u64(v[1]).map(|f| f as u32);
-    let exptime = parse_i64(v[2]).filter(|e| i32::try_from(*e).is_ok());
-    let len = parse_i64(v[3]).filter(|e| i32::try_from(*e).is_ok());
-    let (Some(flags), Some(exptime), Some(len)) = (flags, exptime, len) else {
-        return err(ErrorKind::BadFormat);
+    // memcached: flags by strtoul and exptime by strtol, both kept to 32
+    // bits (`2147483648` is exptime -2147483648: stored, already expired).
+    let (Some(flags), Some(exptime), Some(_)) = (strtoul32(v[1]), strtol32(v[2]), strtol32(v[3]))
+    else {
+        return refuse(ErrorKind::BadFormat, data_len, consumed, noreply);
     };
+    let exptime = exptime as i64;
     let cas = if mode == StoreMode::Cas {
-        match parse_u64(v[4]) {
+        match strtoull(v[4]) {
             Some(c) => c,
-            None => return err(ErrorKind::BadFormat),
+            None => return refuse(ErrorKind::BadFormat, data_len, consumed, noreply),
         }
     } else {
         0
     };
-    if len < 0 {
-        return err(ErrorKind::BadFormat);
-    }
-    let len = len as usize;
+    // A negative length or one over INT_MAX - 2: memcached answers a format
+    // error and reads no data block (it stays in sync), and so do we.
+    let Some(len) = data_len else {
+        return done(Command::Error(ErrorKind::BadFormat), consumed, noreply);
+    };
     if super::item_too_large(key.len(), len, limits.max_item_size) {
         // memcached swallows the data block (+CRLF) so the stream stays in sync.
         return Parsed::Done(
@@ -282,6 +331,33 @@ fn storage<'a>(
     )
 }
 
+/// A storage line refused with `error`: the announced data block, if its
+/// length could be read, is swallowed (`len` + CRLF) after the reply.
+fn refuse(
+    error: ErrorKind,
+    data_len: Option<usize>,
+    consumed: usize,
+    noreply: bool,
+) -> Parsed<'static> {
+    match data_len {
+        Some(len) => Parsed::Done(
+            Request {
+                cmd: Command::Swallow {
+                    error,
+                    skip: len + 2,
+                    unlink: None,
+                },
+                ctx: Ctx {
+                    noreply,
+                    ..Ctx::default()
+                },
+            },
+            consumed,
+        ),
+        None => done(Command::Error(error), consumed, noreply),
+    }
+}
+
 fn delete(rest: &[u8], consumed: usize) -> Parsed<'_> {
     let t = collect3(rest);
     if t.n == 0 || t.n > 3 {
@@ -311,7 +387,7 @@ fn arith(incr: bool, rest: &[u8], consumed: usize) -> Parsed<'_> {
     if key.len() > MAX_KEY_LEN {
         return done(Command::Error(ErrorKind::BadFormat), consumed, noreply);
     }
-    let Some(delta) = parse_u64(t.v[1]) else {
+    let Some(delta) = strtoull(t.v[1]) else {
         return done(Command::Error(ErrorKind::InvalidDelta), consumed, noreply);
     };
     done(
@@ -337,10 +413,17 @@ fn touch(rest: &[u8], consumed: usize) -> Parsed<'_> {
     if key.len() > MAX_KEY_LEN {
         return done(Command::Error(ErrorKind::BadFormat), consumed, noreply);
     }
-    let Some(exptime) = parse_i64(t.v[1]).filter(|e| i32::try_from(*e).is_ok()) else {
+    let Some(exptime) = strtol32(t.v[1]) else {
         return done(Command::Error(ErrorKind::InvalidExptime), consumed, noreply);
     };
-    done(Command::Touch { key, exptime }, consumed, noreply)
+    done(
+        Command::Touch {
+            key,
+            exptime: exptime as i64,
+        },
+        consumed,
+        noreply,
+    )
 }
 
 fn flush_all(rest: &[u8], consumed: usize) -> Parsed<'_> {
@@ -351,8 +434,8 @@ fn flush_all(rest: &[u8], consumed: usize) -> Parsed<'_> {
     let noreply = t.n > 0 && t.v[t.n - 1] == b"noreply";
     let args = t.n - noreply as usize;
     let delay = if args >= 1 {
-        match parse_i64(t.v[0]).filter(|e| i32::try_from(*e).is_ok()) {
-            Some(d) => d,
+        match strtol32(t.v[0]) {
+            Some(d) => d as i64,
             None => return done(Command::Error(ErrorKind::InvalidExptime), consumed, noreply),
         }
     } else {
@@ -522,8 +605,17 @@ mod tests {
             cmd(b"set k 0 0\r\n").0.cmd,
             Command::Error(ErrorKind::UnknownCommand)
         ));
+        // a bad field with a readable length: the block is swallowed
         assert!(matches!(
             cmd(b"set k x 0 1\r\n").0.cmd,
+            Command::Swallow {
+                error: ErrorKind::BadFormat,
+                skip: 3,
+                unlink: None
+            }
+        ));
+        assert!(matches!(
+            cmd(b"set k 0 0 -1\r\n").0.cmd,
             Command::Error(ErrorKind::BadFormat)
         ));
         assert!(matches!(
@@ -568,6 +660,86 @@ mod tests {
         let mut get = b"get ".to_vec();
         get.extend(std::iter::repeat_n(b'k', 3000));
         assert!(matches!(parse(&get, &L), Parsed::Incomplete { .. }));
+    }
+
+    #[test]
+    fn get_line_bound_is_the_same_for_any_split() {
+        // newline at index MAX_GET_LINE: accepted, whole or cut before it
+        let mut line = b"get ".to_vec();
+        line.resize(MAX_GET_LINE, b'k');
+        line.push(b'\n');
+        assert!(matches!(find_line(&line), Ok(Some(_))));
+        assert!(matches!(find_line(&line[..MAX_GET_LINE]), Ok(None)));
+        // one byte further: refused, whole or cut
+        line.insert(5, b'k');
+        assert_eq!(find_line(&line), Err(LineError::TooLong));
+        assert_eq!(
+            find_line(&line[..MAX_GET_LINE + 1]),
+            Err(LineError::TooLong)
+        );
+    }
+
+    #[test]
+    fn http_request_line_closes() {
+        for l in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"POST /x HTTP/1.0\r\n",
+            b"HTTP/1.1\r\n",
+            b"mzz HTTP/\r\n",
+        ] {
+            assert!(matches!(cmd(l).0.cmd, Command::Close(None)), "{l:?}");
+        }
+        for l in [
+            &b"X HTTP/1.1\r\n"[..],
+            b"gx / HTTP/1.1\r\n",
+            b"mz HTTP/1.1\r\n",
+            b"GET / HTTP/1.1 x\r\n",
+            b"GET / http/1.1\r\n",
+            b"watch HTTP/1.1\r\n",
+        ] {
+            assert!(
+                matches!(cmd(l).0.cmd, Command::Error(ErrorKind::UnknownCommand)),
+                "{l:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn storage_fields_like_memcached() {
+        // accepted after wrapping to 32 bits
+        match cmd(b"set k 4294967297 2147483648 4294967297\r\nx\r\n")
+            .0
+            .cmd
+        {
+            Command::Store {
+                flags,
+                exptime,
+                data,
+                ..
+            } => assert_eq!((flags, exptime, data), (1, -2147483648, &b"x"[..])),
+            c => panic!("{c:?}"),
+        }
+        // refused fields with a readable length: swallowed
+        for l in [
+            &b"set k 0 x 3\r\n"[..],
+            b"set k 0 0 3 noreply extra\r\n",
+            b"cas k 0 0 3 x\r\n",
+            b"cas k 0 0 3\r\n",
+        ] {
+            assert!(
+                matches!(cmd(l).0.cmd, Command::Swallow { skip: 5, .. }),
+                "{l:?}"
+            );
+        }
+        // lengths memcached refuses: no swallow
+        for l in [
+            &b"set k 0 0 2147483646\r\n"[..],
+            b"set k 0 0 2147483648\r\n",
+            b"set k x 0 -1\r\n",
+            b"set k 0 0 3x\r\n",
+        ] {
+            assert!(matches!(cmd(l).0.cmd, Command::Error(_)), "{l:?}");
+        }
     }
 
     #[test]

@@ -388,15 +388,9 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         op::VERBOSITY => Command::Verbosity {
             level: be32(extras),
         },
-        op::STAT => {
-            // `detail on` and the like travel in the key.
-            let sp = k.iter().position(|&b| b == b' ').unwrap_or(k.len());
-            let arg = if sp < k.len() { &k[sp + 1..] } else { &k[sp..] };
-            Command::Stats {
-                group: &k[..sp],
-                arg,
-            }
-        }
+        // The whole key is the group (`detail on` included): memcached
+        // matches binary stat groups by prefix, see `stats_cmd`.
+        op::STAT => Command::Stats { group: k, arg: b"" },
         op::SASL_LIST_MECHS => Command::SaslListMechs,
         op::SASL_AUTH => Command::SaslAuth {
             mech: k,
@@ -827,7 +821,9 @@ mod tests {
             Command::Verbosity { level: 1 }
         ));
         match done(&pkt(op::STAT, b"", b"detail on", b"", 0)).0.cmd {
-            Command::Stats { group, arg } => assert_eq!((group, arg), (&b"detail"[..], &b"on"[..])),
+            Command::Stats { group, arg } => {
+                assert_eq!((group, arg), (&b"detail on"[..], &b""[..]))
+            }
             c => panic!("{c:?}"),
         }
         match done(&pkt(op::STAT, b"", b"", b"", 0)).0.cmd {

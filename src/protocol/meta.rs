@@ -13,7 +13,8 @@
 //! buffer ([`MetaCommand::key`]), and replies are appended to the output.
 
 use super::{
-    put_i64, put_u64, tokens, Command, ErrorKind, Limits, Parsed, Request, Tokens, MAX_KEY_LEN,
+    put_i64, put_u64, strtol32, strtoul32, strtoull, tokens, Command, ErrorKind, Limits, Parsed,
+    Request, Tokens, MAX_DATA_LEN, MAX_KEY_LEN,
 };
 
 /// memcached counts the command, key and a terminal token; more than this
@@ -199,8 +200,32 @@ pub fn parse<'a>(
             _ => error(ErrorKind::UnknownCommand, consumed),
         };
     };
+    // ms: the data length, when memcached would accept it. Whatever else is
+    // wrong with the line, that data block is then swallowed, never parsed
+    // as commands (memcached parses it after a too-long key or too many
+    // flags).
+    let ms_len = match verb {
+        Verb::Set => toks
+            .clone()
+            .next()
+            .and_then(strtol32)
+            .filter(|n| (0..=MAX_DATA_LEN).contains(n))
+            .map(|n| n as usize),
+        _ => None,
+    };
+    let refuse = |e: &'static str| match ms_len {
+        Some(n) => Parsed::Done(
+            Request::new(Command::Swallow {
+                error: ErrorKind::Client(e),
+                skip: n + 2,
+                unlink: None,
+            }),
+            consumed,
+        ),
+        None => client(e, consumed),
+    };
     if key.len() > MAX_KEY_LEN {
-        return client(E_FORMAT, consumed);
+        return refuse(E_FORMAT);
     }
     let mut opts = MetaOpts::default();
     if verb == Verb::Debug {
@@ -220,10 +245,10 @@ pub fn parse<'a>(
             return client(E_FORMAT, consumed);
         };
         if count + 2 > MAX_TOKENS {
-            return client(E_TOO_LONG, consumed);
+            return refuse(E_TOO_LONG);
         }
         match strtol32(len_tok) {
-            Some(n) if (0..=i32::MAX - 2).contains(&n) => data_len = n as usize,
+            Some(n) if (0..=MAX_DATA_LEN).contains(&n) => data_len = n as usize,
             _ => return client(E_FORMAT, consumed),
         }
     } else if count + 2 > MAX_TOKENS {
@@ -415,70 +440,6 @@ fn preparse(
 }
 
 // ---------------------------------------------------------------------------
-// Numbers, as memcached's safe_strto* read them (C strto* semantics).
-
-fn is_c_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-}
-
-/// C `strtoull`/`strtol` core: leading white space, optional sign, decimal
-/// digits, then white space or the end. Returns (negative, magnitude).
-/// None when there are no digits, the magnitude overflows u64, or junk follows.
-fn c_number(s: &[u8]) -> Option<(bool, u64)> {
-    let mut i = s.iter().take_while(|&&b| is_c_space(b)).count();
-    let mut neg = false;
-    if i < s.len() && (s[i] == b'+' || s[i] == b'-') {
-        neg = s[i] == b'-';
-        i += 1;
-    }
-    let start = i;
-    let mut v: u64 = 0;
-    while i < s.len() && s[i].is_ascii_digit() {
-        v = v.checked_mul(10)?.checked_add((s[i] - b'0') as u64)?;
-        i += 1;
-    }
-    if i == start {
-        return None;
-    }
-    if i < s.len() && !is_c_space(s[i]) {
-        return None;
-    }
-    Some((neg, v))
-}
-
-/// memcached's `safe_strtoull`: a negative number is refused unless it
-/// wraps to a value that is non-negative as a signed 64-bit number.
-pub fn strtoull(s: &[u8]) -> Option<u64> {
-    let (neg, v) = c_number(s)?;
-    let v = if neg { v.wrapping_neg() } else { v };
-    if (v as i64) < 0 && s.contains(&b'-') {
-        return None;
-    }
-    Some(v)
-}
-
-/// memcached's `safe_strtoul` on a 64-bit host: strtoull rules, then the
-/// result is truncated to 32 bits.
-pub fn strtoul32(s: &[u8]) -> Option<u32> {
-    strtoull(s).map(|v| v as u32)
-}
-
-/// memcached's `safe_strtol` on a 64-bit host: a signed 64-bit number,
-/// truncated to 32 bits.
-pub fn strtol32(s: &[u8]) -> Option<i32> {
-    let (neg, v) = c_number(s)?;
-    let v: i64 = if neg {
-        if v > i64::MAX as u64 + 1 {
-            return None;
-        }
-        (v as i64).wrapping_neg()
-    } else {
-        i64::try_from(v).ok()?
-    };
-    Some(v as i32)
-}
-
-// ---------------------------------------------------------------------------
 // Base64 (RFC 4648 alphabet with padding), as memcached's codec behaves.
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -641,8 +602,10 @@ pub fn is_hidden(m: &MetaCommand<'_>, code: Code) -> bool {
 
 /// Append the reply to `m` (nothing when `q` hides it). Return flags come
 /// in request order, then mg's `Z`, `X`, `W`, as memcached writes them.
+/// memcached 1.6.18's `ma` hides under `q` only the reply to an update of an
+/// existing item: an item created by `N` is answered (`HD` / `VA`).
 pub fn encode(m: &MetaCommand<'_>, r: &Reply<'_>, out: &mut Vec<u8>) {
-    if is_hidden(m, r.code) {
+    if is_hidden(m, r.code) && !(m.verb == Verb::Arith && r.created) {
         return;
     }
     out.extend_from_slice(match r.code {
@@ -943,9 +906,25 @@ mod tests {
             err(format!("ma foo {f17} Q\r\n").as_bytes()),
             "CLIENT_ERROR options flags too long"
         );
+        // ms: the announced block is swallowed after every line error whose
+        // length could be read (memcached would run `hi` as a command).
         assert_eq!(
             err(b"ms foo 2 c f s t k h l u q P L O1 T5 N5 R5 I Q\r\nhi\r\n"),
-            "CLIENT_ERROR options flags too long"
+            "CLIENT_ERROR options flags too long +swallow 4"
+        );
+        let long_ms = format!("ms {} 2\r\nhi\r\n", "k".repeat(251));
+        assert_eq!(
+            err(long_ms.as_bytes()),
+            "CLIENT_ERROR bad command line format +swallow 4"
+        );
+        let long_ms = format!("ms {} -2\r\nhi\r\n", "k".repeat(251));
+        assert_eq!(
+            err(long_ms.as_bytes()),
+            "CLIENT_ERROR bad command line format"
+        );
+        assert_eq!(
+            err(b"ms foo 2147483646\r\n"),
+            "CLIENT_ERROR bad command line format"
         );
         assert_eq!(
             err(b"ms foo 2 c f s t k h l u q P L O1 T5 N5 R5 Q\r\nhi\r\n"),
@@ -1274,7 +1253,23 @@ mod tests {
             "VA 2 t-1 c29\r\n10\r\n"
         );
         assert_eq!(enc(b"ma cnt N0 T100 t\r\n", &va), "VA 2 t100\r\n10\r\n");
-        assert_eq!(enc(b"ma cnt v q\r\n", &va), "");
+        // q hides an update of an existing item, not a creation (1.6.18)
+        assert_eq!(enc(b"ma cnt v q N0\r\n", &va), "VA 2\r\n10\r\n");
+        let updated = Reply {
+            created: false,
+            ..va
+        };
+        assert_eq!(enc(b"ma cnt v q\r\n", &updated), "");
+        assert_eq!(
+            enc(
+                b"ma cnt q\r\n",
+                &Reply {
+                    code: Code::Hd,
+                    ..updated
+                }
+            ),
+            ""
+        );
         assert_eq!(
             enc(
                 b"ma cnt q c t O1 k\r\n",

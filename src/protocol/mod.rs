@@ -26,6 +26,23 @@ pub fn item_too_large(key_len: usize, value_len: usize, max_item_size: usize) ->
     ITEM_OVERHEAD + key_len + value_len > max_item_size
 }
 
+/// How far past `-I` an announced data block (a text value, a binary body)
+/// is still read and thrown away so the connection stays in sync. A block
+/// announced larger than `-I` plus this is refused with the same error and
+/// the connection is closed instead: no length a client announces can keep
+/// a connection busy swallowing gigabytes (memcached swallows up to 2 GiB in
+/// text, and misreads binary bodies of 2 GiB or more as negative lengths).
+pub const SWALLOW_SLACK: usize = 16 << 20;
+
+/// Is a data block of `skip` bytes (CRLF included) small enough to swallow?
+#[inline]
+pub fn may_swallow(skip: usize, max_item_size: usize) -> bool {
+    skip <= max_item_size.saturating_add(SWALLOW_SLACK)
+}
+
+/// memcached's largest text data length: `vlen + 2` must fit an `int`.
+pub const MAX_DATA_LEN: i32 = i32::MAX - 2;
+
 /// Which framing a connection speaks. Decided from its first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -420,27 +437,67 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-/// Parse a signed decimal number (optional leading '-').
-pub fn parse_i64(s: &[u8]) -> Option<i64> {
-    match s.first() {
-        Some(b'-') => {
-            let v = parse_u64(&s[1..])?;
-            if v > i64::MAX as u64 + 1 {
-                None
-            } else {
-                Some((v as i64).wrapping_neg())
-            }
-        }
-        _ => {
-            let v = parse_u64(s)?;
-            i64::try_from(v).ok()
-        }
-    }
+// Numbers, as memcached's safe_strto* read them (C strto* semantics).
+
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
-/// Parse a 32-bit unsigned number.
-pub fn parse_u32(s: &[u8]) -> Option<u32> {
-    parse_u64(s).and_then(|v| u32::try_from(v).ok())
+/// C `strtoull`/`strtol` core: leading white space, optional sign, decimal
+/// digits, then white space or the end. Returns (negative, magnitude).
+/// None when there are no digits, the magnitude overflows u64, or junk follows.
+fn c_number(s: &[u8]) -> Option<(bool, u64)> {
+    let mut i = s.iter().take_while(|&&b| is_c_space(b)).count();
+    let mut neg = false;
+    if i < s.len() && (s[i] == b'+' || s[i] == b'-') {
+        neg = s[i] == b'-';
+        i += 1;
+    }
+    let start = i;
+    let mut v: u64 = 0;
+    while i < s.len() && s[i].is_ascii_digit() {
+        v = v.checked_mul(10)?.checked_add((s[i] - b'0') as u64)?;
+        i += 1;
+    }
+    if i == start {
+        return None;
+    }
+    if i < s.len() && !is_c_space(s[i]) {
+        return None;
+    }
+    Some((neg, v))
+}
+
+/// memcached's `safe_strtoull`: a negative number is refused unless it
+/// wraps to a value that is non-negative as a signed 64-bit number.
+pub fn strtoull(s: &[u8]) -> Option<u64> {
+    let (neg, v) = c_number(s)?;
+    let v = if neg { v.wrapping_neg() } else { v };
+    if (v as i64) < 0 && s.contains(&b'-') {
+        return None;
+    }
+    Some(v)
+}
+
+/// memcached's `safe_strtoul` on a 64-bit host: strtoull rules, then the
+/// result is truncated to 32 bits.
+pub fn strtoul32(s: &[u8]) -> Option<u32> {
+    strtoull(s).map(|v| v as u32)
+}
+
+/// memcached's `safe_strtol` on a 64-bit host: a signed 64-bit number,
+/// truncated to 32 bits.
+pub fn strtol32(s: &[u8]) -> Option<i32> {
+    let (neg, v) = c_number(s)?;
+    let v: i64 = if neg {
+        if v > i64::MAX as u64 + 1 {
+            return None;
+        }
+        (v as i64).wrapping_neg()
+    } else {
+        i64::try_from(v).ok()?
+    };
+    Some(v as i32)
 }
 
 #[cfg(test)]
@@ -460,9 +517,6 @@ mod tests {
         assert_eq!(parse_u64(b"18446744073709551616"), None);
         assert_eq!(parse_u64(b"1a"), None);
         assert_eq!(parse_u64(b""), None);
-        assert_eq!(parse_i64(b"-1"), Some(-1));
-        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-        assert_eq!(parse_u32(b"4294967296"), None);
     }
 
     #[test]

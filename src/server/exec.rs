@@ -286,6 +286,12 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
                 shard.delete(h, key, 0, time::now());
             }
             emit(ctx, Response::Error(error), out);
+            // Swallow a block of a size a client may plausibly have sent;
+            // past that, close instead of reading gigabytes (the block is
+            // never parsed as commands either way).
+            if !crate::protocol::may_swallow(skip, env.shared.config.max_item_size) {
+                return Next::Close;
+            }
             return Next::Skip(skip);
         }
     }

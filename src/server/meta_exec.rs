@@ -131,7 +131,11 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
         shard.delete(h, key, 0, now);
         drop(shard);
         error(ErrorKind::TooLarge, out);
-        return Next::Skip(o.data_len + 2);
+        let skip = o.data_len + 2;
+        if !crate::protocol::may_swallow(skip, env.shared.config.max_item_size) {
+            return Next::Close;
+        }
+        return Next::Skip(skip);
     }
     bump(&st.cmd_set, 1);
     let mode = match o.mode {

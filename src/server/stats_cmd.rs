@@ -1,6 +1,7 @@
 //! `stats` and its groups, with memcached's field names and order. One
 //! source for both text and binary (the encoder turns each line into a
-//! `STAT name value` line or a binary stat packet).
+//! `STAT name value` line or a binary stat packet). Binary keys are
+//! matched as memcached's binary handler matches them (see [`binary`]).
 
 use super::exec::{emit, stat, Env};
 use crate::protocol::{Ctx, ErrorKind, Response, StatValue as V};
@@ -9,6 +10,9 @@ use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
 
 pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    if ctx.binary {
+        return binary(group, env, ctx, out);
+    }
     match group {
         b"" => general(env, ctx, out),
         b"settings" => settings(env, ctx, out),
@@ -18,17 +22,13 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
                 Some(b"dump") => b"END\r\n",
                 _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
             };
-            if !ctx.binary {
-                out.extend_from_slice(reply);
-            }
+            out.extend_from_slice(reply);
             return;
         }
         b"reset" => {
             env.shared.stats.reset();
             env.shared.store.reset_stats();
-            if ctx.binary {
-                emit(ctx, Response::StatsEnd, out);
-            } else if !ctx.noreply {
+            if !ctx.noreply {
                 out.extend_from_slice(b"RESET\r\n");
             }
             return;
@@ -39,14 +39,44 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
         b"sizes" => stat(ctx, "sizes_status", V::Str("disabled"), out),
         b"conns" => {}
         _ => {
-            // memcached: text `ERROR`, binary "Not found".
-            let r = if ctx.binary {
-                Response::NotFound
-            } else {
-                Response::Error(ErrorKind::UnknownCommand)
-            };
-            emit(ctx, r, out);
+            emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
             return;
+        }
+    }
+    emit(ctx, Response::StatsEnd, out);
+}
+
+/// Binary Stat, as memcached 1.6.18's `process_bin_stat` reads its key:
+/// `reset`, `settings` and `detail` match as prefixes (`resetx` resets);
+/// `detail` must go on with ` dump` (one `detailed` packet), ` on` or ` off`
+/// (only the terminator), anything else is Not found; the other groups match
+/// exactly (`items`, `slabs`, `sizes`), the rest is Not found. Every key gets
+/// a reply.
+fn binary(key: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    if key.is_empty() {
+        general(env, ctx, out);
+    } else if key.starts_with(b"reset") {
+        env.shared.stats.reset();
+        env.shared.store.reset_stats();
+    } else if key.starts_with(b"settings") {
+        settings(env, ctx, out);
+    } else if let Some(sub) = key.strip_prefix(b"detail") {
+        if sub.starts_with(b" dump") {
+            // Per-prefix stats are not kept: the dump is empty.
+            stat(ctx, "detailed", V::Str("END\r\n"), out);
+        } else if !(sub.starts_with(b" on") || sub.starts_with(b" off")) {
+            emit(ctx, Response::NotFound, out);
+            return;
+        }
+    } else {
+        match key {
+            b"items" => items(env, ctx, out),
+            b"slabs" => slabs(env, ctx, out),
+            b"sizes" => stat(ctx, "sizes_status", V::Str("disabled"), out),
+            _ => {
+                emit(ctx, Response::NotFound, out);
+                return;
+            }
         }
     }
     emit(ctx, Response::StatsEnd, out);

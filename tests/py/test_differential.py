@@ -23,6 +23,11 @@ import pytest
 
 from conftest import ServerProc, server_kind
 
+# The data block of a storage line refused for a bad field: memcached runs it
+# as a command, corecached swallows it (docs/COMPATIBILITY.md). A block that is
+# a silent command gives the same bytes on both, so these scripts still compare
+# the error replies byte for byte. 19 bytes.
+SILENT = "verbosity 0 noreply"
 K250 = "k" * 250
 K251 = "k" * 251
 MIB = 1024 * 1024
@@ -53,7 +58,7 @@ SCRIPTS = [
                         st("a", "_end", 7, cmd="append"), st("a", "start_", 8, cmd="prepend"), "get a\r\n"]),
     ("cas_outcomes", [st("nokey", "x", cmd="cas", extra=" 1"), st("a", "v"), "gets a\r\n",
                       st("a", "w", cmd="cas", extra=" 999999"), "get a\r\n"]),
-    ("cas_missing_unique", ["cas a 0 0 1\r\nx\r\n", "cas a 0 0 1 abc\r\nx\r\n"]),
+    ("cas_missing_unique", [f"cas a 0 0 19\r\n{SILENT}\r\n", f"cas a 0 0 19 abc\r\n{SILENT}\r\n"]),
     ("delete_forms", ["delete a\r\n", st("a", "1"), "delete a 0\r\n", st("a", "1"), "delete a 5\r\n",
                       "delete a x\r\n", "delete a noreply extra\r\n", "delete a 0 noreply extra\r\n",
                       "delete\r\n", "get a\r\n", "delete a\r\n"]),
@@ -96,14 +101,15 @@ SCRIPTS = [
     # same read (a bug corecached need not copy).
     ("key_251_others", [f"incr {K251} 1\r\n", 0.05, f"delete {K251}\r\n", 0.05, f"touch {K251} 1\r\n", 0.05,
                         f"gat 1 {K251}\r\n"]),
-    ("key_251_set_no_swallow", [st(K251, "x"), st(K251, "x", cmd="add"), f"set {K251} 0 0 9\r\nversion\r\n"]),
+    ("key_251_set", [st(K251, SILENT), st(K251, SILENT, cmd="add"), f"set {K251} 0 0 -1\r\n", "get k\r\n"]),
     ("control_chars_in_key", [st("a\x01b", "1"), "get a\x01b\r\n", st("t\tab", "2"), "get t\tab\r\nget t\r\n",
                               st("d\x7fe", "3"), "get d\x7fe\r\n"]),
     ("nul_in_key", ["set n\x00x 0 0 1\r\nx\r\n", "get n\x00x\r\n"]),
-    ("flags_range", [st("f", "x", 4294967295), "get f\r\n", "set f -1 0 1\r\nx\r\n", "set f abc 0 1\r\nx\r\n",
-                     "set f 18446744073709551616 0 1\r\nx\r\n", "get f\r\n"]),
-    ("bad_length", ["set k 0 0 -1\r\n", "set k 0 0 abc\r\n", "set k 0 abc 1\r\nx\r\n", "get k\r\n"]),
-    ("too_many_tokens", ["set k 0 0 1 noreply extra\r\nx\r\n", "set k 0 0 1 bogus\r\nx\r\n", "get k\r\n"]),
+    ("flags_range", [st("f", "x", 4294967295), "get f\r\n", f"set f -1 0 19\r\n{SILENT}\r\n",
+                     f"set f abc 0 19\r\n{SILENT}\r\n", f"set f 18446744073709551616 0 19\r\n{SILENT}\r\n",
+                     "get f\r\n"]),
+    ("bad_length", ["set k 0 0 -1\r\n", "set k 0 0 abc\r\n", f"set k 0 abc 19\r\n{SILENT}\r\n", "get k\r\n"]),
+    ("too_many_tokens", [f"set k 0 0 19 noreply extra\r\n{SILENT}\r\n", "set k 0 0 1 bogus\r\nx\r\n", "get k\r\n"]),
     ("bad_data_chunk", [st("k", "v1"), "set k 0 0 3\r\nabcXY\r\n", "set k 0 0 3\r\nabcd\r\n",
                         "set k 0 0 3\r\nabc\rX", "set k 0 0 3\r\nab\r\nX", "set k 0 0 1\nx\n", "get k\r\n"]),
     ("too_large", [st("big", "old"), b"set big 0 0 %d\r\n" % (MIB + 1) + b"x" * (MIB + 1) + b"\r\n",

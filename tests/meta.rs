@@ -270,12 +270,21 @@ fn flags_ttl_cas_and_modes() {
     let mut a = Conn::new(&s);
     assert!(a.call("ms f 3 F99 T100 c\r\nabc\r\n").starts_with("HD c"));
     let r = a.call("mg f f t s v h l u\r\n");
-    assert_eq!(r, "VA 3 f99 t100 s3 h0 l0\r\nabc\r\n");
+    // The TTL counts down with the server's 1 s clock: a second boundary (or
+    // a loaded machine) between the set and the get shows t99 or t98.
+    let ttl_ok = ["t100", "t99", "t98"]
+        .iter()
+        .any(|t| r == format!("VA 3 f99 {t} s3 h0 l0\r\nabc\r\n"));
+    assert!(ttl_ok, "{r:?}");
     // u did not mark it fetched
     assert_eq!(a.call("mg f h\r\nmg f h\r\n"), "HD h0\r\nHD h1\r\n");
     // T touches (t shows the new TTL after T), C skips the value when the CAS matches
     let c = cas_of(&a.call("mg f c\r\n"));
-    assert_eq!(a.call(&format!("mg f v C{c} t T5\r\n")), "HD t100\r\n");
+    let r = a.call(&format!("mg f v C{c} t T5\r\n"));
+    assert!(
+        ["HD t100\r\n", "HD t99\r\n", "HD t98\r\n"].contains(&r.as_str()),
+        "{r:?}"
+    );
     assert_eq!(a.call("mg f T7 t\r\n"), "HD t7\r\n");
     assert_eq!(a.call("mg f v C999999\r\n"), "VA 3\r\nabc\r\n");
     // E: explicit CAS on store; C compares it

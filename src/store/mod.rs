@@ -16,7 +16,7 @@ mod wheel;
 
 pub use engine::Reassign;
 pub use shard::{ClassInfo, Shard};
-pub use slab::{ClassStats, HDR as ITEM_HEADER_BYTES};
+pub use slab::{page_size_for, Budget, ClassStats, HDR as ITEM_HEADER_BYTES};
 
 use crate::protocol::StoreMode;
 use parking_lot::{Mutex, MutexGuard};
@@ -55,6 +55,41 @@ impl Default for StoreConfig {
             chunk_size: 48,
             growth_factor: 1.25,
             shards: 1,
+        }
+    }
+}
+
+/// A shard gets at least this much of `-m`: fewer shards than event loops
+/// when `-m` is small (any loop may lock any shard). With 64 KiB pages a
+/// 16 MiB share is 256 pages for the ~60 size classes a mixed-size workload
+/// keeps busy; at 8 MiB (128 pages) the part-filled last page of each class
+/// already costs hit ratio (docs/ARCHITECTURE.md, storage).
+pub const MIN_SHARD_MEM: usize = 16 << 20;
+
+/// Shards for `-m mem_limit` and `loops` event loops: one per loop, but no
+/// share under `MIN_SHARD_MEM`.
+pub fn shards_for(mem_limit: usize, loops: usize) -> usize {
+    loops.clamp(1, (mem_limit / MIN_SHARD_MEM).max(1))
+}
+
+impl StoreConfig {
+    /// The store the server builds for `-m mem_limit` and `loops` event
+    /// loops (`shards_for` picks the shard count).
+    pub fn for_server(
+        mem_limit: usize,
+        loops: usize,
+        max_item_size: usize,
+        no_evict: bool,
+        chunk_size: usize,
+        growth_factor: f64,
+    ) -> StoreConfig {
+        StoreConfig {
+            mem_limit,
+            max_item_size,
+            no_evict,
+            chunk_size,
+            growth_factor,
+            shards: shards_for(mem_limit, loops),
         }
     }
 }
@@ -219,6 +254,12 @@ pub struct ShardStats {
     pub slab_reassign_rescues: u64,
     /// Items evicted from a page being reassigned (no free chunk to move to).
     pub slab_reassign_evictions_nomem: u64,
+    /// Pages claimed from the shared budget while at or above the shard's
+    /// fair share of `-m` (memory other shards were not using).
+    pub pages_borrowed: u64,
+    /// Pages given back to the shared pool because another shard, below its
+    /// share, was evicting.
+    pub pages_returned: u64,
 }
 
 /// All shards.
@@ -226,20 +267,28 @@ pub struct Store {
     shards: Box<[Mutex<Shard>]>,
     hasher: ahash::RandomState,
     config: StoreConfig,
+    budget: std::sync::Arc<Budget>,
 }
 
 impl Store {
     pub fn new(config: StoreConfig) -> Store {
         let n = config.shards.max(1);
+        let budget = std::sync::Arc::new(Budget::new(config.mem_limit, n));
         let shards = (0..n)
-            .map(|i| Mutex::new(Shard::new(i, n, &config)))
+            .map(|i| Mutex::new(Shard::with_budget(i, budget.clone(), &config)))
             .collect::<Vec<_>>()
             .into_boxed_slice();
         Store {
             shards,
             hasher: ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]),
             config,
+            budget,
         }
+    }
+
+    /// The memory budget the shards share.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -299,6 +348,8 @@ impl Store {
             t.slabs_moved += s.slabs_moved;
             t.slab_reassign_rescues += s.slab_reassign_rescues;
             t.slab_reassign_evictions_nomem += s.slab_reassign_evictions_nomem;
+            t.pages_borrowed += s.pages_borrowed;
+            t.pages_returned += s.pages_returned;
         }
         t
     }

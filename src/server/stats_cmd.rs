@@ -342,7 +342,22 @@ fn slabs(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     let budget = store.budget();
     stat(ctx, "shards", V::U64(store.shard_count() as u64), out);
     stat(ctx, "slab_page_size", V::U64(budget.page_size as u64), out);
-    stat(ctx, "shard_pages_borrowed", V::U64(totals.pages_borrowed), out);
-    stat(ctx, "shard_pages_returned", V::U64(totals.pages_returned), out);
-    stat(ctx, "shard_pages_pooled", V::U64(budget.pooled_pages() as u64), out);
+    stat(
+        ctx,
+        "shard_pages_borrowed",
+        V::U64(totals.pages_borrowed),
+        out,
+    );
+    stat(
+        ctx,
+        "shard_pages_returned",
+        V::U64(totals.pages_returned),
+        out,
+    );
+    stat(
+        ctx,
+        "shard_pages_pooled",
+        V::U64(budget.pooled_pages() as u64),
+        out,
+    );
 }

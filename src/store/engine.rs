@@ -597,7 +597,7 @@ impl Engine {
         let mut best: Option<(usize, u64)> = None;
         for d in 0..large {
             let cl = &self.a.classes[d];
-            if Some(d) == r || cl.pages.len() < 2 {
+            if Some(d) == r || cl.pages.len() < 2 || cl.recv_window == self.window_start {
                 continue;
             }
             let (free, _) = self.a.free_chunks(d);
@@ -611,6 +611,7 @@ impl Engine {
                     let cl = &self.a.classes[d];
                     Some(d) != r
                         && cl.pages.len() >= 2
+                        && cl.recv_window != self.window_start
                         && (cl.idle_windows >= IDLE_WINDOWS || density(cl) * 2.0 < dr)
                 })
                 .min_by(|&x, &y| {
@@ -710,6 +711,7 @@ impl Engine {
             let per = self.a.classes[r].per_page as u64;
             let cl = &mut self.a.classes[r];
             cl.last_evictions = cl.last_evictions.saturating_sub(per);
+            cl.recv_window = self.window_start;
             self.start_move(p, Dest::Class(r));
         }
     }

@@ -61,10 +61,10 @@ impl Default for StoreConfig {
 
 /// A shard gets at least this much of `-m`: fewer shards than event loops
 /// when `-m` is small (any loop may lock any shard). With 64 KiB pages a
-/// 16 MiB share is 256 pages for the ~60 size classes a mixed-size workload
-/// keeps busy; at 8 MiB (128 pages) the part-filled last page of each class
-/// already costs hit ratio (docs/ARCHITECTURE.md, storage).
-pub const MIN_SHARD_MEM: usize = 16 << 20;
+/// 32 MiB share is 512 pages for the ~60 size classes a mixed-size workload
+/// keeps busy; at 8–16 MiB (128–256 pages) the part-filled last page of each
+/// class already costs hit ratio (docs/ARCHITECTURE.md, storage).
+pub const MIN_SHARD_MEM: usize = 32 << 20;
 
 /// Shards for `-m mem_limit` and `loops` event loops: one per loop, but no
 /// share under `MIN_SHARD_MEM`.

@@ -166,6 +166,9 @@ pub struct Class {
     pub last_hits: u64,
     /// Windows in a row without evictions.
     pub idle_windows: u32,
+    /// The window (its start time) in which the class last received a page:
+    /// its fresh free chunks do not make it a donor in that window.
+    pub recv_window: u32,
 }
 
 /// One page (or one large item's memory).
@@ -387,6 +390,7 @@ impl Arena {
             win_hits: 0,
             last_hits: 0,
             idle_windows: 0,
+            recv_window: u32::MAX,
         };
         let mut classes: Vec<Class> = sizes
             .iter()

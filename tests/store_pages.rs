@@ -131,7 +131,7 @@ fn pages_flow_between_shards_under_concurrent_load() {
                 }
                 drop(s);
                 ops += 1;
-                if ops % 200 == 0 {
+                if ops.is_multiple_of(200) {
                     // This thread's loop drives its own shard's background work.
                     store.lock_shard(t).tick(n);
                     check_budget(&store, slack);
@@ -227,7 +227,7 @@ fn pages_move_between_classes_under_concurrent_load() {
                                 }
                             }
                             drop(s);
-                            if t == 0 && k % 64 == 0 {
+                            if t == 0 && k.is_multiple_of(64) {
                                 store.lock_shard(0).tick(now);
                             }
                         }

@@ -95,9 +95,11 @@ pub struct Engine {
     pub automove: u8,
     window_start: u32,
     moves_in_window: u32,
-    /// Below its share of the budget and evicting in the last window (as
-    /// counted in `Budget::hungry`).
+    /// Below its share of the budget and evicting (or failing to allocate)
+    /// in the last window (as counted in `Budget::hungry`).
     hungry: bool,
+    /// An allocation failed in this window for want of memory.
+    starved: bool,
 }
 
 impl Engine {
@@ -124,6 +126,7 @@ impl Engine {
             window_start: 0,
             moves_in_window: 0,
             hungry: false,
+            starved: false,
         }
     }
 
@@ -328,6 +331,7 @@ impl Engine {
                     continue;
                 }
             }
+            self.starved |= !self.no_evict;
             self.a.classes[c].st.outofmemory += 1;
             return None;
         }
@@ -350,6 +354,9 @@ impl Engine {
             }
             guard += 1;
             if self.no_evict || guard > 1_000_000 || self.a.claimed == 0 {
+                // Nothing of ours to free (the other shards hold the budget):
+                // ask them for memory.
+                self.starved |= !self.no_evict;
                 self.a.classes[large].st.outofmemory += 1;
                 return None;
             }
@@ -639,7 +646,9 @@ impl Engine {
                     0
                 };
             }
-            let hungry = evicted > 0 && self.a.claimed + self.a.page_size <= self.a.limit;
+            let hungry =
+                (evicted > 0 || self.starved) && self.a.claimed + self.a.page_size <= self.a.limit;
+            self.starved = false;
             self.a.budget.set_hungry(self.hungry, hungry);
             self.hungry = hungry;
         }

@@ -421,6 +421,55 @@ pub fn needs_existing(mode: StoreMode) -> bool {
 mod tests {
     use super::*;
 
+    /// A shard holding nothing cannot evict its way to memory: when the
+    /// other shard holds the whole budget, its failed allocation makes it
+    /// hungry and the other shard gives pages back from its own ticker.
+    #[test]
+    fn a_shard_with_nothing_gets_memory_back_from_the_other() {
+        let store = Store::new(StoreConfig {
+            mem_limit: 4 << 20,
+            shards: 2,
+            ..Default::default()
+        });
+        let keys_of = |shard: usize, n: usize| -> Vec<String> {
+            (0..)
+                .map(|i| format!("k{i}"))
+                .filter(|k| store.shard_of(store.hash(k.as_bytes())) == shard)
+                .take(n)
+                .collect()
+        };
+        let v = vec![b'v'; 1000];
+        for k in keys_of(0, 20_000) {
+            let (mut s, h) = store.lock(k.as_bytes());
+            s.store(h, k.as_bytes(), StoreMode::Set, 0, 0, &v, 0, 10);
+        }
+        assert!(store.budget().claimed() + store.budget().page_size > 4 << 20);
+        assert_eq!(store.lock_shard(1).stats().mem_claimed, 0);
+        // A large item (over half a 64 KiB page) for shard 1: no memory.
+        let big = vec![b'B'; 100_000];
+        let k1 = keys_of(1, 1).pop().unwrap();
+        let put = |now| {
+            let (mut s, h) = store.lock(k1.as_bytes());
+            s.store(h, k1.as_bytes(), StoreMode::Set, 0, 0, &big, 0, now)
+        };
+        assert_eq!(put(10), StoreResult::OutOfMemory);
+        let mut now = 10;
+        let mut stored = false;
+        for _ in 0..10 {
+            now += 1;
+            store.lock_shard(1).tick(now);
+            while store.lock_shard(0).tick(now) {}
+            if matches!(put(now), StoreResult::Stored { .. }) {
+                stored = true;
+                break;
+            }
+        }
+        assert!(stored, "shard 1 never got memory");
+        assert!(store.stats().pages_returned > 0);
+        let (mut s, h) = store.lock(k1.as_bytes());
+        assert_eq!(s.get(h, k1.as_bytes(), now, None).unwrap().value, &big[..]);
+    }
+
     #[test]
     fn routing_is_stable_and_spread() {
         let cfg = StoreConfig {

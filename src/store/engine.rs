@@ -681,14 +681,15 @@ impl Engine {
             // Another shard, below its share, is evicting while this one
             // holds more than its share: give a page back to the pool.
             self.moves_in_window += 1;
-            self.stats.pages_returned += 1;
             if self.release_free_page() {
+                self.stats.pages_returned += 1;
                 return;
             }
             if let Some(p) = self
                 .donor(None, f64::INFINITY)
                 .and_then(|d| self.a.victim_page(d, NONE))
             {
+                self.stats.pages_returned += 1;
                 self.start_move(p, Dest::Release);
             }
             return;

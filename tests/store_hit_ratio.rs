@@ -10,7 +10,8 @@
 //! memcached 1.6.18 reaches 0.743 on this stream at every `-t` (issue 15,
 //! and `scripts/hit-ratio`); the store must not fall below 0.74 at any loop
 //! count. Before the shared page budget and small pages it reached 0.715 /
-//! 0.234 / 0.112 over the network (0.70 / 0.26 / 0.12 here).
+//! 0.234 / 0.112 over the network (0.727 / 0.178 / 0.065 here at 1 / 2 / 8
+//! loops).
 
 #[path = "../bench/loadgen/keys.rs"]
 #[allow(dead_code)]

@@ -66,6 +66,10 @@ pub struct Args {
     /// Value size in bytes: fixed `N` or uniform range `MIN-MAX`.
     #[arg(long, default_value = "100")]
     pub value_size: String,
+    /// With a MIN-MAX --value-size: each key always gets the same size (a hash of its
+    /// index, uniform over the range) instead of a fresh random size per set.
+    #[arg(long)]
+    pub value_per_key: bool,
     /// set:get ratio, e.g. 1:10, 1:1, 0:1 (gets only), 1:0 (sets only).
     #[arg(long, default_value = "1:10")]
     pub ratio: String,
@@ -145,6 +149,7 @@ pub struct Config {
     pub key_pad: usize,
     pub vmin: usize,
     pub vmax: usize,
+    pub value_per_key: bool,
     pub set_r: u32,
     pub get_r: u32,
     pub multiget: usize,
@@ -225,6 +230,7 @@ impl Config {
             key_pad: a.key_pad,
             vmin,
             vmax,
+            value_per_key: a.value_per_key,
             set_r,
             get_r,
             multiget: a.multiget,

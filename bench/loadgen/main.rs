@@ -419,6 +419,7 @@ impl Report<'_> {
             .set("multiget", c.multiget)
             .set("populate", c.populate)
             .set("set_on_miss", c.set_on_miss)
+            .set("value_per_key", c.value_per_key)
             .set("duration_s", c.duration)
             .set("requests", c.requests)
             .set("warmup_s", c.warmup)

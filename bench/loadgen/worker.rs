@@ -220,13 +220,25 @@ impl Ctx<'_> {
         }
     }
 
-    fn vsize(&mut self) -> usize {
+    /// The size of the next value set under key `k`.
+    fn vsize(&mut self, k: u64) -> usize {
         if self.cfg.vmin == self.cfg.vmax {
             self.cfg.vmin
+        } else if self.cfg.value_per_key {
+            let span = (self.cfg.vmax - self.cfg.vmin + 1) as u64;
+            self.cfg.vmin + (mix64(k) % span) as usize
         } else {
             self.cfg.vmin + self.rng.below((self.cfg.vmax - self.cfg.vmin + 1) as u64) as usize
         }
     }
+}
+
+/// splitmix64's finaliser: a key index to a well-spread 64-bit value.
+pub fn mix64(k: u64) -> u64 {
+    let mut x = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// The value bytes: every value is a prefix of this pattern, so hits can be checked.
@@ -1179,7 +1191,7 @@ fn bin_header(buf: &mut Vec<u8>, opcode: u8, keylen: usize, extlen: u8, body: us
 }
 
 fn enc_set(c: &mut Conn, x: &mut Ctx, k: u64, sent_ns: u64) {
-    let vlen = x.vsize();
+    let vlen = x.vsize(k);
     let (prefix, pad) = (&x.cfg.key_prefix, x.cfg.key_pad);
     let w = &mut c.wbuf;
     let opaque = c.opaque;

@@ -209,14 +209,25 @@ pub fn run(config: Config) -> i32 {
         driver,
         config.memory_limit >> 20
     );
-    let store = Store::new(StoreConfig {
-        mem_limit: config.memory_limit,
-        max_item_size: config.max_item_size,
-        no_evict: config.no_evict,
-        chunk_size: config.chunk_size,
-        growth_factor: config.growth_factor,
-        shards: threads,
-    });
+    let store = Store::new(StoreConfig::for_server(
+        config.memory_limit,
+        threads,
+        config.max_item_size,
+        config.no_evict,
+        config.chunk_size,
+        config.growth_factor,
+    ));
+    if store.shard_count() < threads {
+        eprintln!(
+            "note: -m {} MiB is shared by {} shard(s) for {} event loops (each shard needs {} MiB \
+             to keep its hit ratio; give -m {} or more for one shard per loop)",
+            config.memory_limit >> 20,
+            store.shard_count(),
+            threads,
+            crate::store::MIN_SHARD_MEM >> 20,
+            (crate::store::MIN_SHARD_MEM * threads) >> 20,
+        );
+    }
     let shared = Arc::new(Shared {
         store,
         stats: Stats::new(threads),
@@ -309,11 +320,16 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::Tcp
     // flush sweep, slab moves), one bounded slice (~100-200 µs under the
     // shard lock) per wake-up: every 100 ms when idle, every 1 ms while
     // work is waiting, so I/O runs between slices. Also watches shutdown.
+    // With fewer shards than loops (small -m), loop i drives shard i and
+    // the other loops only watch shutdown.
     let mut busy = false;
+    let owns_shard = id < shared.store.shard_count();
     while !shared.shutdown.load(Ordering::Relaxed) {
         let pause = if busy { 1 } else { 100 };
         monoio::time::sleep(Duration::from_millis(pause)).await;
-        busy = shared.store.lock_shard(id).tick(time::now());
+        if owns_shard {
+            busy = shared.store.lock_shard(id).tick(time::now());
+        }
     }
     let _ = canceller.cancel();
     for a in accepts {

@@ -364,7 +364,30 @@ fn slabs(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
             );
         }
     }
-    let total = env.shared.store.stats().mem_claimed;
+    let store = &env.shared.store;
+    let totals = store.stats();
     stat(ctx, "active_slabs", V::U64(active), out);
-    stat(ctx, "total_malloced", V::U64(total), out);
+    stat(ctx, "total_malloced", V::U64(totals.mem_claimed), out);
+    // corecached's own totals, after memcached's: how the shards share -m.
+    let budget = store.budget();
+    stat(ctx, "shards", V::U64(store.shard_count() as u64), out);
+    stat(ctx, "slab_page_size", V::U64(budget.page_size as u64), out);
+    stat(
+        ctx,
+        "shard_pages_borrowed",
+        V::U64(totals.pages_borrowed),
+        out,
+    );
+    stat(
+        ctx,
+        "shard_pages_returned",
+        V::U64(totals.pages_returned),
+        out,
+    );
+    stat(
+        ctx,
+        "shard_pages_pooled",
+        V::U64(budget.pooled_pages() as u64),
+        out,
+    );
 }

@@ -8,8 +8,8 @@
 use super::hlc::Hlc;
 use super::index::Index;
 use super::slab::{
-    large_bytes, ref_access, ref_count, with_ref_count, Arena, ClassStats, B_FETCHED, B_LINKED,
-    NONE,
+    large_bytes, ref_access, ref_count, with_ref_count, Arena, Budget, ClassStats, B_FETCHED,
+    B_LINKED, NONE,
 };
 use super::wheel::{Poll, Wheel};
 use super::{ShardStats, StoreConfig};
@@ -35,7 +35,9 @@ fn spend(budget: &mut usize, start: &std::time::Instant) {
         *budget = 0;
     }
 }
-/// Page moves the automover may start per one-second window.
+/// Bytes of pages the automover may start moving per one-second window
+/// (at least 8 pages).
+const MOVE_BYTES_PER_WINDOW: usize = 8 << 20;
 const MOVES_PER_WINDOW: u32 = 8;
 /// Windows without evictions before a class may give pages away.
 const IDLE_WINDOWS: u32 = 3;
@@ -93,13 +95,22 @@ pub struct Engine {
     pub automove: u8,
     window_start: u32,
     moves_in_window: u32,
+    /// Below its share of the budget and evicting (or failing to allocate)
+    /// in the last window (as counted in `Budget::hungry`).
+    hungry: bool,
+    /// An allocation failed in this window for want of memory.
+    starved: bool,
 }
 
 impl Engine {
-    pub fn new(id: usize, shards: usize, cfg: &StoreConfig, hasher: ahash::RandomState) -> Engine {
-        let limit = cfg.mem_limit / shards.max(1);
+    pub fn new(
+        id: usize,
+        budget: std::sync::Arc<Budget>,
+        cfg: &StoreConfig,
+        hasher: ahash::RandomState,
+    ) -> Engine {
         Engine {
-            a: Arena::new(limit, cfg.chunk_size, cfg.growth_factor),
+            a: Arena::shared(budget, cfg.chunk_size, cfg.growth_factor),
             ix: Index::new(4096, hasher),
             wheel: Wheel::new(0),
             hlc: Hlc::new(id, false),
@@ -114,6 +125,8 @@ impl Engine {
             automove: 1,
             window_start: 0,
             moves_in_window: 0,
+            hungry: false,
+            starved: false,
         }
     }
 
@@ -318,6 +331,7 @@ impl Engine {
                     continue;
                 }
             }
+            self.starved |= !self.no_evict;
             self.a.classes[c].st.outofmemory += 1;
             return None;
         }
@@ -334,9 +348,15 @@ impl Engine {
             return None;
         }
         let mut guard = 0usize;
-        while !self.a.fits(need) {
+        loop {
+            if let Some(h) = self.a.alloc_large(total) {
+                return Some(h);
+            }
             guard += 1;
-            if self.no_evict || guard > 1_000_000 {
+            if self.no_evict || guard > 1_000_000 || self.a.claimed == 0 {
+                // Nothing of ours to free (the other shards hold the budget):
+                // ask them for memory.
+                self.starved |= !self.no_evict;
                 self.a.classes[large].st.outofmemory += 1;
                 return None;
             }
@@ -350,21 +370,12 @@ impl Engine {
             let donor = (0..large)
                 .filter(|&c| !self.a.classes[c].pages.is_empty())
                 .max_by_key(|&c| self.a.classes[c].pages.len());
-            let Some(d) = donor else {
-                self.a.classes[large].st.outofmemory += 1;
-                return None;
-            };
-            let Some(p) = self.a.victim_page(d, protect) else {
+            let Some(p) = donor.and_then(|d| self.a.victim_page(d, protect)) else {
                 self.a.classes[large].st.outofmemory += 1;
                 return None;
             };
             self.drain_now(p, Dest::Release, now);
         }
-        let h = self.a.alloc_large(total);
-        if h.is_none() {
-            self.a.classes[large].st.outofmemory += 1;
-        }
-        h
     }
 
     /// Release one page holding no items, if there is one.
@@ -576,13 +587,56 @@ impl Engine {
         });
     }
 
-    /// Decide whether to start a page move (debt repayment or automove).
+    /// Page moves the automover may start per window: 8 MiB worth.
+    fn moves_max(&self) -> u32 {
+        MOVES_PER_WINDOW.max((MOVE_BYTES_PER_WINDOW / self.a.page_size) as u32)
+    }
+
+    /// A class to take a page from for class `r` (or for the shared pool
+    /// when `r` is `None`): one with a page's worth of free chunks (its items
+    /// can all be rescued), the most free first; else the class whose pages
+    /// earn the fewest hits, if that is under half of `dr` (hits per page of
+    /// the receiver) or it has not evicted for a while (memcached's automove
+    /// moves pages from idle classes). Classes keep their last page.
+    fn donor(&self, r: Option<usize>, dr: f64) -> Option<usize> {
+        let large = self.a.large;
+        let density = |cl: &super::slab::Class| cl.last_hits as f64 / cl.pages.len().max(1) as f64;
+        let mut best: Option<(usize, u64)> = None;
+        for d in 0..large {
+            let cl = &self.a.classes[d];
+            if Some(d) == r || cl.pages.len() < 2 || cl.recv_window == self.window_start {
+                continue;
+            }
+            let (free, _) = self.a.free_chunks(d);
+            if free >= cl.per_page as u64 && best.is_none_or(|(_, f)| free > f) {
+                best = Some((d, free));
+            }
+        }
+        best.map(|(d, _)| d).or_else(|| {
+            (0..large)
+                .filter(|&d| {
+                    let cl = &self.a.classes[d];
+                    Some(d) != r
+                        && cl.pages.len() >= 2
+                        && cl.recv_window != self.window_start
+                        && (cl.idle_windows >= IDLE_WINDOWS || density(cl) * 2.0 < dr)
+                })
+                .min_by(|&x, &y| {
+                    density(&self.a.classes[x]).total_cmp(&density(&self.a.classes[y]))
+                })
+        })
+    }
+
+    /// Decide whether to start a page move: debt repayment, a page back to
+    /// the shared pool for a hungry shard, or automove between classes.
     fn plan_move(&mut self, now: u32) {
         if now > self.window_start {
             self.window_start = now;
             self.moves_in_window = 0;
+            let mut evicted = 0;
             for cl in self.a.classes.iter_mut() {
                 cl.last_evictions = cl.win_evictions;
+                evicted += cl.win_evictions;
                 cl.win_evictions = 0;
                 cl.last_hits = cl.win_hits;
                 cl.win_hits = 0;
@@ -592,25 +646,55 @@ impl Engine {
                     0
                 };
             }
+            let hungry =
+                (evicted > 0 || self.starved) && self.a.claimed + self.a.page_size <= self.a.limit;
+            self.starved = false;
+            self.a.budget.set_hungry(self.hungry, hungry);
+            self.hungry = hungry;
         }
         if self.mover.is_some() {
             return;
         }
         let large = self.a.large;
-        if self.a.claimed > self.a.limit {
-            // Repay pages granted on credit.
-            if self.release_free_page() {
+        let budget = self.a.budget.clone();
+        if self.a.debt > 0 {
+            if budget.claimed() <= budget.limit {
+                self.a.debt = 0;
+            } else {
+                // Repay pages granted on credit.
+                if self.release_free_page() {
+                    return;
+                }
+                let donor = (0..large)
+                    .filter(|&c| self.a.victim_page(c, NONE).is_some())
+                    .max_by_key(|&c| self.a.classes[c].pages.len());
+                if let Some(p) = donor.and_then(|d| self.a.victim_page(d, NONE)) {
+                    self.start_move(p, Dest::Release);
+                }
                 return;
             }
-            let donor = (0..large)
-                .filter(|&c| self.a.victim_page(c, NONE).is_some())
-                .max_by_key(|&c| self.a.classes[c].pages.len());
-            if let Some(p) = donor.and_then(|d| self.a.victim_page(d, NONE)) {
+        }
+        if self.moves_in_window >= self.moves_max() {
+            return;
+        }
+        if !self.hungry && budget.hungry() > 0 && self.a.claimed > self.a.limit {
+            // Another shard, below its share, is evicting while this one
+            // holds more than its share: give a page back to the pool.
+            self.moves_in_window += 1;
+            if self.release_free_page() {
+                self.stats.pages_returned += 1;
+                return;
+            }
+            if let Some(p) = self
+                .donor(None, f64::INFINITY)
+                .and_then(|d| self.a.victim_page(d, NONE))
+            {
+                self.stats.pages_returned += 1;
                 self.start_move(p, Dest::Release);
             }
             return;
         }
-        if self.automove == 0 || self.no_evict || self.moves_in_window >= MOVES_PER_WINDOW {
+        if self.automove == 0 || self.no_evict {
             return;
         }
         // Hits per page in the last window: what a page earns in a class.
@@ -628,39 +712,16 @@ impl Engine {
             return;
         };
         let dr = density(&self.a.classes[r]);
-        // A donor with a page's worth of free chunks (its items can all be
-        // rescued), else the class whose pages earn the least, if that is
-        // under half what the receiver's earn or it has not evicted for a
-        // while (memcached's automove moves pages from idle classes).
-        let mut best: Option<(usize, u64)> = None;
-        for d in 0..large {
-            let cl = &self.a.classes[d];
-            if d == r || cl.pages.len() < 2 {
-                continue;
-            }
-            let (free, _) = self.a.free_chunks(d);
-            if free >= cl.per_page as u64 && best.is_none_or(|(_, f)| free > f) {
-                best = Some((d, free));
-            }
-        }
-        let donor = best.map(|(d, _)| d).or_else(|| {
-            (0..large)
-                .filter(|&d| {
-                    let cl = &self.a.classes[d];
-                    d != r
-                        && cl.pages.len() >= 2
-                        && (cl.idle_windows >= IDLE_WINDOWS || density(cl) * 2.0 < dr)
-                })
-                .min_by(|&x, &y| {
-                    density(&self.a.classes[x]).total_cmp(&density(&self.a.classes[y]))
-                })
-        });
-        if let Some(p) = donor.and_then(|d| self.a.victim_page(d, NONE)) {
+        if let Some(p) = self
+            .donor(Some(r), dr)
+            .and_then(|d| self.a.victim_page(d, NONE))
+        {
             self.moves_in_window += 1;
             // A page's worth of the receiver's evictions is being served.
             let per = self.a.classes[r].per_page as u64;
             let cl = &mut self.a.classes[r];
             cl.last_evictions = cl.last_evictions.saturating_sub(per);
+            cl.recv_window = self.window_start;
             self.start_move(p, Dest::Class(r));
         }
     }
@@ -719,17 +780,36 @@ impl Engine {
                 None
             };
         }
-        // Rebalancing.
-        if budget > 0 {
-            self.plan_move(now);
-            if let Some(mut m) = self.mover.take() {
-                if !self.move_step(&mut m, budget.min(MOVE_SLICE), now) {
-                    self.mover = Some(m);
-                }
+        // Rebalancing: page moves, one after another while the slice lasts
+        // (small pages move in one step each).
+        let mut more_moves = false;
+        while budget > 0 {
+            if self.mover.is_none() {
+                self.plan_move(now);
             }
+            let Some(mut m) = self.mover.take() else {
+                break;
+            };
+            let step = budget.min(MOVE_SLICE);
+            let done = self.move_step(&mut m, step, now);
+            budget -= step.min(m.cursor as usize).max(1);
+            if !done {
+                self.mover = Some(m);
+                break;
+            }
+            if start.elapsed() > SLICE_TIME {
+                // There may be more to move: come back soon.
+                more_moves = true;
+                break;
+            }
+            more_moves = budget == 0;
         }
         self.refresh_stats();
-        self.wheel.busy(now) || self.ix.is_growing() || self.sweep.is_some() || self.mover.is_some()
+        self.wheel.busy(now)
+            || self.ix.is_growing()
+            || self.sweep.is_some()
+            || self.mover.is_some()
+            || more_moves
     }
 
     /// A get hit on item `h` (per-class counters and rebalancing input).
@@ -744,6 +824,7 @@ impl Engine {
     /// Refresh the memory figures in the counters.
     pub fn refresh_stats(&mut self) {
         self.stats.mem_claimed = self.a.claimed as u64;
+        self.stats.pages_borrowed = self.a.borrowed;
         self.stats.index_bytes = self.ix.bytes() as u64;
         self.stats.wheel_bytes = (self.wheel.bytes() + self.a.meta_bytes()) as u64;
         self.stats.hash_power_level = self.ix.buckets().trailing_zeros() as u64;

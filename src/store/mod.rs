@@ -16,7 +16,7 @@ mod wheel;
 
 pub use engine::Reassign;
 pub use shard::{ClassInfo, Shard};
-pub use slab::{ClassStats, HDR as ITEM_HEADER_BYTES};
+pub use slab::{page_size_for, Budget, ClassStats, HDR as ITEM_HEADER_BYTES};
 
 use crate::protocol::StoreMode;
 use parking_lot::{Mutex, MutexGuard};
@@ -55,6 +55,41 @@ impl Default for StoreConfig {
             chunk_size: 48,
             growth_factor: 1.25,
             shards: 1,
+        }
+    }
+}
+
+/// A shard gets at least this much of `-m`: fewer shards than event loops
+/// when `-m` is small (any loop may lock any shard). With 64 KiB pages a
+/// 32 MiB share is 512 pages for the ~60 size classes a mixed-size workload
+/// keeps busy; at 8–16 MiB (128–256 pages) the part-filled last page of each
+/// class already costs hit ratio (docs/ARCHITECTURE.md, storage).
+pub const MIN_SHARD_MEM: usize = 32 << 20;
+
+/// Shards for `-m mem_limit` and `loops` event loops: one per loop, but no
+/// share under `MIN_SHARD_MEM`.
+pub fn shards_for(mem_limit: usize, loops: usize) -> usize {
+    loops.clamp(1, (mem_limit / MIN_SHARD_MEM).max(1))
+}
+
+impl StoreConfig {
+    /// The store the server builds for `-m mem_limit` and `loops` event
+    /// loops (`shards_for` picks the shard count).
+    pub fn for_server(
+        mem_limit: usize,
+        loops: usize,
+        max_item_size: usize,
+        no_evict: bool,
+        chunk_size: usize,
+        growth_factor: f64,
+    ) -> StoreConfig {
+        StoreConfig {
+            mem_limit,
+            max_item_size,
+            no_evict,
+            chunk_size,
+            growth_factor,
+            shards: shards_for(mem_limit, loops),
         }
     }
 }
@@ -219,6 +254,12 @@ pub struct ShardStats {
     pub slab_reassign_rescues: u64,
     /// Items evicted from a page being reassigned (no free chunk to move to).
     pub slab_reassign_evictions_nomem: u64,
+    /// Pages claimed from the shared budget while at or above the shard's
+    /// fair share of `-m` (memory other shards were not using).
+    pub pages_borrowed: u64,
+    /// Pages given back to the shared pool because another shard, below its
+    /// share, was evicting.
+    pub pages_returned: u64,
 }
 
 /// All shards.
@@ -226,20 +267,28 @@ pub struct Store {
     shards: Box<[Mutex<Shard>]>,
     hasher: ahash::RandomState,
     config: StoreConfig,
+    budget: std::sync::Arc<Budget>,
 }
 
 impl Store {
     pub fn new(config: StoreConfig) -> Store {
         let n = config.shards.max(1);
+        let budget = std::sync::Arc::new(Budget::new(config.mem_limit, n));
         let shards = (0..n)
-            .map(|i| Mutex::new(Shard::new(i, n, &config)))
+            .map(|i| Mutex::new(Shard::with_budget(i, budget.clone(), &config)))
             .collect::<Vec<_>>()
             .into_boxed_slice();
         Store {
             shards,
             hasher: ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]),
             config,
+            budget,
         }
+    }
+
+    /// The memory budget the shards share.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -299,6 +348,8 @@ impl Store {
             t.slabs_moved += s.slabs_moved;
             t.slab_reassign_rescues += s.slab_reassign_rescues;
             t.slab_reassign_evictions_nomem += s.slab_reassign_evictions_nomem;
+            t.pages_borrowed += s.pages_borrowed;
+            t.pages_returned += s.pages_returned;
         }
         t
     }
@@ -369,6 +420,55 @@ pub fn needs_existing(mode: StoreMode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shard holding nothing cannot evict its way to memory: when the
+    /// other shard holds the whole budget, its failed allocation makes it
+    /// hungry and the other shard gives pages back from its own ticker.
+    #[test]
+    fn a_shard_with_nothing_gets_memory_back_from_the_other() {
+        let store = Store::new(StoreConfig {
+            mem_limit: 4 << 20,
+            shards: 2,
+            ..Default::default()
+        });
+        let keys_of = |shard: usize, n: usize| -> Vec<String> {
+            (0..)
+                .map(|i| format!("k{i}"))
+                .filter(|k| store.shard_of(store.hash(k.as_bytes())) == shard)
+                .take(n)
+                .collect()
+        };
+        let v = vec![b'v'; 1000];
+        for k in keys_of(0, 20_000) {
+            let (mut s, h) = store.lock(k.as_bytes());
+            s.store(h, k.as_bytes(), StoreMode::Set, 0, 0, &v, 0, 10);
+        }
+        assert!(store.budget().claimed() + store.budget().page_size > 4 << 20);
+        assert_eq!(store.lock_shard(1).stats().mem_claimed, 0);
+        // A large item (over half a 64 KiB page) for shard 1: no memory.
+        let big = vec![b'B'; 100_000];
+        let k1 = keys_of(1, 1).pop().unwrap();
+        let put = |now| {
+            let (mut s, h) = store.lock(k1.as_bytes());
+            s.store(h, k1.as_bytes(), StoreMode::Set, 0, 0, &big, 0, now)
+        };
+        assert_eq!(put(10), StoreResult::OutOfMemory);
+        let mut now = 10;
+        let mut stored = false;
+        for _ in 0..10 {
+            now += 1;
+            store.lock_shard(1).tick(now);
+            while store.lock_shard(0).tick(now) {}
+            if matches!(put(now), StoreResult::Stored { .. }) {
+                stored = true;
+                break;
+            }
+        }
+        assert!(stored, "shard 1 never got memory");
+        assert!(store.stats().pages_returned > 0);
+        let (mut s, h) = store.lock(k1.as_bytes());
+        assert_eq!(s.get(h, k1.as_bytes(), now, None).unwrap().value, &big[..]);
+    }
 
     #[test]
     fn routing_is_stable_and_spread() {

@@ -3,7 +3,7 @@
 //! hash index, CLOCK eviction, timing-wheel expiry, slab rebalancing).
 
 use super::engine::{Dead, Engine, Reassign};
-use super::slab::{item_size, ref_access, ClassStats, B_FETCHED, B_STALE, B_WIN, NONE};
+use super::slab::{item_size, ref_access, Budget, ClassStats, B_FETCHED, B_STALE, B_WIN, NONE};
 use super::{
     ArithResult, DeleteOpts, DeleteResult, ItemRef, MetaGet, MetaGetOutcome, ShardStats,
     StoreConfig, StoreOpts, StoreResult, SEEDS,
@@ -65,10 +65,18 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// Shard `id` of `shards`, with a budget of its own: its share of
+    /// `cfg.mem_limit` (tests and tools; the server's shards share one).
     pub fn new(id: usize, shards: usize, cfg: &StoreConfig) -> Shard {
+        let share = cfg.mem_limit / shards.max(1);
+        Self::with_budget(id, std::sync::Arc::new(Budget::new(share, 1)), cfg)
+    }
+
+    /// Shard `id` drawing pages from a budget shared with other shards.
+    pub fn with_budget(id: usize, budget: std::sync::Arc<Budget>, cfg: &StoreConfig) -> Shard {
         let hasher = ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]);
         Shard {
-            e: Engine::new(id, shards, cfg, hasher),
+            e: Engine::new(id, budget, cfg, hasher),
         }
     }
 
@@ -91,6 +99,9 @@ impl Shard {
         s.slabs_moved = 0;
         s.slab_reassign_rescues = 0;
         s.slab_reassign_evictions_nomem = 0;
+        s.pages_borrowed = 0;
+        s.pages_returned = 0;
+        self.e.a.borrowed = 0;
         for c in self.e.a.classes.iter_mut() {
             c.st = ClassStats {
                 items: c.st.items,

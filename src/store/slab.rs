@@ -1,10 +1,12 @@
 //! The slab arena: a shard's item memory.
 //!
-//! Memory is claimed lazily in pages (1 MiB unless the shard's share of `-m`
-//! is tiny) from the shard's budget. A page belongs to one size class and is
-//! cut into equal chunks; an item is bytes in one chunk. Items larger than
-//! half a page go to the *large* class: one item per page, the page sized to
-//! the item (rounded up to 4 KiB).
+//! Memory is claimed lazily in pages from one budget shared by all shards
+//! (`Budget`: the bytes of `-m` claimed so far, an atomic, and a pool of free
+//! pages behind a short lock). Pages are 64 KiB–1 MiB, sized so that a shard
+//! holds at least ~1024 of them (`page_size_for`). A page belongs to one size
+//! class and is cut into equal chunks; an item is bytes in one chunk. Items
+//! larger than half a page go to the *large* class: one item per page, the
+//! page sized to the item (rounded up to 4 KiB).
 //!
 //! Items are addressed by `u32` handles, `page << CHUNK_BITS | chunk`, and all
 //! access is safe slicing of the page's `Box<[u8]>`: no unsafe code, no
@@ -25,6 +27,9 @@
 //! then the key, then the value. So an item costs 28 bytes (32 with client
 //! flags) before its key and value; memcached's costs 56 + 3.
 
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 /// "No handle".
 pub const NONE: u32 = u32::MAX;
 /// Bits of a handle that number the chunk within its page.
@@ -32,8 +37,14 @@ pub const CHUNK_BITS: u32 = 15;
 const CHUNK_MASK: u32 = (1 << CHUNK_BITS) - 1;
 /// Largest page id (so that no handle equals `NONE`).
 const MAX_PAGES: usize = (1 << (32 - CHUNK_BITS)) - 1;
-/// The normal page size.
+/// The largest page size (shards with more than 1 GiB).
 pub const PAGE_SIZE: usize = 1 << 20;
+/// The smallest page size.
+pub const MIN_PAGE: usize = 64 << 10;
+/// A shard's share of `-m` is cut into at least this many pages (when pages
+/// of `MIN_PAGE` allow it), so that ~60 busy size classes strand at most a
+/// few percent of it in part-filled pages (docs/ARCHITECTURE.md, storage).
+pub const PAGES_PER_SHARD: usize = 1024;
 /// Large items are sized to this granularity.
 const LARGE_ALIGN: usize = 4096;
 
@@ -155,6 +166,9 @@ pub struct Class {
     pub last_hits: u64,
     /// Windows in a row without evictions.
     pub idle_windows: u32,
+    /// The window (its start time) in which the class last received a page:
+    /// its fresh free chunks do not make it a donor in that window.
+    pub recv_window: u32,
 }
 
 /// One page (or one large item's memory).
@@ -201,6 +215,107 @@ impl Page {
     }
 }
 
+/// The memory budget all shards share: `-m` bytes, claimed page by page.
+///
+/// Claiming and returning are one atomic operation on `claimed`; free
+/// page-sized memory waits in `pool` (a short lock: push or pop) so a page one
+/// shard returns is reused by another without going back to the allocator.
+/// `claimed + pooled` never exceeds `limit` (plus the first-page credit), so
+/// the resident set stays bounded by `-m`.
+pub struct Budget {
+    /// `-m`, bytes.
+    pub limit: usize,
+    /// Size of a slab page.
+    pub page_size: usize,
+    /// Number of shards sharing it (a shard's fair share is `limit / shards`).
+    pub shards: usize,
+    claimed: AtomicUsize,
+    pool: Mutex<Vec<Box<[u8]>>>,
+    /// Shards below their share that had to evict in their last window:
+    /// while any is, shards above their share give pages back and claim none.
+    hungry: AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(limit: usize, shards: usize) -> Budget {
+        let shards = shards.max(1);
+        Budget {
+            limit,
+            page_size: page_size_for(limit / shards),
+            shards,
+            claimed: AtomicUsize::new(0),
+            pool: Mutex::new(Vec::new()),
+            hungry: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes claimed by all shards.
+    #[inline]
+    pub fn claimed(&self) -> usize {
+        self.claimed.load(Relaxed)
+    }
+
+    /// Claim `bytes` if the total stays within `limit + over`.
+    #[inline]
+    pub fn take(&self, bytes: usize, over: usize) -> bool {
+        let cap = self.limit + over;
+        self.claimed
+            .fetch_update(Relaxed, Relaxed, |c| {
+                (c + bytes <= cap).then_some(c + bytes)
+            })
+            .is_ok()
+    }
+
+    /// Return claimed bytes.
+    #[inline]
+    pub fn give(&self, bytes: usize) {
+        self.claimed.fetch_sub(bytes, Relaxed);
+    }
+
+    /// Memory for a page just claimed: from the pool, else the allocator.
+    fn page_mem(&self) -> Box<[u8]> {
+        match self.pool.lock().pop() {
+            Some(m) => m,
+            None => vec![0u8; self.page_size].into_boxed_slice(),
+        }
+    }
+
+    /// Memory of a page just given back: kept in the pool while claimed
+    /// plus pooled memory stays within the limit, else freed.
+    fn recycle(&self, mem: Box<[u8]>) {
+        if mem.len() != self.page_size {
+            return;
+        }
+        let mut pool = self.pool.lock();
+        if self.claimed() + (pool.len() + 1) * self.page_size <= self.limit {
+            pool.push(mem);
+        }
+    }
+
+    /// Free pages waiting in the pool.
+    pub fn pooled_pages(&self) -> usize {
+        self.pool.lock().len()
+    }
+
+    /// Shards below their share that are evicting.
+    #[inline]
+    pub fn hungry(&self) -> usize {
+        self.hungry.load(Relaxed)
+    }
+
+    pub fn set_hungry(&self, was: bool, is: bool) {
+        match (was, is) {
+            (false, true) => {
+                self.hungry.fetch_add(1, Relaxed);
+            }
+            (true, false) => {
+                self.hungry.fetch_sub(1, Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The arena: pages, classes and the byte budget.
 pub struct Arena {
     pages: Vec<Page>,
@@ -209,19 +324,25 @@ pub struct Arena {
     /// Index of the large class (= number of slab classes).
     pub large: usize,
     pub page_size: usize,
-    /// Budget, bytes.
+    /// This shard's fair share of the shared budget, bytes.
     pub limit: usize,
-    /// Bytes claimed (slab pages and large items).
+    /// Bytes claimed by this shard (slab pages and large items).
     pub claimed: usize,
     /// Pages claimed beyond the budget may not exceed this many bytes.
     pub debt_max: usize,
+    /// Bytes this shard claimed on credit (beyond the shared limit), to repay.
+    pub debt: usize,
+    /// Pages claimed while at or above the fair share (memory other shards
+    /// did not use).
+    pub borrowed: u64,
+    pub budget: std::sync::Arc<Budget>,
 }
 
-/// Page size for a shard budget: 1 MiB, smaller only when the budget holds
-/// fewer than 8 pages (so tiny `-m` values still bound memory).
+/// Page size for a shard's share of `-m`: the largest power of two from
+/// 64 KiB to 1 MiB that still cuts the share into `PAGES_PER_SHARD` pages.
 pub fn page_size_for(limit: usize) -> usize {
     let mut p = PAGE_SIZE;
-    while p > 64 << 10 && p * 8 > limit {
+    while p > MIN_PAGE && p * PAGES_PER_SHARD > limit {
         p /= 2;
     }
     p
@@ -245,8 +366,16 @@ pub fn class_sizes(page_size: usize, min_data: usize, factor: f64) -> Vec<u32> {
 }
 
 impl Arena {
+    /// An arena with a budget of its own (`limit` bytes, one shard).
+    #[cfg(test)]
     pub fn new(limit: usize, min_data: usize, factor: f64) -> Arena {
-        let page_size = page_size_for(limit);
+        Self::shared(std::sync::Arc::new(Budget::new(limit, 1)), min_data, factor)
+    }
+
+    /// One shard's arena drawing on a shared budget.
+    pub fn shared(budget: std::sync::Arc<Budget>, min_data: usize, factor: f64) -> Arena {
+        let page_size = budget.page_size;
+        let limit = budget.limit / budget.shards;
         let sizes = class_sizes(page_size, min_data, factor);
         let mk = |size: u32, per_page: u32| Class {
             size,
@@ -261,6 +390,7 @@ impl Arena {
             win_hits: 0,
             last_hits: 0,
             idle_windows: 0,
+            recv_window: u32::MAX,
         };
         let mut classes: Vec<Class> = sizes
             .iter()
@@ -277,6 +407,9 @@ impl Arena {
             limit,
             claimed: 0,
             debt_max: 2 * page_size,
+            debt: 0,
+            borrowed: 0,
+            budget,
         }
     }
 
@@ -564,10 +697,20 @@ impl Arena {
         list.push(p as u32);
     }
 
-    /// Would claiming `bytes` more stay within the budget?
-    #[inline]
-    pub fn fits(&self, bytes: usize) -> bool {
-        self.claimed + bytes <= self.limit
+    /// Claim `bytes` from the shared budget (no credit). While another
+    /// shard below its share is evicting, a shard at or above its share
+    /// claims nothing: the memory it frees goes to the hungry shard.
+    pub fn take(&mut self, bytes: usize) -> bool {
+        if self.claimed >= self.limit && self.budget.hungry() > 0 {
+            return false;
+        }
+        if !self.budget.take(bytes, 0) {
+            return false;
+        }
+        if self.claimed >= self.limit {
+            self.borrowed += 1;
+        }
+        true
     }
 
     /// Claim a new page for class `c` if the budget allows it (or, for a
@@ -576,13 +719,17 @@ impl Arena {
     /// the background by releasing another page).
     pub fn try_claim(&mut self, c: usize) -> bool {
         let ps = self.page_size;
-        let ok = self.fits(ps)
-            || (self.classes[c].pages.is_empty()
-                && self.claimed + ps <= self.limit + self.debt_max);
-        if !ok || self.pages.len() >= MAX_PAGES && self.free_ids.is_empty() {
+        if self.pages.len() >= MAX_PAGES && self.free_ids.is_empty() {
             return false;
         }
-        let mem = vec![0u8; ps].into_boxed_slice();
+        if !self.take(ps) {
+            let first = self.classes[c].pages.is_empty();
+            if !(first && self.debt + ps <= self.debt_max && self.budget.take(ps, self.debt_max)) {
+                return false;
+            }
+            self.debt += ps;
+        }
+        let mem = self.budget.page_mem();
         self.install_page(c, mem);
         true
     }
@@ -651,13 +798,16 @@ impl Arena {
         self.pages[p].class_pos = NONE;
     }
 
-    /// Memory for one large item of `total` bytes (the caller checked the
-    /// budget). Returns its handle.
+    /// Memory for one large item of `total` bytes, if the budget has
+    /// `large_bytes(total)` left for this shard. Returns its handle.
     pub fn alloc_large(&mut self, total: usize) -> Option<u32> {
         if self.pages.len() >= MAX_PAGES && self.free_ids.is_empty() {
             return None;
         }
         let len = large_bytes(total);
+        if !self.take(len) {
+            return None;
+        }
         let mem = vec![0u8; len].into_boxed_slice();
         let p = self.install_page(self.large, mem);
         self.pages[p].carved = 1;
@@ -689,14 +839,18 @@ impl Arena {
     pub fn release_page(&mut self, p: usize) {
         self.unassign(p);
         let page = &mut self.pages[p];
-        self.claimed -= page.mem.len();
-        page.mem = Box::new([]);
+        let len = page.mem.len();
+        self.claimed -= len;
+        self.debt = self.debt.saturating_sub(len);
+        self.budget.give(len);
+        let mem = std::mem::take(&mut page.mem);
         page.carved = 0;
         page.used = 0;
         page.nfree = 0;
         page.free_head = NONE;
         page.draining = false;
         self.free_ids.push(p as u32);
+        self.budget.recycle(mem);
     }
 
     /// Start emptying page `p`: its free chunks are no longer handed out.
@@ -835,8 +989,9 @@ mod tests {
         assert_eq!(a.class_for(81), 1);
         let c = a.class_for(1000);
         assert!(a.classes[c].size >= 1000 && a.classes[c - 1].size < 1000);
-        assert_eq!(a.class_for(PAGE_SIZE / 2), a.large - 1);
-        assert_eq!(a.class_for(PAGE_SIZE / 2 + 1), a.large);
+        assert_eq!(a.page_size, MIN_PAGE, "64 MiB: 1024 pages of 64 KiB");
+        assert_eq!(a.class_for(a.page_size / 2), a.large - 1);
+        assert_eq!(a.class_for(a.page_size / 2 + 1), a.large);
     }
 
     #[test]
@@ -845,7 +1000,7 @@ mod tests {
         let c = a.class_for(100);
         assert!(a.alloc_fast(c).is_none());
         assert!(a.try_claim(c));
-        assert_eq!(a.claimed, PAGE_SIZE);
+        assert_eq!(a.claimed, a.page_size);
         let per = a.classes[c].per_page;
         let mut hs = Vec::new();
         for _ in 0..per {
@@ -869,7 +1024,9 @@ mod tests {
     #[test]
     fn budget_and_first_page_debt() {
         let mut a = arena(8 * PAGE_SIZE);
-        for _ in 0..8 {
+        let ps = a.page_size;
+        let n = 8 * PAGE_SIZE / ps;
+        for _ in 0..n {
             assert!(a.try_claim(0));
         }
         assert!(!a.try_claim(0), "budget reached");
@@ -878,7 +1035,13 @@ mod tests {
         assert!(a.try_claim(6));
         // ...up to the debt limit.
         assert!(!a.try_claim(7));
-        assert_eq!(a.claimed, 10 * PAGE_SIZE);
+        assert_eq!(a.claimed, (n + 2) * ps);
+        assert_eq!(a.budget.claimed(), (n + 2) * ps);
+        // Releasing a page repays the debt.
+        let p = Arena::page_of(a.alloc_fast(5).unwrap());
+        a.free(Arena::handle_at(p, 0));
+        a.release_page(p);
+        assert_eq!(a.debt, ps);
     }
 
     #[test]
@@ -955,9 +1118,12 @@ mod tests {
     }
 
     #[test]
-    fn small_budgets_use_small_pages() {
-        assert_eq!(page_size_for(64 << 20), PAGE_SIZE);
-        assert_eq!(page_size_for(100_000), 64 << 10);
-        assert_eq!(page_size_for(4 << 20), 512 << 10);
+    fn page_size_keeps_a_thousand_pages_per_shard() {
+        assert_eq!(page_size_for(1 << 30), PAGE_SIZE);
+        assert_eq!(page_size_for(8 << 30), PAGE_SIZE);
+        assert_eq!(page_size_for(256 << 20), 256 << 10);
+        assert_eq!(page_size_for(64 << 20), MIN_PAGE);
+        assert_eq!(page_size_for(4 << 20), MIN_PAGE);
+        assert_eq!(page_size_for(100_000), MIN_PAGE);
     }
 }

@@ -212,8 +212,7 @@ impl Config {
                     Ok(mb) => read_buf_mem_limit = mb.saturating_mul(1 << 20),
                     Err(_) => {
                         return Parsed::Exit(
-                            "corecached: could not parse argument to read_buf_mem_limit\n"
-                                .into(),
+                            "corecached: could not parse argument to read_buf_mem_limit\n".into(),
                             EX_USAGE,
                         )
                     }

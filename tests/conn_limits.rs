@@ -92,7 +92,11 @@ impl Expect {
             let n = match s.read(&mut buf) {
                 Ok(0) => panic!("EOF after {} of {} bytes", self.off, self.total()),
                 Ok(n) => n,
-                Err(e) => panic!("read error {e} after {} of {} bytes", self.off, self.total()),
+                Err(e) => panic!(
+                    "read error {e} after {} of {} bytes",
+                    self.off,
+                    self.total()
+                ),
             };
             self.feed(&buf[..n]);
         }
@@ -106,6 +110,22 @@ fn version_rtt(c: &mut Conn) -> Duration {
     let l = c.line();
     assert!(l.starts_with("VERSION "), "{l:?}");
     t.elapsed()
+}
+
+/// The other client is answered promptly: every `version` within 500 ms, and
+/// all but one in ten within 100 ms (the slack is for a loaded test machine:
+/// the server itself is idle or yielding when these are sent). main answered
+/// the first one only after building the whole reply (seconds), or died.
+#[track_caller]
+fn assert_prompt(samples: &[Duration], what: &str) {
+    let mut s = samples.to_vec();
+    s.sort();
+    let worst = *s.last().expect("samples");
+    let p = s[s.len() - 1 - s.len() / 10];
+    assert!(
+        worst < Duration::from_millis(500) && p < Duration::from_millis(100),
+        "version {what}: {samples:?}"
+    );
 }
 
 const KEYS: usize = 200_000;
@@ -154,11 +174,7 @@ fn huge_multiget_is_streamed_and_leaves_the_loop_responsive() {
         thread::sleep(Duration::from_millis(30));
     }
     srv.assert_alive();
-    let worst = *slow.iter().max().unwrap();
-    assert!(
-        worst < Duration::from_millis(100),
-        "version took {worst:?} while another client read a multi-get ({slow:?})"
-    );
+    assert_prompt(&slow, "while another client slowly read a multi-get");
     assert!(!want.done());
 
     // Now it reads as fast as it can; the other still gets answers.
@@ -178,8 +194,9 @@ fn huge_multiget_is_streamed_and_leaves_the_loop_responsive() {
     srv.assert_alive();
     let hwm = status_kb(pid, "VmHWM");
     eprintln!(
-        "idle RSS {base} KiB, peak RSS {hwm} KiB; version while reading slowly: worst {worst:?}; \
+        "idle RSS {base} KiB, peak RSS {hwm} KiB; version while reading slowly: worst {:?}; \
          at full speed: {} samples, worst {:?}",
+        slow.iter().max(),
         fast.len(),
         fast.iter().max()
     );
@@ -187,12 +204,8 @@ fn huge_multiget_is_streamed_and_leaves_the_loop_responsive() {
         hwm < base + 32 * 1024,
         "peak RSS {hwm} KiB vs {base} KiB before the 2 GB multi-get"
     );
-    fast.sort();
-    if let Some(p90) = fast.get(fast.len() * 9 / 10) {
-        assert!(
-            *p90 < Duration::from_millis(100),
-            "version at full-speed reading: p90 {p90:?}"
-        );
+    if !fast.is_empty() {
+        assert_prompt(&fast, "while another client read a multi-get at full speed");
     }
     // The connection is in sync after the reply.
     assert_eq!(a.get("k").map(|(_, v)| v.len()), Some(VLEN));
@@ -201,14 +214,14 @@ fn huge_multiget_is_streamed_and_leaves_the_loop_responsive() {
 }
 
 /// The same with the epoll driver, whose ready writes complete without
-/// yielding: the reply is read at full speed and the other client must
+/// yielding: a 1 GB reply is read at full speed and the other client must
 /// still be answered promptly.
 #[test]
 fn multiget_yields_on_the_epoll_driver() {
     if skip_unless_corecached("--io-driver") {
         return;
     }
-    const N: usize = 50_000;
+    const N: usize = 100_000;
     let srv = Server::corecached(&["-t", "1", "--io-driver", "epoll"]);
     let val = value(VLEN);
     let mut a = srv.conn();
@@ -237,11 +250,10 @@ fn multiget_yields_on_the_epoll_driver() {
         thread::sleep(Duration::from_millis(5));
     }
     assert!(reader.join().unwrap().done());
-    rtts.sort();
-    eprintln!("version during a 500 MB multi-get (epoll): {rtts:?}");
-    if let Some(p90) = rtts.get(rtts.len() * 9 / 10) {
-        assert!(*p90 < Duration::from_millis(100), "p90 {p90:?}");
-    }
+    eprintln!("version during a 1 GB multi-get (epoll): {rtts:?}");
+    // main answered the first of these after building the whole reply
+    // (~700 ms for 500 MB here).
+    assert_prompt(&rtts, "during a multi-get read at full speed (epoll)");
 }
 
 /// Meta pipelines and binary GetQ runs are many requests, each flushed as
@@ -275,13 +287,14 @@ fn pipelined_gets_are_bounded_too() {
     let mut want = Expect::new(block, N, b"MN\r\n");
     a.send(&req);
     let mut buf = vec![0u8; 64 * 1024];
+    let mut slow = Vec::new();
     for _ in 0..5 {
         let n = a.s.read(&mut buf).unwrap();
         want.feed(&buf[..n]);
-        let rtt = version_rtt(&mut b);
-        assert!(rtt < Duration::from_millis(100), "{rtt:?}");
+        slow.push(version_rtt(&mut b));
         thread::sleep(Duration::from_millis(20));
     }
+    assert_prompt(&slow, "during a meta pipeline");
     want.read_all(&mut a.s);
 
     // Binary: a new connection, GetQ x N then Noop.
@@ -302,17 +315,18 @@ fn pipelined_gets_are_bounded_too() {
     req.extend_from_slice(&noop);
     c.send(&req);
     let mut total = 0usize;
+    let mut rtts = Vec::new();
     let want_total = N * (24 + 4 + VLEN) + 24;
     while total < want_total {
         let n = c.s.read(&mut buf).unwrap();
         assert!(n > 0);
         total += n;
         if total < want_total / 2 {
-            let rtt = version_rtt(&mut b);
-            assert!(rtt < Duration::from_millis(100), "{rtt:?}");
+            rtts.push(version_rtt(&mut b));
         }
     }
     assert_eq!(total, want_total);
+    assert_prompt(&rtts, "during a binary GetQ run");
     srv.assert_alive();
     let hwm = status_kb(pid, "VmHWM");
     eprintln!("pipelines: idle RSS {base} KiB, peak {hwm} KiB");
@@ -356,14 +370,8 @@ fn half_sent_values_stay_within_the_buffer_limit() {
         assert!(Instant::now() < deadline, "server read only {read} bytes");
         thread::sleep(Duration::from_millis(200));
     }
-    let st = probe.stats("");
+    let held_stats = probe.stats("");
     let held = status_kb(pid, "VmRSS");
-    let buf_bytes: u64 = st["read_buf_bytes"].parse().unwrap();
-    assert!(
-        buf_bytes + st["response_obj_bytes"].parse::<u64>().unwrap()
-            <= (64 << 20) + (N as u64 + 1) * 32768,
-        "connection buffers {buf_bytes}"
-    );
     let mut stored = 0;
     let mut refused = 0;
     for (i, c) in conns.iter_mut().enumerate() {
@@ -382,11 +390,22 @@ fn half_sent_values_stay_within_the_buffer_limit() {
         "{N} half-sent 1 MB values: idle RSS {base} KiB, RSS while held {held} KiB, peak {hwm} KiB; \
          {stored} stored, {refused} refused"
     );
-    assert!(stored > 0 && refused > 0, "{stored} stored, {refused} refused");
     assert!(
         hwm < base + 100 * 1024,
         "peak RSS {hwm} KiB vs idle {base} KiB"
     );
+    assert!(
+        stored > 0 && refused > 0,
+        "{stored} stored, {refused} refused"
+    );
+    let held_bufs = |name: &str| held_stats[name].parse::<u64>().unwrap();
+    assert!(
+        held_bufs("read_buf_bytes") + held_bufs("response_obj_bytes")
+            <= (64 << 20) + (N as u64 + 1) * 32768,
+        "connection buffers {}",
+        held_bufs("read_buf_bytes")
+    );
+    assert_eq!(held_bufs("read_buf_count"), N as u64 + 1);
     let st = probe.stats("");
     assert!(st["read_buf_oom"].parse::<u64>().unwrap() >= refused);
     assert!(st["store_no_memory"].parse::<u64>().unwrap() >= refused);
@@ -441,7 +460,10 @@ fn refused_values_are_swallowed_in_every_protocol() {
     c.send(format!("set k 0 0 {} noreply\r\n", big.len()));
     c.send(&big);
     c.send("\r\n");
-    c.req("version\r\n", format!("VERSION {}\r\n", probe_version(&mut probe)));
+    c.req(
+        "version\r\n",
+        format!("VERSION {}\r\n", probe_version(&mut probe)),
+    );
     // meta ms.
     c.send(format!("ms m {} T0\r\n", big.len()));
     c.send(&big);
@@ -525,7 +547,11 @@ fn close_after_framing_error_is_eof_not_reset() {
         s.write_all(&h).unwrap();
         let mut got = Vec::new();
         let eof = ends_with_eof(&mut s, &mut got);
-        assert!(got.len() >= 24, "round {round}: reply lost: {:?}", show(&got));
+        assert!(
+            got.len() >= 24,
+            "round {round}: reply lost: {:?}",
+            show(&got)
+        );
         assert_eq!((got[0], got[1]), (0x81, 0x00), "round {round}");
         assert!(eof, "round {round}: reset instead of EOF after the reply");
     }
@@ -538,7 +564,11 @@ fn close_after_framing_error_is_eof_not_reset() {
         s.write_all(&req).unwrap();
         let mut got = Vec::new();
         let eof = ends_with_eof(&mut s, &mut got);
-        assert!(got.starts_with(b"VERSION "), "round {round}: {:?}", show(&got));
+        assert!(
+            got.starts_with(b"VERSION "),
+            "round {round}: {:?}",
+            show(&got)
+        );
         assert!(eof, "round {round}: reset instead of EOF after quit");
     }
 }

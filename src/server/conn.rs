@@ -31,9 +31,7 @@
 
 use super::exec::{self, execute, resume_get, ConnState, Env, Next};
 use super::Worker;
-use crate::protocol::{
-    ascii, binary, Command, ErrorKind, Limits, Parsed, Proto, Response,
-};
+use crate::protocol::{ascii, binary, Command, ErrorKind, Limits, Parsed, Proto, Response};
 use crate::stats::{bump, Stats};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle};
@@ -96,13 +94,12 @@ pub async fn accept_loop(listener: TcpListener, w: Rc<Worker>, cancel: CancelHan
 }
 
 /// memcached's answer past `-c`: one error line, then close.
+/// (No drain here: such a client has rarely sent anything yet, and a
+/// connection past the limit must not hold its descriptor any longer.)
 async fn reject(mut stream: TcpStream) {
-    let (res, _) = stream
+    let _ = stream
         .write_all(&b"ERROR Too many open connections\r\n"[..])
         .await;
-    if res.is_ok() {
-        close_gracefully(stream, Vec::new()).await;
-    }
 }
 
 /// Unregisters a connection however its task ends.
@@ -176,7 +173,12 @@ enum NoRoom {
 /// goes by steps proportional to what is buffered (a quarter, capped at
 /// [`GROW_STEP`]) and never past the pending request's known size (`need`)
 /// by more than [`MIN_READ`]; past [`RBUF_INIT`] it must fit the limit.
-fn make_room(rbuf: &mut Vec<u8>, need: Option<usize>, st: &Stats, limit: usize) -> Result<(), NoRoom> {
+fn make_room(
+    rbuf: &mut Vec<u8>,
+    need: Option<usize>,
+    st: &Stats,
+    limit: usize,
+) -> Result<(), NoRoom> {
     let (len, cap) = (rbuf.len(), rbuf.capacity());
     if cap - len >= MIN_READ {
         return Ok(());
@@ -189,7 +191,8 @@ fn make_room(rbuf: &mut Vec<u8>, need: Option<usize>, st: &Stats, limit: usize) 
     if target > RBUF_INIT && limit != 0 && st.conn_buf_bytes() as usize + (target - cap) > limit {
         return Err(NoRoom::Limit);
     }
-    rbuf.try_reserve_exact(target - len).map_err(|_| NoRoom::Alloc)
+    rbuf.try_reserve_exact(target - len)
+        .map_err(|_| NoRoom::Alloc)
 }
 
 /// A fresh base-size buffer in place of `buf` (given back first).

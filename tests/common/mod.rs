@@ -183,7 +183,9 @@ impl Server {
         if let Some((first, rest)) = wrapper.split_first() {
             let inner = cmd;
             cmd = Command::new(first);
-            cmd.args(rest).arg(inner.get_program()).args(inner.get_args());
+            cmd.args(rest)
+                .arg(inner.get_program())
+                .args(inner.get_args());
         }
         cmd.envs(envs.iter().copied());
         // Files, not pipes: a verbose server must never block on a full pipe.

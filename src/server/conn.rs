@@ -230,7 +230,10 @@ fn refuse_value(
             *error = ErrorKind::OutOfMemory;
             false
         }
-        Command::Swallow { error, .. } if error == ErrorKind::OutOfMemory => false,
+        Command::Swallow {
+            error: ErrorKind::OutOfMemory,
+            ..
+        } => false,
         Command::Meta(ref m) if m.opts.too_large => true,
         _ => return None,
     };

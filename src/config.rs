@@ -128,9 +128,9 @@ pub struct Config {
     pub sasl: bool,
     /// SASL users (empty unless `sasl`).
     pub sasl_db: crate::sasl::PwDb,
-    /// Bytes all connection buffers together may grow to (`-o
-    /// read_buf_mem_limit=MB`; 0 = no limit). Default: 64 MiB or twice
-    /// `-I`, whichever is larger (see `server::conn`).
+    /// Bytes all connection buffers together may hold beyond the first
+    /// 64 KiB of each (`-o read_buf_mem_limit=MB`; 0 = no limit). Default:
+    /// 64 MiB or twice `-I`, whichever is larger (see `server::conn`).
     pub read_buf_mem_limit: usize,
 }
 

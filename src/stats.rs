@@ -90,6 +90,9 @@ pub struct Stats {
     pub response_obj_count: AtomicU64,
     pub response_obj_bytes: AtomicU64,
     pub response_obj_oom: AtomicU64,
+    /// Bytes of connection buffers beyond each buffer's allowance: what
+    /// `read_buf_mem_limit` bounds (not a memcached stat).
+    pub conn_buf_over: AtomicU64,
 }
 
 impl Stats {
@@ -105,6 +108,7 @@ impl Stats {
             response_obj_count: AtomicU64::new(0),
             response_obj_bytes: AtomicU64::new(0),
             response_obj_oom: AtomicU64::new(0),
+            conn_buf_over: AtomicU64::new(0),
         }
     }
 
@@ -127,11 +131,6 @@ impl Stats {
         self.rejected_connections.store(0, Relaxed);
         self.read_buf_oom.store(0, Relaxed);
         self.response_obj_oom.store(0, Relaxed);
-    }
-
-    /// Bytes held by all connection buffers (read and output).
-    pub fn conn_buf_bytes(&self) -> u64 {
-        self.read_buf_bytes.load(Relaxed) + self.response_obj_bytes.load(Relaxed)
     }
 }
 

@@ -401,7 +401,7 @@ fn half_sent_values_stay_within_the_buffer_limit() {
     let held_bufs = |name: &str| held_stats[name].parse::<u64>().unwrap();
     assert!(
         held_bufs("read_buf_bytes") + held_bufs("response_obj_bytes")
-            <= (64 << 20) + (N as u64 + 1) * 32768,
+            <= (64 << 20) + (N as u64 + 1) * 2 * 65536,
         "connection buffers {}",
         held_bufs("read_buf_bytes")
     );

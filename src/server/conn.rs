@@ -12,8 +12,9 @@
 //! - Input: the read buffer grows as bytes arrive, never to a value's declared
 //!   length ahead of its bytes: at most what has arrived plus one step
 //!   (a quarter of it, at least [`MIN_READ`], at most [`GROW_STEP`]). Past its
-//!   first [`RBUF_INIT`] bytes it may grow only while all connection buffers
-//!   together stay within `-o read_buf_mem_limit`; when they would not, the
+//!   first [`BUF_KEEP`] bytes it may grow only while the connection buffers'
+//!   bytes beyond their first [`BUF_KEEP`] each stay, all together, within
+//!   `-o read_buf_mem_limit`; when they would not, the
 //!   request being received is refused with memcached's
 //!   `SERVER_ERROR out of memory storing object` and its data swallowed (a
 //!   request line that cannot grow gets `SERVER_ERROR out of memory reading
@@ -53,11 +54,11 @@ const MIN_READ: usize = 4 * 1024;
 const GROW_STEP: usize = 1024 * 1024;
 /// Pending output above this is written before more requests are executed.
 const WBUF_HIGH: usize = 256 * 1024;
-/// An empty read buffer larger than this is given back.
-const RBUF_KEEP: usize = 64 * 1024;
-/// An output buffer larger than this is given back when the connection goes
-/// idle.
-const BUF_KEEP: usize = 256 * 1024;
+/// An empty read or output buffer larger than this is given back when the
+/// connection runs out of input. Also each buffer's allowance: only bytes
+/// beyond it count against `read_buf_mem_limit`, so connections that merely
+/// exist (bounded by `-c`) never use up the limit.
+const BUF_KEEP: usize = 64 * 1024;
 /// Yield to the loop's other connections after this many bytes of input
 /// parsed plus output written without a yield.
 const YIELD_EVERY: usize = 256 * 1024;
@@ -123,6 +124,11 @@ struct Meter<'a> {
     w: usize,
 }
 
+/// The part of a buffer's capacity that counts against the limit.
+fn over(cap: usize) -> usize {
+    cap.saturating_sub(BUF_KEEP)
+}
+
 fn adjust(a: &AtomicU64, old: usize, new: usize) {
     if new > old {
         a.fetch_add((new - old) as u64, Relaxed);
@@ -141,6 +147,13 @@ impl<'a> Meter<'a> {
     /// Record the buffers' current capacities.
     fn sync(&mut self, rbuf: &Vec<u8>, wbuf: &Vec<u8>) {
         let (r, w) = (rbuf.capacity(), wbuf.capacity());
+        if r != self.r || w != self.w {
+            adjust(
+                &self.st.conn_buf_over,
+                over(self.r) + over(self.w),
+                over(r) + over(w),
+            );
+        }
         if r != self.r {
             adjust(&self.st.read_buf_bytes, self.r, r);
             self.r = r;
@@ -154,6 +167,7 @@ impl<'a> Meter<'a> {
 
 impl Drop for Meter<'_> {
     fn drop(&mut self) {
+        adjust(&self.st.conn_buf_over, over(self.r) + over(self.w), 0);
         adjust(&self.st.read_buf_bytes, self.r, 0);
         adjust(&self.st.response_obj_bytes, self.w, 0);
         self.st.read_buf_count.fetch_sub(1, Relaxed);
@@ -172,7 +186,7 @@ enum NoRoom {
 /// Make room for the next read: at least [`MIN_READ`] spare bytes. Growth
 /// goes by steps proportional to what is buffered (a quarter, capped at
 /// [`GROW_STEP`]) and never past the pending request's known size (`need`)
-/// by more than [`MIN_READ`]; past [`RBUF_INIT`] it must fit the limit.
+/// by more than [`MIN_READ`]; past [`BUF_KEEP`] it must fit the limit.
 fn make_room(
     rbuf: &mut Vec<u8>,
     need: Option<usize>,
@@ -188,7 +202,8 @@ fn make_room(
         target = target.min(n.max(len + MIN_READ));
     }
     let target = target.max(RBUF_INIT);
-    if target > RBUF_INIT && limit != 0 && st.conn_buf_bytes() as usize + (target - cap) > limit {
+    let more = over(target) - over(cap);
+    if more > 0 && limit != 0 && st.conn_buf_over.load(Relaxed) as usize + more > limit {
         return Err(NoRoom::Limit);
     }
     rbuf.try_reserve_exact(target - len)
@@ -410,7 +425,7 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
             close_gracefully(stream, rbuf).await;
             return;
         }
-        if rbuf.is_empty() && rbuf.capacity() > RBUF_KEEP && !fresh(&mut rbuf) {
+        if rbuf.is_empty() && rbuf.capacity() > BUF_KEEP && !fresh(&mut rbuf) {
             st.read_buf_oom.fetch_add(1, Relaxed);
             return;
         }

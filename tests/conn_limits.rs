@@ -497,12 +497,24 @@ fn refused_values_are_swallowed_in_every_protocol() {
     bc.send(&noop);
     let r = bc.read_n(24);
     assert_eq!((r[0], r[1], r[7]), (0x81, 0x0a, 0));
+    // A request line that cannot grow: memcached's answer, then close.
+    let mut g = srv.conn();
+    let mut line = b"get".to_vec();
+    while line.len() < 900_000 {
+        line.extend_from_slice(b" k");
+    }
+    line.extend_from_slice(b"\r\n");
+    g.send(&line);
+    assert_eq!(
+        show(&g.read_to_close()),
+        show(b"SERVER_ERROR out of memory reading request\r\n")
+    );
     // The hog finishes and is stored.
     hog.send(&hog_val[1_300_000..]);
     hog.send("\r\n");
     hog.expect("STORED\r\n");
     let st = probe.stats("");
-    assert!(st["read_buf_oom"].parse::<u64>().unwrap() >= 4);
+    assert!(st["read_buf_oom"].parse::<u64>().unwrap() >= 5);
 }
 
 fn probe_version(c: &mut Conn) -> String {

@@ -314,6 +314,7 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                     exec::emit(&Default::default(), Response::Error(e), &mut wbuf);
                 }
                 if flush(&mut stream, &mut wbuf, &env).await.is_some() {
+                    release(&mut rbuf, &mut wbuf, &mut meter);
                     close_gracefully(stream, rbuf).await;
                 }
                 return;
@@ -421,7 +422,7 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
             }
         }
         if close {
-            meter.sync(&rbuf, &wbuf);
+            release(&mut rbuf, &mut wbuf, &mut meter);
             close_gracefully(stream, rbuf).await;
             return;
         }
@@ -436,6 +437,17 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
     }
     drop(meter);
     drop(guard);
+}
+
+/// Before draining a closing connection: give back its output buffer and
+/// all but a base read buffer (the drain reads into it).
+fn release(rbuf: &mut Vec<u8>, wbuf: &mut Vec<u8>, meter: &mut Meter<'_>) {
+    *wbuf = Vec::new();
+    rbuf.clear();
+    if rbuf.capacity() > RBUF_INIT {
+        *rbuf = Vec::new();
+    }
+    meter.sync(rbuf, wbuf);
 }
 
 /// Write all pending output; the byte count, or `None` if the peer is gone.

@@ -72,6 +72,10 @@ struct Cli {
     /// MEMCACHED_SASL_PWDB environment variable, as memcached reads it).
     #[arg(long = "sasl-pwdb", value_name = "FILE")]
     sasl_pwdb: Option<std::path::PathBuf>,
+    /// Extended options, comma-separated `name=value` (memcached's -o). Only
+    /// `read_buf_mem_limit=MB` is known here; any other is refused.
+    #[arg(short = 'o', long = "extended", value_delimiter = ',')]
+    extended: Vec<String>,
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     version: Option<bool>,
@@ -124,6 +128,16 @@ pub struct Config {
     pub sasl: bool,
     /// SASL users (empty unless `sasl`).
     pub sasl_db: crate::sasl::PwDb,
+    /// Bytes all connection buffers together may hold beyond the first
+    /// 64 KiB of each (`-o read_buf_mem_limit=MB`; 0 = no limit). Default:
+    /// 64 MiB or twice `-I`, whichever is larger (see `server::conn`).
+    pub read_buf_mem_limit: usize,
+}
+
+/// The default bound on connection buffers: room for 64 MiB of in-flight
+/// requests, and always for two of the largest values at once.
+pub fn default_read_buf_mem_limit(max_item_size: usize) -> usize {
+    (64usize << 20).max(max_item_size.saturating_mul(2))
 }
 
 /// What parsing the command line decided.
@@ -190,6 +204,27 @@ impl Config {
                 EX_USAGE,
             );
         }
+        let mut read_buf_mem_limit = default_read_buf_mem_limit(cli.max_item_size);
+        for opt in &cli.extended {
+            let (name, value) = opt.split_once('=').unwrap_or((opt.as_str(), ""));
+            match name {
+                "read_buf_mem_limit" => match value.parse::<usize>() {
+                    Ok(mb) => read_buf_mem_limit = mb.saturating_mul(1 << 20),
+                    Err(_) => {
+                        return Parsed::Exit(
+                            "corecached: could not parse argument to read_buf_mem_limit\n".into(),
+                            EX_USAGE,
+                        )
+                    }
+                },
+                _ => {
+                    return Parsed::Exit(
+                        format!("corecached: unknown -o option: {opt}\n"),
+                        EX_USAGE,
+                    )
+                }
+            }
+        }
         let mut sasl_db = crate::sasl::PwDb::default();
         if cli.enable_sasl {
             let path = cli
@@ -231,6 +266,7 @@ impl Config {
             io_driver: cli.io_driver,
             sasl: cli.enable_sasl,
             sasl_db,
+            read_buf_mem_limit,
         })
     }
 }
@@ -315,5 +351,25 @@ mod tests {
         assert_eq!(run(&["-I", "12"]).err(), Some(EX_USAGE));
         assert_eq!(run(&["-p", "x"]).err(), Some(EX_USAGE));
         assert_eq!(run(&["-V"]).err(), Some(0));
+        assert_eq!(run(&["-o", "bogus"]).err(), Some(EX_USAGE));
+        assert_eq!(run(&["-o", "read_buf_mem_limit=x"]).err(), Some(EX_USAGE));
+        assert_eq!(
+            run(&["-o", "read_buf_mem_limit=1,slab_reassign"]).err(),
+            Some(EX_USAGE)
+        );
+    }
+
+    #[test]
+    fn read_buf_mem_limit() {
+        assert_eq!(run(&[]).unwrap().read_buf_mem_limit, 64 << 20);
+        assert_eq!(run(&["-I", "64m"]).unwrap().read_buf_mem_limit, 128 << 20);
+        let c = run(&["-o", "read_buf_mem_limit=16"]).unwrap();
+        assert_eq!(c.read_buf_mem_limit, 16 << 20);
+        assert_eq!(
+            run(&["-o", "read_buf_mem_limit=0"])
+                .unwrap()
+                .read_buf_mem_limit,
+            0
+        );
     }
 }

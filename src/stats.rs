@@ -67,6 +67,7 @@ counters!(
     auth_errors,
     bytes_read,
     bytes_written,
+    conn_yields,
 );
 
 /// Bump a single-writer counter (only the owning worker writes it).
@@ -81,6 +82,17 @@ pub struct Stats {
     pub curr_connections: AtomicU64,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
+    /// Connection buffers (see `server::conn`): read buffers allocated and
+    /// their capacity in bytes, output buffers likewise, and refusals.
+    pub read_buf_count: AtomicU64,
+    pub read_buf_bytes: AtomicU64,
+    pub read_buf_oom: AtomicU64,
+    pub response_obj_count: AtomicU64,
+    pub response_obj_bytes: AtomicU64,
+    pub response_obj_oom: AtomicU64,
+    /// Bytes of connection buffers beyond each buffer's allowance: what
+    /// `read_buf_mem_limit` bounds (not a memcached stat).
+    pub conn_buf_over: AtomicU64,
 }
 
 impl Stats {
@@ -90,6 +102,13 @@ impl Stats {
             curr_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
+            read_buf_count: AtomicU64::new(0),
+            read_buf_bytes: AtomicU64::new(0),
+            read_buf_oom: AtomicU64::new(0),
+            response_obj_count: AtomicU64::new(0),
+            response_obj_bytes: AtomicU64::new(0),
+            response_obj_oom: AtomicU64::new(0),
+            conn_buf_over: AtomicU64::new(0),
         }
     }
 
@@ -110,6 +129,8 @@ impl Stats {
         }
         self.total_connections.store(0, Relaxed);
         self.rejected_connections.store(0, Relaxed);
+        self.read_buf_oom.store(0, Relaxed);
+        self.response_obj_oom.store(0, Relaxed);
     }
 }
 

@@ -2,30 +2,70 @@
 //!
 //! A connection reads into one buffer, parses and executes every complete
 //! request in it in order, and writes all their responses with one write per
-//! read. Output is bounded: once the pending output passes a high-water mark
-//! it is written (the task waits for the client to take it) before any more
-//! requests are executed, and nothing more is read until it has drained.
+//! read. Memory and time per connection are bounded:
+//!
+//! - Output: once the pending output passes [`WBUF_HIGH`] it is written (the
+//!   task waits for the client to take it) before any more requests are
+//!   executed. A multi-get is served a slice of keys at a time
+//!   ([`exec::GET_SLICE_KEYS`] keys or [`exec::GET_SLICE_BYTES`] of output),
+//!   so its reply never sits in memory whole.
+//! - Input: the read buffer grows as bytes arrive, never to a value's declared
+//!   length ahead of its bytes: at most what has arrived plus one step
+//!   (a quarter of it, at least [`MIN_READ`], at most [`GROW_STEP`]). Past its
+//!   first [`BUF_KEEP`] bytes it may grow only while the connection buffers'
+//!   bytes beyond their first [`BUF_KEEP`] each stay, all together, within
+//!   `-o read_buf_mem_limit`; when they would not, the
+//!   request being received is refused with memcached's
+//!   `SERVER_ERROR out of memory storing object` and its data swallowed (a
+//!   request line that cannot grow gets `SERVER_ERROR out of memory reading
+//!   request` and the connection is closed). A failed allocation of a
+//!   connection buffer closes that connection only.
+//! - Time: a connection yields to the others on its loop after each slice of
+//!   a multi-get and after every [`YIELD_EVERY`] bytes of work, even when
+//!   its reads and writes complete at once (monoio's epoll driver runs a
+//!   ready read or write without yielding).
+//! - Closing: when the server closes a connection (framing error, `quit`,
+//!   refusals) it shuts down writing after the last reply, then reads and
+//!   discards what the client still sends (at most [`DRAIN_BYTES`] and
+//!   [`DRAIN_TIME`]) before closing, so unread input does not turn the close
+//!   into a reset that can destroy the reply.
 
-use super::exec::{execute, ConnState, Env, Next};
+use super::exec::{self, execute, resume_get, ConnState, Env, Next};
 use super::Worker;
-use crate::protocol::{ascii, binary, Limits, Parsed, Proto};
-use crate::stats::bump;
+use crate::protocol::{ascii, binary, Command, ErrorKind, Limits, Parsed, Proto, Response};
+use crate::stats::{bump, Stats};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle};
 use monoio::net::{TcpListener, TcpStream};
+use std::cell::RefCell;
+use std::future::Future;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-/// Initial read buffer; grows for large values, shrinks back when idle.
+/// Initial (base) read buffer; a connection always gets this much.
 const RBUF_INIT: usize = 16 * 1024;
 /// Read at least this much at a time.
 const MIN_READ: usize = 4 * 1024;
+/// Largest single growth step of a read buffer.
+const GROW_STEP: usize = 1024 * 1024;
 /// Pending output above this is written before more requests are executed.
 const WBUF_HIGH: usize = 256 * 1024;
-/// Buffers larger than this are given back when the connection goes idle.
-const BUF_KEEP: usize = 256 * 1024;
+/// An empty read or output buffer larger than this is given back when the
+/// connection runs out of input. Also each buffer's allowance: only bytes
+/// beyond it count against `read_buf_mem_limit`, so connections that merely
+/// exist (bounded by `-c`) never use up the limit.
+const BUF_KEEP: usize = 64 * 1024;
+/// Yield to the loop's other connections after this many bytes of input
+/// parsed plus output written without a yield.
+const YIELD_EVERY: usize = 256 * 1024;
+/// After a close the server decided: read and discard at most this much...
+const DRAIN_BYTES: usize = 4 * 1024 * 1024;
+/// ...for at most this long.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 pub async fn accept_loop(listener: TcpListener, w: Rc<Worker>, cancel: CancelHandle) {
     loop {
@@ -55,6 +95,8 @@ pub async fn accept_loop(listener: TcpListener, w: Rc<Worker>, cancel: CancelHan
 }
 
 /// memcached's answer past `-c`: one error line, then close.
+/// (No drain here: such a client has rarely sent anything yet, and a
+/// connection past the limit must not hold its descriptor any longer.)
 async fn reject(mut stream: TcpStream) {
     let _ = stream
         .write_all(&b"ERROR Too many open connections\r\n"[..])
@@ -74,26 +116,225 @@ impl Drop for ConnGuard {
     }
 }
 
+/// Keeps the `read_buf_*` / `response_obj_*` stats equal to the capacity of
+/// one connection's buffers, and gives it back when the connection ends.
+struct Meter<'a> {
+    st: &'a Stats,
+    r: usize,
+    w: usize,
+}
+
+/// The part of a buffer's capacity that counts against the limit.
+fn over(cap: usize) -> usize {
+    cap.saturating_sub(BUF_KEEP)
+}
+
+fn adjust(a: &AtomicU64, old: usize, new: usize) {
+    if new > old {
+        a.fetch_add((new - old) as u64, Relaxed);
+    } else if old > new {
+        a.fetch_sub((old - new) as u64, Relaxed);
+    }
+}
+
+impl<'a> Meter<'a> {
+    fn new(st: &'a Stats) -> Self {
+        st.read_buf_count.fetch_add(1, Relaxed);
+        st.response_obj_count.fetch_add(1, Relaxed);
+        Meter { st, r: 0, w: 0 }
+    }
+
+    /// Record the buffers' current capacities.
+    fn sync(&mut self, rbuf: &Vec<u8>, wbuf: &Vec<u8>) {
+        let (r, w) = (rbuf.capacity(), wbuf.capacity());
+        if r != self.r || w != self.w {
+            adjust(
+                &self.st.conn_buf_over,
+                over(self.r) + over(self.w),
+                over(r) + over(w),
+            );
+        }
+        if r != self.r {
+            adjust(&self.st.read_buf_bytes, self.r, r);
+            self.r = r;
+        }
+        if w != self.w {
+            adjust(&self.st.response_obj_bytes, self.w, w);
+            self.w = w;
+        }
+    }
+}
+
+impl Drop for Meter<'_> {
+    fn drop(&mut self) {
+        adjust(&self.st.conn_buf_over, over(self.r) + over(self.w), 0);
+        adjust(&self.st.read_buf_bytes, self.r, 0);
+        adjust(&self.st.response_obj_bytes, self.w, 0);
+        self.st.read_buf_count.fetch_sub(1, Relaxed);
+        self.st.response_obj_count.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Why the read buffer could not make room.
+enum NoRoom {
+    /// Growing would pass `read_buf_mem_limit`.
+    Limit,
+    /// The allocator said no.
+    Alloc,
+}
+
+/// Make room for the next read: at least [`MIN_READ`] spare bytes. Growth
+/// goes by steps proportional to what is buffered (a quarter, capped at
+/// [`GROW_STEP`]) and never past the pending request's known size (`need`)
+/// by more than [`MIN_READ`]; past [`BUF_KEEP`] it must fit the limit.
+fn make_room(
+    rbuf: &mut Vec<u8>,
+    need: Option<usize>,
+    st: &Stats,
+    limit: usize,
+) -> Result<(), NoRoom> {
+    let (len, cap) = (rbuf.len(), rbuf.capacity());
+    if cap - len >= MIN_READ {
+        return Ok(());
+    }
+    let mut target = len + (len / 4).clamp(MIN_READ, GROW_STEP);
+    if let Some(n) = need {
+        target = target.min(n.max(len + MIN_READ));
+    }
+    let target = target.max(RBUF_INIT);
+    let more = over(target) - over(cap);
+    if more > 0 && limit != 0 && st.conn_buf_over.load(Relaxed) as usize + more > limit {
+        return Err(NoRoom::Limit);
+    }
+    rbuf.try_reserve_exact(target - len)
+        .map_err(|_| NoRoom::Alloc)
+}
+
+/// A fresh base-size buffer in place of `buf` (given back first).
+fn fresh(buf: &mut Vec<u8>) -> bool {
+    *buf = Vec::new();
+    buf.try_reserve_exact(RBUF_INIT).is_ok()
+}
+
+/// The request at the front of `rbuf` carries a value that cannot be
+/// received (its read buffer may not grow): answer it as memcached answers a
+/// value it has no memory for (`SERVER_ERROR out of memory storing object`,
+/// the key's old value dropped for a set) and return (bytes of the request
+/// head, bytes of data to swallow after it). `None` when the front is not a
+/// value-carrying request.
+fn refuse_value(
+    rbuf: &[u8],
+    p: Proto,
+    env: &Env<'_>,
+    state: &mut ConnState,
+    wbuf: &mut Vec<u8>,
+) -> Option<(usize, usize)> {
+    // Parsed as if every value were too large, a storage request becomes the
+    // "swallow its data" request; its error is then made the memory one.
+    let none = Limits { max_item_size: 0 };
+    let parsed = match p {
+        Proto::Ascii => ascii::parse(rbuf, &none),
+        Proto::Binary => binary::parse(rbuf, &none),
+    };
+    let Parsed::Done(mut req, used) = parsed else {
+        return None;
+    };
+    let mark = wbuf.len();
+    let meta = match req.cmd {
+        Command::Swallow { ref mut error, .. } if *error == ErrorKind::TooLarge => {
+            *error = ErrorKind::OutOfMemory;
+            false
+        }
+        Command::Swallow {
+            error: ErrorKind::OutOfMemory,
+            ..
+        } => false,
+        Command::Meta(ref m) if m.opts.too_large => true,
+        _ => return None,
+    };
+    let Next::Skip(skip) = execute(&req, env, state, wbuf) else {
+        return None;
+    };
+    if meta {
+        // The meta executor answered "too large" and counted it so; make it
+        // the memory error.
+        let too_large = b"SERVER_ERROR object too large for cache\r\n";
+        if wbuf[mark..] == too_large[..] {
+            wbuf.truncate(mark);
+            wbuf.extend_from_slice(ascii::error_text(ErrorKind::OutOfMemory));
+            wbuf.extend_from_slice(b"\r\n");
+            bump(&env.stats.store_too_large, u64::MAX); // undo its count
+        }
+    }
+    bump(&env.stats.store_no_memory, 1);
+    Some((used, skip))
+}
+
 async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
     let fd = stream.as_raw_fd();
     w.conns.borrow_mut().insert(fd);
     let guard = ConnGuard { w, fd };
     let shared = &*guard.w.shared;
+    let st = &shared.stats;
     let env = Env {
         shared,
-        stats: &shared.stats.workers[guard.w.id],
+        stats: &st.workers[guard.w.id],
     };
     let limits = Limits {
         max_item_size: shared.config.max_item_size,
     };
-    let mut rbuf: Vec<u8> = Vec::with_capacity(RBUF_INIT);
-    let mut wbuf: Vec<u8> = Vec::with_capacity(RBUF_INIT);
+    let limit = shared.config.read_buf_mem_limit;
+    let mut meter = Meter::new(st);
+    let mut rbuf: Vec<u8> = Vec::new();
+    let mut wbuf: Vec<u8> = Vec::new();
+    if !fresh(&mut rbuf) || !fresh(&mut wbuf) {
+        st.read_buf_oom.fetch_add(1, Relaxed);
+        return;
+    }
     let mut proto: Option<Proto> = None;
     let mut skip = 0usize;
+    let mut need: Option<usize> = None;
+    let mut work = 0usize;
     let mut state = ConnState::default();
     loop {
-        if rbuf.capacity() - rbuf.len() < MIN_READ {
-            rbuf.reserve(MIN_READ);
+        meter.sync(&rbuf, &wbuf);
+        if let Err(why) = make_room(&mut rbuf, need, st, limit) {
+            st.read_buf_oom.fetch_add(1, Relaxed);
+            let refused = match (why, proto) {
+                (NoRoom::Limit, Some(p)) if need.is_some() => {
+                    refuse_value(&rbuf, p, &env, &mut state, &mut wbuf)
+                }
+                _ => None,
+            };
+            let Some((used, n)) = refused else {
+                // memcached's answer when it cannot grow a buffer for a
+                // request line; then close.
+                if proto == Some(Proto::Ascii) {
+                    let e = ErrorKind::Server("SERVER_ERROR out of memory reading request");
+                    exec::emit(&Default::default(), Response::Error(e), &mut wbuf);
+                }
+                if flush(&mut stream, &mut wbuf, &env).await.is_some() {
+                    release(&mut rbuf, &mut wbuf, &mut meter);
+                    close_gracefully(stream, rbuf).await;
+                }
+                return;
+            };
+            // Everything buffered after the request's head is its data.
+            let have = rbuf.len() - used;
+            if n >= have {
+                skip = n - have;
+                rbuf.clear();
+            } else {
+                rbuf.drain(..used + n);
+            }
+            need = None;
+            if rbuf.is_empty() && rbuf.capacity() > RBUF_INIT && !fresh(&mut rbuf) {
+                return;
+            }
+            if flush(&mut stream, &mut wbuf, &env).await.is_none() {
+                return;
+            }
+            continue;
         }
         // Read into the spare capacity after what is already buffered.
         let len = rbuf.len();
@@ -105,7 +346,7 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
         }
         let mut pos = 0;
         let mut close = false;
-        let mut need = None;
+        need = None;
         while pos < rbuf.len() {
             if skip > 0 {
                 let k = skip.min(rbuf.len() - pos);
@@ -133,8 +374,24 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                 }
                 Parsed::Done(req, used) => {
                     pos += used;
-                    match execute(&req, &env, &mut state, &mut wbuf) {
-                        Next::Continue => {}
+                    work += used;
+                    let mut next = execute(&req, &env, &mut state, &mut wbuf);
+                    // A multi-get: write what it has so far, let the other
+                    // connections run, go on with its next slice of keys.
+                    while let Next::More(at) = next {
+                        if wbuf.len() >= WBUF_HIGH {
+                            meter.sync(&rbuf, &wbuf);
+                            match flush(&mut stream, &mut wbuf, &env).await {
+                                Some(_) => {}
+                                None => return,
+                            }
+                        }
+                        yield_now(&env).await;
+                        work = 0;
+                        next = resume_get(&req, &env, at, &mut wbuf);
+                    }
+                    match next {
+                        Next::Continue | Next::More(_) => {}
                         Next::Skip(n) => skip = n,
                         Next::Close => {
                             close = true;
@@ -143,40 +400,161 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                     }
                 }
             }
-            if wbuf.len() >= WBUF_HIGH && !flush(&mut stream, &mut wbuf, &env).await {
-                return;
+            if wbuf.len() >= WBUF_HIGH {
+                meter.sync(&rbuf, &wbuf);
+                match flush(&mut stream, &mut wbuf, &env).await {
+                    Some(n) => work += n,
+                    None => return,
+                }
+            }
+            if work >= YIELD_EVERY {
+                yield_now(&env).await;
+                work = 0;
             }
         }
         rbuf.drain(..pos);
-        if let Some(n) = need {
-            rbuf.reserve(n.saturating_sub(rbuf.len()));
-        }
-        if !wbuf.is_empty() && !flush(&mut stream, &mut wbuf, &env).await {
-            return;
+        // `need` counted from the request's start, which is now the front.
+        meter.sync(&rbuf, &wbuf);
+        if !wbuf.is_empty() {
+            match flush(&mut stream, &mut wbuf, &env).await {
+                Some(n) => work += n,
+                None => return,
+            }
         }
         if close {
-            break;
+            release(&mut rbuf, &mut wbuf, &mut meter);
+            close_gracefully(stream, rbuf).await;
+            return;
         }
-        if rbuf.is_empty() && rbuf.capacity() > BUF_KEEP {
-            rbuf = Vec::with_capacity(RBUF_INIT);
+        if rbuf.is_empty() && rbuf.capacity() > BUF_KEEP && !fresh(&mut rbuf) {
+            st.read_buf_oom.fetch_add(1, Relaxed);
+            return;
         }
-        if wbuf.capacity() > BUF_KEEP {
-            wbuf = Vec::with_capacity(RBUF_INIT);
+        if wbuf.capacity() > BUF_KEEP && !fresh(&mut wbuf) {
+            st.response_obj_oom.fetch_add(1, Relaxed);
+            return;
         }
     }
+    drop(meter);
     drop(guard);
 }
 
-/// Write all pending output; false if the peer is gone.
-async fn flush(stream: &mut TcpStream, wbuf: &mut Vec<u8>, env: &Env<'_>) -> bool {
+/// Before draining a closing connection: give back its output buffer and
+/// all but a base read buffer (the drain reads into it).
+fn release(rbuf: &mut Vec<u8>, wbuf: &mut Vec<u8>, meter: &mut Meter<'_>) {
+    *wbuf = Vec::new();
+    rbuf.clear();
+    if rbuf.capacity() > RBUF_INIT {
+        *rbuf = Vec::new();
+    }
+    meter.sync(rbuf, wbuf);
+}
+
+/// Write all pending output; the byte count, or `None` if the peer is gone.
+async fn flush(stream: &mut TcpStream, wbuf: &mut Vec<u8>, env: &Env<'_>) -> Option<usize> {
     let (res, mut b) = stream.write_all(std::mem::take(wbuf)).await;
     b.clear();
     *wbuf = b;
     match res {
         Ok(n) => {
             bump(&env.stats.bytes_written, n as u64);
-            true
+            Some(n)
         }
-        Err(_) => false,
+        Err(_) => None,
+    }
+}
+
+/// Close a connection the server is done with: end our direction first (the
+/// client sees its replies, then EOF), then read and drop what it still
+/// sends, bounded in bytes and time, so closing with unread input does not
+/// send a reset in place of the FIN.
+async fn close_gracefully(mut stream: TcpStream, mut buf: Vec<u8>) {
+    // SAFETY: shutdown(2) on the socket this task owns and has not closed.
+    unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR) };
+    if buf.capacity() == 0 && buf.try_reserve_exact(MIN_READ).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + DRAIN_TIME;
+    let mut drained = 0;
+    while drained < DRAIN_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        buf.clear();
+        match monoio::time::timeout(left, stream.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                drained += n;
+                buf = b;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Give the other tasks of this loop a turn, then come back.
+///
+/// monoio 0.2 has no `yield_now`, and a task that wakes itself is put back
+/// at the *front* of the run queue, so it would run again at once. Here the
+/// yielding task parks its waker with a per-loop pump task and wakes the
+/// pump; the pump runs after the tasks already queued and wakes the yielders,
+/// which go to the back of the queue.
+async fn yield_now(env: &Env<'_>) {
+    bump(&env.stats.conn_yields, 1);
+    YieldNow { parked: false }.await
+}
+
+#[derive(Default)]
+struct Pump {
+    started: bool,
+    pump: Option<Waker>,
+    parked: Vec<Waker>,
+}
+
+thread_local! {
+    static PUMP: RefCell<Pump> = RefCell::new(Pump::default());
+}
+
+struct YieldNow {
+    parked: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.parked {
+            return Poll::Ready(());
+        }
+        self.parked = true;
+        PUMP.with(|p| {
+            let mut p = p.borrow_mut();
+            p.parked.push(cx.waker().clone());
+            if !p.started {
+                p.started = true;
+                monoio::spawn(PumpTask);
+            } else if let Some(w) = p.pump.take() {
+                w.wake();
+            }
+        });
+        Poll::Pending
+    }
+}
+
+/// The per-loop task that wakes parked yielders (never finishes).
+struct PumpTask;
+
+impl Future for PumpTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        PUMP.with(|p| {
+            let mut p = p.borrow_mut();
+            for w in p.parked.drain(..) {
+                w.wake();
+            }
+            p.pump = Some(cx.waker().clone());
+        });
+        Poll::Pending
     }
 }

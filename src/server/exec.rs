@@ -7,12 +7,13 @@
 
 use super::Shared;
 use crate::protocol::{
-    ascii, binary, Command, Ctx, ErrorKind, Request, Response, StatValue, StoreMode,
+    ascii, binary, Command, Ctx, ErrorKind, Keys, Request, Response, StatValue, StoreMode,
 };
 use crate::sasl;
 use crate::stats::{bump, WorkerStats};
 use crate::store::{ArithResult, DeleteResult, Reassign, StoreResult};
 use crate::time;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// What the connection does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +23,18 @@ pub enum Next {
     Skip(usize),
     /// Flush the output, then close.
     Close,
+    /// A multi-get stopped after a slice of its keys (see [`GET_SLICE_KEYS`],
+    /// [`GET_SLICE_BYTES`]); its reply goes on with [`resume_get`] from this
+    /// byte offset of its key list once the connection has written (or
+    /// yielded).
+    More(usize),
 }
+
+/// A multi-get hands control back to the connection after this many keys...
+pub const GET_SLICE_KEYS: usize = 256;
+/// ...or once the output buffer holds this much, whichever comes first, so
+/// one request never builds more than one slice (plus one value) of reply.
+pub const GET_SLICE_BYTES: usize = 256 * 1024;
 
 /// Per-connection state the executor reads or changes.
 #[derive(Debug, Default)]
@@ -71,46 +83,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         return Next::Close;
     }
     match req.cmd {
-        Command::Get {
-            keys,
-            with_cas,
-            touch,
-        } => {
-            let now = time::now();
-            let exp = touch.map(|e| time::exptime_to_rel(e, now));
-            // memcached counts gat/gats as touches, not gets.
-            let (cmd, hits, misses) = if exp.is_some() {
-                (&st.cmd_touch, &st.touch_hits, &st.touch_misses)
-            } else {
-                (&st.cmd_get, &st.get_hits, &st.get_misses)
-            };
-            for key in keys.iter() {
-                bump(cmd, 1);
-                let (mut shard, h) = store.lock(key);
-                match shard.get(h, key, now, exp) {
-                    Some(it) => {
-                        bump(hits, 1);
-                        emit(
-                            ctx,
-                            Response::Value {
-                                key: it.key,
-                                flags: it.flags,
-                                cas: it.cas,
-                                data: it.value,
-                                with_cas,
-                            },
-                            out,
-                        );
-                    }
-                    None => {
-                        drop(shard);
-                        bump(misses, 1);
-                        emit(ctx, Response::Miss { key }, out);
-                    }
-                }
-            }
-            emit(ctx, Response::End, out);
-        }
+        Command::Get { .. } => return resume_get(req, env, 0, out),
         Command::Store {
             mode,
             key,
@@ -295,6 +268,97 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             return Next::Skip(skip);
         }
     }
+    Next::Continue
+}
+
+/// Serve a retrieval's keys from byte offset `from` of its key list: until
+/// the list ends (then `END` follows and the answer is `Continue`) or a slice
+/// is done (`More` with the offset of the next key). A value the output
+/// buffer cannot grow for closes the connection (counted as
+/// `response_obj_oom`): part of the reply may be on the wire already.
+pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u8>) -> Next {
+    let Command::Get {
+        keys,
+        with_cas,
+        touch,
+    } = req.cmd
+    else {
+        return Next::Continue;
+    };
+    let ctx = &req.ctx;
+    let st = env.stats;
+    let store = &env.shared.store;
+    let now = time::now();
+    let exp = touch.map(|e| time::exptime_to_rel(e, now));
+    // memcached counts gat/gats as touches, not gets.
+    let (cmd, hits, misses) = if exp.is_some() {
+        (&st.cmd_touch, &st.touch_hits, &st.touch_misses)
+    } else {
+        (&st.cmd_get, &st.get_hits, &st.get_misses)
+    };
+    let (list, one) = match keys {
+        Keys::One(k) => (k, true),
+        Keys::Spaced(s) => (s, false),
+    };
+    let mut pos = from;
+    let mut served = 0;
+    loop {
+        // The next key: the whole list for a single key, else the next
+        // space-separated token.
+        let key = if one {
+            if pos > 0 {
+                break;
+            }
+            pos = list.len().max(1);
+            list
+        } else {
+            while pos < list.len() && list[pos] == b' ' {
+                pos += 1;
+            }
+            if pos >= list.len() {
+                break;
+            }
+            let end = memchr::memchr(b' ', &list[pos..]).map_or(list.len(), |i| pos + i);
+            let k = &list[pos..end];
+            pos = end;
+            k
+        };
+        if served == GET_SLICE_KEYS || (served > 0 && out.len() >= GET_SLICE_BYTES) {
+            return Next::More(key.as_ptr() as usize - list.as_ptr() as usize);
+        }
+        served += 1;
+        bump(cmd, 1);
+        let (mut shard, h) = store.lock(key);
+        match shard.get(h, key, now, exp) {
+            Some(it) => {
+                // Room for the header line (or binary header) and the value,
+                // asked for without aborting if the allocator says no.
+                if out.try_reserve(it.value.len() + it.key.len() + 96).is_err() {
+                    drop(shard);
+                    env.shared.stats.response_obj_oom.fetch_add(1, Relaxed);
+                    return Next::Close;
+                }
+                bump(hits, 1);
+                emit(
+                    ctx,
+                    Response::Value {
+                        key: it.key,
+                        flags: it.flags,
+                        cas: it.cas,
+                        data: it.value,
+                        with_cas,
+                    },
+                    out,
+                );
+            }
+            None => {
+                drop(shard);
+                bump(misses, 1);
+                emit(ctx, Response::Miss { key }, out);
+            }
+        }
+    }
+    emit(ctx, Response::End, out);
     Next::Continue
 }
 

@@ -115,10 +115,17 @@ fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         "connection_structures",
         V::U64(sh.stats.curr_connections.load(Relaxed)),
     );
-    s("response_obj_oom", V::U64(0));
-    s("response_obj_count", V::U64(0));
-    s("response_obj_bytes", V::U64(0));
-    s("read_buf_oom", V::U64(0));
+    let g = |a: &std::sync::atomic::AtomicU64| V::U64(a.load(Relaxed));
+    // Connection buffers (server::conn): output buffers are memcached's
+    // response objects, input buffers its read buffers. Buffers go back to
+    // the allocator, so none is ever free-but-held.
+    s("response_obj_oom", g(&sh.stats.response_obj_oom));
+    s("response_obj_count", g(&sh.stats.response_obj_count));
+    s("response_obj_bytes", g(&sh.stats.response_obj_bytes));
+    s("read_buf_count", g(&sh.stats.read_buf_count));
+    s("read_buf_bytes", g(&sh.stats.read_buf_bytes));
+    s("read_buf_bytes_free", V::U64(0));
+    s("read_buf_oom", g(&sh.stats.read_buf_oom));
     s("reserved_fds", V::U64(0));
     for (name, v) in c.fields() {
         let v = match name {
@@ -126,7 +133,7 @@ fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
             "get_flushed" => items.get_flushed,
             _ => v,
         };
-        if name == "bytes_read" {
+        if name == "bytes_read" || name == "conn_yields" {
             // memcached prints the byte counters after the auth counters.
             continue;
         }
@@ -142,7 +149,7 @@ fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("listen_disabled_num", V::U64(0));
     s("time_in_listen_disabled_us", V::U64(0));
     s("threads", V::U64(cfg.threads as u64));
-    s("conn_yields", V::U64(0));
+    s("conn_yields", V::U64(c.conn_yields));
     s("hash_power_level", V::U64(items.hash_power_level));
     s("hash_bytes", V::U64(items.index_bytes));
     s("hash_is_expanding", V::U64(items.hash_is_expanding));
@@ -263,7 +270,7 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("idle_timeout", V::U64(0));
     s("watcher_logbuf_size", V::U64(262144));
     s("worker_logbuf_size", V::U64(65536));
-    s("read_buf_mem_limit", V::U64(0));
+    s("read_buf_mem_limit", V::U64(cfg.read_buf_mem_limit as u64));
     s("track_sizes", V::Bool(false));
     s("inline_ascii_response", V::Bool(false));
     s("ssl_enabled", V::Bool(false));

@@ -144,12 +144,22 @@ impl Server {
         Server::start_kind_env(k, args, &[])
     }
 
+    /// Start corecached through a wrapper command that execs it (e.g.
+    /// `["prlimit", "--as=1073741824", "--"]`), so `pid()` is the server's.
+    pub fn corecached_wrapped(wrapper: &[&str], args: &[&str]) -> Server {
+        Server::start_full(Kind::Corecached, args, &[], wrapper)
+    }
+
     /// Start a specific server kind with extra environment variables.
     pub fn start_kind_env(k: Kind, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        Server::start_full(k, args, envs, &[])
+    }
+
+    fn start_full(k: Kind, args: &[&str], envs: &[(&str, &str)], wrapper: &[&str]) -> Server {
         let mut last_err = String::new();
         // A port found free may be taken before the server binds it; retry.
         for _ in 0..3 {
-            match Server::try_start(k, args, envs) {
+            match Server::try_start(k, args, envs, wrapper) {
                 Ok(s) => return s,
                 Err(e) => last_err = e,
             }
@@ -157,7 +167,12 @@ impl Server {
         panic!("{k:?} failed to start: {last_err}");
     }
 
-    fn try_start(k: Kind, args: &[&str], envs: &[(&str, &str)]) -> Result<Server, String> {
+    fn try_start(
+        k: Kind,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Result<Server, String> {
         let port = free_port();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir();
@@ -165,6 +180,13 @@ impl Server {
         let stderr_path = dir.join(format!("{tag}.stderr"));
         let stdout_path = dir.join(format!("{tag}.stdout"));
         let mut cmd = server_command(k, port, args);
+        if let Some((first, rest)) = wrapper.split_first() {
+            let inner = cmd;
+            cmd = Command::new(first);
+            cmd.args(rest)
+                .arg(inner.get_program())
+                .args(inner.get_args());
+        }
         cmd.envs(envs.iter().copied());
         // Files, not pipes: a verbose server must never block on a full pipe.
         cmd.stdin(Stdio::null())

@@ -379,3 +379,21 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::Tcp
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_pins_one_loop_per_cpu_only_when_loops_fit() {
+        let cpus = [2, 5];
+        assert_eq!(loop_cpus(Pin::Auto, 1, &cpus), vec![Some(2)]);
+        assert_eq!(loop_cpus(Pin::Auto, 2, &cpus), vec![Some(2), Some(5)]);
+        assert_eq!(loop_cpus(Pin::Auto, 3, &cpus), vec![None; 3]);
+        assert_eq!(loop_cpus(Pin::Never, 1, &cpus), vec![None]);
+        assert_eq!(
+            loop_cpus(Pin::Always, 3, &cpus),
+            vec![Some(2), Some(5), Some(2)]
+        );
+    }
+}

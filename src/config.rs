@@ -64,6 +64,10 @@ struct Cli {
     /// I/O driver: auto (io_uring when the kernel allows it, else epoll), io_uring, epoll.
     #[arg(long = "io-driver", value_enum, default_value_t = IoDriver::Auto)]
     io_driver: IoDriver,
+    /// Pin each event loop to a CPU: auto (one loop per allowed CPU when
+    /// there are no more loops than CPUs, else none), always, never.
+    #[arg(long = "pin", value_enum, default_value_t = Pin::Auto)]
+    pin: Pin,
     /// Turn on SASL authentication (binary protocol only; text connections
     /// are refused, as memcached refuses them).
     #[arg(short = 'S', long = "enable-sasl")]
@@ -88,6 +92,14 @@ pub enum IoDriver {
     #[value(name = "io_uring")]
     IoUring,
     Epoll,
+}
+
+/// Whether event loops are pinned to CPUs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    Auto,
+    Always,
+    Never,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -124,6 +136,7 @@ pub struct Config {
     pub user: Option<String>,
     pub pidfile: Option<String>,
     pub io_driver: IoDriver,
+    pub pin: Pin,
     /// `-S`: SASL required on every connection.
     pub sasl: bool,
     /// SASL users (empty unless `sasl`).
@@ -264,6 +277,7 @@ impl Config {
             user: cli.user,
             pidfile: cli.pidfile,
             io_driver: cli.io_driver,
+            pin: cli.pin,
             sasl: cli.enable_sasl,
             sasl_db,
             read_buf_mem_limit,

@@ -4,6 +4,7 @@
 //! where memcached 1.6.18 behaves differently (memcached exits 1 on an unknown
 //! flag, supports UDP, and dies from SIGTERM with status 143). They are
 //! skipped ONLY when CORECACHED_TEST_SERVER=memcached.
+mod binary_wire;
 mod common;
 use common::*;
 use std::process::{Command, Output, Stdio};
@@ -145,31 +146,136 @@ fn sigterm_answers_in_flight_request_then_exits_zero() {
     assert!(std::net::TcpStream::connect(s.addr()).is_err());
 }
 
+/// Can this kernel (and seccomp policy) run the io_uring driver? Asked of
+/// the binary itself: `--io-driver io_uring` exits 71 where io_uring is
+/// refused, and otherwise starts serving.
+fn uring_available() -> bool {
+    let port = free_port();
+    let mut cmd = Command::new(corecached_bin());
+    cmd.args(["--io-driver", "io_uring", "-t", "1", "-l", "127.0.0.1"])
+        .args(["-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn corecached");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let up = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert_eq!(st.code(), Some(71), "--io-driver io_uring: {st}");
+            break false;
+        }
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            break true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "--io-driver io_uring never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    up
+}
+
 #[test]
-fn both_io_drivers_serve_and_say_which_runs() {
+fn both_io_drivers_serve_every_protocol_and_auto_is_the_documented_one() {
     if skip_unless_corecached("--io-driver is corecached's own flag") {
         return;
     }
-    // epoll must always work (containers that block io_uring rely on it);
-    // auto must name the driver it picked.
-    for (flag, want) in [("epoll", "epoll driver"), ("auto", " driver")] {
+    // The documented choice (docs/ARCHITECTURE.md, "I/O driver"): auto runs
+    // io_uring wherever the kernel allows it, else epoll. epoll must always
+    // work (containers that block io_uring rely on it).
+    let uring = uring_available();
+    let auto_want = if uring {
+        "io_uring driver"
+    } else {
+        "epoll driver"
+    };
+    let mut cases = vec![("epoll", "epoll driver"), ("auto", auto_want)];
+    if uring {
+        cases.push(("io_uring", "io_uring driver"));
+    }
+    for (flag, want) in cases {
         let s = Server::corecached(&["-t", "2", "--io-driver", flag]);
-        let mut c = s.conn();
-        // Several connections so both event loops (SO_REUSEPORT) serve some.
+        // Several connections of each protocol, so both event loops
+        // (SO_REUSEPORT) serve some.
         for i in 0..4 {
-            let mut d = s.conn();
-            d.req(format!("set k{i} 0 0 1\r\nx\r\n"), "STORED\r\n");
+            let mut c = s.conn();
+            c.req(format!("set t{i} 0 0 1\r\nx\r\n"), "STORED\r\n");
+            c.req(
+                format!("get t{i}\r\n"),
+                format!("VALUE t{i} 0 1\r\nx\r\nEND\r\n"),
+            );
+            let mut m = s.conn();
+            m.req(format!("ms m{i} 2 T0\r\nmv\r\n"), "HD\r\n");
+            m.req(format!("mg m{i} v\r\n"), "VA 2\r\nmv\r\n");
+            m.req("mn\r\n", "MN\r\n");
+            let mut b = binary_wire::Client::connect(s.port);
+            let key = format!("b{i}");
+            let r = b.call(&binary_wire::set(
+                binary_wire::op::SET,
+                key.as_bytes(),
+                b"bv",
+                5,
+                0,
+            ));
+            assert_eq!(
+                (r.magic, r.status),
+                (binary_wire::RES, 0),
+                "--io-driver {flag}"
+            );
+            let r = b.call(&binary_wire::get(binary_wire::op::GET, key.as_bytes()));
+            assert_eq!((r.status, r.flags(), &r.value[..]), (0, 5, &b"bv"[..]));
         }
+        // Keys stored over one protocol are read over another connection.
+        let mut c = s.conn();
         for i in 0..4 {
             c.req(
-                format!("get k{i}\r\n"),
-                format!("VALUE k{i} 0 1\r\nx\r\nEND\r\n"),
+                format!("get b{i}\r\n"),
+                format!("VALUE b{i} 5 2\r\nbv\r\nEND\r\n"),
             );
         }
-        let log = s.stderr();
+        let log = startup_line(&s);
         assert!(
             log.contains(want),
-            "--io-driver {flag}: start-up line {log:?}"
+            "--io-driver {flag}: start-up line {log:?}, want {want:?}"
         );
     }
+}
+
+/// The start-up line (the listener accepts before it is printed: wait for it).
+fn startup_line(s: &Server) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = s.stderr();
+        if let Some(l) = log.lines().find(|l| l.contains(" listening on ")) {
+            return l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no start-up line: {log:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn pinning_follows_the_pin_flag_and_is_named_at_start_up() {
+    if skip_unless_corecached("--pin is corecached's own flag") {
+        return;
+    }
+    let s = Server::corecached(&["-t", "1", "--pin", "never"]);
+    let l = startup_line(&s);
+    assert!(l.contains(", not pinned,"), "{l}");
+    let s = Server::corecached(&["-t", "1", "--pin", "always"]);
+    let l = startup_line(&s);
+    assert!(l.contains(", pinned to CPU "), "{l}");
+    // auto: one loop fits on any machine, so it is pinned; more loops than
+    // CPUs are never pinned (two loops must not be fixed to one CPU).
+    let s = Server::corecached(&["-t", "1"]);
+    let l = startup_line(&s);
+    assert!(l.contains(", pinned to CPU "), "{l}");
+    let over = std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+    let s = Server::corecached(&["-t", &over.to_string()]);
+    let l = startup_line(&s);
+    assert!(l.contains(", not pinned,"), "{l}");
 }

@@ -365,7 +365,7 @@ fn debug(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
 
 /// memcached's ITEM_ntotal: 48-byte header, 8-byte CAS, key + NUL,
 /// value + CRLF, 4 bytes of client flags when they are non-zero.
-fn item_total(nkey: usize, nval: usize, flags: u32) -> u64 {
+pub(crate) fn item_total(nkey: usize, nval: usize, flags: u32) -> u64 {
     (48 + 8 + nkey + 1 + nval + 2 + if flags != 0 { 4 } else { 0 }) as u64
 }
 
@@ -373,7 +373,7 @@ fn item_total(nkey: usize, nval: usize, flags: u32) -> u64 {
 /// `-n` (`chunk`) and `-f` (`factor`): classes start at 48 + chunk bytes,
 /// grow by `factor` (8-byte aligned) up to half a page; larger items are
 /// chunked into the largest class.
-fn slab_class(total: u64, chunk: u64, factor: f64) -> u32 {
+pub(crate) fn slab_class(total: u64, chunk: u64, factor: f64) -> u32 {
     let mut size = 48 + chunk;
     let mut cls = 1u32;
     loop {

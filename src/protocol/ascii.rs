@@ -141,12 +141,7 @@ fn is_http_request(cmd: &[u8], line: &[u8]) -> bool {
     // Commands memcached serves that we answer `ERROR`: not HTTP.
     if matches!(
         cmd,
-        b"bget"
-            | b"watch"
-            | b"lru"
-            | b"extstore"
-            | b"refresh_certs"
-            | b"misbehave"
+        b"bget" | b"watch" | b"lru" | b"extstore" | b"refresh_certs" | b"misbehave"
     ) {
         return false;
     }
@@ -408,7 +403,8 @@ fn lease_set<'a>(rest: &'a [u8], buf: &'a [u8], consumed: usize, limits: &Limits
     if key.len() > MAX_KEY_LEN {
         return refuse(ErrorKind::BadFormat, data_len, consumed, noreply);
     }
-    let (Some(token), Some(flags), Some(exptime)) = (strtoull(v[1]), strtoul32(v[2]), strtol32(v[3]))
+    let (Some(token), Some(flags), Some(exptime)) =
+        (strtoull(v[1]), strtoul32(v[2]), strtol32(v[3]))
     else {
         return refuse(ErrorKind::BadFormat, data_len, consumed, noreply);
     };

@@ -17,9 +17,7 @@
 
 use super::exec::{emit, Env};
 use super::meta_exec::{item_total, slab_class};
-use crate::protocol::{
-    put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Response, StoreMode,
-};
+use crate::protocol::{put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Response, StoreMode};
 use crate::stats::bump;
 use crate::store::{MetaGet, StoreOpts, StoreResult, WalkItem};
 use crate::time;

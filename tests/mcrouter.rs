@@ -374,10 +374,7 @@ impl Backend {
     fn new(srv: &Server) -> Backend {
         let s = srv.tcp();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Backend {
-            s,
-            buf: Vec::new(),
-        }
+        Backend { s, buf: Vec::new() }
     }
 
     /// Send every request in one write (a pipeline), then parse one reply
@@ -488,14 +485,23 @@ fn mcrouter_request_forms_in_one_long_pipeline() {
         (Kind::FlushAll, b"flush_all\r\n".to_vec()),
     ];
     for i in (0..N).step_by(2) {
-        reqs.push(store("set", &key(i), i as u32, 0, format!("v{i}").as_bytes()));
+        reqs.push(store(
+            "set",
+            &key(i),
+            i as u32,
+            0,
+            format!("v{i}").as_bytes(),
+        ));
     }
     for i in 0..N {
         reqs.push(lease_get(&key(i)));
         reqs.push(lease_get(&key(i)));
         if i % 10 == 0 {
             // errors mixed in: a key too long, a non-numeric incr
-            reqs.push((Kind::Get, format!("get {}\r\n", "k".repeat(251)).into_bytes()));
+            reqs.push((
+                Kind::Get,
+                format!("get {}\r\n", "k".repeat(251)).into_bytes(),
+            ));
             reqs.push(arith("incr", &key(i), 1));
         }
     }
@@ -544,7 +550,13 @@ fn mcrouter_request_forms_in_one_long_pipeline() {
     for i in (1..N).step_by(2) {
         reqs.push(lease_set(&key(i), tokens[i] + 7, 0, 0, b"bad"));
         reqs.push(lease_set(&key(i), 1, 0, 0, b"hot"));
-        reqs.push(lease_set(&key(i), tokens[i], 3, 100, format!("L{i}").as_bytes()));
+        reqs.push(lease_set(
+            &key(i),
+            tokens[i],
+            3,
+            100,
+            format!("L{i}").as_bytes(),
+        ));
         reqs.push(lease_set(&key(i), tokens[i], 3, 100, b"again"));
         reqs.push(get(&key(i)));
         reqs.push(metaget(&key(i)));

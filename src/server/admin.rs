@@ -295,7 +295,11 @@ pub fn lru_crawler(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
             }
         }
         (2, b"metadump") => {
-            if !CRAWLER_ON.load(Relaxed) {
+            if !out.is_empty() {
+                // memcached streams the dump from its crawler thread and
+                // refuses while replies of this read are still pending.
+                b"ERROR cannot pipeline other commands before metadump"
+            } else if !CRAWLER_ON.load(Relaxed) {
                 b"ERROR an unknown error happened"
             } else if let Some(mask) = parse_classes(v[1]) {
                 metadump(mask, env, out);

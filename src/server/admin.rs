@@ -95,6 +95,7 @@ pub fn lease_get(key: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
 
 /// `lease-set`: stores (`STORED`) only when the item is still an unfilled
 /// or stale lease whose CAS is `token`; anything else is `NOT_STORED`.
+#[allow(clippy::too_many_arguments)]
 pub fn lease_set(
     key: &[u8],
     token: u64,
@@ -264,7 +265,7 @@ fn parse_classes(spec: &[u8]) -> Option<u64> {
     let mut mask = 0u64;
     for p in spec.split(|&b| b == b',').filter(|p| !p.is_empty()) {
         let id = strtoul32(p)?;
-        if id < 1 || id >= MAX_CLASSES {
+        if !(1..MAX_CLASSES).contains(&id) {
             return None;
         }
         mask |= 1 << id;

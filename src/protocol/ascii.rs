@@ -78,6 +78,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         b"gets" => retrieval(rest, true, false, consumed),
         b"gat" => retrieval(rest, false, true, consumed),
         b"gats" => retrieval(rest, true, true, consumed),
+        // memcached's old alias of `get`.
+        b"bget" => retrieval(rest, false, false, consumed),
         b"set" => storage(StoreMode::Set, rest, buf, consumed, limits),
         b"add" => storage(StoreMode::Add, rest, buf, consumed, limits),
         b"replace" => storage(StoreMode::Replace, rest, buf, consumed, limits),
@@ -114,6 +116,12 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         }
         b"slabs" => done(Command::Slabs { args: rest }, consumed, false),
         b"lru_crawler" => done(Command::LruCrawler { args: rest }, consumed, false),
+        // memcached without TLS in use (corecached has none yet).
+        b"refresh_certs" => done(
+            Command::Error(ErrorKind::Server("Error TLS not enabled")),
+            consumed,
+            false,
+        ),
         // mcrouter's text commands (memcached answers ERROR to these).
         b"lease-get" | b"metaget" => one_key(cmd, rest, consumed),
         b"lease-set" => lease_set(rest, buf, consumed, limits),
@@ -139,10 +147,7 @@ fn is_http_request(cmd: &[u8], line: &[u8]) -> bool {
         return false;
     }
     // Commands memcached serves that we answer `ERROR`: not HTTP.
-    if matches!(
-        cmd,
-        b"bget" | b"watch" | b"lru" | b"extstore" | b"refresh_certs" | b"misbehave"
-    ) {
+    if matches!(cmd, b"watch" | b"lru" | b"extstore" | b"misbehave") {
         return false;
     }
     let last = tokens(line).take(23).last().unwrap_or(b"");

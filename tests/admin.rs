@@ -72,6 +72,15 @@ fn admin_replies_like_memcached() {
         assert_eq!(want, "OK\n");
         assert_eq!(call(&cc, cmd.as_bytes(), 1), want, "{cmd}");
     }
+    // sleep and tocrawl show in `stats settings`
+    for s in [&mc, &cc] {
+        let mut c = s.conn();
+        c.req("lru_crawler sleep 2500\r\n", "OK\r\n");
+        c.req("lru_crawler tocrawl 77\r\n", "OK\r\n");
+        let st = c.stats("settings");
+        assert_eq!(st["lru_crawler_sleep"], "2500", "{:?}", s.kind);
+        assert_eq!(st["lru_crawler_tocrawl"], "77", "{:?}", s.kind);
+    }
     // metadump of an empty cache
     for s in [&mc, &cc] {
         s.conn().req("flush_all\r\n", "OK\r\n");

@@ -39,9 +39,15 @@ pub const HOT_MISS: u64 = 1;
 /// timing wheel expires items within a second); the switch gates `crawl`
 /// and `metadump` as memcached's does.
 static CRAWLER_ON: AtomicBool = AtomicBool::new(true);
-/// `lru_crawler sleep` / `tocrawl`, kept for the record.
+/// `lru_crawler sleep` / `tocrawl`: shown by `stats settings`; there is no
+/// crawler for them to pace.
 static CRAWLER_SLEEP: AtomicU32 = AtomicU32::new(100);
 static CRAWLER_TOCRAWL: AtomicU32 = AtomicU32::new(0);
+
+/// `lru_crawler sleep` and `tocrawl` as set (for `stats settings`).
+pub fn crawler_settings() -> (u32, u32) {
+    (CRAWLER_SLEEP.load(Relaxed), CRAWLER_TOCRAWL.load(Relaxed))
+}
 
 fn line(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);

@@ -52,8 +52,9 @@ fn admin_replies_like_memcached() {
         "stats cachedump\r\nstats cachedump 1\r\nstats cachedump x 1\r\nstats cachedump 1 x\r\nstats cachedump 64 1\r\nstats cachedump 63 1\r\nstats cachedump 0 1\r\nstats cachedump 1 0\r\nstats extstore\r\n",
         "slabs automove x\r\nslabs automove 3\r\nslabs automove\r\nslabs automove 1\r\nslabs automove 0\r\nslabs automove -1\r\n",
         "set foo 5 0 3\r\nbar\r\nbget foo\r\nbget foo nope\r\nbget\r\nrefresh_certs\r\n",
+        "slabs reassign\r\nslabs reassign 1\r\nslabs reassign 1 2 3\r\nslabs reassign x y\r\nslabs reassign 1 1\r\nslabs\r\nslabs foo 1\r\n",
     ];
-    let counts = [8, 6, 9, 9, 6, 9];
+    let counts = [8, 6, 9, 9, 6, 9, 7];
     for (sc, n) in scripts.iter().zip(counts) {
         let want = call(&mc, sc.as_bytes(), n);
         let got = call(&cc, sc.as_bytes(), n);

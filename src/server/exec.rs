@@ -7,7 +7,7 @@
 
 use super::Shared;
 use crate::protocol::{
-    ascii, binary, Command, Ctx, ErrorKind, Request, Response, StatValue, StoreMode,
+    ascii, binary, tokens, Command, Ctx, ErrorKind, Request, Response, StatValue, StoreMode,
 };
 use crate::sasl;
 use crate::stats::{bump, WorkerStats};
@@ -321,7 +321,10 @@ fn slabs(args: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     let num =
         |t: Option<&[u8]>| -> Option<i64> { std::str::from_utf8(t?).ok()?.trim().parse().ok() };
     let store = &env.shared.store;
+    // memcached: `slabs reassign` takes exactly two arguments, else ERROR.
+    let argc = tokens(args).count();
     let reply: &[u8] = match t.next() {
+        Some(b"reassign") if argc != 3 => b"ERROR",
         Some(b"reassign") => match (num(t.next()), num(t.next())) {
             (Some(src), Some(dst)) => match store.reassign(src, dst) {
                 Reassign::Ok => b"OK",

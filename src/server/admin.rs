@@ -170,7 +170,7 @@ fn walk_all(env: &Env<'_>, mut f: impl FnMut(&WalkItem<'_>) -> bool) {
         loop {
             let mut go = true;
             let next = {
-                let shard = store.lock_shard(s);
+                let mut shard = store.lock_shard(s);
                 shard.walk(pos, SLICE_BUCKETS, time::now(), |it| {
                     if go {
                         go = f(it);

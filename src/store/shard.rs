@@ -1577,12 +1577,14 @@ impl Shard {
     /// dead items are skipped (left to the background reclaim). The caller
     /// holds the lock for one slice and copies what it needs.
     pub fn walk(
-        &self,
+        &mut self,
         from: usize,
         max_buckets: usize,
         now: u32,
         mut f: impl FnMut(&WalkItem<'_>),
     ) -> Option<usize> {
+        // A delayed flush_all whose time has come applies first.
+        self.e.check_flush(now);
         let e = &self.e;
         let mut b = from;
         for _ in 0..max_buckets {

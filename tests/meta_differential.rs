@@ -228,3 +228,36 @@ fn stats_counters_match() {
         assert_eq!(get(&sa), get(&sb), "{name}");
     }
 }
+
+/// `C0` is a compare against CAS 0 (issue 12): `ms` in set/replace mode
+/// and `md` fail with `EX` on an existing item and `NF` on a missing one;
+/// append/prepend/add and `ma` treat 0 as "no compare", as 1.6.18 does.
+#[test]
+fn c0_compares_against_cas_zero() {
+    compare(&[
+        r"ms c0 1 C0\r\nz\r\nmg c0 v\r\nms c0 1\r\nz\r\nms c0 1 C0\r\ny\r\nms c0 1 C0 MR\r\ny\r\nms c0 1 C0 I\r\ny\r\nmg c0 v\r\n",
+        r"ms c0 1\r\nz\r\nmd c0 C0\r\nmg c0 v\r\nmd c0 C0 q\r\nmd nx C0\r\nms nx 1 C0 MR\r\nz\r\n",
+        r"ms c0 1\r\n5\r\nms c0 1 C0 MA\r\n6\r\nms c0 1 C0 MP\r\n4\r\nms c0 1 C0 ME\r\n7\r\nma c0 C0 v\r\nmg c0 v\r\n",
+    ]);
+    // and the CAS counters move as memcached's do
+    let mc = Server::memcached(&[]);
+    let cc = Server::corecached(&["-t", "2"]);
+    let script = unescape(r"ms a 1\r\nz\r\nms a 1 C0\r\nz\r\nms b 1 C0\r\nz\r\n");
+    assert_eq!(normalize(&run(&mc, &script)), normalize(&run(&cc, &script)));
+    let (sa, sb) = (mc.conn().stats(""), cc.conn().stats(""));
+    for name in ["cmd_set", "cas_hits", "cas_misses", "cas_badval"] {
+        assert_eq!(sa.get(name), sb.get(name), "{name}");
+    }
+}
+
+/// A stale item (after `md I`) re-set with `ms I` and a lower CAS stays
+/// stale, keeps the win already handed out (the next readers see `Z`, not
+/// a fresh `W`) and keeps its TTL; a re-set with the current CAS makes it
+/// fresh.
+#[test]
+fn stale_reset_with_lower_cas_keeps_token_and_ttl() {
+    compare(&[
+        r"ms st 2 T100\r\nhi\r\nmd st I T30\r\nmg st v t\r\nms st 3 I C1 T500\r\nnew\r\nmg st v t\r\nmg st v t s\r\nmd st q\r\nmg st v\r\n",
+        r"ms s2 2 T100\r\nhi\r\nmd s2 I T30\r\nms s2 3 I C1\r\nnew\r\nmg s2 v t\r\nmg s2 v t\r\n",
+    ]);
+}

@@ -78,6 +78,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         b"gets" => retrieval(rest, true, false, consumed),
         b"gat" => retrieval(rest, false, true, consumed),
         b"gats" => retrieval(rest, true, true, consumed),
+        // memcached's old alias of `get`.
+        b"bget" => retrieval(rest, false, false, consumed),
         b"set" => storage(StoreMode::Set, rest, buf, consumed, limits),
         b"add" => storage(StoreMode::Add, rest, buf, consumed, limits),
         b"replace" => storage(StoreMode::Replace, rest, buf, consumed, limits),
@@ -113,6 +115,16 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             done(Command::Stats { group, arg }, consumed, false)
         }
         b"slabs" => done(Command::Slabs { args: rest }, consumed, false),
+        b"lru_crawler" => done(Command::LruCrawler { args: rest }, consumed, false),
+        // memcached without TLS in use (corecached has none yet).
+        b"refresh_certs" => done(
+            Command::Error(ErrorKind::Server("Error TLS not enabled")),
+            consumed,
+            false,
+        ),
+        // mcrouter's text commands (memcached answers ERROR to these).
+        b"lease-get" | b"metaget" => one_key(cmd, rest, consumed),
+        b"lease-set" => lease_set(rest, buf, consumed, limits),
         b"mn" => done(Command::Noop, consumed, false),
         b"mg" | b"ms" | b"md" | b"ma" | b"me" => {
             super::meta::parse(cmd, rest, buf, consumed, limits)
@@ -135,16 +147,7 @@ fn is_http_request(cmd: &[u8], line: &[u8]) -> bool {
         return false;
     }
     // Commands memcached serves that we answer `ERROR`: not HTTP.
-    if matches!(
-        cmd,
-        b"bget"
-            | b"lru_crawler"
-            | b"watch"
-            | b"lru"
-            | b"extstore"
-            | b"refresh_certs"
-            | b"misbehave"
-    ) {
+    if matches!(cmd, b"watch" | b"lru" | b"extstore" | b"misbehave") {
         return false;
     }
     let last = tokens(line).take(23).last().unwrap_or(b"");
@@ -356,6 +359,91 @@ fn refuse(
         ),
         None => done(Command::Error(error), consumed, noreply),
     }
+}
+
+/// `lease-get <key>` / `metaget <key>`: exactly one key (mcrouter sends one
+/// request per key). No key is `ERROR` (as memcached answers a bare `get`);
+/// several keys or a key over 250 bytes is a format error.
+fn one_key<'a>(cmd: &[u8], rest: &'a [u8], consumed: usize) -> Parsed<'a> {
+    let t = collect3(rest);
+    if t.n == 0 {
+        return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
+    }
+    if t.n > 1 || t.v[0].len() > MAX_KEY_LEN {
+        return done(Command::Error(ErrorKind::BadFormat), consumed, false);
+    }
+    let key = t.v[0];
+    let c = if cmd == b"metaget" {
+        Command::MetaGetInfo { key }
+    } else {
+        Command::LeaseGet { key }
+    };
+    done(c, consumed, false)
+}
+
+/// mcrouter's `lease-set <key> <token> <flags> <exptime> <bytes> [noreply]`.
+/// Field errors follow the storage commands' rules (the data block is
+/// swallowed whenever its length could be read).
+fn lease_set<'a>(rest: &'a [u8], buf: &'a [u8], consumed: usize, limits: &Limits) -> Parsed<'a> {
+    let mut v: [&[u8]; 6] = [b""; 6];
+    let mut n = 0;
+    for t in tokens(rest) {
+        if n < 6 {
+            v[n] = t;
+        }
+        n += 1;
+    }
+    let data_len = if n > 4 {
+        strtol32(v[4])
+            .filter(|l| (0..=MAX_DATA_LEN).contains(l))
+            .map(|l| l as usize)
+    } else {
+        None
+    };
+    if n != 5 && n != 6 {
+        return refuse(ErrorKind::UnknownCommand, data_len, consumed, false);
+    }
+    let noreply = n == 6 && v[5] == b"noreply";
+    let key = v[0];
+    if key.len() > MAX_KEY_LEN {
+        return refuse(ErrorKind::BadFormat, data_len, consumed, noreply);
+    }
+    let (Some(token), Some(flags), Some(exptime)) =
+        (strtoull(v[1]), strtoul32(v[2]), strtol32(v[3]))
+    else {
+        return refuse(ErrorKind::BadFormat, data_len, consumed, noreply);
+    };
+    let Some(len) = data_len else {
+        return done(Command::Error(ErrorKind::BadFormat), consumed, noreply);
+    };
+    let ctx = Ctx {
+        noreply,
+        ..Ctx::default()
+    };
+    if super::item_too_large(key.len(), len, limits.max_item_size) {
+        let cmd = Command::Swallow {
+            error: ErrorKind::TooLarge,
+            skip: len + 2,
+            unlink: None,
+        };
+        return Parsed::Done(Request { cmd, ctx }, consumed);
+    }
+    let total = consumed + len + 2;
+    if buf.len() < total {
+        return Parsed::Incomplete { need: Some(total) };
+    }
+    if &buf[consumed + len..total] != b"\r\n" {
+        let cmd = Command::Error(ErrorKind::BadDataChunk);
+        return Parsed::Done(Request { cmd, ctx }, total);
+    }
+    let cmd = Command::LeaseSet {
+        key,
+        token,
+        flags,
+        exptime: exptime as i64,
+        data: &buf[consumed..consumed + len],
+    };
+    Parsed::Done(Request { cmd, ctx }, total)
 }
 
 fn delete(rest: &[u8], consumed: usize) -> Parsed<'_> {

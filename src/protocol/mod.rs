@@ -200,6 +200,26 @@ pub enum Command<'a> {
         skip: usize,
         unlink: Option<&'a [u8]>,
     },
+    /// mcrouter's `lease-get <key>` (text only; `server::admin`).
+    LeaseGet {
+        key: &'a [u8],
+    },
+    /// mcrouter's `lease-set <key> <token> <flags> <exptime> <bytes>`.
+    LeaseSet {
+        key: &'a [u8],
+        token: u64,
+        flags: u32,
+        exptime: i64,
+        data: &'a [u8],
+    },
+    /// mcrouter's `metaget <key>`.
+    MetaGetInfo {
+        key: &'a [u8],
+    },
+    /// `lru_crawler ...` (the rest of the line).
+    LruCrawler {
+        args: &'a [u8],
+    },
 }
 
 /// Per-request context the encoders need.

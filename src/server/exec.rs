@@ -7,7 +7,7 @@
 
 use super::Shared;
 use crate::protocol::{
-    ascii, binary, Command, Ctx, ErrorKind, Keys, Request, Response, StatValue, StoreMode,
+    ascii, binary, tokens, Command, Ctx, ErrorKind, Keys, Request, Response, StatValue, StoreMode,
 };
 use crate::sasl;
 use crate::stats::{bump, WorkerStats};
@@ -221,7 +221,21 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             return Next::Close;
         }
         Command::Noop => emit(ctx, Response::Noop, out),
+        Command::Stats {
+            group: g @ (b"cachedump" | b"extstore"),
+            arg,
+        } if !ctx.binary => super::admin::stats(g, arg, env, out),
         Command::Stats { group, arg } => super::stats_cmd::stats(group, arg, env, ctx, out),
+        Command::LeaseGet { key } => super::admin::lease_get(key, env, out),
+        Command::LeaseSet {
+            key,
+            token,
+            flags,
+            exptime,
+            data,
+        } => super::admin::lease_set(key, token, flags, exptime, data, ctx, env, out),
+        Command::MetaGetInfo { key } => super::admin::metaget(key, env, out),
+        Command::LruCrawler { args } => super::admin::lru_crawler(args, env, out),
         Command::Slabs { args } => slabs(args, env, ctx, out),
         Command::Meta(ref m) => return super::meta_exec::execute(m, ctx, env, out),
         Command::SaslListMechs | Command::SaslAuth { .. } | Command::SaslStep { .. } => {
@@ -371,7 +385,10 @@ fn slabs(args: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     let num =
         |t: Option<&[u8]>| -> Option<i64> { std::str::from_utf8(t?).ok()?.trim().parse().ok() };
     let store = &env.shared.store;
+    // memcached: `slabs reassign` takes exactly two arguments, else ERROR.
+    let argc = tokens(args).count();
     let reply: &[u8] = match t.next() {
+        Some(b"reassign") if argc != 3 => b"ERROR",
         Some(b"reassign") => match (num(t.next()), num(t.next())) {
             (Some(src), Some(dst)) => match store.reassign(src, dst) {
                 Reassign::Ok => b"OK",
@@ -382,12 +399,19 @@ fn slabs(args: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
             },
             _ => b"CLIENT_ERROR bad command line format",
         },
-        Some(b"automove") => match num(t.next()) {
-            Some(level @ 0..=2) => {
-                store.set_automove(level as u8);
-                b"OK"
-            }
-            _ => b"ERROR",
+        Some(b"automove") => match t.next() {
+            // memcached: a level it cannot read is a format error, a number
+            // other than 0, 1, 2 is ERROR.
+            Some(w) => match crate::protocol::strtoul32(w) {
+                Some(level @ 0..=2) => {
+                    store.set_automove(level as u8);
+                    b"OK"
+                }
+                Some(_) => b"ERROR",
+                None if w == b"ratio" => b"ERROR",
+                None => b"CLIENT_ERROR bad command line format",
+            },
+            None => b"ERROR",
         },
         _ => b"ERROR",
     };

@@ -17,7 +17,7 @@ use crate::protocol::meta::{
 };
 use crate::protocol::{Ctx, ErrorKind, StoreMode, MAX_KEY_LEN};
 use crate::stats::bump;
-use crate::store::{ArithResult, DeleteOpts, DeleteResult, MetaGet, StoreOpts, StoreResult};
+use crate::store::{ArithResult, DeleteOpts, DeleteResult, MetaGet, Shard, StoreOpts, StoreResult};
 use crate::time;
 
 /// memcached's default `slab_chunk_max` (half a 1 MiB page).
@@ -157,17 +157,24 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
             .map(|e| time::exptime_to_rel(e, now)),
     };
     let (mut shard, h) = store.lock(key);
-    let r = shard.store_with(
-        h,
-        key,
-        mode,
-        o.client_flags,
-        exptime,
-        m.data,
-        cas,
-        now,
-        &opts,
-    );
+    let r = if o.compare_cas == Some(0) && matches!(mode, StoreMode::Set | StoreMode::Replace) {
+        // `C0` is a compare against CAS 0, which no item has (memcached
+        // 1.6.18: EX on an existing item, NF on a missing one); a CAS of 0
+        // below means "no compare".
+        zero_cas(&mut shard, h, key, now)
+    } else {
+        shard.store_with(
+            h,
+            key,
+            mode,
+            o.client_flags,
+            exptime,
+            m.data,
+            cas,
+            now,
+            &opts,
+        )
+    };
     let mut size = m.data.len();
     if appending && matches!(r, StoreResult::Stored { .. }) {
         if let Some((it, _)) = shard.meta_get(h, key, now, &MetaGet::default()) {
@@ -175,7 +182,7 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
         }
     }
     drop(shard);
-    let cas_mode = cas != 0 && matches!(mode, StoreMode::Set | StoreMode::Replace);
+    let cas_mode = o.compare_cas.is_some() && matches!(mode, StoreMode::Set | StoreMode::Replace);
     let (code, new_cas) = match r {
         StoreResult::Stored { cas } => {
             if cas_mode {
@@ -211,6 +218,15 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
     Next::Continue
 }
 
+/// A store or delete with `C0`: no item has CAS 0, so an existing item is
+/// `Exists` and a missing one `NotFound` (nothing changes, nothing bumps).
+fn zero_cas(shard: &mut Shard, h: u64, key: &[u8], now: u32) -> StoreResult {
+    match shard.meta_get(h, key, now, &MetaGet::default()) {
+        Some(_) => StoreResult::Exists,
+        None => StoreResult::NotFound,
+    }
+}
+
 fn delete(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u8>) {
     let o = &m.opts;
     let st = env.stats;
@@ -224,7 +240,15 @@ fn delete(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Ve
         exptime: time::exptime_to_rel(o.ttl.unwrap_or(0), now),
     };
     let (mut shard, h) = env.shared.store.lock(key);
-    let r = shard.delete_with(h, key, now, &opts);
+    let r = if o.compare_cas == Some(0) {
+        // `C0` compares against CAS 0: EX on an existing item, as memcached.
+        match zero_cas(&mut shard, h, key, now) {
+            StoreResult::Exists => DeleteResult::Exists,
+            _ => DeleteResult::NotFound,
+        }
+    } else {
+        shard.delete_with(h, key, now, &opts)
+    };
     drop(shard);
     let code = match r {
         DeleteResult::Deleted => {
@@ -365,7 +389,7 @@ fn debug(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
 
 /// memcached's ITEM_ntotal: 48-byte header, 8-byte CAS, key + NUL,
 /// value + CRLF, 4 bytes of client flags when they are non-zero.
-fn item_total(nkey: usize, nval: usize, flags: u32) -> u64 {
+pub(crate) fn item_total(nkey: usize, nval: usize, flags: u32) -> u64 {
     (48 + 8 + nkey + 1 + nval + 2 + if flags != 0 { 4 } else { 0 }) as u64
 }
 
@@ -373,7 +397,7 @@ fn item_total(nkey: usize, nval: usize, flags: u32) -> u64 {
 /// `-n` (`chunk`) and `-f` (`factor`): classes start at 48 + chunk bytes,
 /// grow by `factor` (8-byte aligned) up to half a page; larger items are
 /// chunked into the largest class.
-fn slab_class(total: u64, chunk: u64, factor: f64) -> u32 {
+pub(crate) fn slab_class(total: u64, chunk: u64, factor: f64) -> u32 {
     let mut size = 48 + chunk;
     let mut cls = 1u32;
     loop {

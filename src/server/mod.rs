@@ -8,6 +8,7 @@
 //! idle reads end, lets every connection answer what it has already read,
 //! and the process exits 0.
 
+mod admin;
 mod conn;
 pub mod exec;
 mod meta_exec;

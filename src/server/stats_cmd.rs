@@ -253,8 +253,9 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("slab_automove_window", V::U64(30));
     s("slab_chunk_max", V::U64(524288));
     s("lru_crawler", V::Bool(true));
-    s("lru_crawler_sleep", V::U64(100));
-    s("lru_crawler_tocrawl", V::U64(0));
+    let (sleep, tocrawl) = super::admin::crawler_settings();
+    s("lru_crawler_sleep", V::U64(sleep as u64));
+    s("lru_crawler_tocrawl", V::U64(tocrawl as u64));
     s("tail_repair_time", V::U64(0));
     s("flush_enabled", V::Bool(true));
     s("dump_enabled", V::Bool(true));

@@ -172,6 +172,22 @@ impl Index {
         debug_assert!(false, "replace: item not indexed");
     }
 
+    /// For walking the whole index in slices: the chain heads to visit at
+    /// position `b` (bucket `b` of the table, and old bucket `b` while a
+    /// growth has not moved it yet), or `None` past the last bucket. A
+    /// growth between two slices may show an item twice, never hide one.
+    pub fn walk_heads(&self, b: usize) -> Option<[u32; 2]> {
+        if b >= self.tab.len() {
+            return None;
+        }
+        let old = if b < self.old.len() && b >= self.moved {
+            head(self.old[b])
+        } else {
+            NONE
+        };
+        Some([head(self.tab[b]), old])
+    }
+
     /// Move up to `n` old buckets into the new table. Returns true while a
     /// move is still under way.
     pub fn migrate(&mut self, a: &mut Arena, n: usize) -> bool {

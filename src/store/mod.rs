@@ -15,7 +15,7 @@ mod slab;
 mod wheel;
 
 pub use engine::Reassign;
-pub use shard::{ClassInfo, Shard};
+pub use shard::{ClassInfo, Shard, WalkItem};
 pub use slab::{page_size_for, Budget, ClassStats, HDR as ITEM_HEADER_BYTES};
 
 use crate::protocol::StoreMode;

@@ -1,0 +1,408 @@
+//! Operator commands beyond the data path, text protocol only:
+//!
+//! - mcrouter's `lease-get`, `lease-set` and `metaget` (memcached answers
+//!   `ERROR` to them, which makes mcrouter drop the backend connection).
+//!   Leases live on the meta protocol's win/stale state: a miss vivifies an
+//!   empty item whose win goes to the caller, with the item's CAS as the
+//!   lease token; a stale item (`md ... I`) is a miss whose first reader
+//!   wins; anyone else reading either gets the hot-miss token 1. A
+//!   `lease-set` stores only while the item is in that state and carries
+//!   the token's CAS.
+//! - `stats cachedump`, `lru_crawler metadump|crawl|enable|disable|sleep|
+//!   tocrawl`, `stats extstore`, with memcached 1.6.18's replies.
+//!
+//! Dumps walk each shard in slices of [`SLICE_BUCKETS`] index buckets: lock,
+//! copy the slice's lines into the output, unlock; no lock is held across
+//! I/O (the connection writes the output after the command).
+
+use super::exec::{emit, Env};
+use super::meta_exec::{item_total, slab_class};
+use crate::protocol::{put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Response, StoreMode};
+use crate::stats::bump;
+use crate::store::{MetaGet, StoreOpts, StoreResult, WalkItem};
+use crate::time;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+
+/// Index buckets visited per shard lock during a dump.
+const SLICE_BUCKETS: usize = 256;
+/// memcached's `stats cachedump` reply cap (2 MiB, `END` included).
+const CACHEDUMP_MAX: usize = 2 * 1024 * 1024;
+/// memcached's MAX_NUMBER_OF_SLAB_CLASSES: class ids are below this.
+const MAX_CLASSES: u32 = 64;
+/// How long an unfilled lease (the empty item a `lease-get` miss creates)
+/// lives, in seconds.
+pub const LEASE_TTL: i64 = 10;
+/// mcrouter's hot-miss token: a lease is out, wait and retry.
+pub const HOT_MISS: u64 = 1;
+
+/// `lru_crawler enable|disable` state. corecached has no crawler thread (the
+/// timing wheel expires items within a second); the switch gates `crawl`
+/// and `metadump` as memcached's does.
+static CRAWLER_ON: AtomicBool = AtomicBool::new(true);
+/// `lru_crawler sleep` / `tocrawl`: shown by `stats settings`; there is no
+/// crawler for them to pace.
+static CRAWLER_SLEEP: AtomicU32 = AtomicU32::new(100);
+static CRAWLER_TOCRAWL: AtomicU32 = AtomicU32::new(0);
+
+/// `lru_crawler sleep` and `tocrawl` as set (for `stats settings`).
+pub fn crawler_settings() -> (u32, u32) {
+    (CRAWLER_SLEEP.load(Relaxed), CRAWLER_TOCRAWL.load(Relaxed))
+}
+
+fn line(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(s);
+    out.extend_from_slice(b"\r\n");
+}
+
+// ---- mcrouter ----
+
+/// `lease-get <key>`: `VALUE` on a hit; on a miss `LVALUE <key> <token>
+/// <flags> <bytes>` with the lease token the caller won, or the hot-miss
+/// token 1 (with the stale value, if any) when another caller holds it.
+pub fn lease_get(key: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
+    let now = time::now();
+    let op = MetaGet {
+        bump: true,
+        vivify: Some(time::exptime_to_rel(LEASE_TTL, now)),
+        claim_win: true,
+        ..MetaGet::default()
+    };
+    let st = env.stats;
+    bump(&st.cmd_get, 1);
+    let (mut shard, h) = env.shared.store.lock(key);
+    let Some((it, oc)) = shard.meta_get(h, key, now, &op) else {
+        drop(shard);
+        bump(&st.get_misses, 1);
+        line(out, b"SERVER_ERROR out of memory");
+        return;
+    };
+    let hit = !oc.created && !it.stale && !it.win;
+    if hit {
+        bump(&st.get_hits, 1);
+        out.extend_from_slice(b"VALUE ");
+    } else {
+        bump(&st.get_misses, 1);
+        out.extend_from_slice(b"LVALUE ");
+    }
+    out.extend_from_slice(key);
+    out.push(b' ');
+    if !hit {
+        put_u64(out, if oc.won { it.cas } else { HOT_MISS });
+        out.push(b' ');
+    }
+    put_u64(out, it.flags as u64);
+    out.push(b' ');
+    put_u64(out, it.value.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(it.value);
+    drop(shard);
+    out.extend_from_slice(b"\r\nEND\r\n");
+}
+
+/// `lease-set`: stores (`STORED`) only when the item is still an unfilled
+/// or stale lease whose CAS is `token`; anything else is `NOT_STORED`.
+#[allow(clippy::too_many_arguments)]
+pub fn lease_set(
+    key: &[u8],
+    token: u64,
+    flags: u32,
+    exptime: i64,
+    data: &[u8],
+    ctx: &Ctx,
+    env: &Env<'_>,
+    out: &mut Vec<u8>,
+) {
+    let now = time::now();
+    let st = env.stats;
+    bump(&st.cmd_set, 1);
+    let exp = time::exptime_to_rel(exptime, now);
+    let (mut shard, h) = env.shared.store.lock(key);
+    let leased = shard
+        .meta_get(h, key, now, &MetaGet::default())
+        .map(|(it, _)| (it.stale || it.win) && it.cas == token);
+    let r = if token > HOT_MISS && leased == Some(true) {
+        let opts = StoreOpts::default();
+        shard.store_with(h, key, StoreMode::Set, flags, exp, data, token, now, &opts)
+    } else {
+        StoreResult::NotStored
+    };
+    drop(shard);
+    let resp = match r {
+        StoreResult::Stored { cas } => Response::Stored { cas },
+        StoreResult::OutOfMemory => {
+            bump(&st.store_no_memory, 1);
+            Response::Error(ErrorKind::OutOfMemory)
+        }
+        StoreResult::TooLarge => Response::Error(ErrorKind::TooLarge),
+        _ => Response::NotStored,
+    };
+    emit(ctx, resp, out);
+}
+
+/// `metaget <key>`: `META <key> age: unknown; exptime: <unix>; from:
+/// unknown; is_transient: 0` then `END`; a miss is `END`. Reads only.
+/// (corecached keeps neither an item's store time nor its writer.)
+pub fn metaget(key: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
+    let now = time::now();
+    let (mut shard, h) = env.shared.store.lock(key);
+    let exp = shard
+        .meta_get(h, key, now, &MetaGet::default())
+        .map(|(it, _)| it.exptime);
+    drop(shard);
+    if let Some(exp) = exp {
+        out.extend_from_slice(b"META ");
+        out.extend_from_slice(key);
+        out.extend_from_slice(b" age: unknown; exptime: ");
+        put_i64(out, if exp == 0 { 0 } else { time::to_unix(exp) });
+        out.extend_from_slice(b"; from: unknown; is_transient: 0\r\n");
+    }
+    out.extend_from_slice(b"END\r\n");
+}
+
+// ---- dumps ----
+
+/// Walk every shard in slices, calling `f` for each live item. `f` returns
+/// false to stop the walk.
+fn walk_all(env: &Env<'_>, mut f: impl FnMut(&WalkItem<'_>) -> bool) {
+    let store = &env.shared.store;
+    for s in 0..store.shard_count() {
+        let mut pos = 0;
+        loop {
+            let mut go = true;
+            let next = {
+                let mut shard = store.lock_shard(s);
+                shard.walk(pos, SLICE_BUCKETS, time::now(), |it| {
+                    if go {
+                        go = f(it);
+                    }
+                })
+            };
+            if !go {
+                return;
+            }
+            match next {
+                Some(p) => pos = p,
+                None => break,
+            }
+        }
+    }
+}
+
+/// memcached's class id for an item (what its dumps print and filter on).
+fn memcached_class(it: &WalkItem<'_>, env: &Env<'_>) -> u32 {
+    let cfg = env.shared.store.config();
+    let size = item_total(it.key.len(), it.value_len, it.flags);
+    slab_class(size, cfg.chunk_size as u64, cfg.growth_factor)
+}
+
+/// `stats <group> ...` groups served here: `cachedump`, `extstore`.
+pub fn stats(group: &[u8], arg: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
+    if group == b"extstore" {
+        // memcached without extstore in use: an empty block.
+        out.extend_from_slice(b"END\r\n");
+        return;
+    }
+    let mut t = tokens(arg);
+    let (Some(id), Some(limit)) = (t.next(), t.next()) else {
+        line(out, b"CLIENT_ERROR bad command line");
+        return;
+    };
+    let (Some(id), Some(limit)) = (strtoul32(id), strtoul32(limit)) else {
+        line(out, b"CLIENT_ERROR bad command line format");
+        return;
+    };
+    if id >= MAX_CLASSES {
+        line(out, b"CLIENT_ERROR Illegal slab id");
+        return;
+    }
+    let start = out.len();
+    let mut shown = 0u32;
+    walk_all(env, |it| {
+        if limit != 0 && shown >= limit {
+            return false;
+        }
+        if memcached_class(it, env) != id {
+            return true;
+        }
+        let mark = out.len();
+        out.extend_from_slice(b"ITEM ");
+        out.extend_from_slice(it.key);
+        out.extend_from_slice(b" [");
+        put_u64(out, it.value_len as u64);
+        out.extend_from_slice(b" b; ");
+        put_i64(
+            out,
+            if it.exptime == 0 {
+                0
+            } else {
+                time::to_unix(it.exptime)
+            },
+        );
+        out.extend_from_slice(b" s]\r\n");
+        if out.len() - start + 6 > CACHEDUMP_MAX {
+            out.truncate(mark);
+            return false;
+        }
+        shown += 1;
+        true
+    });
+    out.extend_from_slice(b"END\r\n");
+}
+
+/// memcached's `uriencode`: letters, digits and `-._~` as they are, every
+/// other byte as `%XX`.
+fn uri_encode(key: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in key {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        }
+    }
+}
+
+/// Which classes a crawl covers: `all`, `hash` (every item) or a comma
+/// list of ids 1..63. `None`: memcached's BADCLASS.
+fn parse_classes(spec: &[u8]) -> Option<u64> {
+    if spec == b"all" || spec == b"hash" {
+        return Some(u64::MAX);
+    }
+    let mut mask = 0u64;
+    for p in spec.split(|&b| b == b',').filter(|p| !p.is_empty()) {
+        let id = strtoul32(p)?;
+        if !(1..MAX_CLASSES).contains(&id) {
+            return None;
+        }
+        mask |= 1 << id;
+    }
+    Some(mask)
+}
+
+/// `lru_crawler <sub> ...`, memcached 1.6.18's replies.
+pub fn lru_crawler(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
+    let mut v: [&[u8]; 2] = [b""; 2];
+    let mut n = 0;
+    for t in tokens(args) {
+        if n < 2 {
+            v[n] = t;
+        }
+        n += 1;
+    }
+    let reply: &[u8] = match (n, v[0]) {
+        (2, b"crawl") => {
+            if !CRAWLER_ON.load(Relaxed) {
+                b"ERROR an unknown error happened"
+            } else if parse_classes(v[1]).is_none() {
+                b"BADCLASS invalid class id"
+            } else {
+                // Expired items are already reclaimed by the timing wheel
+                // (every second, without reads): the crawl has nothing left.
+                b"OK"
+            }
+        }
+        (2, b"metadump") => {
+            if !out.is_empty() {
+                // memcached streams the dump from its crawler thread and
+                // refuses while replies of this read are still pending.
+                b"ERROR cannot pipeline other commands before metadump"
+            } else if !CRAWLER_ON.load(Relaxed) {
+                b"ERROR an unknown error happened"
+            } else if let Some(mask) = parse_classes(v[1]) {
+                metadump(mask, env, out);
+                return;
+            } else {
+                b"BADCLASS invalid class id"
+            }
+        }
+        (2, b"tocrawl") => match strtoul32(v[1]) {
+            Some(n) => {
+                CRAWLER_TOCRAWL.store(n, Relaxed);
+                b"OK"
+            }
+            None => b"CLIENT_ERROR bad command line format",
+        },
+        (2, b"sleep") => match strtoul32(v[1]) {
+            Some(n) if n > 1_000_000 => b"CLIENT_ERROR sleep must be one second or less",
+            Some(n) => {
+                CRAWLER_SLEEP.store(n, Relaxed);
+                b"OK"
+            }
+            None => b"CLIENT_ERROR bad command line format",
+        },
+        (1, b"enable") => {
+            if CRAWLER_ON.swap(true, Relaxed) {
+                // memcached: the crawler thread is already running.
+                b"ERROR failed to start lru crawler thread"
+            } else {
+                b"OK"
+            }
+        }
+        (1, b"disable") => {
+            CRAWLER_ON.store(false, Relaxed);
+            b"OK"
+        }
+        _ => b"ERROR",
+    };
+    line(out, reply);
+}
+
+/// `lru_crawler metadump`: one `key=... exp=... la=... cas=... fetch=...
+/// cls=... size=...` line (ended by a bare `\n`, as memcached's) per live
+/// item of the selected classes, then `END`.
+fn metadump(mask: u64, env: &Env<'_>, out: &mut Vec<u8>) {
+    walk_all(env, |it| {
+        let cls = memcached_class(it, env);
+        if mask & (1u64 << cls.min(63)) == 0 {
+            return true;
+        }
+        out.extend_from_slice(b"key=");
+        uri_encode(it.key, out);
+        out.extend_from_slice(b" exp=");
+        put_i64(
+            out,
+            if it.exptime == 0 {
+                -1
+            } else {
+                time::to_unix(it.exptime)
+            },
+        );
+        out.extend_from_slice(b" la=");
+        put_i64(out, time::to_unix(it.atime));
+        out.extend_from_slice(b" cas=");
+        put_u64(out, it.cas);
+        out.extend_from_slice(if it.fetched {
+            &b" fetch=yes cls="[..]
+        } else {
+            &b" fetch=no cls="[..]
+        });
+        put_u64(out, cls as u64);
+        out.extend_from_slice(b" size=");
+        put_u64(out, item_total(it.key.len(), it.value_len, it.flags));
+        out.push(b'\n');
+        true
+    });
+    out.extend_from_slice(b"END\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_encoding_like_memcached() {
+        let mut v = Vec::new();
+        uri_encode(b"a b%c/-._~Z9\xff", &mut v);
+        assert_eq!(v, b"a%20b%25c%2F-._~Z9%FF");
+    }
+
+    #[test]
+    fn crawl_class_lists() {
+        assert_eq!(parse_classes(b"all"), Some(u64::MAX));
+        assert_eq!(parse_classes(b"1,2"), Some(0b110));
+        assert_eq!(parse_classes(b"1,,63"), Some(2 | 1 << 63));
+        assert_eq!(parse_classes(b"0"), None);
+        assert_eq!(parse_classes(b"64"), None);
+        assert_eq!(parse_classes(b"x"), None);
+    }
+}

@@ -308,3 +308,63 @@ fn memcached_tool_dump() {
     assert_eq!(want.len(), 30);
     assert_eq!(run(&cc), want);
 }
+
+/// A metadump of many items is written a slice at a time, like a multi-get:
+/// while the client does not read, the server holds a bounded output buffer
+/// (`response_obj_bytes`), not the whole dump; read in full, it lists every
+/// item once, then `END`.
+#[test]
+fn metadump_of_many_items_is_streamed() {
+    if common::skip_unless_corecached("corecached's output-buffer counter") {
+        return;
+    }
+    const ITEMS: usize = 300_000;
+    let s = Server::corecached(&["-m", "512", "-t", "2"]);
+    let mut c = s.conn();
+    let mut batch = Vec::new();
+    for i in 0..ITEMS {
+        batch.extend_from_slice(
+            format!("set metadump-key-{i:08} 0 0 1 noreply\r\nx\r\n").as_bytes(),
+        );
+        if batch.len() > 1 << 20 || i + 1 == ITEMS {
+            batch.extend_from_slice(b"version\r\n");
+            c.send(&batch);
+            assert!(c.line().starts_with("VERSION"));
+            batch.clear();
+        }
+    }
+    assert_eq!(c.stat_u64("curr_items"), ITEMS as u64);
+
+    // Ask for the dump (about 28 MB) and do not read it yet.
+    let mut d = s.conn();
+    d.send("lru_crawler metadump all\r\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    let held = c.stat_u64("response_obj_bytes");
+    assert!(
+        held < 2 << 20,
+        "the dumping connection holds {held} bytes of output while its client does not read"
+    );
+
+    // Now read it all.
+    d.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while !all.ends_with(b"END\r\n") {
+        let n = std::io::Read::read(&mut d.s, &mut buf).expect("read the dump");
+        assert!(n > 0, "connection closed after {} bytes", all.len());
+        all.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(all).unwrap();
+    let keys: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("key="))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        text.lines().count(),
+        ITEMS + 1,
+        "one line per item, then END"
+    );
+    assert_eq!(keys.len(), ITEMS, "every item listed once");
+    assert!(keys.contains("metadump-key-00000000") && keys.contains("metadump-key-00299999"));
+}

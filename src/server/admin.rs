@@ -15,7 +15,7 @@
 //! copy the slice's lines into the output, unlock; no lock is held across
 //! I/O (the connection writes the output after the command).
 
-use super::exec::{emit, Env};
+use super::exec::{emit, Env, Next, GET_SLICE_BYTES};
 use super::meta_exec::{item_total, slab_class};
 use crate::protocol::{put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Response, StoreMode};
 use crate::stats::bump;
@@ -280,7 +280,7 @@ fn parse_classes(spec: &[u8]) -> Option<u64> {
 }
 
 /// `lru_crawler <sub> ...`, memcached 1.6.18's replies.
-pub fn lru_crawler(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
+pub fn lru_crawler(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) -> Next {
     let mut v: [&[u8]; 2] = [b""; 2];
     let mut n = 0;
     for t in tokens(args) {
@@ -309,8 +309,7 @@ pub fn lru_crawler(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
             } else if !CRAWLER_ON.load(Relaxed) {
                 b"ERROR an unknown error happened"
             } else if let Some(mask) = parse_classes(v[1]) {
-                metadump(mask, env, out);
-                return;
+                return metadump(mask, env, 0, out);
             } else {
                 b"BADCLASS invalid class id"
             }
@@ -345,16 +344,60 @@ pub fn lru_crawler(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
         _ => b"ERROR",
     };
     line(out, reply);
+    Next::Continue
 }
+
+/// Go on with a `lru_crawler metadump` that stopped with `Next::More(at)`.
+pub fn resume_metadump(args: &[u8], env: &Env<'_>, at: usize, out: &mut Vec<u8>) -> Next {
+    let mask = tokens(args).nth(1).and_then(parse_classes).unwrap_or(0);
+    metadump(mask, env, at, out)
+}
+
+/// A metadump's place: the shard in the high bits, the walk position in
+/// the low [`CURSOR_POS_BITS`].
+const CURSOR_POS_BITS: u32 = 40;
 
 /// `lru_crawler metadump`: one `key=... exp=... la=... cas=... fetch=...
 /// cls=... size=...` line (ended by a bare `\n`, as memcached's) per live
 /// item of the selected classes, then `END`.
-fn metadump(mask: u64, env: &Env<'_>, out: &mut Vec<u8>) {
-    walk_all(env, |it| {
+///
+/// The dump is written a slice at a time, like a multi-get: once
+/// [`GET_SLICE_BYTES`] of it is waiting the answer is `Next::More(cursor)`,
+/// the connection writes (waiting for the client to take it) and calls
+/// [`resume_metadump`], so a dump of millions of items holds a bounded
+/// buffer, and no shard lock is held while the connection writes.
+fn metadump(mask: u64, env: &Env<'_>, from: usize, out: &mut Vec<u8>) -> Next {
+    let store = &env.shared.store;
+    let mut shard_at = from >> CURSOR_POS_BITS;
+    let mut pos = from & ((1usize << CURSOR_POS_BITS) - 1);
+    while shard_at < store.shard_count() {
+        let next = {
+            let mut shard = store.lock_shard(shard_at);
+            shard.walk(pos, SLICE_BUCKETS, time::now(), |it| {
+                metadump_line(it, mask, env, out)
+            })
+        };
+        match next {
+            Some(p) => pos = p,
+            None => {
+                shard_at += 1;
+                pos = 0;
+            }
+        }
+        if out.len() >= GET_SLICE_BYTES && shard_at < store.shard_count() {
+            return Next::More(shard_at << CURSOR_POS_BITS | pos);
+        }
+    }
+    out.extend_from_slice(b"END\r\n");
+    Next::Continue
+}
+
+/// One item's metadump line, if its class is selected.
+fn metadump_line(it: &WalkItem<'_>, mask: u64, env: &Env<'_>, out: &mut Vec<u8>) {
+    {
         let cls = memcached_class(it, env);
         if mask & (1u64 << cls.min(63)) == 0 {
-            return true;
+            return;
         }
         out.extend_from_slice(b"key=");
         uri_encode(it.key, out);
@@ -380,9 +423,7 @@ fn metadump(mask: u64, env: &Env<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(b" size=");
         put_u64(out, item_total(it.key.len(), it.value_len, it.flags));
         out.push(b'\n');
-        true
-    });
-    out.extend_from_slice(b"END\r\n");
+    }
 }
 
 #[cfg(test)]

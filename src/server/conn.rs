@@ -30,7 +30,7 @@
 //!   [`DRAIN_TIME`]) before closing, so unread input does not turn the close
 //!   into a reset that can destroy the reply.
 
-use super::exec::{self, execute, resume_get, ConnState, Env, Next};
+use super::exec::{self, execute, resume, ConnState, Env, Next};
 use super::Worker;
 use crate::protocol::{ascii, binary, Command, ErrorKind, Limits, Parsed, Proto, Response};
 use crate::stats::{bump, Stats};
@@ -388,7 +388,7 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                         }
                         yield_now(&env).await;
                         work = 0;
-                        next = resume_get(&req, &env, at, &mut wbuf);
+                        next = resume(&req, &env, at, &mut wbuf);
                     }
                     match next {
                         Next::Continue | Next::More(_) => {}

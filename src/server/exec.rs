@@ -235,7 +235,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             data,
         } => super::admin::lease_set(key, token, flags, exptime, data, ctx, env, out),
         Command::MetaGetInfo { key } => super::admin::metaget(key, env, out),
-        Command::LruCrawler { args } => super::admin::lru_crawler(args, env, out),
+        Command::LruCrawler { args } => return super::admin::lru_crawler(args, env, out),
         Command::Slabs { args } => slabs(args, env, ctx, out),
         Command::Meta(ref m) => return super::meta_exec::execute(m, ctx, env, out),
         Command::SaslListMechs | Command::SaslAuth { .. } | Command::SaslStep { .. } => {
@@ -283,6 +283,15 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         }
     }
     Next::Continue
+}
+
+/// Go on with a request that answered `Next::More(at)`: a multi-get or a
+/// `lru_crawler metadump`.
+pub fn resume(req: &Request<'_>, env: &Env<'_>, at: usize, out: &mut Vec<u8>) -> Next {
+    match req.cmd {
+        Command::LruCrawler { args } => super::admin::resume_metadump(args, env, at, out),
+        _ => resume_get(req, env, at, out),
+    }
 }
 
 /// Serve a retrieval's keys from byte offset `from` of its key list: until

@@ -357,6 +357,8 @@ impl Conn {
                 )
             }
             Err(e) if e.kind() == ErrorKind::ConnectionReset => false,
+            // A signal reached this thread mid-read (seen once under load): read again.
+            Err(e) if e.kind() == ErrorKind::Interrupted => true,
             Err(e) => panic!("read error {e} while waiting for {}", what()),
         }
     }

@@ -142,12 +142,13 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
 /// own dispatch branch (`g s a c i d t`, or `m` for 2-byte meta verbs), and
 /// whose last token -- of at most 23, as its tokenizer keeps -- starts with
 /// `HTTP/`, closes the connection. Any line, not only the first.
+/// (`misbehave` is known only to memcached's debug builds: the rule applies.)
 fn is_http_request(cmd: &[u8], line: &[u8]) -> bool {
     if cmd.len() < 2 || b"gsacidt".contains(&cmd[0]) || (cmd[0] == b'm' && cmd.len() == 2) {
         return false;
     }
     // Commands memcached serves that we answer `ERROR`: not HTTP.
-    if matches!(cmd, b"watch" | b"lru" | b"extstore" | b"misbehave") {
+    if matches!(cmd, b"watch" | b"lru" | b"extstore") {
         return false;
     }
     let last = tokens(line).take(23).last().unwrap_or(b"");
@@ -256,7 +257,10 @@ fn storage<'a>(
         // memcached: ERROR, whatever the last token says.
         return refuse(ErrorKind::UnknownCommand, data_len, consumed, false);
     }
-    let noreply = n == want + 1 && v[want] == b"noreply";
+    // memcached (`set_noreply_maybe`): once the count is right, a last
+    // token `noreply` silences the reply before any field is read, even
+    // when it stands where the length or cas belongs (then an error).
+    let noreply = v[n - 1] == b"noreply";
     let key = v[0];
     if key.len() > MAX_KEY_LEN {
         return refuse(ErrorKind::BadFormat, data_len, consumed, noreply);
@@ -451,7 +455,9 @@ fn delete(rest: &[u8], consumed: usize) -> Parsed<'_> {
     if t.n == 0 || t.n > 3 {
         return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
     }
-    let noreply = t.v[t.n - 1] == b"noreply";
+    // memcached reads `noreply` only when there is more than the key:
+    // `delete noreply` deletes the key `noreply`, with a reply.
+    let noreply = t.n > 1 && t.v[t.n - 1] == b"noreply";
     let key = t.v[0];
     // Allowed: `delete k`, `delete k noreply`, `delete k 0`, `delete k 0 noreply`.
     let extra = t.n - 1 - noreply as usize;
@@ -470,7 +476,9 @@ fn arith(incr: bool, rest: &[u8], consumed: usize) -> Parsed<'_> {
     if t.n != 2 && t.n != 3 {
         return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
     }
-    let noreply = t.n == 3 && t.v[2] == b"noreply";
+    // As memcached: the last token, whichever field (`incr k noreply` is a
+    // silent error).
+    let noreply = t.v[t.n - 1] == b"noreply";
     let key = t.v[0];
     if key.len() > MAX_KEY_LEN {
         return done(Command::Error(ErrorKind::BadFormat), consumed, noreply);
@@ -496,7 +504,9 @@ fn touch(rest: &[u8], consumed: usize) -> Parsed<'_> {
     if t.n != 2 && t.n != 3 {
         return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
     }
-    let noreply = t.n == 3 && t.v[2] == b"noreply";
+    // As memcached: the last token, whichever field (`touch k noreply` is a
+    // silent error).
+    let noreply = t.v[t.n - 1] == b"noreply";
     let key = t.v[0];
     if key.len() > MAX_KEY_LEN {
         return done(Command::Error(ErrorKind::BadFormat), consumed, noreply);
@@ -828,6 +838,53 @@ mod tests {
         ] {
             assert!(matches!(cmd(l).0.cmd, Command::Error(_)), "{l:?}");
         }
+    }
+
+    /// memcached's `set_noreply_maybe`: with a right token count, a last
+    /// token `noreply` silences the reply whatever field it stands in.
+    #[test]
+    fn noreply_is_the_last_token_once_the_count_is_right() {
+        for (line, noreply) in [
+            (&b"set k 0 0 noreply\r\n"[..], true),
+            (b"add k x 0 noreply\r\n", true),
+            (b"cas k 0 0 1 noreply\r\n", true),
+            (b"cas k 0 0 noreply noreply\r\n", true),
+            (b"incr k noreply\r\n", true),
+            (b"decr k noreply\r\n", true),
+            (b"touch k noreply\r\n", true),
+            (b"delete k x noreply\r\n", true),
+            (b"verbosity noreply\r\n", true),
+            (b"flush_all x noreply\r\n", true),
+            // wrong count: ERROR is sent
+            (b"set k 0 noreply\r\n", false),
+            (b"cas k 0 0 noreply\r\n", false),
+            (b"incr noreply\r\n", false),
+            (b"set k 0 0 noreply 1 x\r\n", false),
+            // not last
+            (b"set k 0 0 noreply 1\r\n", false),
+            (b"incr k noreply 1\r\n", false),
+            // only the key: memcached does not look
+            (b"delete noreply\r\n", false),
+        ] {
+            let (r, _) = cmd(line);
+            assert_eq!(r.ctx.noreply, noreply, "{}", String::from_utf8_lossy(line));
+        }
+        assert!(matches!(
+            cmd(b"delete noreply\r\n").0.cmd,
+            Command::Delete {
+                key: b"noreply",
+                ..
+            }
+        ));
+        // the block announced by a silent refused line is still swallowed
+        assert!(matches!(
+            cmd(b"cas k 0 0 1 noreply\r\n").0.cmd,
+            Command::Swallow {
+                error: ErrorKind::BadFormat,
+                skip: 3,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -470,6 +470,59 @@ mod tests {
         assert_eq!(s.get(h, k1.as_bytes(), now, None).unwrap().value, &big[..]);
     }
 
+    fn keys_of(store: &Store, shard: usize, n: usize, p: &str) -> Vec<String> {
+        (0..)
+            .map(|i| format!("{p}{i}"))
+            .filter(|k| store.shard_of(store.hash(k.as_bytes())) == shard)
+            .take(n)
+            .collect()
+    }
+
+    fn set(store: &Store, k: &str, v: &[u8], now: u32) -> StoreResult {
+        let (mut s, h) = store.lock(k.as_bytes());
+        s.store(h, k.as_bytes(), StoreMode::Set, 0, 0, v, 0, now)
+    }
+
+    /// Pooled pages are resident memory: freed large items of exactly one
+    /// page go to the pool, and large items of another size must not then
+    /// claim the budget afresh beside them (the resident set reached 2x -m).
+    /// Page-sized large items reuse pooled pages.
+    #[test]
+    fn claimed_plus_pooled_memory_stays_within_the_limit() {
+        let limit = 64 << 20;
+        let store = Store::new(StoreConfig {
+            mem_limit: limit,
+            shards: 2,
+            ..Default::default()
+        });
+        let ps = store.budget().page_size;
+        let a = vec![b'a'; ps - 200];
+        let ka = keys_of(&store, 0, 900, "a");
+        for k in &ka {
+            set(&store, k, &a, 10);
+        }
+        for k in &ka {
+            let (mut s, h) = store.lock(k.as_bytes());
+            s.delete(h, k.as_bytes(), 0, 10);
+        }
+        let pooled = store.budget().pooled_pages();
+        assert!(pooled > 400, "freed page-sized items are pooled: {pooled}");
+        let b = vec![b'b'; 100_000];
+        let mut worst = 0;
+        for k in keys_of(&store, 0, 600, "b") {
+            set(&store, &k, &b, 10);
+            let resident = store.budget().claimed() + store.budget().pooled_pages() * ps;
+            worst = worst.max(resident);
+        }
+        assert!(worst <= limit + 2 * ps, "resident {worst} > limit {limit}");
+        // Page-sized items take their memory from the pool.
+        for k in &ka[..100] {
+            set(&store, k, &a, 10);
+        }
+        let resident = store.budget().claimed() + store.budget().pooled_pages() * ps;
+        assert!(resident <= limit + 2 * ps, "resident {resident}");
+    }
+
     #[test]
     fn routing_is_stable_and_spread() {
         let cfg = StoreConfig {

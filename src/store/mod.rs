@@ -550,8 +550,8 @@ mod tests {
             store.lock_shard(1).tick(now);
             while store.lock_shard(0).tick(now) {}
         }
-        let s1 = store.lock_shard(1).stats().clone();
-        let s0 = store.lock_shard(0).stats().clone();
+        let s1 = *store.lock_shard(1).stats();
+        let s0 = *store.lock_shard(0).stats();
         assert!(s0.pages_returned > 0, "shard 0 returned nothing");
         // 100k items of ~140 bytes need ~13.5 MB; most must be held.
         assert!(

@@ -753,6 +753,23 @@ impl Engine {
             cl.last_evictions = cl.last_evictions.saturating_sub(per);
             cl.recv_window = self.window_start;
             self.start_move(p, Dest::Class(r));
+            return false;
+        }
+        // No slab class can give a page: free a large item's memory for the
+        // receiver if the large class is idle or earns under half as much
+        // (large items start at half a page, so they may hold most bytes).
+        let lc = &self.a.classes[large];
+        if !lc.pages.is_empty() && (lc.idle_windows >= IDLE_WINDOWS || density(lc) * 2.0 < dr) {
+            // Not the large class's own pressure: keep its eviction count.
+            let before = self.a.classes[large].win_evictions;
+            if self.evict_one(large, NONE, now) {
+                self.a.classes[large].win_evictions = before;
+                self.moves_in_window += 1;
+                let per = self.a.classes[r].per_page as u64;
+                let cl = &mut self.a.classes[r];
+                cl.last_evictions = cl.last_evictions.saturating_sub(per);
+                return true;
+            }
         }
         false
     }

@@ -564,6 +564,41 @@ mod tests {
         assert!(resident <= (64 << 20) + 4 * store.budget().page_size);
     }
 
+    /// Within one shard, memory held by large items flows to an evicting
+    /// slab class (the automover frees large items when no slab class can
+    /// give a page), as memcached's automove moves chunked items' pages.
+    #[test]
+    fn automove_takes_memory_from_idle_large_items() {
+        let store = Store::new(StoreConfig {
+            mem_limit: 64 << 20,
+            shards: 1,
+            ..Default::default()
+        });
+        let big = vec![b'B'; 50_000];
+        for i in 0..2000 {
+            set(&store, &format!("L{i}"), &big, 10);
+        }
+        let v = vec![b'v'; 100];
+        let mut now = 10;
+        let mut n = 0;
+        for _ in 0..20 {
+            now += 1;
+            for _ in 0..5000 {
+                set(&store, &format!("s{n}"), &v, now);
+                n += 1;
+            }
+            while store.lock_shard(0).tick(now) {}
+        }
+        let held = (n - 20_000..n)
+            .filter(|i| {
+                let k = format!("s{i}");
+                let (mut s, h) = store.lock(k.as_bytes());
+                s.get(h, k.as_bytes(), now, None).is_some()
+            })
+            .count();
+        assert!(held >= 19_000, "{held} of the last 20000 small items held");
+    }
+
     /// An item within -I but larger than one shard's share of -m fits the
     /// shared budget: memcached stores it, so do we.
     #[test]

@@ -186,7 +186,12 @@ fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("bytes", V::U64(items.bytes));
     s("curr_items", V::U64(items.curr_items));
     s("total_items", V::U64(items.total_items));
-    s("slab_global_page_pool", V::U64(0));
+    // Free pages waiting in the shared pool (memcached: pages in its
+    // global pool, not assigned to a class).
+    s(
+        "slab_global_page_pool",
+        V::U64(sh.store.budget().pooled_pages() as u64),
+    );
     s("expired_unfetched", V::U64(items.expired_unfetched));
     s("evicted_unfetched", V::U64(items.evicted_unfetched));
     s("evicted_active", V::U64(items.evicted_active));
@@ -251,7 +256,11 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("slab_automove", V::U64(env.shared.store.automove() as u64));
     s("slab_automove_ratio", V::F64(0.8));
     s("slab_automove_window", V::U64(30));
-    s("slab_chunk_max", V::U64(524288));
+    // The largest slab chunk: half a page (larger items are large items).
+    s(
+        "slab_chunk_max",
+        V::U64((env.shared.store.budget().page_size / 2) as u64),
+    );
     s("lru_crawler", V::Bool(true));
     let (sleep, tocrawl) = super::admin::crawler_settings();
     s("lru_crawler_sleep", V::U64(sleep as u64));

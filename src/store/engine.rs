@@ -340,10 +340,13 @@ impl Engine {
     fn alloc_large(&mut self, total: usize, protect: u32, now: u32) -> Option<u32> {
         let need = large_bytes(total);
         let large = self.a.large;
-        if need > self.a.limit {
-            // Larger than the shard's whole share of -m (possible with a big
-            // -I): evicting everything would not make room, so refuse at once
-            // instead of emptying the shard first.
+        if need > self.a.budget.limit {
+            // Larger than the whole of -m (possible with a big -I): evicting
+            // everything would not make room, so refuse at once instead of
+            // emptying the shard first. An item larger than this shard's
+            // share but within -m fits the shared budget: the loop below
+            // frees this shard's memory, and if that is not enough the shard
+            // is marked starved so that the others give memory back.
             self.a.classes[large].st.outofmemory += 1;
             return None;
         }
@@ -405,10 +408,22 @@ impl Engine {
             .filter(|&d| d != c && self.a.victim_page(d, protect).is_some())
             .max_by_key(|&d| self.a.classes[d].pages.len());
         let Some(p) = donor.and_then(|d| self.a.victim_page(d, protect)) else {
-            return false;
+            // No slab page to take: free a large item's memory instead (when
+            // this shard may claim the bytes it frees).
+            let may_claim = self.a.claimed < self.a.limit || self.a.budget.hungry() == 0;
+            return may_claim && self.evict_one(self.a.large, protect, now);
         };
         self.drain_now(p, Dest::Class(c), now);
         true
+    }
+
+    /// Bytes held by large items.
+    fn large_held(&self) -> usize {
+        let slab_pages: usize = self.a.classes[..self.a.large]
+            .iter()
+            .map(|c| c.pages.len())
+            .sum();
+        self.a.claimed.saturating_sub(slab_pages * self.a.page_size)
     }
 
     /// Empty page `p` right away and send it to `to`.
@@ -627,9 +642,9 @@ impl Engine {
         })
     }
 
-    /// Decide whether to start a page move: debt repayment, a page back to
-    /// the shared pool for a hungry shard, or automove between classes.
-    fn plan_move(&mut self, now: u32) {
+    /// Start a new rebalancing window when the clock has moved on: roll the
+    /// per-class counters and decide whether this shard is hungry.
+    fn advance_window(&mut self, now: u32) {
         if now > self.window_start {
             self.window_start = now;
             self.moves_in_window = 0;
@@ -652,50 +667,65 @@ impl Engine {
             self.a.budget.set_hungry(self.hungry, hungry);
             self.hungry = hungry;
         }
+    }
+
+    /// Decide whether to start a page move: debt repayment, memory back to
+    /// the shared budget for a hungry shard, or automove between classes.
+    /// True when memory was freed at once (a free page released or a large
+    /// item evicted) without starting a move: the caller may plan again.
+    fn plan_move(&mut self, now: u32) -> bool {
         if self.mover.is_some() {
-            return;
+            return false;
         }
         let large = self.a.large;
         let budget = self.a.budget.clone();
         if self.a.debt > 0 {
             if budget.claimed() <= budget.limit {
                 self.a.debt = 0;
-            } else {
-                // Repay pages granted on credit.
-                if self.release_free_page() {
-                    return;
-                }
+            } else if self.release_free_page() {
+                // Repay pages granted on credit: free pages first.
+                return true;
+            } else if self.a.claimed >= self.a.limit {
+                // At or above its share: repay by emptying a page. Below its
+                // share a shard keeps its items; the shards above their
+                // share give memory back while it is hungry.
                 let donor = (0..large)
                     .filter(|&c| self.a.victim_page(c, NONE).is_some())
                     .max_by_key(|&c| self.a.classes[c].pages.len());
                 if let Some(p) = donor.and_then(|d| self.a.victim_page(d, NONE)) {
                     self.start_move(p, Dest::Release);
+                    return false;
                 }
-                return;
+                return self.evict_one(large, NONE, now);
             }
         }
         if self.moves_in_window >= self.moves_max() {
-            return;
+            return false;
         }
         if !self.hungry && budget.hungry() > 0 && self.a.claimed > self.a.limit {
             // Another shard, below its share, is evicting while this one
-            // holds more than its share: give a page back to the pool.
+            // holds more than its share: give a page's worth back.
             self.moves_in_window += 1;
             if self.release_free_page() {
                 self.stats.pages_returned += 1;
-                return;
+                return true;
             }
-            if let Some(p) = self
-                .donor(None, f64::INFINITY)
-                .and_then(|d| self.a.victim_page(d, NONE))
-            {
+            // A slab page, or a large item when large items hold more than
+            // the donor class (large items start at half a page).
+            let donor = self.donor(None, f64::INFINITY);
+            let slab_bytes = donor.map_or(0, |d| self.a.classes[d].pages.len() * self.a.page_size);
+            if self.large_held() > slab_bytes && self.evict_one(large, NONE, now) {
+                self.stats.pages_returned += 1;
+                return true;
+            }
+            if let Some(p) = donor.and_then(|d| self.a.victim_page(d, NONE)) {
                 self.stats.pages_returned += 1;
                 self.start_move(p, Dest::Release);
             }
-            return;
+            return false;
         }
         if self.automove == 0 || self.no_evict {
-            return;
+            return false;
         }
         // Hits per page in the last window: what a page earns in a class.
         let density = |cl: &super::slab::Class| cl.last_hits as f64 / cl.pages.len().max(1) as f64;
@@ -709,7 +739,7 @@ impl Engine {
                     .then(cx.last_evictions.cmp(&cy.last_evictions))
             })
         else {
-            return;
+            return false;
         };
         let dr = density(&self.a.classes[r]);
         if let Some(p) = self
@@ -723,7 +753,25 @@ impl Engine {
             cl.last_evictions = cl.last_evictions.saturating_sub(per);
             cl.recv_window = self.window_start;
             self.start_move(p, Dest::Class(r));
+            return false;
         }
+        // No slab class can give a page: free a large item's memory for the
+        // receiver if the large class is idle or earns under half as much
+        // (large items start at half a page, so they may hold most bytes).
+        let lc = &self.a.classes[large];
+        if !lc.pages.is_empty() && (lc.idle_windows >= IDLE_WINDOWS || density(lc) * 2.0 < dr) {
+            // Not the large class's own pressure: keep its eviction count.
+            let before = self.a.classes[large].win_evictions;
+            if self.evict_one(large, NONE, now) {
+                self.a.classes[large].win_evictions = before;
+                self.moves_in_window += 1;
+                let per = self.a.classes[r].per_page as u64;
+                let cl = &mut self.a.classes[r];
+                cl.last_evictions = cl.last_evictions.saturating_sub(per);
+                return true;
+            }
+        }
+        false
     }
 
     // ---- background work ----
@@ -782,10 +830,19 @@ impl Engine {
         }
         // Rebalancing: page moves, one after another while the slice lasts
         // (small pages move in one step each).
+        // Memory freed without a move (a free page released, a large item
+        // evicted) continues the loop too, within the slice's budget.
+        self.advance_window(now);
         let mut more_moves = false;
         while budget > 0 {
-            if self.mover.is_none() {
-                self.plan_move(now);
+            if self.mover.is_none() && self.plan_move(now) && self.mover.is_none() {
+                spend(&mut budget, &start);
+                if start.elapsed() > SLICE_TIME {
+                    more_moves = true;
+                    break;
+                }
+                more_moves = budget == 0;
+                continue;
             }
             let Some(mut m) = self.mover.take() else {
                 break;

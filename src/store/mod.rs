@@ -470,6 +470,198 @@ mod tests {
         assert_eq!(s.get(h, k1.as_bytes(), now, None).unwrap().value, &big[..]);
     }
 
+    fn keys_of(store: &Store, shard: usize, n: usize, p: &str) -> Vec<String> {
+        (0..)
+            .map(|i| format!("{p}{i}"))
+            .filter(|k| store.shard_of(store.hash(k.as_bytes())) == shard)
+            .take(n)
+            .collect()
+    }
+
+    fn set(store: &Store, k: &str, v: &[u8], now: u32) -> StoreResult {
+        let (mut s, h) = store.lock(k.as_bytes());
+        s.store(h, k.as_bytes(), StoreMode::Set, 0, 0, v, 0, now)
+    }
+
+    /// Pooled pages are resident memory: freed large items of exactly one
+    /// page go to the pool, and large items of another size must not then
+    /// claim the budget afresh beside them (the resident set reached 2x -m).
+    /// Page-sized large items reuse pooled pages.
+    #[test]
+    fn claimed_plus_pooled_memory_stays_within_the_limit() {
+        let limit = 64 << 20;
+        let store = Store::new(StoreConfig {
+            mem_limit: limit,
+            shards: 2,
+            ..Default::default()
+        });
+        let ps = store.budget().page_size;
+        let a = vec![b'a'; ps - 200];
+        let ka = keys_of(&store, 0, 900, "a");
+        for k in &ka {
+            set(&store, k, &a, 10);
+        }
+        for k in &ka {
+            let (mut s, h) = store.lock(k.as_bytes());
+            s.delete(h, k.as_bytes(), 0, 10);
+        }
+        let pooled = store.budget().pooled_pages();
+        assert!(pooled > 400, "freed page-sized items are pooled: {pooled}");
+        let b = vec![b'b'; 100_000];
+        let mut worst = 0;
+        for k in keys_of(&store, 0, 600, "b") {
+            set(&store, &k, &b, 10);
+            let resident = store.budget().claimed() + store.budget().pooled_pages() * ps;
+            worst = worst.max(resident);
+        }
+        assert!(worst <= limit + 2 * ps, "resident {worst} > limit {limit}");
+        // Page-sized items take their memory from the pool.
+        for k in &ka[..100] {
+            set(&store, k, &a, 10);
+        }
+        let resident = store.budget().claimed() + store.budget().pooled_pages() * ps;
+        assert!(resident <= limit + 2 * ps, "resident {resident}");
+    }
+
+    /// A shard below its share gets memory back from a shard whose extra
+    /// memory is all in large items (32 KiB and up at 64 KiB pages): the
+    /// give-back path evicts large items, and the hungry shard does not
+    /// evict its own items to repay its first-page credit.
+    #[test]
+    fn a_shard_below_its_share_gets_memory_held_in_large_items() {
+        let store = Store::new(StoreConfig {
+            mem_limit: 64 << 20,
+            shards: 2,
+            ..Default::default()
+        });
+        let big = vec![b'B'; 50_000];
+        for k in keys_of(&store, 0, 2000, "L") {
+            set(&store, &k, &big, 10);
+        }
+        let v = vec![b'v'; 100];
+        let mut now = 10;
+        let ks = keys_of(&store, 1, 100_000, "s");
+        let mut it = ks.iter();
+        for _ in 0..20 {
+            now += 1;
+            for _ in 0..5000 {
+                set(&store, it.next().unwrap(), &v, now);
+            }
+            store.lock_shard(1).tick(now);
+            while store.lock_shard(0).tick(now) {}
+        }
+        let s1 = *store.lock_shard(1).stats();
+        let s0 = *store.lock_shard(0).stats();
+        assert!(s0.pages_returned > 0, "shard 0 returned nothing");
+        // 100k items of ~140 bytes need ~13.5 MB; most must be held.
+        assert!(
+            s1.curr_items >= 90_000 && s1.mem_claimed >= 12 << 20,
+            "shard 1 stays starved: {} bytes, {} items",
+            s1.mem_claimed,
+            s1.curr_items
+        );
+        let resident = store.budget().claimed();
+        assert!(resident <= (64 << 20) + 4 * store.budget().page_size);
+    }
+
+    /// Within one shard, memory held by large items flows to an evicting
+    /// slab class (the automover frees large items when no slab class can
+    /// give a page), as memcached's automove moves chunked items' pages.
+    #[test]
+    fn automove_takes_memory_from_idle_large_items() {
+        let store = Store::new(StoreConfig {
+            mem_limit: 64 << 20,
+            shards: 1,
+            ..Default::default()
+        });
+        let big = vec![b'B'; 50_000];
+        for i in 0..2000 {
+            set(&store, &format!("L{i}"), &big, 10);
+        }
+        let v = vec![b'v'; 100];
+        let mut now = 10;
+        let mut n = 0;
+        for _ in 0..20 {
+            now += 1;
+            for _ in 0..5000 {
+                set(&store, &format!("s{n}"), &v, now);
+                n += 1;
+            }
+            while store.lock_shard(0).tick(now) {}
+        }
+        let held = (n - 20_000..n)
+            .filter(|i| {
+                let k = format!("s{i}");
+                let (mut s, h) = store.lock(k.as_bytes());
+                s.get(h, k.as_bytes(), now, None).is_some()
+            })
+            .count();
+        assert!(held >= 19_000, "{held} of the last 20000 small items held");
+    }
+
+    /// An item within -I but larger than one shard's share of -m fits the
+    /// shared budget: memcached stores it, so do we.
+    #[test]
+    fn an_item_larger_than_a_share_fits_the_shared_budget() {
+        let store = Store::new(StoreConfig {
+            mem_limit: 96 << 20,
+            shards: 3,
+            max_item_size: 48 << 20,
+            ..Default::default()
+        });
+        let v = vec![b'x'; 40 << 20];
+        let k = keys_of(&store, 1, 1, "big").pop().unwrap();
+        assert!(matches!(
+            set(&store, &k, &v, 10),
+            StoreResult::Stored { .. }
+        ));
+        let (mut s, h) = store.lock(k.as_bytes());
+        assert_eq!(
+            s.get(h, k.as_bytes(), 10, None).unwrap().value.len(),
+            40 << 20
+        );
+        drop(s);
+        // Still refused beyond the whole budget.
+        let store = Store::new(StoreConfig {
+            mem_limit: 32 << 20,
+            shards: 1,
+            max_item_size: 48 << 20,
+            ..Default::default()
+        });
+        assert_eq!(set(&store, &k, &v, 10), StoreResult::OutOfMemory);
+    }
+
+    /// Free pages go back to a hungry shard many per tick, not one per
+    /// 100 ms ticker sleep.
+    #[test]
+    fn free_pages_are_given_back_many_per_tick() {
+        let store = Store::new(StoreConfig {
+            mem_limit: 64 << 20,
+            shards: 2,
+            ..Default::default()
+        });
+        let v = vec![b'v'; 1000];
+        let k0 = keys_of(&store, 0, 70_000, "k");
+        for k in &k0 {
+            set(&store, k, &v, 10);
+        }
+        for k in &k0 {
+            let (mut s, h) = store.lock(k.as_bytes());
+            s.delete(h, k.as_bytes(), 0, 10);
+        }
+        assert!(store.budget().claimed() + 4 * store.budget().page_size > 64 << 20);
+        // Shard 1 evicts below its share: hungry from its next window.
+        let small = vec![b's'; 100];
+        for k in keys_of(&store, 1, 5000, "s") {
+            set(&store, &k, &small, 10);
+        }
+        store.lock_shard(1).tick(11);
+        assert!(store.budget().hungry() > 0);
+        store.lock_shard(0).tick(11);
+        let returned = store.lock_shard(0).stats().pages_returned;
+        assert!(returned >= 8, "{returned} pages returned in one tick");
+    }
+
     #[test]
     fn routing_is_stable_and_spread() {
         let cfg = StoreConfig {

@@ -255,15 +255,44 @@ impl Budget {
         self.claimed.load(Relaxed)
     }
 
-    /// Claim `bytes` if the total stays within `limit + over`.
+    /// Claim `bytes` if the total stays within `limit + over`. Pooled pages
+    /// are resident memory too: after the claim, pages are dropped from the
+    /// pool until `claimed + pooled` is within `limit + over` again (one
+    /// pooled page is spared for a page-sized claim, whose caller takes it
+    /// with `page_mem`). Dropped pages are freed outside the lock.
     #[inline]
     pub fn take(&self, bytes: usize, over: usize) -> bool {
         let cap = self.limit + over;
-        self.claimed
+        let ok = self
+            .claimed
             .fetch_update(Relaxed, Relaxed, |c| {
                 (c + bytes <= cap).then_some(c + bytes)
             })
-            .is_ok()
+            .is_ok();
+        if ok {
+            self.trim(cap, (bytes == self.page_size) as usize);
+        }
+        ok
+    }
+
+    /// Drop pooled pages while `claimed + (pooled - spare)` pages exceed
+    /// `cap` bytes.
+    fn trim(&self, cap: usize, spare: usize) {
+        loop {
+            let m = {
+                let mut pool = self.pool.lock();
+                let keep = pool.len().saturating_sub(spare);
+                if keep > 0 && self.claimed() + keep * self.page_size > cap {
+                    pool.pop()
+                } else {
+                    None
+                }
+            };
+            // Freed here, with the lock released.
+            if m.is_none() {
+                return;
+            }
+        }
     }
 
     /// Return claimed bytes.
@@ -272,12 +301,11 @@ impl Budget {
         self.claimed.fetch_sub(bytes, Relaxed);
     }
 
-    /// Memory for a page just claimed: from the pool, else the allocator.
+    /// Memory for a page just claimed: from the pool, else the allocator
+    /// (outside the pool's lock).
     fn page_mem(&self) -> Box<[u8]> {
-        match self.pool.lock().pop() {
-            Some(m) => m,
-            None => vec![0u8; self.page_size].into_boxed_slice(),
-        }
+        let m = self.pool.lock().pop();
+        m.unwrap_or_else(|| vec![0u8; self.page_size].into_boxed_slice())
     }
 
     /// Memory of a page just given back: kept in the pool while claimed
@@ -289,7 +317,10 @@ impl Budget {
         let mut pool = self.pool.lock();
         if self.claimed() + (pool.len() + 1) * self.page_size <= self.limit {
             pool.push(mem);
+            return;
         }
+        drop(pool);
+        drop(mem);
     }
 
     /// Free pages waiting in the pool.
@@ -808,7 +839,13 @@ impl Arena {
         if !self.take(len) {
             return None;
         }
-        let mem = vec![0u8; len].into_boxed_slice();
+        // Memory of exactly a page may come from the pool (freed large
+        // items of that size and released slab pages wait there).
+        let mem = if len == self.page_size {
+            self.budget.page_mem()
+        } else {
+            vec![0u8; len].into_boxed_slice()
+        };
         let p = self.install_page(self.large, mem);
         self.pages[p].carved = 1;
         self.pages[p].used = 1;

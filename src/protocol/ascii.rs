@@ -6,8 +6,9 @@
 //! handed to [`super::meta`].
 
 use super::{
-    put_stat_value, put_u64, strtol32, strtoul32, strtoull, tokens, Command, Ctx, ErrorKind, Keys,
-    Limits, Parsed, Request, Response, StoreMode, MAX_DATA_LEN, MAX_KEY_LEN,
+    fields, put_stat_value, put_u64, strtol32, strtoul32, strtoull, tokens, Command, Ctx,
+    ErrorKind, Fields, Keys, Limits, Parsed, Request, Response, StoreMode, MAX_DATA_LEN,
+    MAX_KEY_LEN,
 };
 
 /// A line with no newline within this many bytes is not a command (memcached
@@ -95,7 +96,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         b"quit" => done(Command::Quit, consumed, false),
         b"verbosity" => {
             // memcached: `verbosity <level> [noreply]`, otherwise ERROR.
-            let t: Vec3 = collect3(rest);
+            let t = fields::<3>(rest);
             match t.n {
                 1 | 2 => {
                     let noreply = t.v[t.n - 1] == b"noreply";
@@ -155,27 +156,6 @@ fn is_http_request(cmd: &[u8], line: &[u8]) -> bool {
     last.starts_with(b"HTTP/")
 }
 
-/// Up to three tokens and a count (4 = more than three).
-struct Vec3<'a> {
-    v: [&'a [u8]; 3],
-    n: usize,
-}
-
-fn collect3(rest: &[u8]) -> Vec3<'_> {
-    let mut v: [&[u8]; 3] = [b""; 3];
-    let mut n = 0;
-    for t in tokens(rest) {
-        if n < 3 {
-            v[n] = t;
-        }
-        n += 1;
-        if n > 3 {
-            break;
-        }
-    }
-    Vec3 { v, n }
-}
-
 fn done(cmd: Command<'_>, consumed: usize, noreply: bool) -> Parsed<'_> {
     Parsed::Done(
         Request {
@@ -233,14 +213,7 @@ fn storage<'a>(
     consumed: usize,
     limits: &Limits,
 ) -> Parsed<'a> {
-    let mut v: [&[u8]; 6] = [b""; 6];
-    let mut n = 0;
-    for t in tokens(rest) {
-        if n < 6 {
-            v[n] = t;
-        }
-        n += 1;
-    }
+    let Fields { v, n } = fields::<6>(rest);
     let want = if mode == StoreMode::Cas { 5 } else { 4 };
     // The data length as memcached reads it (strtol, kept to 32 bits). When
     // it is one memcached would accept, the data block that follows is data
@@ -369,7 +342,7 @@ fn refuse(
 /// request per key). No key is `ERROR` (as memcached answers a bare `get`);
 /// several keys or a key over 250 bytes is a format error.
 fn one_key<'a>(cmd: &[u8], rest: &'a [u8], consumed: usize) -> Parsed<'a> {
-    let t = collect3(rest);
+    let t = fields::<3>(rest);
     if t.n == 0 {
         return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
     }
@@ -389,14 +362,7 @@ fn one_key<'a>(cmd: &[u8], rest: &'a [u8], consumed: usize) -> Parsed<'a> {
 /// Field errors follow the storage commands' rules (the data block is
 /// swallowed whenever its length could be read).
 fn lease_set<'a>(rest: &'a [u8], buf: &'a [u8], consumed: usize, limits: &Limits) -> Parsed<'a> {
-    let mut v: [&[u8]; 6] = [b""; 6];
-    let mut n = 0;
-    for t in tokens(rest) {
-        if n < 6 {
-            v[n] = t;
-        }
-        n += 1;
-    }
+    let Fields { v, n } = fields::<6>(rest);
     let data_len = if n > 4 {
         strtol32(v[4])
             .filter(|l| (0..=MAX_DATA_LEN).contains(l))
@@ -451,7 +417,7 @@ fn lease_set<'a>(rest: &'a [u8], buf: &'a [u8], consumed: usize, limits: &Limits
 }
 
 fn delete(rest: &[u8], consumed: usize) -> Parsed<'_> {
-    let t = collect3(rest);
+    let t = fields::<3>(rest);
     if t.n == 0 || t.n > 3 {
         return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
     }
@@ -472,7 +438,7 @@ fn delete(rest: &[u8], consumed: usize) -> Parsed<'_> {
 }
 
 fn arith(incr: bool, rest: &[u8], consumed: usize) -> Parsed<'_> {
-    let t = collect3(rest);
+    let t = fields::<3>(rest);
     if t.n != 2 && t.n != 3 {
         return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
     }
@@ -500,7 +466,7 @@ fn arith(incr: bool, rest: &[u8], consumed: usize) -> Parsed<'_> {
 }
 
 fn touch(rest: &[u8], consumed: usize) -> Parsed<'_> {
-    let t = collect3(rest);
+    let t = fields::<3>(rest);
     if t.n != 2 && t.n != 3 {
         return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
     }
@@ -525,7 +491,7 @@ fn touch(rest: &[u8], consumed: usize) -> Parsed<'_> {
 }
 
 fn flush_all(rest: &[u8], consumed: usize) -> Parsed<'_> {
-    let t = collect3(rest);
+    let t = fields::<3>(rest);
     if t.n > 2 {
         return done(Command::Error(ErrorKind::UnknownCommand), consumed, false);
     }

@@ -374,6 +374,28 @@ impl<'a> Iterator for Tokens<'a> {
     }
 }
 
+/// The first `N` tokens of a line and how many there are, counted up to
+/// `N + 1` ("more than `N`"): the shape every fixed-arity text command is
+/// checked against. Unused slots are empty.
+pub struct Fields<'a, const N: usize> {
+    pub v: [&'a [u8]; N],
+    pub n: usize,
+}
+
+pub fn fields<const N: usize>(line: &[u8]) -> Fields<'_, N> {
+    let mut v: [&[u8]; N] = [b""; N];
+    let mut n = 0;
+    for t in tokens(line) {
+        if n == N {
+            n += 1;
+            break;
+        }
+        v[n] = t;
+        n += 1;
+    }
+    Fields { v, n }
+}
+
 /// Tokenize a text command line.
 pub fn tokens(line: &[u8]) -> Tokens<'_> {
     Tokens { rest: line }

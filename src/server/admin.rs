@@ -17,7 +17,9 @@
 
 use super::exec::{emit, Env, Next, GET_SLICE_BYTES};
 use super::meta_exec::{item_total, slab_class};
-use crate::protocol::{put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Response, StoreMode};
+use crate::protocol::{
+    fields, put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Fields, Response, StoreMode,
+};
 use crate::stats::bump;
 use crate::store::{MetaGet, StoreOpts, StoreResult, WalkItem};
 use crate::time;
@@ -281,14 +283,7 @@ fn parse_classes(spec: &[u8]) -> Option<u64> {
 
 /// `lru_crawler <sub> ...`, memcached 1.6.18's replies.
 pub fn lru_crawler(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) -> Next {
-    let mut v: [&[u8]; 2] = [b""; 2];
-    let mut n = 0;
-    for t in tokens(args) {
-        if n < 2 {
-            v[n] = t;
-        }
-        n += 1;
-    }
+    let Fields { v, n } = fields::<2>(args);
     let reply: &[u8] = match (n, v[0]) {
         (2, b"crawl") => {
             if !CRAWLER_ON.load(Relaxed) {

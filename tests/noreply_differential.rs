@@ -11,53 +11,26 @@
 
 mod common;
 
-use common::{Conn, Server};
-use std::io::{ErrorKind, Read, Write};
-use std::time::{Duration, Instant};
+use common::{exchange, mask_version, Conn, Server};
+use std::time::Duration;
 
 /// Send `script` + `version\r\n` on a fresh connection; return what came
 /// back up to and including the VERSION line (its text masked), and whether
 /// the server closed the connection.
 fn run(s: &Server, script: &str) -> (String, bool) {
-    let mut t = s.tcp();
-    t.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    t.write_all(format!("{script}version\r\n").as_bytes())
-        .unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut closed = false;
     let has_version = |o: &[u8]| {
         String::from_utf8_lossy(o)
             .split_inclusive("\r\n")
             .any(|l| l.starts_with("VERSION ") && l.ends_with("\r\n"))
     };
-    while !has_version(&out) && Instant::now() < deadline {
-        match t.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
-                closed = true;
-                break;
-            }
-            Err(_) => {}
-        }
-    }
-    let text: String = String::from_utf8_lossy(&out)
-        .split_inclusive("\r\n")
-        .map(|l| {
-            if l.starts_with("VERSION ") {
-                "VERSION x\r\n"
-            } else {
-                l
-            }
-        })
-        .collect();
-    (text, closed)
+    let (out, closed) = exchange(
+        s,
+        format!("{script}version\r\n").as_bytes(),
+        has_version,
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    );
+    (mask_version(&out), closed)
 }
 
 /// Each `(script, want)`: both servers answer `want` (before the masked

@@ -15,7 +15,7 @@ mod binary_wire;
 mod common;
 
 use binary_wire::{op, set, Client, Pkt, Reply, NOOP_OPAQUE};
-use common::{show, Conn, Server};
+use common::{exchange, mask_version, show, Conn, Server};
 use std::io::{ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
@@ -23,42 +23,16 @@ use std::time::{Duration, Instant};
 /// the connection); return what came back (VERSION lines masked) and whether
 /// the server closed the connection.
 fn run(s: &Server, script: &[u8]) -> (String, bool) {
-    let mut t = s.tcp();
-    t.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
     let mut req = script.to_vec();
     req.extend_from_slice(b"mn\r\n");
-    t.write_all(&req).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut closed = false;
-    let mut buf = [0u8; 65536];
-    while !out.ends_with(b"MN\r\n") && Instant::now() < deadline {
-        match t.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
-                closed = true;
-                break;
-            }
-            Err(_) => {}
-        }
-    }
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let masked: Vec<String> = text
-        .split_inclusive("\r\n")
-        .map(|l| {
-            if l.starts_with("VERSION ") {
-                "VERSION x\r\n".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    (masked.concat(), closed)
+    let (out, closed) = exchange(
+        s,
+        &req,
+        |o| o.ends_with(b"MN\r\n"),
+        Duration::from_millis(300),
+        Duration::from_secs(10),
+    );
+    (mask_version(&out), closed)
 }
 
 fn unescape(s: &str) -> Vec<u8> {

@@ -296,6 +296,49 @@ impl Drop for Server {
 }
 
 /// Printable form of protocol bytes for assertion messages.
+/// Send `req` on a fresh connection to `s` and read replies until `done`
+/// says the answer is complete, the server closes, or `limit` passes
+/// (reads poll every `poll`). Returns the bytes and whether the server
+/// closed the connection (EOF or reset).
+pub fn exchange(
+    s: &Server,
+    req: &[u8],
+    done: impl Fn(&[u8]) -> bool,
+    poll: Duration,
+    limit: Duration,
+) -> (Vec<u8>, bool) {
+    let mut t = s.tcp();
+    t.set_read_timeout(Some(poll)).unwrap();
+    t.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + limit;
+    while !done(&out) && Instant::now() < deadline {
+        match t.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (out, true),
+            Err(_) => {}
+        }
+    }
+    (out, false)
+}
+
+/// `text` with every `VERSION ...` line replaced by `VERSION x` (the two
+/// servers' version strings differ).
+pub fn mask_version(text: &[u8]) -> String {
+    String::from_utf8_lossy(text)
+        .split_inclusive("\r\n")
+        .map(|l| {
+            if l.starts_with("VERSION ") {
+                "VERSION x\r\n"
+            } else {
+                l
+            }
+        })
+        .collect()
+}
+
 pub fn show(b: &[u8]) -> String {
     let mut s = String::new();
     for &c in b.iter().take(600) {

@@ -131,6 +131,19 @@ fn assert_prompt(samples: &[Duration], what: &str) {
 const KEYS: usize = 200_000;
 const VLEN: usize = 10 * 1024;
 
+/// The set-up of the output-bound tests: key `k` holds a `VLEN`-byte value
+/// (returned) set through `a`, the connection that will ask for the big
+/// reply; `b` is a second client on the same loop, warmed up with one
+/// `version`, whose latency the tests watch.
+fn reader_and_bystander(srv: &Server) -> (Vec<u8>, Conn, Conn) {
+    let val = value(VLEN);
+    let mut a = srv.conn();
+    a.set("k", 0, 0, &val);
+    let mut b = srv.conn();
+    version_rtt(&mut b);
+    (val, a, b)
+}
+
 /// `get k k ... k` (200,000 times, a 400 KB line) on a 10 KB value: the
 /// reply is 2 GB. Under a 1 GiB address-space cap the server must stay up
 /// (main built the whole reply and aborted on the failed allocation), its
@@ -144,11 +157,7 @@ fn huge_multiget_is_streamed_and_leaves_the_loop_responsive() {
     }
     let mut srv = Server::corecached_wrapped(&["prlimit", "--as=1073741824", "--"], &["-t", "1"]);
     let pid = srv.pid();
-    let val = value(VLEN);
-    let mut a = srv.conn();
-    a.set("k", 0, 0, &val);
-    let mut b = srv.conn();
-    version_rtt(&mut b);
+    let (val, mut a, mut b) = reader_and_bystander(&srv);
     let base = status_kb(pid, "VmRSS");
 
     let mut line = Vec::with_capacity(3 + 2 * KEYS + 2);
@@ -223,11 +232,7 @@ fn multiget_yields_on_the_epoll_driver() {
     }
     const N: usize = 100_000;
     let srv = Server::corecached(&["-t", "1", "--io-driver", "epoll"]);
-    let val = value(VLEN);
-    let mut a = srv.conn();
-    a.set("k", 0, 0, &val);
-    let mut b = srv.conn();
-    version_rtt(&mut b);
+    let (val, mut a, mut b) = reader_and_bystander(&srv);
     let mut line = b"get".to_vec();
     for _ in 0..N {
         line.extend_from_slice(b" k");
@@ -268,11 +273,7 @@ fn pipelined_gets_are_bounded_too() {
     const N: usize = 20_000;
     let mut srv = Server::corecached_wrapped(&["prlimit", "--as=1073741824", "--"], &["-t", "1"]);
     let pid = srv.pid();
-    let val = value(VLEN);
-    let mut a = srv.conn();
-    a.set("k", 0, 0, &val);
-    let mut b = srv.conn();
-    version_rtt(&mut b);
+    let (val, mut a, mut b) = reader_and_bystander(&srv);
     let base = status_kb(pid, "VmRSS");
 
     // Meta.

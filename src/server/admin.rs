@@ -155,7 +155,7 @@ pub fn metaget(key: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(b"META ");
         out.extend_from_slice(key);
         out.extend_from_slice(b" age: unknown; exptime: ");
-        put_i64(out, if exp == 0 { 0 } else { time::to_unix(exp) });
+        put_i64(out, unix_exptime(exp, 0));
         out.extend_from_slice(b"; from: unknown; is_transient: 0\r\n");
     }
     out.extend_from_slice(b"END\r\n");
@@ -232,14 +232,7 @@ pub fn stats(group: &[u8], arg: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(b" [");
         put_u64(out, it.value_len as u64);
         out.extend_from_slice(b" b; ");
-        put_i64(
-            out,
-            if it.exptime == 0 {
-                0
-            } else {
-                time::to_unix(it.exptime)
-            },
-        );
+        put_i64(out, unix_exptime(it.exptime, 0));
         out.extend_from_slice(b" s]\r\n");
         if out.len() - start + 6 > CACHEDUMP_MAX {
             out.truncate(mark);
@@ -387,38 +380,40 @@ fn metadump(mask: u64, env: &Env<'_>, from: usize, out: &mut Vec<u8>) -> Next {
     Next::Continue
 }
 
+/// An item's expiry as the dumps print it: a Unix time, or `never` for an
+/// item that does not expire (memcached prints 0 in `cachedump` and
+/// `metaget`, -1 in `metadump`).
+fn unix_exptime(exptime: u32, never: i64) -> i64 {
+    if exptime == 0 {
+        never
+    } else {
+        time::to_unix(exptime)
+    }
+}
+
 /// One item's metadump line, if its class is selected.
 fn metadump_line(it: &WalkItem<'_>, mask: u64, env: &Env<'_>, out: &mut Vec<u8>) {
-    {
-        let cls = memcached_class(it, env);
-        if mask & (1u64 << cls.min(63)) == 0 {
-            return;
-        }
-        out.extend_from_slice(b"key=");
-        uri_encode(it.key, out);
-        out.extend_from_slice(b" exp=");
-        put_i64(
-            out,
-            if it.exptime == 0 {
-                -1
-            } else {
-                time::to_unix(it.exptime)
-            },
-        );
-        out.extend_from_slice(b" la=");
-        put_i64(out, time::to_unix(it.atime));
-        out.extend_from_slice(b" cas=");
-        put_u64(out, it.cas);
-        out.extend_from_slice(if it.fetched {
-            &b" fetch=yes cls="[..]
-        } else {
-            &b" fetch=no cls="[..]
-        });
-        put_u64(out, cls as u64);
-        out.extend_from_slice(b" size=");
-        put_u64(out, item_total(it.key.len(), it.value_len, it.flags));
-        out.push(b'\n');
+    let cls = memcached_class(it, env);
+    if mask & (1u64 << cls.min(63)) == 0 {
+        return;
     }
+    out.extend_from_slice(b"key=");
+    uri_encode(it.key, out);
+    out.extend_from_slice(b" exp=");
+    put_i64(out, unix_exptime(it.exptime, -1));
+    out.extend_from_slice(b" la=");
+    put_i64(out, time::to_unix(it.atime));
+    out.extend_from_slice(b" cas=");
+    put_u64(out, it.cas);
+    out.extend_from_slice(if it.fetched {
+        &b" fetch=yes cls="[..]
+    } else {
+        &b" fetch=no cls="[..]
+    });
+    put_u64(out, cls as u64);
+    out.extend_from_slice(b" size=");
+    put_u64(out, item_total(it.key.len(), it.value_len, it.flags));
+    out.push(b'\n');
 }
 
 #[cfg(test)]

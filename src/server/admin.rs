@@ -15,15 +15,17 @@
 //! copy the slice's lines into the output, unlock; no lock is held across
 //! I/O (the connection writes the output after the command).
 
-use super::exec::{emit, Env, Next, GET_SLICE_BYTES};
-use super::meta_exec::{item_total, slab_class};
+use super::env::{
+    emit, item_total, slab_class, Env, Next, CRAWLER_ON, CRAWLER_SLEEP, CRAWLER_TOCRAWL,
+    GET_SLICE_BYTES,
+};
 use crate::protocol::{
     fields, put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Fields, Response, StoreMode,
 };
 use crate::stats::bump;
 use crate::store::{MetaGet, StoreOpts, StoreResult, WalkItem};
 use crate::time;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Index buckets visited per shard lock during a dump.
 const SLICE_BUCKETS: usize = 256;
@@ -36,20 +38,6 @@ const MAX_CLASSES: u32 = 64;
 pub const LEASE_TTL: i64 = 10;
 /// mcrouter's hot-miss token: a lease is out, wait and retry.
 pub const HOT_MISS: u64 = 1;
-
-/// `lru_crawler enable|disable` state. corecached has no crawler thread (the
-/// timing wheel expires items within a second); the switch gates `crawl`
-/// and `metadump` as memcached's does.
-static CRAWLER_ON: AtomicBool = AtomicBool::new(true);
-/// `lru_crawler sleep` / `tocrawl`: shown by `stats settings`; there is no
-/// crawler for them to pace.
-static CRAWLER_SLEEP: AtomicU32 = AtomicU32::new(100);
-static CRAWLER_TOCRAWL: AtomicU32 = AtomicU32::new(0);
-
-/// `lru_crawler sleep` and `tocrawl` as set (for `stats settings`).
-pub fn crawler_settings() -> (u32, u32) {
-    (CRAWLER_SLEEP.load(Relaxed), CRAWLER_TOCRAWL.load(Relaxed))
-}
 
 fn line(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);

@@ -7,7 +7,7 @@
 //! - Output: once the pending output passes [`WBUF_HIGH`] it is written (the
 //!   task waits for the client to take it) before any more requests are
 //!   executed. A multi-get is served a slice of keys at a time
-//!   ([`exec::GET_SLICE_KEYS`] keys or [`exec::GET_SLICE_BYTES`] of output),
+//!   ([`env::GET_SLICE_KEYS`] keys or [`env::GET_SLICE_BYTES`] of output),
 //!   so its reply never sits in memory whole.
 //! - Input: the read buffer grows as bytes arrive, never to a value's declared
 //!   length ahead of its bytes: at most what has arrived plus one step
@@ -30,7 +30,8 @@
 //!   [`DRAIN_TIME`]) before closing, so unread input does not turn the close
 //!   into a reset that can destroy the reply.
 
-use super::exec::{self, execute, resume, ConnState, Env, Next};
+use super::env::{self, ConnState, Env, Next};
+use super::exec::{execute, resume};
 use super::Worker;
 use crate::protocol::{ascii, binary, Command, ErrorKind, Limits, Parsed, Proto, Response};
 use crate::stats::{bump, Stats};
@@ -316,7 +317,7 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                 // request line; then close.
                 if proto == Some(Proto::Ascii) {
                     let e = ErrorKind::Server("SERVER_ERROR out of memory reading request");
-                    exec::emit(&Default::default(), Response::Error(e), &mut wbuf);
+                    env::emit(&Default::default(), Response::Error(e), &mut wbuf);
                 }
                 if flush(&mut stream, &mut wbuf, &env).await.is_some() {
                     release(&mut rbuf, &mut wbuf, &mut meter);

@@ -5,62 +5,15 @@
 //! reply (values are copied straight from the shard into the output buffer)
 //! before the lock is released. Nothing here awaits or allocates per request.
 
-use super::Shared;
+use super::env::{emit, ConnState, Env, Next, GET_SLICE_BYTES, GET_SLICE_KEYS};
 use crate::protocol::{
-    ascii, binary, tokens, Command, Ctx, ErrorKind, Keys, Request, Response, StatValue, StoreMode,
+    binary, tokens, Command, Ctx, ErrorKind, Keys, Request, Response, StoreMode,
 };
 use crate::sasl;
-use crate::stats::{bump, WorkerStats};
+use crate::stats::bump;
 use crate::store::{ArithResult, DeleteResult, Reassign, StoreResult};
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
-
-/// What the connection does after a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    Continue,
-    /// Skip this many more input bytes (a data block being swallowed).
-    Skip(usize),
-    /// Flush the output, then close.
-    Close,
-    /// A multi-get stopped after a slice of its keys (see [`GET_SLICE_KEYS`],
-    /// [`GET_SLICE_BYTES`]); its reply goes on with [`resume_get`] from this
-    /// byte offset of its key list once the connection has written (or
-    /// yielded).
-    More(usize),
-}
-
-/// A multi-get hands control back to the connection after this many keys...
-pub const GET_SLICE_KEYS: usize = 256;
-/// ...or once the output buffer holds this much, whichever comes first, so
-/// one request never builds more than one slice (plus one value) of reply.
-pub const GET_SLICE_BYTES: usize = 256 * 1024;
-
-/// Per-connection state the executor reads or changes.
-#[derive(Debug, Default)]
-pub struct ConnState {
-    /// SASL: has this connection authenticated?
-    pub authenticated: bool,
-    /// SASL: an Auth without initial response was answered "continue"; the
-    /// credentials come in a Step.
-    pub sasl_started: bool,
-}
-
-/// Everything a request may touch.
-pub struct Env<'a> {
-    pub shared: &'a Shared,
-    pub stats: &'a WorkerStats,
-}
-
-/// Encode one response for the request's protocol.
-#[inline]
-pub fn emit(ctx: &Ctx, r: Response<'_>, out: &mut Vec<u8>) {
-    if ctx.binary {
-        binary::encode(&r, ctx, out);
-    } else {
-        ascii::encode(&r, ctx, out);
-    }
-}
 
 /// Execute one request.
 pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut Vec<u8>) -> Next {
@@ -489,9 +442,4 @@ fn sasl(cmd: &Command<'_>, ctx: &Ctx, env: &Env<'_>, conn: &mut ConnState, out: 
             emit(ctx, Response::Error(ErrorKind::AuthError), out);
         }
     }
-}
-
-/// Shorthand for a stat line.
-pub fn stat<'a>(ctx: &Ctx, name: &'a str, value: StatValue<'a>, out: &mut Vec<u8>) {
-    emit(ctx, Response::Stat { name, value }, out);
 }

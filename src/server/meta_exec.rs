@@ -10,7 +10,7 @@
 //! touch), ms as a set (plus the CAS counters in CAS mode), md as a delete
 //! (`I` counts nothing), ma as incr/decr; `cmd_meta` counts only `me`.
 
-use super::exec::{Env, Next};
+use super::env::{item_total, slab_class, Env, Next};
 use crate::protocol::ascii::error_text;
 use crate::protocol::meta::{
     self, encode, encode_debug, encode_miss, Code, DebugInfo, MetaCommand, Reply, Verb,
@@ -19,9 +19,6 @@ use crate::protocol::{Ctx, ErrorKind, StoreMode, MAX_KEY_LEN};
 use crate::stats::bump;
 use crate::store::{ArithResult, DeleteOpts, DeleteResult, MetaGet, Shard, StoreOpts, StoreResult};
 use crate::time;
-
-/// memcached's default `slab_chunk_max` (half a 1 MiB page).
-const SLAB_CHUNK_MAX: u64 = 512 * 1024;
 
 pub fn execute(m: &MetaCommand<'_>, _ctx: &Ctx, env: &Env<'_>, out: &mut Vec<u8>) -> Next {
     let mut kb = [0u8; MAX_KEY_LEN];
@@ -384,52 +381,5 @@ fn debug(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
             encode_debug(key, m.opts.base64, &d, out);
         }
         None => encode_miss(out),
-    }
-}
-
-/// memcached's ITEM_ntotal: 48-byte header, 8-byte CAS, key + NUL,
-/// value + CRLF, 4 bytes of client flags when they are non-zero.
-pub(crate) fn item_total(nkey: usize, nval: usize, flags: u32) -> u64 {
-    (48 + 8 + nkey + 1 + nval + 2 + if flags != 0 { 4 } else { 0 }) as u64
-}
-
-/// The slab class memcached would put an item of `total` bytes in, given
-/// `-n` (`chunk`) and `-f` (`factor`): classes start at 48 + chunk bytes,
-/// grow by `factor` (8-byte aligned) up to half a page; larger items are
-/// chunked into the largest class.
-pub(crate) fn slab_class(total: u64, chunk: u64, factor: f64) -> u32 {
-    let mut size = 48 + chunk;
-    let mut cls = 1u32;
-    loop {
-        if size as f64 >= SLAB_CHUNK_MAX as f64 / factor {
-            // the largest class holds slab_chunk_max (and chunked items)
-            return cls;
-        }
-        if !size.is_multiple_of(8) {
-            size += 8 - size % 8;
-        }
-        if total <= size {
-            return cls;
-        }
-        size = (size as f64 * factor) as u64;
-        cls += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slab_classes_match_memcached_defaults() {
-        // memcached -n 48 -f 1.25: 96, 120, 152, 192, 240, 304, ...
-        assert_eq!(slab_class(65, 48, 1.25), 1);
-        assert_eq!(slab_class(96, 48, 1.25), 1);
-        assert_eq!(slab_class(97, 48, 1.25), 2);
-        assert_eq!(slab_class(120, 48, 1.25), 2);
-        assert_eq!(slab_class(121, 48, 1.25), 3);
-        assert_eq!(slab_class(1 << 20, 48, 1.25), 39);
-        assert_eq!(item_total(3, 3, 5), 69);
-        assert_eq!(item_total(3, 3, 0), 65);
     }
 }

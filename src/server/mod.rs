@@ -10,6 +10,7 @@
 
 mod admin;
 mod conn;
+mod env;
 pub mod exec;
 mod meta_exec;
 mod stats_cmd;

@@ -3,7 +3,7 @@
 //! `STAT name value` line or a binary stat packet). Binary keys are
 //! matched as memcached's binary handler matches them (see [`binary`]).
 
-use super::exec::{emit, stat, Env};
+use super::env::{crawler_settings, emit, stat, Env};
 use crate::protocol::{Ctx, ErrorKind, Response, StatValue as V};
 use crate::stats::rusage;
 use crate::time;
@@ -262,7 +262,7 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         V::U64((env.shared.store.budget().page_size / 2) as u64),
     );
     s("lru_crawler", V::Bool(true));
-    let (sleep, tocrawl) = super::admin::crawler_settings();
+    let (sleep, tocrawl) = crawler_settings();
     s("lru_crawler_sleep", V::U64(sleep as u64));
     s("lru_crawler_tocrawl", V::U64(tocrawl as u64));
     s("tail_repair_time", V::U64(0));

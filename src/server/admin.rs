@@ -22,7 +22,7 @@ use super::env::{
 use crate::protocol::{
     fields, put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Fields, Response, StoreMode,
 };
-use crate::stats::bump;
+use crate::stats::{count_get, count_store};
 use crate::store::{MetaGet, StoreOpts, StoreResult, WalkItem};
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
@@ -58,22 +58,16 @@ pub fn lease_get(key: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
         ..MetaGet::default()
     };
     let st = env.stats;
-    bump(&st.cmd_get, 1);
     let (mut shard, h) = env.shared.store.lock(key);
     let Some((it, oc)) = shard.meta_get(h, key, now, &op) else {
         drop(shard);
-        bump(&st.get_misses, 1);
+        count_get(st, false, false);
         line(out, b"SERVER_ERROR out of memory");
         return;
     };
     let hit = !oc.created && !it.stale && !it.win;
-    if hit {
-        bump(&st.get_hits, 1);
-        out.extend_from_slice(b"VALUE ");
-    } else {
-        bump(&st.get_misses, 1);
-        out.extend_from_slice(b"LVALUE ");
-    }
+    count_get(st, false, hit);
+    out.extend_from_slice(if hit { b"VALUE " } else { b"LVALUE " });
     out.extend_from_slice(key);
     out.push(b' ');
     if !hit {
@@ -103,8 +97,6 @@ pub fn lease_set(
     out: &mut Vec<u8>,
 ) {
     let now = time::now();
-    let st = env.stats;
-    bump(&st.cmd_set, 1);
     let exp = time::exptime_to_rel(exptime, now);
     let (mut shard, h) = env.shared.store.lock(key);
     let leased = shard
@@ -117,12 +109,10 @@ pub fn lease_set(
         StoreResult::NotStored
     };
     drop(shard);
+    count_store(env.stats, StoreMode::Set, false, &r);
     let resp = match r {
         StoreResult::Stored { cas } => Response::Stored { cas },
-        StoreResult::OutOfMemory => {
-            bump(&st.store_no_memory, 1);
-            Response::Error(ErrorKind::OutOfMemory)
-        }
+        StoreResult::OutOfMemory => Response::Error(ErrorKind::OutOfMemory),
         StoreResult::TooLarge => Response::Error(ErrorKind::TooLarge),
         _ => Response::NotStored,
     };

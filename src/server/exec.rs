@@ -10,7 +10,9 @@ use crate::protocol::{
     binary, tokens, Command, Ctx, ErrorKind, Keys, Request, Response, StoreMode,
 };
 use crate::sasl;
-use crate::stats::bump;
+use crate::stats::{
+    bump, count_arith, count_delete, count_get, count_store, count_too_large, count_touch,
+};
 use crate::store::{ArithResult, DeleteResult, Reassign, StoreResult};
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
@@ -45,37 +47,19 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             data,
             cas,
         } => {
-            bump(&st.cmd_set, 1);
             let now = time::now();
             let exp = time::exptime_to_rel(exptime, now);
             let (mut shard, h) = store.lock(key);
             let r = shard.store(h, key, mode, flags, exp, data, cas, now);
             drop(shard);
-            let compare = mode == StoreMode::Cas;
+            count_store(st, mode, mode == StoreMode::Cas || cas != 0, &r);
             let resp = match r {
-                StoreResult::Stored { cas } => {
-                    if compare {
-                        bump(&st.cas_hits, 1);
-                    }
-                    Response::Stored { cas }
-                }
+                StoreResult::Stored { cas } => Response::Stored { cas },
                 StoreResult::NotStored => Response::NotStored,
-                StoreResult::Exists => {
-                    bump(&st.cas_badval, 1);
-                    Response::Exists
-                }
-                StoreResult::NotFound => {
-                    bump(&st.cas_misses, 1);
-                    Response::NotFound
-                }
-                StoreResult::TooLarge => {
-                    bump(&st.store_too_large, 1);
-                    too_big_or_oom(ctx, mode, ErrorKind::TooLarge)
-                }
-                StoreResult::OutOfMemory => {
-                    bump(&st.store_no_memory, 1);
-                    too_big_or_oom(ctx, mode, ErrorKind::OutOfMemory)
-                }
+                StoreResult::Exists => Response::Exists,
+                StoreResult::NotFound => Response::NotFound,
+                StoreResult::TooLarge => too_big_or_oom(ctx, mode, ErrorKind::TooLarge),
+                StoreResult::OutOfMemory => too_big_or_oom(ctx, mode, ErrorKind::OutOfMemory),
             };
             emit(ctx, resp, out);
         }
@@ -84,15 +68,10 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             let (mut shard, h) = store.lock(key);
             let r = shard.delete(h, key, cas, now);
             drop(shard);
+            count_delete(st, &r, false, false);
             let resp = match r {
-                DeleteResult::Deleted => {
-                    bump(&st.delete_hits, 1);
-                    Response::Deleted
-                }
-                DeleteResult::NotFound => {
-                    bump(&st.delete_misses, 1);
-                    Response::NotFound
-                }
+                DeleteResult::Deleted => Response::Deleted,
+                DeleteResult::NotFound => Response::NotFound,
                 DeleteResult::Exists => Response::Exists,
             };
             emit(ctx, resp, out);
@@ -109,20 +88,10 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             let (mut shard, h) = store.lock(key);
             let r = shard.arith(h, key, incr, delta, initial, cas, now);
             drop(shard);
-            let (hits, misses) = if incr {
-                (&st.incr_hits, &st.incr_misses)
-            } else {
-                (&st.decr_hits, &st.decr_misses)
-            };
+            count_arith(st, incr, &r, false);
             let resp = match r {
-                ArithResult::Value { value, cas } => {
-                    bump(hits, 1);
-                    Response::Numeric { value, cas }
-                }
-                ArithResult::NotFound => {
-                    bump(misses, 1);
-                    Response::NotFound
-                }
+                ArithResult::Value { value, cas } => Response::Numeric { value, cas },
+                ArithResult::NotFound => Response::NotFound,
                 ArithResult::NonNumeric => Response::Error(ErrorKind::NonNumeric),
                 ArithResult::Exists => Response::Exists,
                 ArithResult::OutOfMemory => Response::Error(ErrorKind::OutOfMemory),
@@ -130,21 +99,15 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             emit(ctx, resp, out);
         }
         Command::Touch { key, exptime } => {
-            bump(&st.cmd_touch, 1);
             let now = time::now();
             let exp = time::exptime_to_rel(exptime, now);
             let (mut shard, h) = store.lock(key);
             let r = shard.touch(h, key, exp, now);
             drop(shard);
+            count_touch(st, r.is_some());
             let resp = match r {
-                Some(cas) => {
-                    bump(&st.touch_hits, 1);
-                    Response::Touched { cas }
-                }
-                None => {
-                    bump(&st.touch_misses, 1);
-                    Response::NotFound
-                }
+                Some(cas) => Response::Touched { cas },
+                None => Response::NotFound,
             };
             emit(ctx, resp, out);
         }
@@ -219,7 +182,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
                 error
             };
             if error == ErrorKind::TooLarge {
-                bump(&st.store_too_large, 1);
+                count_too_large(st);
             }
             if let Some(key) = unlink {
                 let (mut shard, h) = store.lock(key);
@@ -266,12 +229,6 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
     let store = &env.shared.store;
     let now = time::now();
     let exp = touch.map(|e| time::exptime_to_rel(e, now));
-    // memcached counts gat/gats as touches, not gets.
-    let (cmd, hits, misses) = if exp.is_some() {
-        (&st.cmd_touch, &st.touch_hits, &st.touch_misses)
-    } else {
-        (&st.cmd_get, &st.get_hits, &st.get_misses)
-    };
     let (list, one) = match keys {
         Keys::One(k) => (k, true),
         Keys::Spaced(s) => (s, false),
@@ -303,10 +260,12 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
             return Next::More(key.as_ptr() as usize - list.as_ptr() as usize);
         }
         served += 1;
-        bump(cmd, 1);
         let (mut shard, h) = store.lock(key);
         match shard.get(h, key, now, exp) {
             Some(it) => {
+                // memcached counts gat/gats as touches, not gets (a hit is a
+                // hit even if its reply cannot be buffered below).
+                count_get(st, exp.is_some(), true);
                 // Room for the header line (or binary header) and the value,
                 // asked for without aborting if the allocator says no.
                 if out.try_reserve(it.value.len() + it.key.len() + 96).is_err() {
@@ -314,7 +273,6 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
                     env.shared.stats.response_obj_oom.fetch_add(1, Relaxed);
                     return Next::Close;
                 }
-                bump(hits, 1);
                 emit(
                     ctx,
                     Response::Value {
@@ -329,7 +287,7 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
             }
             None => {
                 drop(shard);
-                bump(misses, 1);
+                count_get(st, exp.is_some(), false);
                 emit(ctx, Response::Miss { key }, out);
             }
         }

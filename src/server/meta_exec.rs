@@ -6,9 +6,10 @@
 //! `protocol::meta::encode` before the lock is released. No heap allocation
 //! here: a base64 key is decoded into a stack buffer.
 //!
-//! Counters follow memcached 1.6.18: mg counts as a get (or, with `T`, as a
-//! touch), ms as a set (plus the CAS counters in CAS mode), md as a delete
-//! (`I` counts nothing), ma as incr/decr; `cmd_meta` counts only `me`.
+//! Counters are counted by `stats::count_*`, the same steps as the text and
+//! binary commands (memcached 1.6.18's rules): mg counts as a get (a hit
+//! with `T` as a touch), ms as a set, md as a delete, ma as incr/decr;
+//! `cmd_meta` counts only `me`.
 
 use super::env::{item_total, slab_class, Env, Next};
 use crate::protocol::ascii::error_text;
@@ -16,7 +17,7 @@ use crate::protocol::meta::{
     self, encode, encode_debug, encode_miss, Code, DebugInfo, MetaCommand, Reply, Verb,
 };
 use crate::protocol::{Ctx, ErrorKind, StoreMode, MAX_KEY_LEN};
-use crate::stats::bump;
+use crate::stats::{bump, count_arith, count_delete, count_get, count_store, count_too_large};
 use crate::store::{ArithResult, DeleteOpts, DeleteResult, MetaGet, Shard, StoreOpts, StoreResult};
 use crate::time;
 
@@ -71,13 +72,7 @@ fn get(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
     let (mut shard, h) = env.shared.store.lock(key);
     match shard.meta_get(h, key, now, &op) {
         Some((it, oc)) => {
-            if o.ttl.is_some() {
-                bump(&st.cmd_touch, 1);
-                bump(&st.touch_hits, 1);
-            } else {
-                bump(&st.cmd_get, 1);
-                bump(&st.get_hits, 1);
-            }
+            count_get(st, o.ttl.is_some(), true);
             // C: skip the value when the CAS matches.
             let with_value = o.value && o.compare_cas != Some(it.cas);
             let r = Reply {
@@ -105,8 +100,8 @@ fn get(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
         }
         None => {
             drop(shard);
-            bump(&st.cmd_get, 1);
-            bump(&st.get_misses, 1);
+            // memcached: a miss is a get miss, with or without T.
+            count_get(st, false, false);
             let r = Reply {
                 code: Code::En,
                 key,
@@ -123,7 +118,7 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
     let store = &env.shared.store;
     if o.too_large {
         // memcached: count it, drop any old value, swallow the data block.
-        bump(&st.store_too_large, 1);
+        count_too_large(st);
         let (mut shard, h) = store.lock(key);
         shard.delete(h, key, 0, now);
         drop(shard);
@@ -134,7 +129,6 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
         }
         return Next::Skip(skip);
     }
-    bump(&st.cmd_set, 1);
     let mode = match o.mode {
         b'E' => StoreMode::Add,
         b'A' => StoreMode::Append,
@@ -179,27 +173,13 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
         }
     }
     drop(shard);
-    let cas_mode = o.compare_cas.is_some() && matches!(mode, StoreMode::Set | StoreMode::Replace);
+    count_store(st, mode, o.compare_cas.is_some(), &r);
     let (code, new_cas) = match r {
-        StoreResult::Stored { cas } => {
-            if cas_mode {
-                bump(&st.cas_hits, 1);
-            }
-            (Code::Hd, cas)
-        }
+        StoreResult::Stored { cas } => (Code::Hd, cas),
         StoreResult::NotStored | StoreResult::TooLarge => (Code::Ns, 0),
-        StoreResult::Exists => {
-            if cas_mode {
-                bump(&st.cas_badval, 1);
-            }
-            (Code::Ex, 0)
-        }
-        StoreResult::NotFound => {
-            bump(&st.cas_misses, 1);
-            (Code::Nf, 0)
-        }
+        StoreResult::Exists => (Code::Ex, 0),
+        StoreResult::NotFound => (Code::Nf, 0),
         StoreResult::OutOfMemory => {
-            bump(&st.store_no_memory, 1);
             error(ErrorKind::OutOfMemory, out);
             return Next::Continue;
         }
@@ -247,21 +227,11 @@ fn delete(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Ve
         shard.delete_with(h, key, now, &opts)
     };
     drop(shard);
+    count_delete(st, &r, o.invalidate, true);
     let code = match r {
-        DeleteResult::Deleted => {
-            if !o.invalidate {
-                bump(&st.delete_hits, 1);
-            }
-            Code::Hd
-        }
-        DeleteResult::NotFound => {
-            bump(&st.delete_misses, 1);
-            Code::Nf
-        }
-        DeleteResult::Exists => {
-            bump(&st.delete_misses, 1);
-            Code::Ex
-        }
+        DeleteResult::Deleted => Code::Hd,
+        DeleteResult::NotFound => Code::Nf,
+        DeleteResult::Exists => Code::Ex,
     };
     let r = Reply {
         code,
@@ -289,17 +259,10 @@ fn arith(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
         now,
         o.new_cas.unwrap_or(0),
     );
-    let (hits, misses) = if incr {
-        (&st.incr_hits, &st.incr_misses)
-    } else {
-        (&st.decr_hits, &st.decr_misses)
-    };
+    count_arith(st, incr, &r, !existed);
     let code = match r {
         ArithResult::Value { value, cas } => {
             let created = !existed;
-            if !created {
-                bump(hits, 1);
-            }
             // T applies at its place on the line: a created item keeps N's
             // expiry when N came after T.
             let apply_t = !created || o.pos_t > o.pos_n;
@@ -334,10 +297,7 @@ fn arith(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
             encode(m, &r, out);
             return;
         }
-        ArithResult::NotFound => {
-            bump(misses, 1);
-            Code::Nf
-        }
+        ArithResult::NotFound => Code::Nf,
         ArithResult::Exists => Code::Ex,
         ArithResult::NonNumeric => {
             drop(shard);

@@ -85,24 +85,43 @@ fn run_text(s: &Server, steps: &[&str]) -> BTreeMap<String, String> {
     counters(&mut c)
 }
 
-/// Run binary packets (one write, then a Noop whose reply ends the
-/// answer) after `stats reset`, and read the counters over text.
+/// A CAS in a binary scenario's packet that stands for "the CAS of the last
+/// reply that carried one" (the packets before it are sent and answered
+/// first).
+const LAST_CAS: u64 = u64::MAX;
+
+/// Run binary packets after `stats reset` (in one write, then a Noop whose
+/// reply ends the answer; split before a packet with [`LAST_CAS`]), and
+/// read the counters over text.
 fn run_binary(s: &Server, pkts: &[Pkt]) -> BTreeMap<String, String> {
     let mut c = s.conn();
     c.req("stats reset\r\n", "RESET\r\n");
     let mut b = Client::connect(s.port);
+    let mut last_cas = 0;
+    let mut send = |raw: &mut Vec<u8>, last_cas: &mut u64| {
+        raw.extend_from_slice(&Pkt::new(op::NOOP).bytes());
+        b.send_raw(raw);
+        raw.clear();
+        loop {
+            let r = b.read().expect("server closed the binary connection");
+            if r.opcode == op::NOOP {
+                break;
+            }
+            if r.cas != 0 {
+                *last_cas = r.cas;
+            }
+        }
+    };
     let mut raw = Vec::new();
     for p in pkts {
+        let mut p = p.clone();
+        if p.cas == LAST_CAS {
+            send(&mut raw, &mut last_cas);
+            p = p.cas(last_cas);
+        }
         raw.extend_from_slice(&p.bytes());
     }
-    raw.extend_from_slice(&Pkt::new(op::NOOP).bytes());
-    b.send_raw(&raw);
-    loop {
-        let r = b.read().expect("server closed the binary connection");
-        if r.opcode == op::NOOP {
-            break;
-        }
-    }
+    send(&mut raw, &mut last_cas);
     counters(&mut c)
 }
 
@@ -291,6 +310,8 @@ fn binary_counters_match_memcached() {
                 set(op::SET, b"a", b"x", 0, 0).cas(999_999_999),
                 set(op::SET, b"nope", b"x", 0, 0).cas(5),
                 set(op::REPLACE, b"a", b"x", 0, 0).cas(999_999_999),
+                set(op::SET, b"a", b"y", 0, 0).cas(LAST_CAS),
+                set(op::REPLACE, b"a", b"z", 0, 0).cas(LAST_CAS),
                 Pkt::new(op::APPEND).key(b"a").value(b"y").cas(999_999_999),
                 Pkt::new(op::DELETE).key(b"a").cas(999_999_999),
             ],

@@ -12,6 +12,7 @@ mod admin;
 mod conn;
 pub mod exec;
 mod meta_exec;
+mod notify;
 mod stats_cmd;
 
 use crate::config::{Config, IoDriver, Pin};
@@ -24,7 +25,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,11 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Current `verbosity` level (set by `-v` and the `verbosity` command).
     pub verbosity: AtomicU32,
+    /// Event loops serving their listeners (systemd readiness: `notify`).
+    pub loops_ready: AtomicUsize,
+    /// Per loop: when its ticker last ran (`notify::mono_ms`), for the
+    /// systemd watchdog.
+    pub heartbeats: Box<[AtomicU64]>,
 }
 
 /// Per-loop state.
@@ -120,6 +126,7 @@ fn start_signal_thread(shared: Arc<Shared>) {
                 1,
                 format_args!("signal {sig}: shutting down"),
             );
+            notify::stopping(&format!("signal {sig}"));
             shared.shutdown.store(true, Ordering::SeqCst);
         })
         .expect("spawn signal thread");
@@ -242,9 +249,14 @@ pub fn run(config: Config) -> i32 {
         stats: Stats::new(threads),
         shutdown: AtomicBool::new(false),
         verbosity: AtomicU32::new(config.verbose as u32),
+        loops_ready: AtomicUsize::new(0),
+        heartbeats: (0..threads)
+            .map(|_| AtomicU64::new(notify::mono_ms()))
+            .collect(),
         config,
     });
     start_signal_thread(shared.clone());
+    notify::start_watchdog(shared.clone());
     let handles: Vec<_> = listeners
         .into_iter()
         .enumerate()
@@ -370,11 +382,13 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::Tcp
     // work is waiting, so I/O runs between slices. Also watches shutdown.
     // With fewer shards than loops (small -m), loop i drives shard i and
     // the other loops only watch shutdown.
+    notify::loop_ready(&shared);
     let mut busy = false;
     let owns_shard = id < shared.store.shard_count();
     while !shared.shutdown.load(Ordering::Relaxed) {
         let pause = if busy { 1 } else { 100 };
         monoio::time::sleep(Duration::from_millis(pause)).await;
+        shared.heartbeats[id].store(notify::mono_ms(), Ordering::Relaxed);
         if owns_shard {
             busy = shared.store.lock_shard(id).tick(time::now());
         }

@@ -48,6 +48,13 @@ pub struct Shared {
     pub heartbeats: Box<[AtomicU64]>,
 }
 
+/// One loop's listening sockets.
+#[derive(Default)]
+struct Listeners {
+    tcp: Vec<std::net::TcpListener>,
+    unix: Option<std::os::unix::net::UnixListener>,
+}
+
 /// Per-loop state.
 pub(crate) struct Worker {
     pub id: usize,
@@ -63,15 +70,82 @@ fn log(cfg: &Config, level: u8, msg: std::fmt::Arguments<'_>) {
 }
 
 /// Open one listening socket with SO_REUSEPORT.
-fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+fn listener(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.set_tcp_nodelay(true)?;
     s.bind(&addr.into())?;
-    s.listen(1024)?;
+    s.listen(backlog)?;
     s.set_nonblocking(true)?;
     Ok(s.into())
+}
+
+/// The unix socket of `-s`, as memcached makes it: a stale socket file is
+/// removed (any other kind of file is left alone and the bind fails), the
+/// socket gets the permissions of `-a`, and the loops share it.
+fn unix_listener(
+    path: &std::path::Path,
+    mask: u32,
+    backlog: i32,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    s.bind(&socket2::SockAddr::unix(path)?)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mask & 0o777))?;
+    s.listen(backlog)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// `-d`: detach as memcached does (fork, new session, stdio to /dev/null
+/// unless verbose; stay in the working directory with `-r` so cores land
+/// there). Before any thread exists.
+fn daemonize(cfg: &Config) -> Result<(), String> {
+    let nochdir = cfg.enable_coredumps as libc::c_int;
+    let noclose = (cfg.verbose > 0) as libc::c_int;
+    // SAFETY: called from the only thread of the process, before any other
+    // thread or runtime exists; daemon(3) forks and the parent exits.
+    if unsafe { libc::daemon(nochdir, noclose) } != 0 {
+        return Err(format!(
+            "failed to daemon() in order to daemonize: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// `-r` and `-k`, with memcached's warnings when they fail.
+fn process_limits(cfg: &Config) {
+    if cfg.enable_coredumps {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid rlimit we own.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_CORE, &mut rl) == 0 {
+                rl.rlim_cur = rl.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_CORE, &rl) != 0 {
+                    eprintln!("failed to ensure corefile creation");
+                }
+            }
+        }
+    }
+    if cfg.lock_memory {
+        // SAFETY: mlockall has no memory-safety preconditions.
+        if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+            eprintln!(
+                "warning: -k invalid, mlockall() failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// SO_REUSEPORT would let a second server (same user) share the port and
@@ -166,19 +240,54 @@ fn drop_privileges(cfg: &Config) -> Result<(), String> {
 /// Run the server until shutdown. Returns the process exit code.
 pub fn run(config: Config) -> i32 {
     time::init();
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    if config.daemonize {
+        if let Err(e) = daemonize(&config) {
+            eprintln!("{e}");
+            return 71;
+        }
+    }
+    process_limits(&config);
     let threads = config.threads;
-    for ip in &config.listen {
+    // memcached: a unix socket replaces the TCP listeners.
+    let tcp: &[std::net::IpAddr] = if config.unix_socket.is_some() {
+        &[]
+    } else {
+        &config.listen
+    };
+    let unix = match &config.unix_socket {
+        None => None,
+        Some(path) => match unix_listener(path, config.unix_mask, config.backlog) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("failed to listen on UNIX socket: {}: {e}", path.display());
+                return 71;
+            }
+        },
+    };
+    for ip in tcp {
         if let Err(e) = port_is_free(SocketAddr::new(*ip, config.port)) {
             eprintln!("failed to listen on {ip} port {}: {e}", config.port);
             return 71; // EX_OSERR
         }
     }
-    let mut listeners: Vec<Vec<std::net::TcpListener>> = Vec::with_capacity(threads);
+    let mut listeners: Vec<Listeners> = Vec::with_capacity(threads);
     for _ in 0..threads {
-        let mut mine = Vec::new();
-        for ip in &config.listen {
-            match listener(SocketAddr::new(*ip, config.port)) {
-                Ok(l) => mine.push(l),
+        let mut mine = Listeners::default();
+        if let Some(u) = &unix {
+            match u.try_clone() {
+                Ok(u) => mine.unix = Some(u),
+                Err(e) => {
+                    eprintln!("failed to listen on UNIX socket: {e}");
+                    return 71;
+                }
+            }
+        }
+        for ip in tcp {
+            match listener(SocketAddr::new(*ip, config.port), config.backlog) {
+                Ok(l) => mine.tcp.push(l),
                 Err(e) => {
                     eprintln!("failed to listen on {ip} port {}: {e}", config.port);
                     return 71; // EX_OSERR
@@ -318,7 +427,7 @@ fn event_loop(
     cpu: Option<usize>,
     uring: bool,
     shared: Arc<Shared>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Listeners,
 ) {
     if let Some(cpu) = cpu {
         if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
@@ -354,7 +463,7 @@ fn event_loop(
 }
 
 /// One event loop: accept, serve, tick, and shut down.
-async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::TcpListener>) {
+async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Listeners) {
     let worker = Rc::new(Worker {
         id,
         shared: shared.clone(),
@@ -362,7 +471,17 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::Tcp
     });
     let canceller = monoio::io::Canceller::new();
     let mut accepts = Vec::new();
-    for l in listeners {
+    if let Some(u) = listeners.unix {
+        match monoio::net::UnixListener::from_std(u) {
+            Ok(l) => accepts.push(monoio::spawn(conn::accept_unix_loop(
+                l,
+                worker.clone(),
+                canceller.handle(),
+            ))),
+            Err(e) => eprintln!("loop {id}: unix listener: {e}"),
+        }
+    }
+    for l in listeners.tcp {
         let l = match monoio::net::TcpListener::from_std(l) {
             Ok(l) => l,
             Err(e) => {

@@ -282,3 +282,46 @@ fn config_file_starts_the_server() {
     assert!(err.contains("logfile"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `-o idle_timeout=1`: a silent client is closed after about a second (as
+/// memcached closes it), a client that keeps talking is not.
+#[test]
+fn idle_timeout_closes_silent_clients() {
+    let s = Server::corecached(&["-t", "1", "-o", "idle_timeout=1"]);
+    let mut silent = s.conn();
+    let mut busy = s.conn();
+    let start = Instant::now();
+    for _ in 0..6 {
+        busy.send("version\r\n");
+        assert!(busy.line().starts_with("VERSION "));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    // The silent one was closed meanwhile (after 1 s, well before 2.4 s).
+    let rest = silent.read_to_close();
+    assert!(rest.is_empty(), "{}", show(&rest));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    busy.send("version\r\n");
+    assert!(busy.line().starts_with("VERSION "));
+    let mut c = s.conn();
+    assert_eq!(c.stat_u64("idle_kicks"), 1);
+}
+
+/// `-vv`: one stderr line when a client connects and one when it leaves.
+#[test]
+fn vv_logs_connection_open_and_close() {
+    let mut s = Server::corecached(&["-t", "1", "-vv"]);
+    {
+        let mut c = s.conn();
+        c.send("version\r\n");
+        assert!(c.line().starts_with("VERSION "));
+    }
+    wait_for("the close line", || {
+        s.stderr().contains("connection closed.")
+    });
+    let err = s.stderr();
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with('<') && l.contains("new client connection from tcp:127.0.0.1:")),
+        "{err}"
+    );
+}

@@ -35,6 +35,7 @@ use super::Worker;
 use crate::config::Protocol;
 use crate::protocol::{ascii, binary, Command, ErrorKind, Limits, Parsed, Proto, Response};
 use crate::stats::{bump, Stats};
+use crate::time;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle};
 use monoio::net::{TcpListener, UnixListener};
@@ -145,6 +146,11 @@ struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        let shared = &self.w.shared;
+        shared.conn_table.remove(self.fd);
+        if shared.verbosity.load(Relaxed) >= 2 {
+            eprintln!("<{} connection closed.", self.fd);
+        }
         self.w.conns.borrow_mut().remove(&self.fd);
         self.w.shared.stats.curr_connections.fetch_sub(1, Relaxed);
     }
@@ -307,8 +313,16 @@ fn refuse_value(
 async fn serve<S: Stream>(mut stream: S, w: Rc<Worker>) {
     let fd = stream.as_raw_fd();
     w.conns.borrow_mut().insert(fd);
+    let info = w.shared.conn_table.register(fd, time::now());
+    if w.shared.verbosity.load(Relaxed) >= 2 {
+        eprintln!("<{fd} new client connection from {}", info.addr);
+    }
     let guard = ConnGuard { w, fd };
     let shared = &*guard.w.shared;
+    let idle_timeout = match shared.config.ext.idle_timeout {
+        0 => None,
+        secs => Some(Duration::from_secs(secs as u64)),
+    };
     let st = &shared.stats;
     let env = Env {
         shared,
@@ -372,12 +386,27 @@ async fn serve<S: Stream>(mut stream: S, w: Rc<Worker>) {
         }
         // Read into the spare capacity after what is already buffered.
         let len = rbuf.len();
-        let (res, b) = stream.read(rbuf.slice_mut(len..)).await;
+        let (res, b) = match idle_timeout {
+            None => stream.read(rbuf.slice_mut(len..)).await,
+            // `-o idle_timeout`: a client silent this long is closed, as
+            // memcached closes it (counted in `idle_kicks`).
+            Some(t) => match monoio::time::timeout(t, stream.read(rbuf.slice_mut(len..))).await {
+                Ok(r) => r,
+                Err(_) => {
+                    st.idle_kicks.fetch_add(1, Relaxed);
+                    if shared.verbosity.load(Relaxed) >= 2 {
+                        eprintln!("<{fd} idle timeout: closing");
+                    }
+                    return;
+                }
+            },
+        };
         rbuf = b.into_inner();
         match res {
             Ok(0) | Err(_) => break,
             Ok(n) => bump(&env.stats.bytes_read, n as u64),
         }
+        info.last_cmd.store(time::now(), Relaxed);
         // `-R`: requests served from this read before the others get a turn.
         let mut reqs = 0usize;
         let mut pos = 0;

@@ -10,6 +10,7 @@
 
 mod admin;
 mod conn;
+mod conns;
 pub mod exec;
 mod meta_exec;
 mod notify;
@@ -23,7 +24,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Current `verbosity` level (set by `-v` and the `verbosity` command).
     pub verbosity: AtomicU32,
+    /// Open connections and listeners (`stats conns`, `-vv` logs).
+    pub conn_table: conns::ConnTable,
     /// Event loops serving their listeners (systemd readiness: `notify`).
     pub loops_ready: AtomicUsize,
     /// Per loop: when its ticker last ran (`notify::mono_ms`), for the
@@ -358,12 +361,21 @@ pub fn run(config: Config) -> i32 {
         stats: Stats::new(threads),
         shutdown: AtomicBool::new(false),
         verbosity: AtomicU32::new(config.verbose as u32),
+        conn_table: conns::ConnTable::default(),
         loops_ready: AtomicUsize::new(0),
         heartbeats: (0..threads)
             .map(|_| AtomicU64::new(notify::mono_ms()))
             .collect(),
         config,
     });
+    for l in &listeners {
+        for t in &l.tcp {
+            shared.conn_table.add_listener(t.as_raw_fd());
+        }
+        if let Some(u) = &l.unix {
+            shared.conn_table.add_listener(u.as_raw_fd());
+        }
+    }
     start_signal_thread(shared.clone());
     notify::start_watchdog(shared.clone());
     let handles: Vec<_> = listeners

@@ -138,6 +138,9 @@ fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
             continue;
         }
         if name == "bytes_written" {
+            if cfg.ext.idle_timeout > 0 {
+                s("idle_kicks", g(&sh.stats.idle_kicks));
+            }
             s("bytes_read", V::U64(c.bytes_read));
             s("bytes_written", V::U64(c.bytes_written));
             continue;

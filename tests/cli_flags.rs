@@ -309,7 +309,7 @@ fn idle_timeout_closes_silent_clients() {
 /// `-vv`: one stderr line when a client connects and one when it leaves.
 #[test]
 fn vv_logs_connection_open_and_close() {
-    let mut s = Server::corecached(&["-t", "1", "-vv"]);
+    let s = Server::corecached(&["-t", "1", "-vv"]);
     {
         let mut c = s.conn();
         c.send("version\r\n");

@@ -1,6 +1,6 @@
 //! Storage, retrieval and arithmetic commands of memcached's ASCII protocol,
 //! checked byte for byte over raw TCP.
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

@@ -13,9 +13,7 @@
 //! 0.234 / 0.112 over the network (0.727 / 0.178 / 0.065 here at 1 / 2 / 8
 //! loops).
 
-#[path = "../bench/loadgen/keys.rs"]
-#[allow(dead_code)]
-mod keys;
+use crate::keys;
 
 use corecached::protocol::StoreMode;
 use corecached::store::{Store, StoreConfig};

@@ -1,5 +1,5 @@
 //! `stats`, `stats settings`, `stats reset`: format and counter movement.
-mod common;
+use crate::common;
 use common::*;
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@
 //! fields, `\r\n` or `\n` line ends, a data block of the announced size).
 //! mcrouter itself does not run on these machines.
 
-mod common;
+use crate::common;
 
 use common::{show, Server};
 use std::io::{Read, Write};

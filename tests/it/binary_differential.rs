@@ -7,8 +7,8 @@
 //! memcached must be on PATH (the project's test script installs it): these
 //! tests fail, never skip, without it.
 
-mod binary_wire;
-mod common;
+use crate::binary_wire;
+use crate::common;
 
 use binary_wire::*;
 use common::Server;

@@ -1,6 +1,6 @@
 //! Limits and malformed input: key length, control characters, item size,
 //! bad data chunks, over-long lines, the connection limit.
-mod common;
+use crate::common;
 use common::*;
 use std::io::Write;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! socket this test owns (as systemd would own it), and the unit file
 //! checked by `systemd-analyze verify`.
 
-mod common;
+use crate::common;
 
 use common::Server;
 use std::os::unix::net::UnixDatagram;

@@ -8,7 +8,7 @@
 //! expiry times compared within 2 s (the two processes started at
 //! different times).
 
-mod common;
+use crate::common;
 
 use common::Server;
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,7 +2,7 @@
 //! recache (W / Z / stale value), invalidate with `md I` then recache,
 //! vivify on miss, `q` + `mn` pipelines, base64 binary keys, opaque echo.
 
-mod common;
+use crate::common;
 
 use common::Server;
 

@@ -1,6 +1,6 @@
 //! `noreply`: nothing at all is written back -- not even errors. Each case is
 //! followed by `version`, whose reply must be the very next bytes.
-mod common;
+use crate::common;
 use common::*;
 
 fn silent(c: &mut Conn, cmd: &str) {

@@ -15,11 +15,10 @@
 //!
 //! Processes are bounded in time (every read has a timeout) and are killed by
 //! PID when the `Server` guard drops. Nothing here kills by name.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -520,10 +519,6 @@ impl Conn {
     pub fn read_to_close(&mut self) -> Vec<u8> {
         while self.fill(&|| "the server to close the connection".to_string()) {}
         std::mem::take(&mut self.buf)
-    }
-
-    pub fn shutdown_write(&mut self) {
-        let _ = self.s.shutdown(Shutdown::Write);
     }
 
     // ---- convenience helpers -------------------------------------------

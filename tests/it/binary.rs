@@ -2,8 +2,8 @@
 //! pipelines, CAS, incr/decr initial values, flush with delay, the GAT
 //! family, stat groups, malformed headers, SASL.
 
-mod binary_wire;
-mod common;
+use crate::binary_wire;
+use crate::common;
 
 use binary_wire::*;
 use common::Server;

@@ -4,8 +4,8 @@
 //! where memcached 1.6.18 behaves differently (memcached exits 1 on an unknown
 //! flag, supports UDP, and dies from SIGTERM with status 143). They are
 //! skipped ONLY when CORECACHED_TEST_SERVER=memcached.
-mod binary_wire;
-mod common;
+use crate::binary_wire;
+use crate::common;
 use common::*;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -13,7 +13,7 @@
 //! stored bit). `ma` creating with `N` under `q` is answered as 1.6.18 does
 //! (tests/security_parse.rs compares it).
 
-mod common;
+use crate::common;
 
 use common::Server;
 use std::time::Duration;

@@ -5,15 +5,15 @@
 //! items' sizes) at most of `-m`.
 //!
 //! The fraction comes from memcached 1.6.18 on the same fill
-//! (`CORECACHED_TEST_SERVER=memcached cargo test --release --test
-//! memory_fill_mixed -- --nocapture`): it holds 0.73 of `-m` in `bytes`
+//! (`CORECACHED_TEST_SERVER=memcached cargo test --release --test it
+//! memory_fill_mixed:: -- --nocapture`): it holds 0.73 of `-m` in `bytes`
 //! (1 MiB pages, 42-byte-larger headers, up to 25% slab rounding), and under
 //! that variable this test asks memcached for 0.70. corecached must hold at
 //! least 0.85 (it holds ~0.90). Before the shared budget (4 shards of 8 MiB,
 //! 1 MiB pages for ~60 busy classes) it held 0.003: the classes without a
 //! page stole each other's only page on every store.
 
-mod common;
+use crate::common;
 
 use common::Server;
 use std::io::{Read, Write};

@@ -1,5 +1,5 @@
 //! Pipelining, back-pressure and multi-core routing.
-mod common;
+use crate::common;
 use common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Expiry with short real TTLs. One server, many keys, one sleep: keeps the
 //! whole file at ~3.5 s. (memcached's clock ticks once a second, so a TTL of
 //! N seconds lives between N-1 and N+1 seconds; the checks allow for that.)
-mod common;
+use crate::common;
 use common::*;
 use std::time::Duration;
 

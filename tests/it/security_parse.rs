@@ -11,8 +11,8 @@
 //! - A multi-get line over the bound closes the connection however TCP cut it.
 //! - No announced length makes a connection swallow gigabytes.
 
-mod binary_wire;
-mod common;
+use crate::binary_wire;
+use crate::common;
 
 use binary_wire::{op, set, Client, Pkt, Reply, NOOP_OPAQUE};
 use common::{exchange, mask_version, show, Conn, Server};

@@ -9,7 +9,7 @@
 //! next request. Every script ends in `version` (no `mn`): the bytes before
 //! the VERSION line are all the replies the malformed line got.
 
-mod common;
+use crate::common;
 
 use common::{exchange, mask_version, Conn, Server};
 use std::time::Duration;

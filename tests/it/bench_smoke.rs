@@ -8,7 +8,7 @@
 //! is missing. Servers are started by the shared harness (tests/common), which stops
 //! them by PID when dropped.
 
-mod common;
+use crate::common;
 
 use common::{free_port, Server};
 use std::collections::BTreeMap;

@@ -3,7 +3,7 @@
 //! requires, which it parses as floats, timevals or yes/no), and Debian's
 //! memcached-tool `display`, `stats`, `settings`, `dump`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeMap;

@@ -10,9 +10,7 @@
 //! the whole budget to itself gives pages back when the others start
 //! evicting, and a class that was starved (calcification) gets pages back.
 
-#[path = "../bench/loadgen/keys.rs"]
-#[allow(dead_code)]
-mod keys;
+use crate::keys;
 
 use corecached::protocol::StoreMode;
 use corecached::store::{Store, StoreConfig};

@@ -4,7 +4,7 @@
 //! buffer limit; a close the server decides is a FIN after the last reply,
 //! not a reset.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::io::{ErrorKind, Read, Write};

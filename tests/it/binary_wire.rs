@@ -1,13 +1,9 @@
-//! Binary-protocol test helpers shared by `tests/binary.rs` and
-//! `tests/binary_differential.rs`: a packet builder and a blocking client.
+//! Binary-protocol test helpers shared by the `binary`, `binary_differential`,
+//! `security_parse` and `cli` suites: a packet builder and a blocking client.
 //! The opcode constants here are written out from the protocol spec on
 //! purpose, independently of the server's own table in src/protocol.
 //!
-//! Servers come from the shared harness (`tests/common`, declared by each
-//! test file as `mod common;`). A directory module so Cargo does not build it
-//! as a test target of its own.
-
-#![allow(dead_code)]
+//! Servers come from the shared harness (`tests/it/common.rs`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! Memory figures of `stats` / `stats settings` / `stats slabs` that come
 //! from the shared page budget, and an item larger than one shard's share.
 
-mod common;
+use crate::common;
 use common::*;
 
 /// `slab_global_page_pool` counts the free pages waiting in the shared pool

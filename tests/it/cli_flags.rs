@@ -3,7 +3,7 @@
 //! --config with a memcached.conf). The parsing of every flag and -o
 //! option is pinned by the unit tests in src/config.rs.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! `stats slabs`; a large enough `-m` gets one shard per loop. Every loop
 //! still serves requests for every key.
 
-mod common;
+use crate::common;
 
 use common::{skip_unless_corecached, Server};
 

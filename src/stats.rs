@@ -175,6 +175,8 @@ pub struct Stats {
     pub curr_connections: AtomicU64,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
+    /// Connections closed by `-o idle_timeout`.
+    pub idle_kicks: AtomicU64,
     /// Connection buffers (see `server::conn`): read buffers allocated and
     /// their capacity in bytes, output buffers likewise, and refusals.
     pub read_buf_count: AtomicU64,
@@ -195,6 +197,7 @@ impl Stats {
             curr_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
+            idle_kicks: AtomicU64::new(0),
             read_buf_count: AtomicU64::new(0),
             read_buf_bytes: AtomicU64::new(0),
             read_buf_oom: AtomicU64::new(0),

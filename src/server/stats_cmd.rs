@@ -245,6 +245,12 @@ fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         now: time::now(),
     };
     for (name, value) in GENERAL {
+        // memcached shows idle_kicks (after the auth counters) only with
+        // `-o idle_timeout`.
+        if *name == "bytes_read" && src.sh.config.ext.idle_timeout > 0 {
+            let kicks = src.sh.stats.idle_kicks.load(Relaxed);
+            stat(ctx, "idle_kicks", V::U64(kicks), out);
+        }
         stat(ctx, name, value(&src), out);
     }
 }

@@ -24,15 +24,17 @@ struct Cli {
     /// TCP port to listen on.
     #[arg(short = 'p', long = "port", default_value_t = 11211)]
     port: u16,
-    /// Interface(s) to listen on (repeat or comma-separate).
+    /// Interface(s) to listen on (repeat or comma-separate): IP, IP:PORT,
+    /// [IPv6]:PORT; with -Z, a `notls:` prefix makes that listener plaintext.
     #[arg(
         short = 'l',
         long = "listen",
         action = ArgAction::Append,
         value_delimiter = ',',
-        default_value = "127.0.0.1"
+        default_value = "127.0.0.1",
+        value_parser = parse_listen
     )]
-    listen: Vec<IpAddr>,
+    listen: Vec<Listen>,
     /// Item memory in megabytes.
     #[arg(short = 'm', long = "memory-limit", default_value_t = 64)]
     memory_limit: u64,
@@ -170,6 +172,48 @@ pub enum Pin {
     Never,
 }
 
+/// One `-l` entry: an address, its own port (else `-p`), and whether it is
+/// a TLS listener (every listener is, with `-Z`, unless marked `notls:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+    pub notls: bool,
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.notls {
+            f.write_str("notls:")?;
+        }
+        match (self.port, self.ip) {
+            (None, ip) => write!(f, "{ip}"),
+            (Some(p), IpAddr::V6(ip)) => write!(f, "[{ip}]:{p}"),
+            (Some(p), ip) => write!(f, "{ip}:{p}"),
+        }
+    }
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    let (notls, rest) = match s.strip_prefix("notls:") {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    if rest.starts_with("proto[") {
+        return Err(format!("{s}: per-listener protocols (proto[...]) are not supported; use -B"));
+    }
+    let bad = || format!("not an address: {s}");
+    if let Ok(ip) = rest.parse::<IpAddr>() {
+        return Ok(Listen { ip, port: None, notls });
+    }
+    let sa: std::net::SocketAddr = rest.parse().map_err(|_| bad())?;
+    Ok(Listen {
+        ip: sa.ip(),
+        port: Some(sa.port()),
+        notls,
+    })
+}
+
 /// Which protocols a connection may speak (`-B`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -215,7 +259,7 @@ fn parse_size(s: &str) -> Result<usize, String> {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub port: u16,
-    pub listen: Vec<IpAddr>,
+    pub listen: Vec<Listen>,
     pub memory_limit: usize,
     pub conn_limit: usize,
     pub threads: usize,
@@ -266,11 +310,27 @@ pub struct Config {
     /// on from the start.
     pub prefix_delimiter: u8,
     pub detail_enabled: bool,
+    /// `-Z` with its `-o ssl_*` settings; None without `-Z`.
+    pub tls: Option<TlsSettings>,
     /// `-o` settings this server keeps (others are documented no-ops).
     pub ext: Extended,
     /// One line each for accepted flags that do nothing here; printed at
     /// start-up.
     pub warnings: Vec<String>,
+}
+
+/// TLS (`-Z`), memcached's `-o ssl_*` options with memcached's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    pub chain_cert: Option<std::path::PathBuf>,
+    /// The private key; memcached's default is the chain file itself.
+    pub key: Option<std::path::PathBuf>,
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// 0 none, 1 request (verify if given), 2 require, 3 require once.
+    pub verify_mode: u8,
+    /// Oldest protocol accepted: 2 = TLS 1.2, 3 = TLS 1.3.
+    pub min_version: u8,
+    pub session_cache: bool,
 }
 
 /// memcached's `-o` settings that mean something here, with memcached's
@@ -395,9 +455,14 @@ impl Config {
         }
         let mut read_buf_mem_limit = default_read_buf_mem_limit(cli.max_item_size);
         let mut ext = Extended::default();
+        let mut tls = TlsSettings {
+            min_version: 2,
+            ..TlsSettings::default()
+        };
         let mut warnings = file_warnings;
         for opt in &cli.extended {
-            if let Err(e) = extended(opt, &mut ext, &mut read_buf_mem_limit, &mut warnings) {
+            if let Err(e) = extended(opt, &mut ext, &mut tls, &mut read_buf_mem_limit, &mut warnings)
+            {
                 return Parsed::Exit(format!("corecached: {e}\n"), EX_USAGE);
             }
         }
@@ -465,6 +530,23 @@ impl Config {
                 .as_deref()
                 .map_or(b':', |d| d.as_bytes()[0]),
             detail_enabled: cli.prefix_delimiter.is_some(),
+            tls: if cli.enable_ssl {
+                if tls.chain_cert.is_none() {
+                    return Parsed::Exit(
+                        "corecached: -Z needs -o ssl_chain_cert=FILE (and ssl_key=FILE unless the key is in it)\n".into(),
+                        EX_USAGE,
+                    );
+                }
+                if tls.verify_mode > 0 && tls.ca_cert.is_none() {
+                    return Parsed::Exit(
+                        "corecached: ssl_verify_mode 1-3 needs -o ssl_ca_cert=FILE (the CAs client certificates are checked against)\n".into(),
+                        EX_USAGE,
+                    );
+                }
+                Some(tls)
+            } else {
+                None
+            },
             ext,
             warnings,
         }))
@@ -549,8 +631,8 @@ fn check_flags(cli: &Cli, warnings: &mut Vec<String>) -> Result<(), String> {
     if cli.enable_sasl && cli.protocol == Protocol::Ascii {
         return Err("ERROR: You cannot allow the ASCII protocol while using SASL.".into());
     }
-    if cli.enable_ssl {
-        return Err("-Z: TLS is not built into this version of corecached yet".into());
+    if cli.listen.iter().any(|l| l.notls) && !cli.enable_ssl {
+        return Err("'notls' option is valid only when SSL is enabled".into());
     }
     if cli.auth_file.is_some() {
         return Err(
@@ -584,6 +666,7 @@ fn check_flags(cli: &Cli, warnings: &mut Vec<String>) -> Result<(), String> {
 fn extended(
     opt: &str,
     ext: &mut Extended,
+    tls: &mut TlsSettings,
     read_buf_mem_limit: &mut usize,
     warnings: &mut Vec<String>,
 ) -> Result<(), String> {
@@ -721,10 +804,47 @@ fn extended(
             num(name)?;
             noop("no socket cookies here");
         }
-        _ if name.starts_with("ssl_") => {
+        "ssl_chain_cert" => tls.chain_cert = Some(need(name)?.into()),
+        "ssl_key" => tls.key = Some(need(name)?.into()),
+        "ssl_ca_cert" => tls.ca_cert = Some(need(name)?.into()),
+        "ssl_verify_mode" => {
+            let n = num(name)?;
+            if !(0..=3).contains(&n) {
+                return Err("Invalid ssl_verify_mode. Use help to see valid options.".into());
+            }
+            tls.verify_mode = n as u8;
+        }
+        "ssl_min_version" => {
+            tls.min_version = match need(name)? {
+                "tlsv1.2" => 2,
+                "tlsv1.3" => 3,
+                "tlsv1" | "tlsv1.0" | "tlsv1.1" => {
+                    return Err(format!(
+                        "-o {opt}: TLS before 1.2 is not offered here (rustls); use tlsv1.2 or tlsv1.3"
+                    ))
+                }
+                _ => return Err(format!("Invalid ssl_min_version: {opt}")),
+            }
+        }
+        "ssl_keyformat" => {
+            if num(name)? != 1 {
+                return Err(format!("-o {opt}: only PEM keys (1) are read here"));
+            }
+        }
+        "ssl_session_cache" => tls.session_cache = true,
+        "ssl_wbuf_size" => {
+            num(name)?;
+            noop("TLS records are written from the connection's own buffer");
+        }
+        "ssl_ciphers" => {
+            need(name)?;
             return Err(format!(
-                "-o {name}: TLS is not built into this version of corecached yet"
-            ))
+                "-o {name}: OpenSSL cipher strings are not mapped here; rustls offers only its \
+                 modern suites (TLS 1.3 AES-GCM/ChaCha20, TLS 1.2 ECDHE AES-GCM/ChaCha20)"
+            ));
+        }
+        "ssl_kernel_tls" => {
+            return Err(format!("-o {name}: kernel TLS is not supported here"))
         }
         _ if name.starts_with("ext_") => {
             return Err(format!(
@@ -967,8 +1087,10 @@ mod tests {
         assert_eq!(c.ext.hashpower, Some(20));
         assert!(!c.ext.lru_crawler && c.ext.slab_automove == 2);
         for bad in [
-            "ssl_chain_cert=x",
-            "ssl_key=y",
+            "ssl_ciphers=HIGH",
+            "ssl_kernel_tls",
+            "ssl_min_version=tlsv1.1",
+            "ssl_verify_mode=4",
             "ext_path=/tmp/x:1g",
             "hashpower=11",
             "hashpower=33",
@@ -987,6 +1109,35 @@ mod tests {
         }
     }
 
+    /// -Z with memcached's ssl_* options; -l notls: entries and ports.
+    #[test]
+    fn tls_settings_and_listeners() {
+        assert_eq!(run(&["-Z"]).err(), Some(EX_USAGE), "no certificate");
+        let c = run(&["-Z", "-o", "ssl_chain_cert=/c.pem,ssl_key=/k.pem"]).unwrap();
+        let t = c.tls.unwrap();
+        assert_eq!(t.chain_cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!((t.verify_mode, t.min_version, t.session_cache), (0, 2, false));
+        assert_eq!(
+            run(&["-Z", "-o", "ssl_chain_cert=/c.pem,ssl_verify_mode=2"]).err(),
+            Some(EX_USAGE),
+            "verification needs a CA"
+        );
+        let c = run(&[
+            "-Z", "-o", "ssl_chain_cert=/c,ssl_ca_cert=/ca,ssl_verify_mode=3,ssl_min_version=tlsv1.3,ssl_session_cache",
+            "-l", "127.0.0.1,notls:127.0.0.1:11300,[::1]:11400",
+        ])
+        .unwrap();
+        let t = c.tls.unwrap();
+        assert_eq!((t.verify_mode, t.min_version, t.session_cache), (3, 3, true));
+        assert_eq!(c.listen.len(), 3);
+        assert!(!c.listen[0].notls && c.listen[0].port.is_none());
+        assert!(c.listen[1].notls && c.listen[1].port == Some(11300));
+        assert_eq!(c.listen[2].to_string(), "[::1]:11400");
+        assert!(run(&["-o", "ssl_chain_cert=/c"]).unwrap().tls.is_none(), "no -Z: no TLS");
+        assert_eq!(run(&["-l", "notls:127.0.0.1"]).err(), Some(EX_USAGE));
+        assert_eq!(run(&["-l", "proto[ascii]:127.0.0.1"]).err(), Some(EX_USAGE));
+    }
+
     /// What memcached refuses, refused; security and persistence flags we do
     /// not build are refused, never accepted as no-ops.
     #[test]
@@ -997,7 +1148,6 @@ mod tests {
             &["-m", "64", "-I", "64m"],
             &["-R", "0"],
             &["-B", "http"],
-            &["-Z"],
             &["-Y", "/tmp/tokens"],
             &["-e", "/tmp/memfile"],
             &["-N", "0"],
@@ -1037,7 +1187,7 @@ mod tests {
             c.pidfile.as_deref(),
             Some("/var/run/memcached/memcached.pid")
         );
-        assert_eq!(c.listen, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.listen[0].ip, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(c.ext.idle_timeout, 9);
         assert!(!c.daemonize, "-d in a config file is dropped");
         assert!(

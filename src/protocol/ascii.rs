@@ -117,12 +117,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         }
         b"slabs" => done(Command::Slabs { args: rest }, consumed, false),
         b"lru_crawler" => done(Command::LruCrawler { args: rest }, consumed, false),
-        // memcached without TLS in use (corecached has none yet).
-        b"refresh_certs" => done(
-            Command::Error(ErrorKind::Server("Error TLS not enabled")),
-            consumed,
-            false,
-        ),
+        // memcached: `refresh_certs [noreply]`.
+        b"refresh_certs" => {
+            let noreply = tokens(rest).next() == Some(b"noreply");
+            done(Command::RefreshCerts, consumed, noreply)
+        }
         // mcrouter's text commands (memcached answers ERROR to these).
         b"lease-get" | b"metaget" => one_key(cmd, rest, consumed),
         b"lease-set" => lease_set(rest, buf, consumed, limits),

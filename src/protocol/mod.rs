@@ -158,6 +158,8 @@ pub enum Command<'a> {
         delay: i64,
     },
     Version,
+    /// `refresh_certs`: read the TLS certificate files again.
+    RefreshCerts,
     Verbosity {
         level: u32,
     },

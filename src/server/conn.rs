@@ -75,18 +75,47 @@ const DRAIN_BYTES: usize = 4 * 1024 * 1024;
 /// ...for at most this long.
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
-/// A client connection: TCP, or a unix socket (`-s`).
-pub trait Stream: AsyncReadRent + AsyncWriteRent + AsRawFd + 'static {}
-impl<S: AsyncReadRent + AsyncWriteRent + AsRawFd + 'static> Stream for S {}
+/// A client connection: TCP, a unix socket (`-s`), or TLS over TCP (`-Z`).
+pub trait Stream: AsyncReadRent + AsyncWriteRent + 'static {}
+impl<S: AsyncReadRent + AsyncWriteRent + 'static> Stream for S {}
 
-pub async fn accept_loop(listener: TcpListener, w: Rc<Worker>, cancel: CancelHandle) {
+/// How long a TLS client may take to finish its handshake.
+const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
+
+pub async fn accept_loop(listener: TcpListener, tls: bool, w: Rc<Worker>, cancel: CancelHandle) {
     loop {
         let accepted = listener.cancelable_accept(cancel.clone()).await;
         let stream = accepted.map(|(stream, _)| {
             let _ = stream.set_nodelay(true);
             stream
         });
-        if !admit(stream, &w).await {
+        let go_on = match (tls, &w.shared.tls) {
+            (true, Some(t)) => {
+                let acceptor = t.acceptor();
+                admit(stream, &w, move |stream, w| async move {
+                    let fd = stream.as_raw_fd();
+                    match monoio::time::timeout(HANDSHAKE_TIME, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve(tls, fd, w).await,
+                        _ => {
+                            // A failed handshake costs this connection only.
+                            if let Some(t) = &w.shared.tls {
+                                t.handshake_errors.fetch_add(1, Relaxed);
+                            }
+                            w.shared.stats.curr_connections.fetch_sub(1, Relaxed);
+                        }
+                    }
+                })
+                .await
+            }
+            _ => {
+                admit(stream, &w, |stream, w| async move {
+                    let fd = stream.as_raw_fd();
+                    serve(stream, fd, w).await
+                })
+                .await
+            }
+        };
+        if !go_on {
             return;
         }
     }
@@ -96,7 +125,13 @@ pub async fn accept_loop(listener: TcpListener, w: Rc<Worker>, cancel: CancelHan
 pub async fn accept_unix_loop(listener: UnixListener, w: Rc<Worker>, cancel: CancelHandle) {
     loop {
         let accepted = listener.cancelable_accept(cancel.clone()).await;
-        if !admit(accepted.map(|(stream, _)| stream), &w).await {
+        let stream = accepted.map(|(stream, _)| stream);
+        let go_on = admit(stream, &w, |stream, w| async move {
+            let fd = stream.as_raw_fd();
+            serve(stream, fd, w).await
+        })
+        .await;
+        if !go_on {
             return;
         }
     }
@@ -104,7 +139,12 @@ pub async fn accept_unix_loop(listener: UnixListener, w: Rc<Worker>, cancel: Can
 
 /// Serve an accepted connection (or refuse it past `-c`); false when the
 /// accept loop should end (shutdown).
-async fn admit<S: Stream>(accepted: std::io::Result<S>, w: &Rc<Worker>) -> bool {
+async fn admit<S, F, Fut>(accepted: std::io::Result<S>, w: &Rc<Worker>, start: F) -> bool
+where
+    S: Stream,
+    F: FnOnce(S, Rc<Worker>) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
     match accepted {
         Ok(stream) => {
             let st = &w.shared.stats;
@@ -116,7 +156,7 @@ async fn admit<S: Stream>(accepted: std::io::Result<S>, w: &Rc<Worker>) -> bool 
                 monoio::spawn(reject(stream));
                 return true;
             }
-            monoio::spawn(serve(stream, w.clone()));
+            monoio::spawn(start(stream, w.clone()));
             true
         }
         Err(e) => {
@@ -311,8 +351,7 @@ fn refuse_value(
     Some((used, skip))
 }
 
-async fn serve<S: Stream>(mut stream: S, w: Rc<Worker>) {
-    let fd = stream.as_raw_fd();
+async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
     w.conns.borrow_mut().insert(fd);
     let info = w.shared.conn_table.register(fd, time::now());
     if w.shared.verbosity.load(Relaxed) >= 2 {
@@ -364,7 +403,7 @@ async fn serve<S: Stream>(mut stream: S, w: Rc<Worker>) {
                 }
                 if flush(&mut stream, &mut wbuf, &env).await.is_some() {
                     release(&mut rbuf, &mut wbuf, &mut meter);
-                    close_gracefully(stream, rbuf).await;
+                    close_gracefully(stream, fd, rbuf).await;
                 }
                 return;
             };
@@ -491,7 +530,7 @@ async fn serve<S: Stream>(mut stream: S, w: Rc<Worker>) {
         }
         if close {
             release(&mut rbuf, &mut wbuf, &mut meter);
-            close_gracefully(stream, rbuf).await;
+            close_gracefully(stream, fd, rbuf).await;
             return;
         }
         if rbuf.is_empty() && rbuf.capacity() > BUF_SHRINK && !fresh(&mut rbuf) {
@@ -536,9 +575,10 @@ async fn flush<S: Stream>(stream: &mut S, wbuf: &mut Vec<u8>, env: &Env<'_>) -> 
 /// client sees its replies, then EOF), then read and drop what it still
 /// sends, bounded in bytes and time, so closing with unread input does not
 /// send a reset in place of the FIN.
-async fn close_gracefully<S: Stream>(mut stream: S, mut buf: Vec<u8>) {
-    // SAFETY: shutdown(2) on the socket this task owns and has not closed.
-    unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR) };
+async fn close_gracefully<S: Stream>(mut stream: S, fd: i32, mut buf: Vec<u8>) {
+    // SAFETY: shutdown(2) on the socket this task owns (`fd` is `stream`'s)
+    // and has not closed.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
     if buf.capacity() == 0 && buf.try_reserve_exact(MIN_READ).is_err() {
         return;
     }

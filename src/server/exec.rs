@@ -123,6 +123,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             emit(ctx, Response::Ok, out);
         }
         Command::Version => emit(ctx, Response::Version(super::VERSION), out),
+        Command::RefreshCerts => super::tls::refresh_certs(env, ctx, out),
         Command::Verbosity { level } => {
             env.shared
                 .verbosity

@@ -16,6 +16,7 @@ pub mod exec;
 mod meta_exec;
 mod notify;
 mod stats_cmd;
+pub mod tls;
 
 use crate::config::{Config, IoDriver, Pin};
 use crate::stats::Stats;
@@ -43,6 +44,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Current `verbosity` level (set by `-v` and the `verbosity` command).
     pub verbosity: AtomicU32,
+    /// TLS (`-Z`): the certificates new connections get.
+    pub tls: Option<tls::Tls>,
     /// Open connections and listeners (`stats conns`, `-vv` logs).
     pub conn_table: conns::ConnTable,
     /// Event loops serving their listeners (systemd readiness: `notify`).
@@ -55,7 +58,8 @@ pub struct Shared {
 /// One loop's listening sockets.
 #[derive(Default)]
 struct Listeners {
-    tcp: Vec<std::net::TcpListener>,
+    /// TCP listeners, each with whether it speaks TLS.
+    tcp: Vec<(std::net::TcpListener, bool)>,
     unix: Option<std::os::unix::net::UnixListener>,
 }
 
@@ -190,6 +194,7 @@ fn start_signal_thread(shared: Arc<Shared>) {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     };
@@ -197,8 +202,20 @@ fn start_signal_thread(shared: Arc<Shared>) {
         .name("signals".into())
         .spawn(move || {
             let mut sig: libc::c_int = 0;
-            // SAFETY: sigwait on a valid, initialised set with a valid out pointer.
-            unsafe { libc::sigwait(&set, &mut sig) };
+            loop {
+                // SAFETY: sigwait on a valid, initialised set with a valid out pointer.
+                unsafe { libc::sigwait(&set, &mut sig) };
+                if sig != libc::SIGHUP {
+                    break;
+                }
+                // SIGHUP: new TLS certificates for new connections.
+                if let Some(t) = &shared.tls {
+                    match t.reload(time::now()) {
+                        Ok(()) => log(&shared.config, 1, format_args!("SIGHUP: certificates reloaded")),
+                        Err(e) => eprintln!("SIGHUP: certificates not reloaded: {e}"),
+                    }
+                }
+            }
             log(
                 &shared.config,
                 1,
@@ -254,12 +271,29 @@ pub fn run(config: Config) -> i32 {
         }
     }
     process_limits(&config);
+    let tls = match &config.tls {
+        None => None,
+        Some(t) => match tls::Tls::load(t, time::now()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("{e}");
+                return crate::config::EX_USAGE;
+            }
+        },
+    };
     let threads = config.threads;
     // memcached: a unix socket replaces the TCP listeners.
-    let tcp: &[std::net::IpAddr] = if config.unix_socket.is_some() {
-        &[]
+    let tcp: Vec<(SocketAddr, bool)> = if config.unix_socket.is_some() {
+        Vec::new()
     } else {
-        &config.listen
+        config
+            .listen
+            .iter()
+            .map(|l| {
+                let addr = SocketAddr::new(l.ip, l.port.unwrap_or(config.port));
+                (addr, config.tls.is_some() && !l.notls)
+            })
+            .collect()
     };
     let unix = match &config.unix_socket {
         None => None,
@@ -271,9 +305,9 @@ pub fn run(config: Config) -> i32 {
             }
         },
     };
-    for ip in tcp {
-        if let Err(e) = port_is_free(SocketAddr::new(*ip, config.port)) {
-            eprintln!("failed to listen on {ip} port {}: {e}", config.port);
+    for (addr, _) in &tcp {
+        if let Err(e) = port_is_free(*addr) {
+            eprintln!("failed to listen on {addr}: {e}");
             return 71; // EX_OSERR
         }
     }
@@ -289,11 +323,11 @@ pub fn run(config: Config) -> i32 {
                 }
             }
         }
-        for ip in tcp {
-            match listener(SocketAddr::new(*ip, config.port), config.backlog) {
-                Ok(l) => mine.tcp.push(l),
+        for (addr, tls) in &tcp {
+            match listener(*addr, config.backlog) {
+                Ok(l) => mine.tcp.push((l, *tls)),
                 Err(e) => {
-                    eprintln!("failed to listen on {ip} port {}: {e}", config.port);
+                    eprintln!("failed to listen on {addr}: {e}");
                     return 71; // EX_OSERR
                 }
             }
@@ -362,6 +396,7 @@ pub fn run(config: Config) -> i32 {
         stats: Stats::new(threads),
         shutdown: AtomicBool::new(false),
         verbosity: AtomicU32::new(config.verbose as u32),
+        tls,
         conn_table: conns::ConnTable::default(),
         loops_ready: AtomicUsize::new(0),
         heartbeats: (0..threads)
@@ -370,7 +405,7 @@ pub fn run(config: Config) -> i32 {
         config,
     });
     for l in &listeners {
-        for t in &l.tcp {
+        for (t, _) in &l.tcp {
             shared.conn_table.add_listener(t.as_raw_fd());
         }
         if let Some(u) = &l.unix {
@@ -494,7 +529,7 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Listeners) {
             Err(e) => eprintln!("loop {id}: unix listener: {e}"),
         }
     }
-    for l in listeners.tcp {
+    for (l, tls) in listeners.tcp {
         let l = match monoio::net::TcpListener::from_std(l) {
             Ok(l) => l,
             Err(e) => {
@@ -504,6 +539,7 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Listeners) {
         };
         accepts.push(monoio::spawn(conn::accept_loop(
             l,
+            tls,
             worker.clone(),
             canceller.handle(),
         )));

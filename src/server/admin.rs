@@ -175,13 +175,13 @@ fn memcached_class(it: &WalkItem<'_>, env: &Env<'_>) -> u32 {
     slab_class(size, cfg.chunk_size as u64, cfg.growth_factor)
 }
 
-/// `stats <group> ...` groups served here: `cachedump`, `extstore`.
-pub fn stats(group: &[u8], arg: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
-    if group == b"extstore" {
-        // memcached without extstore in use: an empty block.
-        out.extend_from_slice(b"END\r\n");
-        return;
-    }
+/// `stats extstore`: memcached without extstore in use, an empty block.
+pub fn extstore(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"END\r\n");
+}
+
+/// `stats cachedump <class id> <limit>`.
+pub fn cachedump(arg: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
     let mut t = tokens(arg);
     let (Some(id), Some(limit)) = (t.next(), t.next()) else {
         line(out, b"CLIENT_ERROR bad command line");

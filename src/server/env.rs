@@ -8,7 +8,7 @@
 //! `meta_exec`, `stats_cmd`, `admin` → `env`. Nothing here imports from those.
 
 use super::Shared;
-use crate::protocol::{ascii, binary, Ctx, Response, StatValue};
+use crate::protocol::{Ctx, Response, StatValue};
 use crate::stats::WorkerStats;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
@@ -49,14 +49,10 @@ pub struct Env<'a> {
     pub stats: &'a WorkerStats,
 }
 
-/// Encode one response for the request's protocol.
+/// Encode one response; the request's protocol picks the bytes.
 #[inline]
 pub fn emit(ctx: &Ctx, r: Response<'_>, out: &mut Vec<u8>) {
-    if ctx.binary {
-        binary::encode(&r, ctx, out);
-    } else {
-        ascii::encode(&r, ctx, out);
-    }
+    crate::protocol::encode(&r, ctx, out);
 }
 
 /// Shorthand for a stat line.

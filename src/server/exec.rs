@@ -7,7 +7,7 @@
 
 use super::env::{emit, ConnState, Env, Next, GET_SLICE_BYTES, GET_SLICE_KEYS};
 use crate::protocol::{
-    binary, tokens, Command, Ctx, ErrorKind, Keys, Request, Response, StoreMode,
+    binary, tokens, Command, Ctx, ErrorKind, Keys, Request, Response, StatsGroup, StoreMode,
 };
 use crate::sasl;
 use crate::stats::{
@@ -22,10 +22,9 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
     let ctx = &req.ctx;
     let st = env.stats;
     let store = &env.shared.store;
-    if ctx.binary
-        && env.shared.config.sasl
+    if env.shared.config.sasl
         && !conn.authenticated
-        && !binary::allowed_unauthenticated(ctx.opcode)
+        && binary::requires_auth(ctx)
         // Broken framing is answered as such first (memcached checks it
         // before authentication).
         && !matches!(
@@ -58,8 +57,8 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
                 StoreResult::NotStored => Response::NotStored,
                 StoreResult::Exists => Response::Exists,
                 StoreResult::NotFound => Response::NotFound,
-                StoreResult::TooLarge => too_big_or_oom(ctx, mode, ErrorKind::TooLarge),
-                StoreResult::OutOfMemory => too_big_or_oom(ctx, mode, ErrorKind::OutOfMemory),
+                StoreResult::TooLarge => Response::StoreFailed(ErrorKind::TooLarge),
+                StoreResult::OutOfMemory => Response::StoreFailed(ErrorKind::OutOfMemory),
             };
             emit(ctx, resp, out);
         }
@@ -131,18 +130,13 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             emit(ctx, Response::Ok, out)
         }
         Command::Quit => {
-            // Binary Quit is answered before closing (QuitQ is not).
-            if ctx.binary {
-                emit(ctx, Response::Ok, out);
-            }
+            emit(ctx, Response::Quit, out);
             return Next::Close;
         }
         Command::Noop => emit(ctx, Response::Noop, out),
-        Command::Stats {
-            group: g @ (b"cachedump" | b"extstore"),
-            arg,
-        } if !ctx.binary => super::admin::stats(g, arg, env, out),
-        Command::Stats { group, arg } => super::stats_cmd::stats(group, arg, env, ctx, out),
+        Command::Stats(StatsGroup::CacheDump(arg)) => super::admin::cachedump(arg, env, out),
+        Command::Stats(StatsGroup::Extstore) => super::admin::extstore(out),
+        Command::Stats(group) => super::stats_cmd::stats(group, env, ctx, out),
         Command::LeaseGet { key } => super::admin::lease_get(key, env, out),
         Command::LeaseSet {
             key,
@@ -174,9 +168,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         } => {
             // memcached answers SASL opcodes "unknown command" when SASL is
             // off, before it looks at the body's size.
-            let sasl_off = ctx.binary
-                && !env.shared.config.sasl
-                && matches!(ctx.opcode, binary::op::SASL_AUTH | binary::op::SASL_STEP);
+            let sasl_off = !env.shared.config.sasl && binary::is_sasl_auth(ctx);
             let error = if sasl_off {
                 ErrorKind::UnknownCommand
             } else {
@@ -298,7 +290,7 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
 }
 
 /// `slabs reassign <src> <dst>` / `slabs automove <0|1|2>`, memcached's
-/// replies (text protocol only).
+/// replies (a text command).
 fn slabs(args: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     let mut t = args
         .split(|&b| b == b' ')
@@ -336,21 +328,7 @@ fn slabs(args: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         },
         _ => b"ERROR",
     };
-    if !ctx.noreply {
-        out.extend_from_slice(reply);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// A store that failed for size or memory. memcached's binary append and
-/// prepend report these as "not stored" (the value itself fitted; the
-/// combined item did not).
-fn too_big_or_oom(ctx: &Ctx, mode: StoreMode, e: ErrorKind) -> Response<'static> {
-    if ctx.binary && matches!(mode, StoreMode::Append | StoreMode::Prepend) {
-        Response::NotStored
-    } else {
-        Response::Error(e)
-    }
+    emit(ctx, Response::Line(reply), out);
 }
 
 /// SASL list mechanisms / auth / step (binary only).

@@ -1,87 +1,56 @@
 //! `stats` and its groups, with memcached's field names and order. One
 //! source for both text and binary (the encoder turns each line into a
-//! `STAT name value` line or a binary stat packet). Binary keys are
-//! matched as memcached's binary handler matches them (see [`binary`]).
+//! `STAT name value` line or a binary stat packet, and each end or refusal
+//! into the protocol's reply). The group comes named by the request's
+//! parser (`protocol::StatsGroup`: text and binary match names differently).
 
 use super::env::{crawler_settings, emit, stat, Env};
 use super::Shared;
-use crate::protocol::{Ctx, ErrorKind, Response, StatValue as V};
+use crate::protocol::{Ctx, Response, StatValue as V, StatsGroup};
 use crate::stats::{rusage, Counters};
 use crate::store::ShardStats;
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
 
-pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
-    if ctx.binary {
-        return binary(group, env, ctx, out);
-    }
-    match group {
-        b"" => general(env, ctx, out),
-        b"settings" => settings(env, ctx, out),
-        b"detail" => {
-            let reply: &[u8] = match _arg.split(|&b| b == b' ').find(|t| !t.is_empty()) {
-                Some(b"on") | Some(b"off") => b"OK\r\n",
-                Some(b"dump") => b"END\r\n",
-                _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
-            };
-            out.extend_from_slice(reply);
-            return;
+pub fn stats(group: StatsGroup<'_>, env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    let reply = match group {
+        StatsGroup::General => {
+            general(env, ctx, out);
+            Response::StatsEnd
         }
-        b"reset" => {
+        StatsGroup::Settings => {
+            settings(env, ctx, out);
+            Response::StatsEnd
+        }
+        StatsGroup::Items => {
+            items(env, ctx, out);
+            Response::StatsEnd
+        }
+        StatsGroup::Slabs => {
+            slabs(env, ctx, out);
+            Response::StatsEnd
+        }
+        // Size histograms are off (`track_sizes no`), as memcached's default.
+        StatsGroup::Sizes => {
+            stat(ctx, "sizes_status", V::Str("disabled"), out);
+            Response::StatsEnd
+        }
+        StatsGroup::Conns => Response::StatsEnd,
+        StatsGroup::Reset => {
             env.shared.stats.reset();
             env.shared.store.reset_stats();
-            if !ctx.noreply {
-                out.extend_from_slice(b"RESET\r\n");
-            }
-            return;
+            Response::StatsReset
         }
-        b"items" => items(env, ctx, out),
-        b"slabs" => slabs(env, ctx, out),
-        // Size histograms are off (`track_sizes no`), as memcached's default.
-        b"sizes" => stat(ctx, "sizes_status", V::Str("disabled"), out),
-        b"conns" => {}
-        _ => {
-            emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
-            return;
+        // Per-prefix stats are not kept: nothing to switch, an empty dump.
+        StatsGroup::DetailSwitch => Response::Ok,
+        StatsGroup::DetailDump => Response::StatsDetailDump,
+        StatsGroup::DetailUsage => Response::StatsDetailUsage,
+        // Text-only groups, served by `admin` (the dispatcher sends them there).
+        StatsGroup::CacheDump(_) | StatsGroup::Extstore | StatsGroup::Unknown => {
+            Response::StatsUnknown
         }
-    }
-    emit(ctx, Response::StatsEnd, out);
-}
-
-/// Binary Stat, as memcached 1.6.18's `process_bin_stat` reads its key:
-/// `reset`, `settings` and `detail` match as prefixes (`resetx` resets);
-/// `detail` must go on with ` dump` (one `detailed` packet), ` on` or ` off`
-/// (only the terminator), anything else is Not found; the other groups match
-/// exactly (`items`, `slabs`, `sizes`), the rest is Not found. Every key gets
-/// a reply.
-fn binary(key: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
-    if key.is_empty() {
-        general(env, ctx, out);
-    } else if key.starts_with(b"reset") {
-        env.shared.stats.reset();
-        env.shared.store.reset_stats();
-    } else if key.starts_with(b"settings") {
-        settings(env, ctx, out);
-    } else if let Some(sub) = key.strip_prefix(b"detail") {
-        if sub.starts_with(b" dump") {
-            // Per-prefix stats are not kept: the dump is empty.
-            stat(ctx, "detailed", V::Str("END\r\n"), out);
-        } else if !(sub.starts_with(b" on") || sub.starts_with(b" off")) {
-            emit(ctx, Response::NotFound, out);
-            return;
-        }
-    } else {
-        match key {
-            b"items" => items(env, ctx, out),
-            b"slabs" => slabs(env, ctx, out),
-            b"sizes" => stat(ctx, "sizes_status", V::Str("disabled"), out),
-            _ => {
-                emit(ctx, Response::NotFound, out);
-                return;
-            }
-        }
-    }
-    emit(ctx, Response::StatsEnd, out);
+    };
+    emit(ctx, reply, out);
 }
 
 /// What the general block reads, gathered once per `stats`.

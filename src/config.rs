@@ -200,11 +200,17 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
         None => (false, s),
     };
     if rest.starts_with("proto[") {
-        return Err(format!("{s}: per-listener protocols (proto[...]) are not supported; use -B"));
+        return Err(format!(
+            "{s}: per-listener protocols (proto[...]) are not supported; use -B"
+        ));
     }
     let bad = || format!("not an address: {s}");
     if let Ok(ip) = rest.parse::<IpAddr>() {
-        return Ok(Listen { ip, port: None, notls });
+        return Ok(Listen {
+            ip,
+            port: None,
+            notls,
+        });
     }
     let sa: std::net::SocketAddr = rest.parse().map_err(|_| bad())?;
     Ok(Listen {
@@ -461,8 +467,13 @@ impl Config {
         };
         let mut warnings = file_warnings;
         for opt in &cli.extended {
-            if let Err(e) = extended(opt, &mut ext, &mut tls, &mut read_buf_mem_limit, &mut warnings)
-            {
+            if let Err(e) = extended(
+                opt,
+                &mut ext,
+                &mut tls,
+                &mut read_buf_mem_limit,
+                &mut warnings,
+            ) {
                 return Parsed::Exit(format!("corecached: {e}\n"), EX_USAGE);
             }
         }
@@ -820,8 +831,8 @@ fn extended(
                 "tlsv1.3" => 3,
                 "tlsv1" | "tlsv1.0" | "tlsv1.1" => {
                     return Err(format!(
-                        "-o {opt}: TLS before 1.2 is not offered here (rustls); use tlsv1.2 or tlsv1.3"
-                    ))
+                    "-o {opt}: TLS before 1.2 is not offered here (rustls); use tlsv1.2 or tlsv1.3"
+                ))
                 }
                 _ => return Err(format!("Invalid ssl_min_version: {opt}")),
             }
@@ -843,9 +854,7 @@ fn extended(
                  modern suites (TLS 1.3 AES-GCM/ChaCha20, TLS 1.2 ECDHE AES-GCM/ChaCha20)"
             ));
         }
-        "ssl_kernel_tls" => {
-            return Err(format!("-o {name}: kernel TLS is not supported here"))
-        }
+        "ssl_kernel_tls" => return Err(format!("-o {name}: kernel TLS is not supported here")),
         _ if name.starts_with("ext_") => {
             return Err(format!(
                 "-o {name}: extstore (items on flash) is not built into corecached"
@@ -1115,8 +1124,14 @@ mod tests {
         assert_eq!(run(&["-Z"]).err(), Some(EX_USAGE), "no certificate");
         let c = run(&["-Z", "-o", "ssl_chain_cert=/c.pem,ssl_key=/k.pem"]).unwrap();
         let t = c.tls.unwrap();
-        assert_eq!(t.chain_cert.as_deref(), Some(std::path::Path::new("/c.pem")));
-        assert_eq!((t.verify_mode, t.min_version, t.session_cache), (0, 2, false));
+        assert_eq!(
+            t.chain_cert.as_deref(),
+            Some(std::path::Path::new("/c.pem"))
+        );
+        assert_eq!(
+            (t.verify_mode, t.min_version, t.session_cache),
+            (0, 2, false)
+        );
         assert_eq!(
             run(&["-Z", "-o", "ssl_chain_cert=/c.pem,ssl_verify_mode=2"]).err(),
             Some(EX_USAGE),
@@ -1128,12 +1143,18 @@ mod tests {
         ])
         .unwrap();
         let t = c.tls.unwrap();
-        assert_eq!((t.verify_mode, t.min_version, t.session_cache), (3, 3, true));
+        assert_eq!(
+            (t.verify_mode, t.min_version, t.session_cache),
+            (3, 3, true)
+        );
         assert_eq!(c.listen.len(), 3);
         assert!(!c.listen[0].notls && c.listen[0].port.is_none());
         assert!(c.listen[1].notls && c.listen[1].port == Some(11300));
         assert_eq!(c.listen[2].to_string(), "[::1]:11400");
-        assert!(run(&["-o", "ssl_chain_cert=/c"]).unwrap().tls.is_none(), "no -Z: no TLS");
+        assert!(
+            run(&["-o", "ssl_chain_cert=/c"]).unwrap().tls.is_none(),
+            "no -Z: no TLS"
+        );
         assert_eq!(run(&["-l", "notls:127.0.0.1"]).err(), Some(EX_USAGE));
         assert_eq!(run(&["-l", "proto[ascii]:127.0.0.1"]).err(), Some(EX_USAGE));
     }

@@ -211,7 +211,11 @@ fn start_signal_thread(shared: Arc<Shared>) {
                 // SIGHUP: new TLS certificates for new connections.
                 if let Some(t) = &shared.tls {
                     match t.reload(time::now()) {
-                        Ok(()) => log(&shared.config, 1, format_args!("SIGHUP: certificates reloaded")),
+                        Ok(()) => log(
+                            &shared.config,
+                            1,
+                            format_args!("SIGHUP: certificates reloaded"),
+                        ),
                         Err(e) => eprintln!("SIGHUP: certificates not reloaded: {e}"),
                     }
                 }

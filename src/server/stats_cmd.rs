@@ -220,6 +220,20 @@ fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
             let kicks = src.sh.stats.idle_kicks.load(Relaxed);
             stat(ctx, "idle_kicks", V::U64(kicks), out);
         }
+        // memcached's TLS lines (with -Z), before the NAPI counters.
+        if *name == "unexpected_napi_ids" {
+            if let Some(t) = &src.sh.tls {
+                let errors = t.handshake_errors.load(Relaxed);
+                stat(ctx, "ssl_handshake_errors", V::U64(errors), out);
+                let since = src.now.saturating_sub(t.last_refresh.load(Relaxed));
+                stat(
+                    ctx,
+                    "time_since_server_cert_refresh",
+                    V::U64(since as u64),
+                    out,
+                );
+            }
+        }
         stat(ctx, name, value(&src), out);
     }
 }
@@ -296,7 +310,33 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("read_buf_mem_limit", V::U64(cfg.read_buf_mem_limit as u64));
     s("track_sizes", V::Bool(false));
     s("inline_ascii_response", V::Bool(false));
-    s("ssl_enabled", V::Bool(false));
+    s("ssl_enabled", V::Bool(env.shared.tls.is_some()));
+    if let Some(t) = &env.shared.tls {
+        let t = t.settings();
+        let path = |p: &Option<std::path::PathBuf>| {
+            p.as_ref()
+                .map_or_else(|| "NULL".to_string(), |p| p.display().to_string())
+        };
+        let (chain, key, ca) = (path(&t.chain_cert), path(&t.key), path(&t.ca_cert));
+        s("ssl_chain_cert", V::Str(&chain));
+        s(
+            "ssl_key",
+            V::Str(if t.key.is_some() { &key } else { &chain }),
+        );
+        s("ssl_verify_mode", V::U64(t.verify_mode as u64));
+        s("ssl_keyformat", V::U64(1));
+        s("ssl_ciphers", V::Str("NULL"));
+        s("ssl_ca_cert", V::Str(&ca));
+        s("ssl_wbuf_size", V::U64(16384));
+        s("ssl_session_cache", V::Bool(t.session_cache));
+        s("ssl_kernel_tls", V::Bool(false));
+        let min = if t.min_version >= 3 {
+            "tlsv1.3"
+        } else {
+            "tlsv1.2"
+        };
+        s("ssl_min_version", V::Str(min));
+    }
 }
 
 /// `stats items`: per-class item figures, memcached's names and order.

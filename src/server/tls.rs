@@ -43,8 +43,8 @@ fn key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String> {
 fn server_config(s: &TlsSettings) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = s.chain_cert.as_deref().ok_or("no ssl_chain_cert")?;
-    let chain_certs = certs(chain)
-        .map_err(|e| format!("Error loading the certificate chain: {e}"))?;
+    let chain_certs =
+        certs(chain).map_err(|e| format!("Error loading the certificate chain: {e}"))?;
     let key_path = s.key.as_deref().unwrap_or(chain);
     let key = key(key_path).map_err(|e| format!("Error loading the key: {e}"))?;
     let versions: &[&rustls::SupportedProtocolVersion] = if s.min_version >= 3 {
@@ -58,7 +58,10 @@ fn server_config(s: &TlsSettings) -> Result<ServerConfig, String> {
     let builder = if s.verify_mode == 0 {
         builder.with_no_client_auth()
     } else {
-        let ca = s.ca_cert.as_deref().ok_or("ssl_verify_mode needs ssl_ca_cert")?;
+        let ca = s
+            .ca_cert
+            .as_deref()
+            .ok_or("ssl_verify_mode needs ssl_ca_cert")?;
         let mut roots = RootCertStore::empty();
         for c in certs(ca).map_err(|e| format!("Error loading the CA certificate: {e}"))? {
             roots

@@ -150,33 +150,18 @@ fn sigterm_answers_in_flight_request_then_exits_zero() {
 /// the binary itself: `--io-driver io_uring` exits 71 where io_uring is
 /// refused, and otherwise starts serving.
 fn uring_available() -> bool {
-    let port = free_port();
-    let mut cmd = Command::new(corecached_bin());
-    cmd.args(["--io-driver", "io_uring", "-t", "1", "-l", "127.0.0.1"])
-        .args(["-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn corecached");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let up = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert_eq!(st.code(), Some(71), "--io-driver io_uring: {st}");
-            break false;
+    match Server::try_corecached(&["--io-driver", "io_uring", "-t", "1"]) {
+        Ok(_) => true,
+        Err(e) => {
+            assert_eq!(
+                e.status.and_then(|st| st.code()),
+                Some(71),
+                "--io-driver io_uring: {}",
+                e.message
+            );
+            false
         }
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            break true;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "--io-driver io_uring never started"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    up
+    }
 }
 
 #[test]

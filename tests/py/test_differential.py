@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import ServerProc, server_kind
+from servers import server_kind
 
 # The data block of a storage line refused for a bad field: memcached runs it
 # as a command, corecached swallows it (docs/COMPATIBILITY.md). A block that is
@@ -256,7 +256,7 @@ def test_differential(name, steps, start_server):
         ref_f = ex.submit(run_script, ref.port, steps)
         dut_f = ex.submit(run_script, dut.port, steps)
         ref_out, dut_out = ref_f.result(), dut_f.result()
-    assert dut.alive(), f"server under test died:\n{dut.stderr()}"
+    assert dut.alive(), f"server under test died:\n{dut.output()}"
     assert b"<TIMEOUT>" not in ref_out, f"script {name} times out on memcached: {ref_out[-300:]!r}"
     a, c = normalise(ref_out), normalise(dut_out)
     assert a == c, f"{name}: {show_diff(a, c)}"

@@ -38,3 +38,4 @@ mod storage_memory;
 mod store_hit_ratio;
 mod store_pages;
 mod store_stats;
+mod text_differential;

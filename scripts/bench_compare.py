@@ -375,8 +375,8 @@ def main():
     a_kind, a_bin = parse_server(args.a)
     b_kind, b_bin = parse_server(args.b)
     if not os.path.exists(args.bench_bin):
-        log("bench_compare: building corecached-bench (cargo build --release --bin corecached-bench)")
-        r = subprocess.run(["cargo", "build", "--release", "--bin", "corecached-bench"], cwd=REPO)
+        log("bench_compare: building corecached-bench (cargo build --release -p corecached-bench)")
+        r = subprocess.run(["cargo", "build", "--release", "-p", "corecached-bench"], cwd=REPO)
         if r.returncode != 0 or not os.path.exists(args.bench_bin):
             log("bench_compare: could not build corecached-bench")
             return 2

@@ -1,6 +1,7 @@
 //! Command line: memcached's flags with memcached's meanings.
 
 use clap::{ArgAction, Parser};
+use std::ffi::OsString;
 use std::net::IpAddr;
 
 /// The process's exit codes (sysexits.h), all of them: `EX_OK` after a
@@ -21,7 +22,10 @@ pub const MEMCACHED_VERSION: &str = "1.6.18";
     name = "corecached",
     version = concat!(env!("CARGO_PKG_VERSION"), " (memcached 1.6.18 compatible)"),
     about = "A memcached-compatible cache server: one event loop and one shard per core",
-    disable_version_flag = true
+    disable_version_flag = true,
+    args_override_self = true,
+    after_help = "--config FILE reads flags from FILE first, one or more per line, '#' comments \
+                  (the format of Debian's /etc/memcached.conf); flags given after it win."
 )]
 struct Cli {
     /// TCP port to listen on.
@@ -31,6 +35,7 @@ struct Cli {
     #[arg(
         short = 'l',
         long = "listen",
+        action = ArgAction::Append,
         value_delimiter = ',',
         default_value = "127.0.0.1"
     )]
@@ -60,7 +65,7 @@ struct Cli {
     #[arg(short = 'f', long = "slab-growth-factor", default_value_t = 1.25)]
     growth_factor: f64,
     /// Verbose (-v), more verbose (-vv).
-    #[arg(short = 'v', action = ArgAction::Count)]
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
     /// Accepted for compatibility: the user to run as (privileges are dropped to it when started as root).
     #[arg(short = 'u', long = "user")]
@@ -68,6 +73,68 @@ struct Cli {
     /// Write the process id to this file.
     #[arg(short = 'P', long = "pidfile")]
     pidfile: Option<String>,
+    /// Also listen on this unix socket (as memcached, TCP stays on unless
+    /// `-p 0`).
+    #[arg(short = 's', long = "unix-socket", value_name = "PATH")]
+    unix_socket: Option<std::path::PathBuf>,
+    /// Access mask of the unix socket, octal (default 0700).
+    #[arg(short = 'a', long = "unix-mask", default_value = "0700", value_parser = parse_octal)]
+    unix_mask: u32,
+    /// Enable the `shutdown` command.
+    #[arg(short = 'A', long = "enable-shutdown")]
+    enable_shutdown: bool,
+    /// Lock all paged memory (mlockall); a failure is a warning, as in memcached.
+    #[arg(short = 'k', long = "lock-memory")]
+    lock_memory: bool,
+    /// Maximise the core file limit.
+    #[arg(short = 'r', long = "enable-coredumps")]
+    enable_coredumps: bool,
+    /// Run as a daemon (fork, new session, stdio to /dev/null).
+    #[arg(short = 'd', long = "daemon")]
+    daemon: bool,
+    /// Maximum requests served for one connection before others get a turn.
+    #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20)]
+    reqs_per_event: i64,
+    /// Listen backlog.
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
+    backlog: i32,
+    /// Protocols served: auto (ascii, meta and binary, detected per
+    /// connection), ascii (text and meta) or binary.
+    #[arg(short = 'B', long = "protocol", default_value = "auto", value_parser = parse_protocol)]
+    protocol: Protocol,
+    /// Disable CAS (items carry no CAS value; replies show 0).
+    #[arg(short = 'C', long = "disable-cas")]
+    disable_cas: bool,
+    /// Disable flush_all.
+    #[arg(short = 'F', long = "disable-flush-all")]
+    disable_flush_all: bool,
+    /// Disable the dump commands (stats cachedump, lru_crawler metadump).
+    #[arg(short = 'X', long = "disable-dumping")]
+    disable_dumping: bool,
+    /// Disable the watch command.
+    #[arg(short = 'W', long = "disable-watch")]
+    disable_watch: bool,
+    /// Prefix delimiter for `stats detail` (turns detail recording on).
+    #[arg(short = 'D', value_name = "CHAR")]
+    prefix_delimiter: Option<String>,
+    /// memcached's large pages: accepted, no effect here (a warning says so).
+    #[arg(short = 'L', long = "enable-largepages")]
+    large_pages: bool,
+    /// memcached's NAPI-id thread selection: accepted, no effect here.
+    #[arg(short = 'N', long = "napi-ids")]
+    napi_ids: Option<i64>,
+    /// memcached's ASCII token authentication: not built here (refused).
+    #[arg(short = 'Y', long = "auth-file")]
+    auth_file: Option<String>,
+    /// memcached's restartable memory file: not built here (refused).
+    #[arg(short = 'e', long = "memory-file")]
+    memory_file: Option<String>,
+    /// TLS: not built yet (refused).
+    #[arg(short = 'Z', long = "enable-ssl")]
+    enable_ssl: bool,
+    /// Print the license and exit.
+    #[arg(short = 'i', long = "license")]
+    license: bool,
     /// I/O driver: auto (io_uring when the kernel allows it, else epoll), io_uring, epoll.
     #[arg(long = "io-driver", value_enum, default_value_t = IoDriver::Auto)]
     io_driver: IoDriver,
@@ -83,9 +150,10 @@ struct Cli {
     /// MEMCACHED_SASL_PWDB environment variable, as memcached reads it).
     #[arg(long = "sasl-pwdb", value_name = "FILE")]
     sasl_pwdb: Option<std::path::PathBuf>,
-    /// Extended options, comma-separated `name=value` (memcached's -o). Only
-    /// `read_buf_mem_limit=MB` is known here; any other is refused.
-    #[arg(short = 'o', long = "extended", value_delimiter = ',')]
+    /// Extended options, comma-separated `name=value` (memcached's -o; every
+    /// one of memcached 1.6 is accepted: docs/COMPATIBILITY.md says what
+    /// each does here).
+    #[arg(short = 'o', long = "extended", action = ArgAction::Append, value_delimiter = ',')]
     extended: Vec<String>,
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
@@ -107,6 +175,29 @@ pub enum Pin {
     Auto,
     Always,
     Never,
+}
+
+/// Which protocols a connection may speak (`-B`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Auto,
+    Ascii,
+    Binary,
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    match s {
+        "auto" => Ok(Protocol::Auto),
+        "ascii" => Ok(Protocol::Ascii),
+        "binary" => Ok(Protocol::Binary),
+        _ => Err(format!(
+            "Invalid value for binding protocol: {s} -- should be one of auto, binary, or ascii"
+        )),
+    }
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8).map_err(|_| format!("not an octal mask: {s}"))
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -152,6 +243,77 @@ pub struct Config {
     /// 64 KiB of each (`-o read_buf_mem_limit=MB`; 0 = no limit). Default:
     /// 64 MiB or twice `-I`, whichever is larger (see `server::conn`).
     pub read_buf_mem_limit: usize,
+    /// `-s`: a unix socket to listen on too, with permissions `-a`.
+    pub unix_socket: Option<std::path::PathBuf>,
+    pub unix_mask: u32,
+    /// `-A`: the `shutdown` command is served.
+    pub enable_shutdown: bool,
+    /// `-k`: mlockall at start.
+    pub lock_memory: bool,
+    /// `-r`: core file limit raised to the maximum.
+    pub enable_coredumps: bool,
+    /// `-d`: detach from the terminal.
+    pub daemonize: bool,
+    /// `-R`: requests served from one connection's input before the loop
+    /// turns to other connections.
+    pub reqs_per_event: usize,
+    /// `-b`: listen backlog.
+    pub backlog: i32,
+    /// `-B`: protocols served.
+    pub protocol: Protocol,
+    /// `-C` turns CAS off.
+    pub use_cas: bool,
+    /// `-F` turns flush_all off.
+    pub flush_enabled: bool,
+    /// `-X` turns the dump commands off.
+    pub dump_enabled: bool,
+    /// `-W` turns watch off.
+    pub watch_enabled: bool,
+    /// `-D`: the prefix delimiter of `stats detail`, and detail recording
+    /// on from the start.
+    pub prefix_delimiter: u8,
+    pub detail_enabled: bool,
+    /// `-o` settings this server keeps (others are documented no-ops).
+    pub ext: Extended,
+    /// One line each for accepted flags that do nothing here; printed at
+    /// start-up.
+    pub warnings: Vec<String>,
+}
+
+/// memcached's `-o` settings that mean something here, with memcached's
+/// defaults.
+#[derive(Debug, Clone)]
+pub struct Extended {
+    /// Seconds of silence after which a client connection is closed (0: never).
+    pub idle_timeout: u32,
+    pub hashpower: Option<u32>,
+    pub slab_reassign: bool,
+    pub slab_automove: u8,
+    pub slab_automove_ratio: f64,
+    pub slab_automove_window: u32,
+    pub lru_crawler: bool,
+    pub lru_crawler_sleep: u32,
+    pub lru_crawler_tocrawl: u32,
+    pub maxconns_fast: bool,
+    pub hash_expand: bool,
+}
+
+impl Default for Extended {
+    fn default() -> Self {
+        Extended {
+            idle_timeout: 0,
+            hashpower: None,
+            slab_reassign: true,
+            slab_automove: 1,
+            slab_automove_ratio: 0.8,
+            slab_automove_window: 30,
+            lru_crawler: true,
+            lru_crawler_sleep: 100,
+            lru_crawler_tocrawl: 0,
+            maxconns_fast: true,
+            hash_expand: true,
+        }
+    }
 }
 
 /// The default bound on connection buffers: room for 64 MiB of in-flight
@@ -162,7 +324,7 @@ pub fn default_read_buf_mem_limit(max_item_size: usize) -> usize {
 
 /// What parsing the command line decided.
 pub enum Parsed {
-    Run(Config),
+    Run(Box<Config>),
     /// Print this and exit with this code (help, version, errors).
     Exit(String, i32),
 }
@@ -183,6 +345,11 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
+        let mut file_warnings = Vec::new();
+        let args = match expand_config_file(args, &mut file_warnings) {
+            Ok(a) => a,
+            Err(e) => return Parsed::Exit(format!("corecached: {e}\n"), EX_USAGE),
+        };
         let cli = match Cli::try_parse_from(args) {
             Ok(c) => c,
             Err(e) => {
@@ -194,6 +361,15 @@ impl Config {
                 return Parsed::Exit(e.render().to_string(), code);
             }
         };
+        if cli.license {
+            return Parsed::Exit(
+                format!(
+                    "corecached {}: MIT license (see the LICENSE file of the source)\n",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                EX_OK,
+            );
+        }
         if cli.udp_port != 0 {
             return Parsed::Exit(
                 format!(
@@ -225,25 +401,15 @@ impl Config {
             );
         }
         let mut read_buf_mem_limit = default_read_buf_mem_limit(cli.max_item_size);
+        let mut ext = Extended::default();
+        let mut warnings = file_warnings;
         for opt in &cli.extended {
-            let (name, value) = opt.split_once('=').unwrap_or((opt.as_str(), ""));
-            match name {
-                "read_buf_mem_limit" => match value.parse::<usize>() {
-                    Ok(mb) => read_buf_mem_limit = mb.saturating_mul(1 << 20),
-                    Err(_) => {
-                        return Parsed::Exit(
-                            "corecached: could not parse argument to read_buf_mem_limit\n".into(),
-                            EX_USAGE,
-                        )
-                    }
-                },
-                _ => {
-                    return Parsed::Exit(
-                        format!("corecached: unknown -o option: {opt}\n"),
-                        EX_USAGE,
-                    )
-                }
+            if let Err(e) = extended(opt, &mut ext, &mut read_buf_mem_limit, &mut warnings) {
+                return Parsed::Exit(format!("corecached: {e}\n"), EX_USAGE);
             }
+        }
+        if let Err(e) = check_flags(&cli, &mut warnings) {
+            return Parsed::Exit(format!("corecached: {e}\n"), EX_USAGE);
         }
         let mut sasl_db = crate::sasl::PwDb::default();
         if cli.enable_sasl {
@@ -270,7 +436,7 @@ impl Config {
                 }
             };
         }
-        Parsed::Run(Config {
+        Parsed::Run(Box::new(Config {
             port: cli.port,
             listen: cli.listen,
             memory_limit: (cli.memory_limit as usize).saturating_mul(1 << 20),
@@ -288,8 +454,293 @@ impl Config {
             sasl: cli.enable_sasl,
             sasl_db,
             read_buf_mem_limit,
-        })
+            unix_socket: cli.unix_socket,
+            unix_mask: cli.unix_mask,
+            enable_shutdown: cli.enable_shutdown,
+            lock_memory: cli.lock_memory,
+            enable_coredumps: cli.enable_coredumps,
+            daemonize: cli.daemon,
+            reqs_per_event: cli.reqs_per_event as usize,
+            backlog: cli.backlog,
+            protocol: cli.protocol,
+            use_cas: !cli.disable_cas,
+            flush_enabled: !cli.disable_flush_all,
+            dump_enabled: !cli.disable_dumping,
+            watch_enabled: !cli.disable_watch,
+            prefix_delimiter: cli
+                .prefix_delimiter
+                .as_deref()
+                .map_or(b':', |d| d.as_bytes()[0]),
+            detail_enabled: cli.prefix_delimiter.is_some(),
+            ext,
+            warnings,
+        }))
     }
+}
+
+/// `--config FILE` (or `--config=FILE`) is replaced by the flags in FILE,
+/// read as Debian's memcached wrapper reads /etc/memcached.conf: `#` starts
+/// a comment (unless escaped as `\#`), each remaining line holds one flag
+/// and its value (split on white space), `-d` and `-h` lines are dropped (a
+/// service manager runs the server in the foreground), and lines that are
+/// not flags (`logfile PATH`) are ignored with a warning.
+fn expand_config_file<I, T>(args: I, warnings: &mut Vec<String>) -> Result<Vec<OsString>, String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut out = Vec::new();
+    let mut it = args.into_iter().map(Into::into);
+    while let Some(a) = it.next() {
+        let path = match a.to_str() {
+            Some("--config") => match it.next() {
+                Some(p) => p,
+                None => return Err("--config needs a file".into()),
+            },
+            Some(s) if s.starts_with("--config=") => OsString::from(&s["--config=".len()..]),
+            _ => {
+                out.push(a);
+                continue;
+            }
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.to_string_lossy()))?;
+        for raw in text.lines() {
+            let mut line = String::new();
+            let mut prev = '\0';
+            for c in raw.chars() {
+                if c == '#' && prev != '\\' {
+                    break;
+                }
+                if c == '#' {
+                    line.pop();
+                }
+                line.push(c);
+                prev = c;
+            }
+            let line = line.trim();
+            if line.is_empty() || line.starts_with("-d") || line.starts_with("-h") {
+                continue;
+            }
+            if !line.starts_with('-') {
+                warnings.push(format!(
+                    "{}: ignored (not a flag): {line}",
+                    path.to_string_lossy()
+                ));
+                continue;
+            }
+            out.extend(line.split_whitespace().map(OsString::from));
+        }
+    }
+    Ok(out)
+}
+
+/// The flags memcached refuses (with its reasons), the ones this server
+/// refuses because it does not build them (never a silent no-op for a
+/// security or persistence flag), and warnings for accepted no-ops.
+fn check_flags(cli: &Cli, warnings: &mut Vec<String>) -> Result<(), String> {
+    if cli.slab_min_size == 0 {
+        return Err("Chunk size must be greater than 0".into());
+    }
+    if cli.reqs_per_event <= 0 {
+        return Err("Number of requests per event must be greater than 0".into());
+    }
+    if cli.max_item_size as u64 > cli.memory_limit.saturating_mul(1 << 20) / 2 {
+        return Err("Cannot set item size limit higher than 1/2 of memory max.".into());
+    }
+    if let Some(d) = &cli.prefix_delimiter {
+        if d.is_empty() {
+            return Err("No delimiter specified".into());
+        }
+    }
+    if cli.enable_sasl && cli.protocol == Protocol::Ascii {
+        return Err("ERROR: You cannot allow the ASCII protocol while using SASL.".into());
+    }
+    if cli.enable_ssl {
+        return Err("-Z: TLS is not built into this version of corecached yet".into());
+    }
+    if cli.auth_file.is_some() {
+        return Err(
+            "-Y: ASCII token authentication is not built into corecached; use -S (SASL, binary)"
+                .into(),
+        );
+    }
+    if cli.memory_file.is_some() {
+        return Err(
+            "-e: memcached's restartable memory file is not built into corecached; \
+             items do not survive a restart"
+                .into(),
+        );
+    }
+    if let Some(n) = cli.napi_ids {
+        if n <= 0 {
+            return Err("Maximum number of NAPI IDs must be greater than 0".into());
+        }
+        warnings.push("-N: NAPI-id thread selection has no effect here (the kernel's SO_REUSEPORT spreads connections)".into());
+    }
+    if cli.large_pages {
+        warnings.push(
+            "-L: large pages have no effect here (slab pages are allocated as needed)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// One `-o` sub-option (memcached 1.6's whole list; memcached's messages
+/// for values it refuses).
+fn extended(
+    opt: &str,
+    ext: &mut Extended,
+    read_buf_mem_limit: &mut usize,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    let (name, value) = match opt.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (opt, None),
+    };
+    let need = |what: &str| value.ok_or_else(|| format!("Missing {what} argument"));
+    let num = |what: &str| -> Result<i64, String> {
+        need(what)?
+            .parse::<i64>()
+            .map_err(|_| format!("could not parse argument to {what}"))
+    };
+    let mut noop = |why: &str| warnings.push(format!("-o {name}: {why}"));
+    match name {
+        "read_buf_mem_limit" => {
+            let mb = num(name)?;
+            if mb < 0 {
+                return Err(format!("could not parse argument to {name}"));
+            }
+            *read_buf_mem_limit = (mb as usize).saturating_mul(1 << 20);
+        }
+        "idle_timeout" => ext.idle_timeout = num(name)?.clamp(0, u32::MAX as i64) as u32,
+        "hashpower" => {
+            let n = num(name)?;
+            if n < 12 {
+                return Err(format!("Initial hashtable multiplier of {n} is too low"));
+            }
+            if n > 32 {
+                return Err(format!("Initial hashtable multiplier of {n} is too high"));
+            }
+            ext.hashpower = Some(n as u32);
+        }
+        "no_hashexpand" => ext.hash_expand = false,
+        "slab_reassign" => ext.slab_reassign = true,
+        "no_slab_reassign" => ext.slab_reassign = false,
+        "slab_automove" => {
+            let n = if value.is_some() { num(name)? } else { 1 };
+            if !(0..=2).contains(&n) {
+                return Err("slab_automove must be between 0 and 2".into());
+            }
+            ext.slab_automove = n as u8;
+        }
+        "no_slab_automove" => ext.slab_automove = 0,
+        "slab_automove_ratio" => {
+            let r: f64 = need(name)?
+                .parse()
+                .map_err(|_| format!("could not parse argument to {name}"))?;
+            if !(r > 0.0 && r <= 1.0) {
+                return Err("slab_automove_ratio must be > 0 and < 1".into());
+            }
+            ext.slab_automove_ratio = r;
+        }
+        "slab_automove_window" => {
+            let n = num(name)?;
+            if n < 3 {
+                return Err("slab_automove_window must be > 2".into());
+            }
+            ext.slab_automove_window = n as u32;
+        }
+        "lru_crawler" => ext.lru_crawler = true,
+        "no_lru_crawler" => ext.lru_crawler = false,
+        "lru_crawler_sleep" => {
+            let n = num(name)?;
+            if !(0..=1_000_000).contains(&n) {
+                return Err("LRU crawler sleep must be between 0 and 1 second".into());
+            }
+            ext.lru_crawler_sleep = n as u32;
+        }
+        "lru_crawler_tocrawl" => {
+            let n = num(name)?;
+            if !(0..=u32::MAX as i64).contains(&n) {
+                return Err("lru_crawler_tocrawl takes a numeric 32bit value".into());
+            }
+            ext.lru_crawler_tocrawl = n as u32;
+        }
+        "maxconns_fast" => ext.maxconns_fast = true,
+        "no_maxconns_fast" => ext.maxconns_fast = false,
+        // memcached's checks, then no effect here.
+        "hash_algorithm" => {
+            if !matches!(need(name)?, "jenkins" | "murmur3" | "xxh3") {
+                return Err("Unknown hash_algorithm option (jenkins, murmur3, xxh3)".into());
+            }
+            noop("keys are hashed with ahash here");
+        }
+        "tail_repair_time" => {
+            if num(name)? < 10 {
+                return Err("Cannot set tail_repair_time to less than 10 seconds".into());
+            }
+            noop("there is no item refcount to repair here");
+        }
+        "hot_lru_pct" | "warm_lru_pct" => {
+            let n = num(name)?;
+            if !(1..80).contains(&n) {
+                return Err(format!("{name} must be > 1 and < 80"));
+            }
+            noop("one CLOCK per class here, no segmented LRU");
+        }
+        "hot_max_factor" | "warm_max_factor" => {
+            let f: f64 = need(name)?
+                .parse()
+                .map_err(|_| format!("could not parse argument to {name}"))?;
+            if f <= 0.0 {
+                return Err(format!("{name} must be > 0"));
+            }
+            noop("one CLOCK per class here, no segmented LRU");
+        }
+        "temporary_ttl" => {
+            num(name)?;
+            noop("no temporary LRU here");
+        }
+        "watcher_logbuf_size" | "worker_logbuf_size" => {
+            num(name)?;
+            noop("log buffers are sized by the server");
+        }
+        "slab_sizes" | "slab_chunk_max" => {
+            need(name)?;
+            noop("slab classes follow -n and -f here");
+        }
+        "modern" | "no_modern" => noop("its defaults are this server's defaults"),
+        "lru_maintainer" | "no_lru_maintainer" => {
+            noop("no background LRU maintainer here (CLOCK eviction)")
+        }
+        "track_sizes" => noop("not tracked here"),
+        "inline_ascii_resp" | "no_inline_ascii_resp" => noop("no effect in memcached 1.6 either"),
+        "no_chunked_items" => noop("large items are never chunked here"),
+        "drop_privileges" | "no_drop_privileges" | "relaxed_privileges" => {
+            noop("no seccomp profile here; run it under systemd's hardening (dist/)")
+        }
+        "resp_obj_mem_limit" => {
+            num(name)?;
+            noop("responses are written from one buffer per connection (read_buf_mem_limit bounds it)");
+        }
+        "sock_cookie_id" => {
+            num(name)?;
+            noop("no socket cookies here");
+        }
+        _ if name.starts_with("ssl_") => {
+            return Err(format!(
+                "-o {name}: TLS is not built into this version of corecached yet"
+            ))
+        }
+        _ if name.starts_with("ext_") => {
+            return Err(format!(
+                "-o {name}: extstore (items on flash) is not built into corecached"
+            ))
+        }
+        _ => return Err(format!("Illegal suboption \"{opt}\"")),
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -300,7 +751,7 @@ mod tests {
         let mut v = vec!["corecached"];
         v.extend_from_slice(args);
         match Config::from_args(v) {
-            Parsed::Run(c) => Ok(c),
+            Parsed::Run(c) => Ok(*c),
             Parsed::Exit(_, code) => Err(code),
         }
     }
@@ -349,7 +800,7 @@ mod tests {
             let mut v = vec!["corecached"];
             v.extend_from_slice(args);
             match Config::from_args_env(v, env.map(Into::into)) {
-                Parsed::Run(c) => Ok(c),
+                Parsed::Run(c) => Ok(*c),
                 Parsed::Exit(_, code) => Err(code),
             }
         };
@@ -375,15 +826,248 @@ mod tests {
         assert_eq!(run(&["-o", "bogus"]).err(), Some(EX_USAGE));
         assert_eq!(run(&["-o", "read_buf_mem_limit=x"]).err(), Some(EX_USAGE));
         assert_eq!(
-            run(&["-o", "read_buf_mem_limit=1,slab_reassign"]).err(),
+            run(&["-o", "read_buf_mem_limit=1,bogus"]).err(),
             Some(EX_USAGE)
         );
+    }
+
+    /// Every flag of memcached 1.6.18's getopt string is accepted (those
+    /// with a meaning here change the configuration; -d is left out: it
+    /// would only be parsed, but keep tests from looking like daemons).
+    #[test]
+    fn every_memcached_flag_is_accepted() {
+        let c = run(&[
+            "-a",
+            "0770",
+            "-A",
+            "-p",
+            "11300",
+            "-U",
+            "0",
+            "-m",
+            "128",
+            "-M",
+            "-c",
+            "99",
+            "-k",
+            "-r",
+            "-v",
+            "-l",
+            "127.0.0.1",
+            "-u",
+            "nobody",
+            "-P",
+            "/tmp/x.pid",
+            "-f",
+            "1.5",
+            "-n",
+            "64",
+            "-t",
+            "3",
+            "-D",
+            "|",
+            "-L",
+            "-R",
+            "7",
+            "-C",
+            "-b",
+            "50",
+            "-B",
+            "ascii",
+            "-I",
+            "2m",
+            "-F",
+            "-X",
+            "-W",
+            "-N",
+            "1",
+            "-s",
+            "/tmp/cc.sock",
+            "-o",
+            "modern",
+        ])
+        .unwrap();
+        assert_eq!(c.unix_mask, 0o770);
+        assert!(c.enable_shutdown && c.lock_memory && c.enable_coredumps && !c.daemonize);
+        assert_eq!(
+            (c.port, c.conn_limit, c.threads, c.chunk_size),
+            (11300, 99, 3, 64)
+        );
+        assert_eq!(
+            (c.reqs_per_event, c.backlog, c.protocol),
+            (7, 50, Protocol::Ascii)
+        );
+        assert!(!c.use_cas && !c.flush_enabled && !c.dump_enabled && !c.watch_enabled);
+        assert!(c.detail_enabled && c.prefix_delimiter == b'|' && c.no_evict);
+        assert_eq!(
+            c.unix_socket.as_deref(),
+            Some(std::path::Path::new("/tmp/cc.sock"))
+        );
+        // One warning line per accepted no-op (-L, -N, -o modern).
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+        let d = run(&["-d"]).unwrap();
+        assert!(d.daemonize);
+        let c = run(&[]).unwrap();
+        assert!(c.use_cas && c.flush_enabled && c.dump_enabled && c.watch_enabled);
+        assert_eq!(
+            (c.reqs_per_event, c.backlog, c.protocol),
+            (20, 1024, Protocol::Auto)
+        );
+        assert!(c.warnings.is_empty());
+    }
+
+    /// memcached 1.6's whole -o list: each accepted (alone, with a valid
+    /// value), the TLS and extstore ones refused until they exist here.
+    #[test]
+    fn every_extended_option() {
+        for o in [
+            "maxconns_fast",
+            "hashpower=16",
+            "no_hashexpand",
+            "slab_reassign",
+            "slab_automove",
+            "slab_automove=2",
+            "slab_automove_ratio=0.5",
+            "slab_automove_window=10",
+            "tail_repair_time=20",
+            "hash_algorithm=murmur3",
+            "lru_crawler",
+            "lru_crawler_sleep=50",
+            "lru_crawler_tocrawl=10",
+            "lru_maintainer",
+            "hot_lru_pct=20",
+            "warm_lru_pct=40",
+            "hot_max_factor=0.2",
+            "warm_max_factor=2.0",
+            "temporary_ttl=61",
+            "idle_timeout=30",
+            "watcher_logbuf_size=256",
+            "worker_logbuf_size=64",
+            "slab_sizes=100-200-300",
+            "slab_chunk_max=524288",
+            "track_sizes",
+            "no_inline_ascii_resp",
+            "modern",
+            "no_modern",
+            "no_chunked_items",
+            "no_slab_reassign",
+            "no_slab_automove",
+            "no_maxconns_fast",
+            "inline_ascii_resp",
+            "no_lru_crawler",
+            "no_lru_maintainer",
+            "no_drop_privileges",
+            "drop_privileges",
+            "resp_obj_mem_limit=10",
+            "read_buf_mem_limit=10",
+            "relaxed_privileges",
+            "sock_cookie_id=1",
+        ] {
+            assert!(run(&["-o", o]).is_ok(), "-o {o} refused");
+        }
+        let c = run(&[
+            "-o",
+            "idle_timeout=30,hashpower=20,no_lru_crawler,slab_automove=2",
+        ])
+        .unwrap();
+        assert_eq!(c.ext.idle_timeout, 30);
+        assert_eq!(c.ext.hashpower, Some(20));
+        assert!(!c.ext.lru_crawler && c.ext.slab_automove == 2);
+        for bad in [
+            "ssl_chain_cert=x",
+            "ssl_key=y",
+            "ext_path=/tmp/x:1g",
+            "hashpower=11",
+            "hashpower=33",
+            "slab_automove=3",
+            "slab_automove_ratio=0",
+            "slab_automove_window=2",
+            "tail_repair_time=5",
+            "hash_algorithm=md5",
+            "lru_crawler_sleep=2000000",
+            "hot_lru_pct=80",
+            "idle_timeout",
+            "bogus",
+            "read_buf_mem_limit=x",
+        ] {
+            assert_eq!(run(&["-o", bad]).err(), Some(EX_USAGE), "-o {bad} accepted");
+        }
+    }
+
+    /// What memcached refuses, refused; security and persistence flags we do
+    /// not build are refused, never accepted as no-ops.
+    #[test]
+    fn refusals() {
+        for bad in [
+            &["-n", "0"][..],
+            &["-m", "1", "-I", "1g"],
+            &["-m", "64", "-I", "64m"],
+            &["-R", "0"],
+            &["-B", "http"],
+            &["-Z"],
+            &["-Y", "/tmp/tokens"],
+            &["-e", "/tmp/memfile"],
+            &["-N", "0"],
+            &["-S", "-B", "ascii"],
+        ] {
+            assert_eq!(run(bad).err(), Some(EX_USAGE), "{bad:?} accepted");
+        }
+        assert!(run(&["-m", "64", "-I", "32m"]).is_ok());
+        assert_eq!(run(&["-i"]).err(), Some(0));
+    }
+
+    /// Debian's /etc/memcached.conf, read by --config as its wrapper reads
+    /// it; flags after --config win.
+    #[test]
+    fn config_file_in_memcached_conf_format() {
+        let path = std::env::temp_dir().join(format!("corecached-conf-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "# memcached default config file\n\
+             # Run memcached as a daemon.\n\
+             -d\n\
+             \n\
+             logfile /var/log/memcached.log\n\
+             -m 128   # memory\n\
+             -p 11299\n\
+             -u memcache\n\
+             -l 127.0.0.1\n\
+             -P /var/run/memcached/memcached.pid\n\
+             -o idle_timeout=9,modern\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = run(&["--config", p]).unwrap();
+        assert_eq!((c.memory_limit, c.port), (128 << 20, 11299));
+        assert_eq!(c.user.as_deref(), Some("memcache"));
+        assert_eq!(
+            c.pidfile.as_deref(),
+            Some("/var/run/memcached/memcached.pid")
+        );
+        assert_eq!(c.listen, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.ext.idle_timeout, 9);
+        assert!(!c.daemonize, "-d in a config file is dropped");
+        assert!(
+            c.warnings.iter().any(|w| w.contains("logfile")),
+            "{:?}",
+            c.warnings
+        );
+        let c = run(&[&format!("--config={p}"), "-p", "1234", "-m", "64"]).unwrap();
+        assert_eq!((c.memory_limit, c.port), (64 << 20, 1234));
+        assert_eq!(
+            run(&["--config", "/nonexistent/corecached.conf"]).err(),
+            Some(EX_USAGE)
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
     fn read_buf_mem_limit() {
         assert_eq!(run(&[]).unwrap().read_buf_mem_limit, 64 << 20);
-        assert_eq!(run(&["-I", "64m"]).unwrap().read_buf_mem_limit, 128 << 20);
+        assert_eq!(
+            run(&["-m", "128", "-I", "64m"]).unwrap().read_buf_mem_limit,
+            128 << 20
+        );
         let c = run(&["-o", "read_buf_mem_limit=16"]).unwrap();
         assert_eq!(c.read_buf_mem_limit, 16 << 20);
         assert_eq!(

@@ -17,7 +17,7 @@ pub mod time;
 /// Entry point of the `corecached` binary; returns the exit code.
 pub fn run() -> i32 {
     match config::Config::from_args(std::env::args_os()) {
-        config::Parsed::Run(cfg) => server::run(cfg),
+        config::Parsed::Run(cfg) => server::run(*cfg),
         config::Parsed::Exit(msg, code) => {
             if code == 0 {
                 print!("{msg}");

@@ -1,10 +1,16 @@
-//! Counters behind `stats`, with memcached's names.
+//! Counters behind `stats`, with memcached's names, and the one place that
+//! decides which counters a command's result moves (`count_*`, called by the
+//! text, binary and meta executors alike).
 //!
 //! Command counters are per worker: each is written only by its own thread
 //! (a relaxed load + store, no locked instruction, no shared cache line) and
 //! summed when a client asks. Connection counters are global atomics touched
-//! once per connection.
+//! once per connection. Item counters (`get_expired`, `get_flushed`,
+//! evictions, ...) are the store's (`store::ShardStats`), counted where the
+//! store finds them.
 
+use crate::protocol::StoreMode;
+use crate::store::{ArithResult, DeleteResult, StoreResult};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 macro_rules! counters {
@@ -32,7 +38,7 @@ macro_rules! counters {
         }
 
         impl Counters {
-            /// (name, value) pairs in memcached's order.
+            /// (name, value) pairs, in declaration order.
             pub fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
                 [$((stringify!($name), self.$name),)*].into_iter()
             }
@@ -48,8 +54,6 @@ counters!(
     cmd_meta,
     get_hits,
     get_misses,
-    get_expired,
-    get_flushed,
     delete_misses,
     delete_hits,
     incr_misses,
@@ -76,12 +80,103 @@ pub fn bump(c: &AtomicU64, by: u64) {
     c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
 }
 
+/// A get (text `get`/`gets`, binary Get*, meta `mg`, mcrouter `lease-get`),
+/// or, when `touched`, a get-and-touch (`gat`/`gats`, binary GAT*, a hit of
+/// `mg` with `T`: memcached counts an `mg ... T` miss as a get miss).
+#[inline]
+pub fn count_get(st: &WorkerStats, touched: bool, hit: bool) {
+    if touched {
+        count_touch(st, hit);
+    } else {
+        bump(&st.cmd_get, 1);
+        bump(if hit { &st.get_hits } else { &st.get_misses }, 1);
+    }
+}
+
+/// A touch (text `touch`, binary Touch).
+#[inline]
+pub fn count_touch(st: &WorkerStats, hit: bool) {
+    bump(&st.cmd_touch, 1);
+    bump(
+        if hit {
+            &st.touch_hits
+        } else {
+            &st.touch_misses
+        },
+        1,
+    );
+}
+
+/// A store the store answered (set/add/replace/append/prepend/cas in every
+/// protocol). `compare`: the request carried a CAS to compare (text `cas`,
+/// a binary CAS, meta `C`). memcached's rules: every store counts `cmd_set`;
+/// a compare on set/replace is a CAS store, whose outcome counts `cas_hits`,
+/// `cas_badval` or `cas_misses` (append/prepend compare without counting);
+/// an item over `-I` counts `store_too_large` (an append/prepend whose
+/// combined value is too large is not: memcached answers it NOT_STORED);
+/// no memory counts `store_no_memory`.
+#[inline]
+pub fn count_store(st: &WorkerStats, mode: StoreMode, compare: bool, r: &StoreResult) {
+    bump(&st.cmd_set, 1);
+    let cas_store =
+        mode == StoreMode::Cas || (compare && matches!(mode, StoreMode::Set | StoreMode::Replace));
+    let appending = matches!(mode, StoreMode::Append | StoreMode::Prepend);
+    let c = match r {
+        StoreResult::Stored { .. } if cas_store => &st.cas_hits,
+        StoreResult::Exists if cas_store => &st.cas_badval,
+        StoreResult::NotFound if cas_store => &st.cas_misses,
+        StoreResult::TooLarge if !appending => &st.store_too_large,
+        StoreResult::OutOfMemory => &st.store_no_memory,
+        _ => return,
+    };
+    bump(c, 1);
+}
+
+/// A store refused for size before it reached the store (its data block
+/// swallowed): `store_too_large` only, no `cmd_set`.
+#[inline]
+pub fn count_too_large(st: &WorkerStats) {
+    bump(&st.store_too_large, 1);
+}
+
+/// incr/decr (text, binary `Increment`/`Decrement`, meta `ma`). `created`:
+/// the request created the item (meta `N`), which memcached counts as
+/// neither hit nor miss.
+#[inline]
+pub fn count_arith(st: &WorkerStats, incr: bool, r: &ArithResult, created: bool) {
+    let (hits, misses) = if incr {
+        (&st.incr_hits, &st.incr_misses)
+    } else {
+        (&st.decr_hits, &st.decr_misses)
+    };
+    match r {
+        ArithResult::Value { .. } if !created => bump(hits, 1),
+        ArithResult::NotFound => bump(misses, 1),
+        _ => {}
+    }
+}
+
+/// A delete (text, binary, meta `md`). memcached's meta delete counts a
+/// CAS mismatch as a miss (`mismatch_is_miss`) and a mark-stale (`I`,
+/// `invalidate`) as nothing; the text and binary deletes count neither.
+#[inline]
+pub fn count_delete(st: &WorkerStats, r: &DeleteResult, invalidate: bool, mismatch_is_miss: bool) {
+    match r {
+        DeleteResult::Deleted if !invalidate => bump(&st.delete_hits, 1),
+        DeleteResult::NotFound => bump(&st.delete_misses, 1),
+        DeleteResult::Exists if mismatch_is_miss => bump(&st.delete_misses, 1),
+        _ => {}
+    }
+}
+
 /// Process-wide statistics.
 pub struct Stats {
     pub workers: Box<[WorkerStats]>,
     pub curr_connections: AtomicU64,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
+    /// Connections closed by `-o idle_timeout`.
+    pub idle_kicks: AtomicU64,
     /// Connection buffers (see `server::conn`): read buffers allocated and
     /// their capacity in bytes, output buffers likewise, and refusals.
     pub read_buf_count: AtomicU64,
@@ -102,6 +197,7 @@ impl Stats {
             curr_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
+            idle_kicks: AtomicU64::new(0),
             read_buf_count: AtomicU64::new(0),
             read_buf_bytes: AtomicU64::new(0),
             read_buf_oom: AtomicU64::new(0),

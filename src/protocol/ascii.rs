@@ -7,8 +7,8 @@
 
 use super::{
     fields, put_stat_value, put_u64, strtol32, strtoul32, strtoull, tokens, Command, Ctx,
-    ErrorKind, Fields, Keys, Limits, Parsed, Request, Response, StoreMode, MAX_DATA_LEN,
-    MAX_KEY_LEN,
+    ErrorKind, Fields, Keys, Limits, Parsed, Request, Response, StatsGroup, StoreMode,
+    MAX_DATA_LEN, MAX_KEY_LEN,
 };
 
 /// A line with no newline within this many bytes is not a command (memcached
@@ -112,8 +112,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         b"stats" => {
             let mut t = tokens(rest);
             let group = t.next().unwrap_or(b"");
-            let arg = t.rest;
-            done(Command::Stats { group, arg }, consumed, false)
+            done(Command::Stats(stats_group(group, t.rest)), consumed, false)
         }
         b"slabs" => done(Command::Slabs { args: rest }, consumed, false),
         b"lru_crawler" => done(Command::LruCrawler { args: rest }, consumed, false),
@@ -154,6 +153,28 @@ fn is_http_request(cmd: &[u8], line: &[u8]) -> bool {
     }
     let last = tokens(line).take(23).last().unwrap_or(b"");
     last.starts_with(b"HTTP/")
+}
+
+/// A text `stats <group> <arg>`: groups match exactly; `detail` reads the
+/// first word of its argument.
+pub fn stats_group<'a>(group: &[u8], arg: &'a [u8]) -> StatsGroup<'a> {
+    match group {
+        b"" => StatsGroup::General,
+        b"settings" => StatsGroup::Settings,
+        b"items" => StatsGroup::Items,
+        b"slabs" => StatsGroup::Slabs,
+        b"sizes" => StatsGroup::Sizes,
+        b"conns" => StatsGroup::Conns,
+        b"reset" => StatsGroup::Reset,
+        b"detail" => match arg.split(|&b| b == b' ').find(|t| !t.is_empty()) {
+            Some(b"on") | Some(b"off") => StatsGroup::DetailSwitch,
+            Some(b"dump") => StatsGroup::DetailDump,
+            _ => StatsGroup::DetailUsage,
+        },
+        b"cachedump" => StatsGroup::CacheDump(arg),
+        b"extstore" => StatsGroup::Extstore,
+        _ => StatsGroup::Unknown,
+    }
 }
 
 fn done(cmd: Command<'_>, consumed: usize, noreply: bool) -> Parsed<'_> {
@@ -559,7 +580,23 @@ pub fn encode(resp: &Response<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
             out.extend_from_slice(b"\r\n");
         }
         Response::Miss { .. } => {}
-        Response::End | Response::StatsEnd => out.extend_from_slice(b"END\r\n"),
+        Response::End | Response::StatsEnd | Response::StatsDetailDump => {
+            out.extend_from_slice(b"END\r\n")
+        }
+        Response::StatsReset => out.extend_from_slice(b"RESET\r\n"),
+        Response::StatsDetailUsage => {
+            out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
+        }
+        Response::StatsUnknown => out.extend_from_slice(b"ERROR\r\n"),
+        Response::Quit => {}
+        Response::StoreFailed(e) => {
+            out.extend_from_slice(error_text(e));
+            out.extend_from_slice(b"\r\n");
+        }
+        Response::Line(l) => {
+            out.extend_from_slice(l);
+            out.extend_from_slice(b"\r\n");
+        }
         Response::Stored { .. } => out.extend_from_slice(b"STORED\r\n"),
         Response::NotStored => out.extend_from_slice(b"NOT_STORED\r\n"),
         Response::Exists => out.extend_from_slice(b"EXISTS\r\n"),
@@ -851,6 +888,31 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// The replies whose bytes depend on the protocol, in text.
+    #[test]
+    fn protocol_specific_replies() {
+        let text = |r: Response<'_>| {
+            let mut out = Vec::new();
+            encode(&r, &Ctx::default(), &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(text(Response::Quit), "");
+        assert_eq!(
+            text(Response::StoreFailed(ErrorKind::TooLarge)),
+            "SERVER_ERROR object too large for cache\r\n"
+        );
+        assert_eq!(text(Response::StatsReset), "RESET\r\n");
+        assert_eq!(text(Response::StatsDetailDump), "END\r\n");
+        assert_eq!(text(Response::StatsUnknown), "ERROR\r\n");
+        assert_eq!(text(Response::Line(b"NOSPARE x")), "NOSPARE x\r\n");
+        assert_eq!(stats_group(b"detail", b"  dump x"), StatsGroup::DetailDump);
+        assert_eq!(stats_group(b"resetx", b""), StatsGroup::Unknown);
+        assert_eq!(
+            stats_group(b"cachedump", b"1 2"),
+            StatsGroup::CacheDump(b"1 2")
+        );
     }
 
     #[test]

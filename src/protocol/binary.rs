@@ -21,7 +21,7 @@
 
 use super::{
     put_stat_value, put_u64, Command, Ctx, ErrorKind, Keys, Limits, Parsed, Request, Response,
-    StoreMode, MAX_KEY_LEN,
+    StatValue, StatsGroup, StoreMode, MAX_KEY_LEN,
 };
 
 /// Request magic byte.
@@ -170,6 +170,47 @@ pub fn allowed_unauthenticated(opcode: u8) -> bool {
         opcode,
         op::SASL_LIST_MECHS | op::SASL_AUTH | op::SASL_STEP | op::VERSION | op::NOOP
     )
+}
+
+/// A binary Stat key, as memcached 1.6.18's `process_bin_stat` reads it:
+/// `reset`, `settings` and `detail` match as prefixes (`resetx` resets);
+/// `detail` must go on with ` dump`, ` on` or ` off`, anything else is Not
+/// found; `items`, `slabs` and `sizes` match exactly, the rest is Not found.
+pub fn stats_group(key: &[u8]) -> StatsGroup<'_> {
+    if key.is_empty() {
+        StatsGroup::General
+    } else if key.starts_with(b"reset") {
+        StatsGroup::Reset
+    } else if key.starts_with(b"settings") {
+        StatsGroup::Settings
+    } else if let Some(sub) = key.strip_prefix(b"detail") {
+        if sub.starts_with(b" dump") {
+            StatsGroup::DetailDump
+        } else if sub.starts_with(b" on") || sub.starts_with(b" off") {
+            StatsGroup::DetailSwitch
+        } else {
+            StatsGroup::DetailUsage
+        }
+    } else {
+        match key {
+            b"items" => StatsGroup::Items,
+            b"slabs" => StatsGroup::Slabs,
+            b"sizes" => StatsGroup::Sizes,
+            _ => StatsGroup::Unknown,
+        }
+    }
+}
+
+/// Does this request need an authenticated connection when SASL is on?
+/// (Everything but the SASL opcodes, Version and Noop.)
+pub fn requires_auth(ctx: &Ctx) -> bool {
+    ctx.binary && !allowed_unauthenticated(ctx.opcode)
+}
+
+/// Is this a binary SASL Auth/Step (answered "unknown command" when SASL is
+/// off, before its body's size is looked at, as memcached)?
+pub fn is_sasl_auth(ctx: &Ctx) -> bool {
+    ctx.binary && matches!(ctx.opcode, op::SASL_AUTH | op::SASL_STEP)
 }
 
 /// Binary status for an error.
@@ -390,7 +431,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         },
         // The whole key is the group (`detail on` included): memcached
         // matches binary stat groups by prefix, see `stats_cmd`.
-        op::STAT => Command::Stats { group: k, arg: b"" },
+        op::STAT => Command::Stats(stats_group(k)),
         op::SASL_LIST_MECHS => Command::SaslListMechs,
         op::SASL_AUTH => Command::SaslAuth {
             mech: k,
@@ -516,7 +557,37 @@ pub fn encode(resp: &Response<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
                 simple(out, ctx, status::OK, b"", 0);
             }
         }
-        Response::Noop | Response::StatsEnd => simple(out, ctx, status::OK, b"", 0),
+        Response::Noop | Response::StatsEnd | Response::StatsReset => {
+            simple(out, ctx, status::OK, b"", 0)
+        }
+        Response::StatsDetailDump => {
+            // Per-prefix stats are not kept: the dump is empty.
+            stat_packet(
+                out,
+                ctx,
+                |o| o.extend_from_slice(b"detailed"),
+                StatValue::Str("END\r\n"),
+            );
+            simple(out, ctx, status::OK, b"", 0)
+        }
+        Response::StatsDetailUsage | Response::StatsUnknown => error(out, ctx, status::KEY_ENOENT),
+        Response::Quit => {
+            if !quiet {
+                simple(out, ctx, status::OK, b"", 0);
+            }
+        }
+        Response::StoreFailed(e) => {
+            let st = match ctx.opcode {
+                op::APPEND | op::APPENDQ | op::PREPEND | op::PREPENDQ => status::NOT_STORED,
+                _ => status_of(e),
+            };
+            error(out, ctx, st);
+        }
+        Response::Line(l) => {
+            if !quiet {
+                simple(out, ctx, status::OK, l, 0);
+            }
+        }
         Response::NotStored => {
             // memcached: a failed add means the key exists, a failed replace
             // that it does not.
@@ -820,15 +891,18 @@ mod tests {
                 .cmd,
             Command::Verbosity { level: 1 }
         ));
-        match done(&pkt(op::STAT, b"", b"detail on", b"", 0)).0.cmd {
-            Command::Stats { group, arg } => {
-                assert_eq!((group, arg), (&b"detail on"[..], &b""[..]))
+        for (key, group) in [
+            (&b"detail on"[..], StatsGroup::DetailSwitch),
+            (b"", StatsGroup::General),
+            (b"resetx", StatsGroup::Reset),
+            (b"detail dumpx", StatsGroup::DetailDump),
+            (b"detail", StatsGroup::DetailUsage),
+            (b"cachedump 1 1", StatsGroup::Unknown),
+        ] {
+            match done(&pkt(op::STAT, b"", key, b"", 0)).0.cmd {
+                Command::Stats(g) => assert_eq!(g, group, "{key:?}"),
+                c => panic!("{c:?}"),
             }
-            c => panic!("{c:?}"),
-        }
-        match done(&pkt(op::STAT, b"", b"", b"", 0)).0.cmd {
-            Command::Stats { group, arg } => assert!(group.is_empty() && arg.is_empty()),
-            c => panic!("{c:?}"),
         }
         assert!(matches!(
             done(&pkt(op::SASL_LIST_MECHS, b"", b"", b"", 0)).0.cmd,
@@ -1144,6 +1218,48 @@ mod tests {
         assert_eq!((h.status, &body[..]), (0, &b"Authenticated"[..]));
         let (h, body) = reply(Response::AuthContinue, ctx(op::SASL_AUTH));
         assert_eq!((h.status, body.len()), (status::AUTH_CONTINUE, 0));
+    }
+
+    /// The replies whose bytes depend on the protocol (the executor sends
+    /// the same `Response` for text and binary).
+    #[test]
+    fn protocol_specific_replies() {
+        // A store refused for size: E2BIG, but Not stored for append/prepend.
+        let (h, _) = reply(Response::StoreFailed(ErrorKind::TooLarge), ctx(op::SET));
+        assert_eq!(h.status, status::E2BIG);
+        for o in [op::APPEND, op::PREPENDQ] {
+            let (h, _) = reply(Response::StoreFailed(ErrorKind::OutOfMemory), ctx(o));
+            assert_eq!(h.status, status::NOT_STORED);
+        }
+        // Quit is answered, QuitQ is not.
+        let (h, _) = reply(Response::Quit, ctx(op::QUIT));
+        assert_eq!((h.status, h.bodylen), (0, 0));
+        let mut out = Vec::new();
+        encode(&Response::Quit, &ctx(op::QUITQ), &mut out);
+        assert!(out.is_empty());
+        // Stats: reset ends the block, an unknown or misused group is Not
+        // found, the detail dump is one `detailed` stat then the end.
+        let (h, _) = reply(Response::StatsReset, ctx(op::STAT));
+        assert_eq!((h.status, h.bodylen), (0, 0));
+        for r in [Response::StatsUnknown, Response::StatsDetailUsage] {
+            let (h, body) = reply(r, ctx(op::STAT));
+            assert_eq!(
+                (h.status, &body[..]),
+                (status::KEY_ENOENT, &b"Not found"[..])
+            );
+        }
+        let mut out = Vec::new();
+        encode(&Response::StatsDetailDump, &ctx(op::STAT), &mut out);
+        let h = Header::decode(&out);
+        assert_eq!(
+            &out[HEADER_LEN..HEADER_LEN + h.bodylen as usize],
+            b"detailedEND\r\n"
+        );
+        assert_eq!(out.len(), 2 * HEADER_LEN + h.bodylen as usize);
+        // SASL opcodes, by the context's protocol.
+        assert!(is_sasl_auth(&ctx(op::SASL_STEP)) && !is_sasl_auth(&Ctx::default()));
+        assert!(requires_auth(&ctx(op::GET)) && !requires_auth(&ctx(op::NOOP)));
+        assert!(!requires_auth(&Ctx::default()));
     }
 
     #[test]

@@ -164,12 +164,8 @@ pub enum Command<'a> {
     Quit,
     /// Binary noop; meta `mn`.
     Noop,
-    /// `stats [group]`; empty group = general block.
-    Stats {
-        group: &'a [u8],
-        /// The rest of the line after the group (e.g. `stats detail on`).
-        arg: &'a [u8],
-    },
+    /// `stats [group]`, the group as the request's protocol names it.
+    Stats(StatsGroup<'a>),
     /// `slabs reassign <src> <dst>` / `slabs automove <0|1|2>`.
     Slabs {
         args: &'a [u8],
@@ -220,6 +216,37 @@ pub enum Command<'a> {
     LruCrawler {
         args: &'a [u8],
     },
+}
+
+/// A `stats` request's group. Text and binary name groups differently
+/// (memcached's binary Stat matches some keys as prefixes, knows fewer
+/// groups and answers an unknown one "Not found"); each parser decides
+/// (`ascii::stats_group`, `binary::stats_group`), the encoders render the
+/// protocol's replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsGroup<'a> {
+    /// The general block (no group).
+    General,
+    Settings,
+    Items,
+    Slabs,
+    /// Size histograms (off, as memcached's default).
+    Sizes,
+    /// Per-connection stats (none kept: an empty block).
+    Conns,
+    Reset,
+    /// `detail on` / `detail off` (per-prefix stats are not kept).
+    DetailSwitch,
+    /// `detail dump`: the (empty) per-prefix dump.
+    DetailDump,
+    /// `detail` with anything else.
+    DetailUsage,
+    /// Text `stats cachedump <id> <limit>` (`server::admin`); the arguments.
+    CacheDump(&'a [u8]),
+    /// Text `stats extstore` (`server::admin`).
+    Extstore,
+    /// A group the protocol does not have.
+    Unknown,
 }
 
 /// Per-request context the encoders need.
@@ -346,6 +373,25 @@ pub enum Response<'a> {
     },
     /// End of a stats block.
     StatsEnd,
+    /// `stats reset` done (text `RESET`; binary: the block's terminator).
+    StatsReset,
+    /// `stats detail dump` (text: `END`; binary: a `detailed` stat whose
+    /// value is the text dump, then the terminator).
+    StatsDetailDump,
+    /// `stats detail` misused (text: its usage line; binary: Not found).
+    StatsDetailUsage,
+    /// A stats group the protocol does not have (text `ERROR`; binary:
+    /// Not found).
+    StatsUnknown,
+    /// The reply to `quit` (text: none; binary Quit: OK, QuitQ: none).
+    Quit,
+    /// A store the store refused for size or memory after its value was
+    /// read: the error (binary append/prepend: Not stored, as memcached's,
+    /// whose value fitted but not the combined item).
+    StoreFailed(ErrorKind),
+    /// One free-form reply line of a text-only command (`slabs ...`):
+    /// text: the line and CRLF; binary: an OK packet with the line as body.
+    Line(&'a [u8]),
     /// Binary noop reply; meta `MN`.
     Noop,
     SaslMechs(&'a str),
@@ -354,6 +400,17 @@ pub enum Response<'a> {
     /// SASL: the mechanism needs another step (binary status 0x21).
     AuthContinue,
     Error(ErrorKind),
+}
+
+/// Encode one response in the request's protocol (the text encoder also
+/// writes the meta protocol's `MN`).
+#[inline]
+pub fn encode(r: &Response<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    if ctx.binary {
+        binary::encode(r, ctx, out);
+    } else {
+        ascii::encode(r, ctx, out);
+    }
 }
 
 /// Space-separated tokens of a text command line, empty ones skipped

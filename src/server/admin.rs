@@ -15,15 +15,17 @@
 //! copy the slice's lines into the output, unlock; no lock is held across
 //! I/O (the connection writes the output after the command).
 
-use super::exec::{emit, Env, Next, GET_SLICE_BYTES};
-use super::meta_exec::{item_total, slab_class};
+use super::env::{
+    emit, item_total, slab_class, Env, Next, CRAWLER_ON, CRAWLER_SLEEP, CRAWLER_TOCRAWL,
+    GET_SLICE_BYTES,
+};
 use crate::protocol::{
     fields, put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Fields, Response, StoreMode,
 };
-use crate::stats::bump;
+use crate::stats::{count_get, count_store};
 use crate::store::{MetaGet, StoreOpts, StoreResult, WalkItem};
 use crate::time;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Index buckets visited per shard lock during a dump.
 const SLICE_BUCKETS: usize = 256;
@@ -36,20 +38,6 @@ const MAX_CLASSES: u32 = 64;
 pub const LEASE_TTL: i64 = 10;
 /// mcrouter's hot-miss token: a lease is out, wait and retry.
 pub const HOT_MISS: u64 = 1;
-
-/// `lru_crawler enable|disable` state. corecached has no crawler thread (the
-/// timing wheel expires items within a second); the switch gates `crawl`
-/// and `metadump` as memcached's does.
-static CRAWLER_ON: AtomicBool = AtomicBool::new(true);
-/// `lru_crawler sleep` / `tocrawl`: shown by `stats settings`; there is no
-/// crawler for them to pace.
-static CRAWLER_SLEEP: AtomicU32 = AtomicU32::new(100);
-static CRAWLER_TOCRAWL: AtomicU32 = AtomicU32::new(0);
-
-/// `lru_crawler sleep` and `tocrawl` as set (for `stats settings`).
-pub fn crawler_settings() -> (u32, u32) {
-    (CRAWLER_SLEEP.load(Relaxed), CRAWLER_TOCRAWL.load(Relaxed))
-}
 
 fn line(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
@@ -70,22 +58,16 @@ pub fn lease_get(key: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
         ..MetaGet::default()
     };
     let st = env.stats;
-    bump(&st.cmd_get, 1);
     let (mut shard, h) = env.shared.store.lock(key);
     let Some((it, oc)) = shard.meta_get(h, key, now, &op) else {
         drop(shard);
-        bump(&st.get_misses, 1);
+        count_get(st, false, false);
         line(out, b"SERVER_ERROR out of memory");
         return;
     };
     let hit = !oc.created && !it.stale && !it.win;
-    if hit {
-        bump(&st.get_hits, 1);
-        out.extend_from_slice(b"VALUE ");
-    } else {
-        bump(&st.get_misses, 1);
-        out.extend_from_slice(b"LVALUE ");
-    }
+    count_get(st, false, hit);
+    out.extend_from_slice(if hit { b"VALUE " } else { b"LVALUE " });
     out.extend_from_slice(key);
     out.push(b' ');
     if !hit {
@@ -115,8 +97,6 @@ pub fn lease_set(
     out: &mut Vec<u8>,
 ) {
     let now = time::now();
-    let st = env.stats;
-    bump(&st.cmd_set, 1);
     let exp = time::exptime_to_rel(exptime, now);
     let (mut shard, h) = env.shared.store.lock(key);
     let leased = shard
@@ -129,12 +109,10 @@ pub fn lease_set(
         StoreResult::NotStored
     };
     drop(shard);
+    count_store(env.stats, StoreMode::Set, false, &r);
     let resp = match r {
         StoreResult::Stored { cas } => Response::Stored { cas },
-        StoreResult::OutOfMemory => {
-            bump(&st.store_no_memory, 1);
-            Response::Error(ErrorKind::OutOfMemory)
-        }
+        StoreResult::OutOfMemory => Response::Error(ErrorKind::OutOfMemory),
         StoreResult::TooLarge => Response::Error(ErrorKind::TooLarge),
         _ => Response::NotStored,
     };
@@ -197,13 +175,13 @@ fn memcached_class(it: &WalkItem<'_>, env: &Env<'_>) -> u32 {
     slab_class(size, cfg.chunk_size as u64, cfg.growth_factor)
 }
 
-/// `stats <group> ...` groups served here: `cachedump`, `extstore`.
-pub fn stats(group: &[u8], arg: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
-    if group == b"extstore" {
-        // memcached without extstore in use: an empty block.
-        out.extend_from_slice(b"END\r\n");
-        return;
-    }
+/// `stats extstore`: memcached without extstore in use, an empty block.
+pub fn extstore(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"END\r\n");
+}
+
+/// `stats cachedump <class id> <limit>`.
+pub fn cachedump(arg: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
     let mut t = tokens(arg);
     let (Some(id), Some(limit)) = (t.next(), t.next()) else {
         line(out, b"CLIENT_ERROR bad command line");

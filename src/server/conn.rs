@@ -7,7 +7,7 @@
 //! - Output: once the pending output passes [`WBUF_HIGH`] it is written (the
 //!   task waits for the client to take it) before any more requests are
 //!   executed. A multi-get is served a slice of keys at a time
-//!   ([`exec::GET_SLICE_KEYS`] keys or [`exec::GET_SLICE_BYTES`] of output),
+//!   ([`env::GET_SLICE_KEYS`] keys or [`env::GET_SLICE_BYTES`] of output),
 //!   so its reply never sits in memory whole.
 //! - Input: the read buffer grows as bytes arrive, never to a value's declared
 //!   length ahead of its bytes: at most what has arrived plus one step
@@ -30,13 +30,16 @@
 //!   [`DRAIN_TIME`]) before closing, so unread input does not turn the close
 //!   into a reset that can destroy the reply.
 
-use super::exec::{self, execute, resume, ConnState, Env, Next};
+use super::env::{self, ConnState, Env, Next};
+use super::exec::{execute, resume};
 use super::Worker;
+use crate::config::Protocol;
 use crate::protocol::{ascii, binary, Command, ErrorKind, Limits, Parsed, Proto, Response};
 use crate::stats::{bump, Stats};
+use crate::time;
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle};
-use monoio::net::{TcpListener, TcpStream};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle};
+use monoio::net::{TcpListener, UnixListener};
 use std::cell::RefCell;
 use std::future::Future;
 use std::os::fd::AsRawFd;
@@ -72,29 +75,57 @@ const DRAIN_BYTES: usize = 4 * 1024 * 1024;
 /// ...for at most this long.
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
+/// A client connection: TCP, or a unix socket (`-s`).
+pub trait Stream: AsyncReadRent + AsyncWriteRent + AsRawFd + 'static {}
+impl<S: AsyncReadRent + AsyncWriteRent + AsRawFd + 'static> Stream for S {}
+
 pub async fn accept_loop(listener: TcpListener, w: Rc<Worker>, cancel: CancelHandle) {
     loop {
-        match listener.cancelable_accept(cancel.clone()).await {
-            Ok((stream, _)) => {
-                let st = &w.shared.stats;
-                let n = st.curr_connections.fetch_add(1, Relaxed) + 1;
-                st.total_connections.fetch_add(1, Relaxed);
-                if n > w.shared.config.conn_limit as u64 {
-                    st.curr_connections.fetch_sub(1, Relaxed);
-                    st.rejected_connections.fetch_add(1, Relaxed);
-                    monoio::spawn(reject(stream));
-                    continue;
-                }
-                let _ = stream.set_nodelay(true);
-                monoio::spawn(serve(stream, w.clone()));
+        let accepted = listener.cancelable_accept(cancel.clone()).await;
+        let stream = accepted.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        if !admit(stream, &w).await {
+            return;
+        }
+    }
+}
+
+/// The accept loop of a unix socket (`-s`).
+pub async fn accept_unix_loop(listener: UnixListener, w: Rc<Worker>, cancel: CancelHandle) {
+    loop {
+        let accepted = listener.cancelable_accept(cancel.clone()).await;
+        if !admit(accepted.map(|(stream, _)| stream), &w).await {
+            return;
+        }
+    }
+}
+
+/// Serve an accepted connection (or refuse it past `-c`); false when the
+/// accept loop should end (shutdown).
+async fn admit<S: Stream>(accepted: std::io::Result<S>, w: &Rc<Worker>) -> bool {
+    match accepted {
+        Ok(stream) => {
+            let st = &w.shared.stats;
+            let n = st.curr_connections.fetch_add(1, Relaxed) + 1;
+            st.total_connections.fetch_add(1, Relaxed);
+            if n > w.shared.config.conn_limit as u64 {
+                st.curr_connections.fetch_sub(1, Relaxed);
+                st.rejected_connections.fetch_add(1, Relaxed);
+                monoio::spawn(reject(stream));
+                return true;
             }
-            Err(e) => {
-                if w.shared.shutdown.load(Relaxed) || e.kind() == std::io::ErrorKind::Interrupted {
-                    return;
-                }
-                // EMFILE and friends: back off instead of spinning.
-                monoio::time::sleep(Duration::from_millis(10)).await;
+            monoio::spawn(serve(stream, w.clone()));
+            true
+        }
+        Err(e) => {
+            if w.shared.shutdown.load(Relaxed) || e.kind() == std::io::ErrorKind::Interrupted {
+                return false;
             }
+            // EMFILE and friends: back off instead of spinning.
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            true
         }
     }
 }
@@ -102,7 +133,7 @@ pub async fn accept_loop(listener: TcpListener, w: Rc<Worker>, cancel: CancelHan
 /// memcached's answer past `-c`: one error line, then close.
 /// (No drain here: such a client has rarely sent anything yet, and a
 /// connection past the limit must not hold its descriptor any longer.)
-async fn reject(mut stream: TcpStream) {
+async fn reject<S: Stream>(mut stream: S) {
     let _ = stream
         .write_all(&b"ERROR Too many open connections\r\n"[..])
         .await;
@@ -116,6 +147,11 @@ struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        let shared = &self.w.shared;
+        shared.conn_table.remove(self.fd);
+        if shared.verbosity.load(Relaxed) >= 2 {
+            eprintln!("<{} connection closed.", self.fd);
+        }
         self.w.conns.borrow_mut().remove(&self.fd);
         self.w.shared.stats.curr_connections.fetch_sub(1, Relaxed);
     }
@@ -275,11 +311,19 @@ fn refuse_value(
     Some((used, skip))
 }
 
-async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
+async fn serve<S: Stream>(mut stream: S, w: Rc<Worker>) {
     let fd = stream.as_raw_fd();
     w.conns.borrow_mut().insert(fd);
+    let info = w.shared.conn_table.register(fd, time::now());
+    if w.shared.verbosity.load(Relaxed) >= 2 {
+        eprintln!("<{fd} new client connection from {}", info.addr);
+    }
     let guard = ConnGuard { w, fd };
     let shared = &*guard.w.shared;
+    let idle_timeout = match shared.config.ext.idle_timeout {
+        0 => None,
+        secs => Some(Duration::from_secs(secs as u64)),
+    };
     let st = &shared.stats;
     let env = Env {
         shared,
@@ -316,7 +360,7 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                 // request line; then close.
                 if proto == Some(Proto::Ascii) {
                     let e = ErrorKind::Server("SERVER_ERROR out of memory reading request");
-                    exec::emit(&Default::default(), Response::Error(e), &mut wbuf);
+                    env::emit(&Default::default(), Response::Error(e), &mut wbuf);
                 }
                 if flush(&mut stream, &mut wbuf, &env).await.is_some() {
                     release(&mut rbuf, &mut wbuf, &mut meter);
@@ -343,12 +387,29 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
         }
         // Read into the spare capacity after what is already buffered.
         let len = rbuf.len();
-        let (res, b) = stream.read(rbuf.slice_mut(len..)).await;
+        let (res, b) = match idle_timeout {
+            None => stream.read(rbuf.slice_mut(len..)).await,
+            // `-o idle_timeout`: a client silent this long is closed, as
+            // memcached closes it (counted in `idle_kicks`).
+            Some(t) => match monoio::time::timeout(t, stream.read(rbuf.slice_mut(len..))).await {
+                Ok(r) => r,
+                Err(_) => {
+                    st.idle_kicks.fetch_add(1, Relaxed);
+                    if shared.verbosity.load(Relaxed) >= 2 {
+                        eprintln!("<{fd} idle timeout: closing");
+                    }
+                    return;
+                }
+            },
+        };
         rbuf = b.into_inner();
         match res {
             Ok(0) | Err(_) => break,
             Ok(n) => bump(&env.stats.bytes_read, n as u64),
         }
+        info.last_cmd.store(time::now(), Relaxed);
+        // `-R`: requests served from this read before the others get a turn.
+        let mut reqs = 0usize;
         let mut pos = 0;
         let mut close = false;
         need = None;
@@ -361,12 +422,12 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
             }
             // With SASL on, every connection is binary (memcached binds to
             // the binary protocol): text is refused by the magic check.
-            let p = *proto.get_or_insert_with(|| {
-                if shared.config.sasl {
-                    Proto::Binary
-                } else {
-                    Proto::detect(rbuf[pos])
-                }
+            // `-B` binds every connection to one protocol.
+            let p = *proto.get_or_insert_with(|| match shared.config.protocol {
+                Protocol::Binary => Proto::Binary,
+                Protocol::Ascii => Proto::Ascii,
+                Protocol::Auto if shared.config.sasl => Proto::Binary,
+                Protocol::Auto => Proto::detect(rbuf[pos]),
             });
             let parsed = match p {
                 Proto::Ascii => ascii::parse(&rbuf[pos..], &limits),
@@ -380,6 +441,7 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                 Parsed::Done(req, used) => {
                     pos += used;
                     work += used;
+                    reqs += 1;
                     let mut next = execute(&req, &env, &mut state, &mut wbuf);
                     // A multi-get: write what it has so far, let the other
                     // connections run, go on with its next slice of keys.
@@ -412,9 +474,10 @@ async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                     None => return,
                 }
             }
-            if work >= YIELD_EVERY {
+            if work >= YIELD_EVERY || reqs >= shared.config.reqs_per_event {
                 yield_now(&env).await;
                 work = 0;
+                reqs = 0;
             }
         }
         rbuf.drain(..pos);
@@ -456,7 +519,7 @@ fn release(rbuf: &mut Vec<u8>, wbuf: &mut Vec<u8>, meter: &mut Meter<'_>) {
 }
 
 /// Write all pending output; the byte count, or `None` if the peer is gone.
-async fn flush(stream: &mut TcpStream, wbuf: &mut Vec<u8>, env: &Env<'_>) -> Option<usize> {
+async fn flush<S: Stream>(stream: &mut S, wbuf: &mut Vec<u8>, env: &Env<'_>) -> Option<usize> {
     let (res, mut b) = stream.write_all(std::mem::take(wbuf)).await;
     b.clear();
     *wbuf = b;
@@ -473,7 +536,7 @@ async fn flush(stream: &mut TcpStream, wbuf: &mut Vec<u8>, env: &Env<'_>) -> Opt
 /// client sees its replies, then EOF), then read and drop what it still
 /// sends, bounded in bytes and time, so closing with unread input does not
 /// send a reset in place of the FIN.
-async fn close_gracefully(mut stream: TcpStream, mut buf: Vec<u8>) {
+async fn close_gracefully<S: Stream>(mut stream: S, mut buf: Vec<u8>) {
     // SAFETY: shutdown(2) on the socket this task owns and has not closed.
     unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR) };
     if buf.capacity() == 0 && buf.try_reserve_exact(MIN_READ).is_err() {

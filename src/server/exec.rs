@@ -5,72 +5,26 @@
 //! reply (values are copied straight from the shard into the output buffer)
 //! before the lock is released. Nothing here awaits or allocates per request.
 
-use super::Shared;
+use super::env::{emit, ConnState, Env, Next, GET_SLICE_BYTES, GET_SLICE_KEYS};
 use crate::protocol::{
-    ascii, binary, tokens, Command, Ctx, ErrorKind, Keys, Request, Response, StatValue, StoreMode,
+    binary, tokens, Command, Ctx, ErrorKind, Keys, Request, Response, StatsGroup, StoreMode,
 };
 use crate::sasl;
-use crate::stats::{bump, WorkerStats};
+use crate::stats::{
+    bump, count_arith, count_delete, count_get, count_store, count_too_large, count_touch,
+};
 use crate::store::{ArithResult, DeleteResult, Reassign, StoreResult};
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
-
-/// What the connection does after a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    Continue,
-    /// Skip this many more input bytes (a data block being swallowed).
-    Skip(usize),
-    /// Flush the output, then close.
-    Close,
-    /// A multi-get stopped after a slice of its keys (see [`GET_SLICE_KEYS`],
-    /// [`GET_SLICE_BYTES`]); its reply goes on with [`resume_get`] from this
-    /// byte offset of its key list once the connection has written (or
-    /// yielded).
-    More(usize),
-}
-
-/// A multi-get hands control back to the connection after this many keys...
-pub const GET_SLICE_KEYS: usize = 256;
-/// ...or once the output buffer holds this much, whichever comes first, so
-/// one request never builds more than one slice (plus one value) of reply.
-pub const GET_SLICE_BYTES: usize = 256 * 1024;
-
-/// Per-connection state the executor reads or changes.
-#[derive(Debug, Default)]
-pub struct ConnState {
-    /// SASL: has this connection authenticated?
-    pub authenticated: bool,
-    /// SASL: an Auth without initial response was answered "continue"; the
-    /// credentials come in a Step.
-    pub sasl_started: bool,
-}
-
-/// Everything a request may touch.
-pub struct Env<'a> {
-    pub shared: &'a Shared,
-    pub stats: &'a WorkerStats,
-}
-
-/// Encode one response for the request's protocol.
-#[inline]
-pub fn emit(ctx: &Ctx, r: Response<'_>, out: &mut Vec<u8>) {
-    if ctx.binary {
-        binary::encode(&r, ctx, out);
-    } else {
-        ascii::encode(&r, ctx, out);
-    }
-}
 
 /// Execute one request.
 pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut Vec<u8>) -> Next {
     let ctx = &req.ctx;
     let st = env.stats;
     let store = &env.shared.store;
-    if ctx.binary
-        && env.shared.config.sasl
+    if env.shared.config.sasl
         && !conn.authenticated
-        && !binary::allowed_unauthenticated(ctx.opcode)
+        && binary::requires_auth(ctx)
         // Broken framing is answered as such first (memcached checks it
         // before authentication).
         && !matches!(
@@ -92,37 +46,19 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             data,
             cas,
         } => {
-            bump(&st.cmd_set, 1);
             let now = time::now();
             let exp = time::exptime_to_rel(exptime, now);
             let (mut shard, h) = store.lock(key);
             let r = shard.store(h, key, mode, flags, exp, data, cas, now);
             drop(shard);
-            let compare = mode == StoreMode::Cas;
+            count_store(st, mode, mode == StoreMode::Cas || cas != 0, &r);
             let resp = match r {
-                StoreResult::Stored { cas } => {
-                    if compare {
-                        bump(&st.cas_hits, 1);
-                    }
-                    Response::Stored { cas }
-                }
+                StoreResult::Stored { cas } => Response::Stored { cas },
                 StoreResult::NotStored => Response::NotStored,
-                StoreResult::Exists => {
-                    bump(&st.cas_badval, 1);
-                    Response::Exists
-                }
-                StoreResult::NotFound => {
-                    bump(&st.cas_misses, 1);
-                    Response::NotFound
-                }
-                StoreResult::TooLarge => {
-                    bump(&st.store_too_large, 1);
-                    too_big_or_oom(ctx, mode, ErrorKind::TooLarge)
-                }
-                StoreResult::OutOfMemory => {
-                    bump(&st.store_no_memory, 1);
-                    too_big_or_oom(ctx, mode, ErrorKind::OutOfMemory)
-                }
+                StoreResult::Exists => Response::Exists,
+                StoreResult::NotFound => Response::NotFound,
+                StoreResult::TooLarge => Response::StoreFailed(ErrorKind::TooLarge),
+                StoreResult::OutOfMemory => Response::StoreFailed(ErrorKind::OutOfMemory),
             };
             emit(ctx, resp, out);
         }
@@ -131,15 +67,10 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             let (mut shard, h) = store.lock(key);
             let r = shard.delete(h, key, cas, now);
             drop(shard);
+            count_delete(st, &r, false, false);
             let resp = match r {
-                DeleteResult::Deleted => {
-                    bump(&st.delete_hits, 1);
-                    Response::Deleted
-                }
-                DeleteResult::NotFound => {
-                    bump(&st.delete_misses, 1);
-                    Response::NotFound
-                }
+                DeleteResult::Deleted => Response::Deleted,
+                DeleteResult::NotFound => Response::NotFound,
                 DeleteResult::Exists => Response::Exists,
             };
             emit(ctx, resp, out);
@@ -156,20 +87,10 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             let (mut shard, h) = store.lock(key);
             let r = shard.arith(h, key, incr, delta, initial, cas, now);
             drop(shard);
-            let (hits, misses) = if incr {
-                (&st.incr_hits, &st.incr_misses)
-            } else {
-                (&st.decr_hits, &st.decr_misses)
-            };
+            count_arith(st, incr, &r, false);
             let resp = match r {
-                ArithResult::Value { value, cas } => {
-                    bump(hits, 1);
-                    Response::Numeric { value, cas }
-                }
-                ArithResult::NotFound => {
-                    bump(misses, 1);
-                    Response::NotFound
-                }
+                ArithResult::Value { value, cas } => Response::Numeric { value, cas },
+                ArithResult::NotFound => Response::NotFound,
                 ArithResult::NonNumeric => Response::Error(ErrorKind::NonNumeric),
                 ArithResult::Exists => Response::Exists,
                 ArithResult::OutOfMemory => Response::Error(ErrorKind::OutOfMemory),
@@ -177,21 +98,15 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             emit(ctx, resp, out);
         }
         Command::Touch { key, exptime } => {
-            bump(&st.cmd_touch, 1);
             let now = time::now();
             let exp = time::exptime_to_rel(exptime, now);
             let (mut shard, h) = store.lock(key);
             let r = shard.touch(h, key, exp, now);
             drop(shard);
+            count_touch(st, r.is_some());
             let resp = match r {
-                Some(cas) => {
-                    bump(&st.touch_hits, 1);
-                    Response::Touched { cas }
-                }
-                None => {
-                    bump(&st.touch_misses, 1);
-                    Response::NotFound
-                }
+                Some(cas) => Response::Touched { cas },
+                None => Response::NotFound,
             };
             emit(ctx, resp, out);
         }
@@ -214,18 +129,13 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             emit(ctx, Response::Ok, out)
         }
         Command::Quit => {
-            // Binary Quit is answered before closing (QuitQ is not).
-            if ctx.binary {
-                emit(ctx, Response::Ok, out);
-            }
+            emit(ctx, Response::Quit, out);
             return Next::Close;
         }
         Command::Noop => emit(ctx, Response::Noop, out),
-        Command::Stats {
-            group: g @ (b"cachedump" | b"extstore"),
-            arg,
-        } if !ctx.binary => super::admin::stats(g, arg, env, out),
-        Command::Stats { group, arg } => super::stats_cmd::stats(group, arg, env, ctx, out),
+        Command::Stats(StatsGroup::CacheDump(arg)) => super::admin::cachedump(arg, env, out),
+        Command::Stats(StatsGroup::Extstore) => super::admin::extstore(out),
+        Command::Stats(group) => super::stats_cmd::stats(group, env, ctx, out),
         Command::LeaseGet { key } => super::admin::lease_get(key, env, out),
         Command::LeaseSet {
             key,
@@ -257,16 +167,14 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         } => {
             // memcached answers SASL opcodes "unknown command" when SASL is
             // off, before it looks at the body's size.
-            let sasl_off = ctx.binary
-                && !env.shared.config.sasl
-                && matches!(ctx.opcode, binary::op::SASL_AUTH | binary::op::SASL_STEP);
+            let sasl_off = !env.shared.config.sasl && binary::is_sasl_auth(ctx);
             let error = if sasl_off {
                 ErrorKind::UnknownCommand
             } else {
                 error
             };
             if error == ErrorKind::TooLarge {
-                bump(&st.store_too_large, 1);
+                count_too_large(st);
             }
             if let Some(key) = unlink {
                 let (mut shard, h) = store.lock(key);
@@ -313,12 +221,6 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
     let store = &env.shared.store;
     let now = time::now();
     let exp = touch.map(|e| time::exptime_to_rel(e, now));
-    // memcached counts gat/gats as touches, not gets.
-    let (cmd, hits, misses) = if exp.is_some() {
-        (&st.cmd_touch, &st.touch_hits, &st.touch_misses)
-    } else {
-        (&st.cmd_get, &st.get_hits, &st.get_misses)
-    };
     let (list, one) = match keys {
         Keys::One(k) => (k, true),
         Keys::Spaced(s) => (s, false),
@@ -350,10 +252,12 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
             return Next::More(key.as_ptr() as usize - list.as_ptr() as usize);
         }
         served += 1;
-        bump(cmd, 1);
         let (mut shard, h) = store.lock(key);
         match shard.get(h, key, now, exp) {
             Some(it) => {
+                // memcached counts gat/gats as touches, not gets (a hit is a
+                // hit even if its reply cannot be buffered below).
+                count_get(st, exp.is_some(), true);
                 // Room for the header line (or binary header) and the value,
                 // asked for without aborting if the allocator says no.
                 if out.try_reserve(it.value.len() + it.key.len() + 96).is_err() {
@@ -361,7 +265,6 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
                     env.shared.stats.response_obj_oom.fetch_add(1, Relaxed);
                     return Next::Close;
                 }
-                bump(hits, 1);
                 emit(
                     ctx,
                     Response::Value {
@@ -376,7 +279,7 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
             }
             None => {
                 drop(shard);
-                bump(misses, 1);
+                count_get(st, exp.is_some(), false);
                 emit(ctx, Response::Miss { key }, out);
             }
         }
@@ -386,7 +289,7 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
 }
 
 /// `slabs reassign <src> <dst>` / `slabs automove <0|1|2>`, memcached's
-/// replies (text protocol only).
+/// replies (a text command).
 fn slabs(args: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     let mut t = args
         .split(|&b| b == b' ')
@@ -424,21 +327,7 @@ fn slabs(args: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         },
         _ => b"ERROR",
     };
-    if !ctx.noreply {
-        out.extend_from_slice(reply);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// A store that failed for size or memory. memcached's binary append and
-/// prepend report these as "not stored" (the value itself fitted; the
-/// combined item did not).
-fn too_big_or_oom(ctx: &Ctx, mode: StoreMode, e: ErrorKind) -> Response<'static> {
-    if ctx.binary && matches!(mode, StoreMode::Append | StoreMode::Prepend) {
-        Response::NotStored
-    } else {
-        Response::Error(e)
-    }
+    emit(ctx, Response::Line(reply), out);
 }
 
 /// SASL list mechanisms / auth / step (binary only).
@@ -489,9 +378,4 @@ fn sasl(cmd: &Command<'_>, ctx: &Ctx, env: &Env<'_>, conn: &mut ConnState, out: 
             emit(ctx, Response::Error(ErrorKind::AuthError), out);
         }
     }
-}
-
-/// Shorthand for a stat line.
-pub fn stat<'a>(ctx: &Ctx, name: &'a str, value: StatValue<'a>, out: &mut Vec<u8>) {
-    emit(ctx, Response::Stat { name, value }, out);
 }

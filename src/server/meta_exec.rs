@@ -6,22 +6,20 @@
 //! `protocol::meta::encode` before the lock is released. No heap allocation
 //! here: a base64 key is decoded into a stack buffer.
 //!
-//! Counters follow memcached 1.6.18: mg counts as a get (or, with `T`, as a
-//! touch), ms as a set (plus the CAS counters in CAS mode), md as a delete
-//! (`I` counts nothing), ma as incr/decr; `cmd_meta` counts only `me`.
+//! Counters are counted by `stats::count_*`, the same steps as the text and
+//! binary commands (memcached 1.6.18's rules): mg counts as a get (a hit
+//! with `T` as a touch), ms as a set, md as a delete, ma as incr/decr;
+//! `cmd_meta` counts only `me`.
 
-use super::exec::{Env, Next};
+use super::env::{item_total, slab_class, Env, Next};
 use crate::protocol::ascii::error_text;
 use crate::protocol::meta::{
     self, encode, encode_debug, encode_miss, Code, DebugInfo, MetaCommand, Reply, Verb,
 };
 use crate::protocol::{Ctx, ErrorKind, StoreMode, MAX_KEY_LEN};
-use crate::stats::bump;
+use crate::stats::{bump, count_arith, count_delete, count_get, count_store, count_too_large};
 use crate::store::{ArithResult, DeleteOpts, DeleteResult, MetaGet, Shard, StoreOpts, StoreResult};
 use crate::time;
-
-/// memcached's default `slab_chunk_max` (half a 1 MiB page).
-const SLAB_CHUNK_MAX: u64 = 512 * 1024;
 
 pub fn execute(m: &MetaCommand<'_>, _ctx: &Ctx, env: &Env<'_>, out: &mut Vec<u8>) -> Next {
     let mut kb = [0u8; MAX_KEY_LEN];
@@ -74,13 +72,7 @@ fn get(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
     let (mut shard, h) = env.shared.store.lock(key);
     match shard.meta_get(h, key, now, &op) {
         Some((it, oc)) => {
-            if o.ttl.is_some() {
-                bump(&st.cmd_touch, 1);
-                bump(&st.touch_hits, 1);
-            } else {
-                bump(&st.cmd_get, 1);
-                bump(&st.get_hits, 1);
-            }
+            count_get(st, o.ttl.is_some(), true);
             // C: skip the value when the CAS matches.
             let with_value = o.value && o.compare_cas != Some(it.cas);
             let r = Reply {
@@ -108,8 +100,8 @@ fn get(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
         }
         None => {
             drop(shard);
-            bump(&st.cmd_get, 1);
-            bump(&st.get_misses, 1);
+            // memcached: a miss is a get miss, with or without T.
+            count_get(st, false, false);
             let r = Reply {
                 code: Code::En,
                 key,
@@ -126,7 +118,7 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
     let store = &env.shared.store;
     if o.too_large {
         // memcached: count it, drop any old value, swallow the data block.
-        bump(&st.store_too_large, 1);
+        count_too_large(st);
         let (mut shard, h) = store.lock(key);
         shard.delete(h, key, 0, now);
         drop(shard);
@@ -137,7 +129,6 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
         }
         return Next::Skip(skip);
     }
-    bump(&st.cmd_set, 1);
     let mode = match o.mode {
         b'E' => StoreMode::Add,
         b'A' => StoreMode::Append,
@@ -182,27 +173,13 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
         }
     }
     drop(shard);
-    let cas_mode = o.compare_cas.is_some() && matches!(mode, StoreMode::Set | StoreMode::Replace);
+    count_store(st, mode, o.compare_cas.is_some(), &r);
     let (code, new_cas) = match r {
-        StoreResult::Stored { cas } => {
-            if cas_mode {
-                bump(&st.cas_hits, 1);
-            }
-            (Code::Hd, cas)
-        }
+        StoreResult::Stored { cas } => (Code::Hd, cas),
         StoreResult::NotStored | StoreResult::TooLarge => (Code::Ns, 0),
-        StoreResult::Exists => {
-            if cas_mode {
-                bump(&st.cas_badval, 1);
-            }
-            (Code::Ex, 0)
-        }
-        StoreResult::NotFound => {
-            bump(&st.cas_misses, 1);
-            (Code::Nf, 0)
-        }
+        StoreResult::Exists => (Code::Ex, 0),
+        StoreResult::NotFound => (Code::Nf, 0),
         StoreResult::OutOfMemory => {
-            bump(&st.store_no_memory, 1);
             error(ErrorKind::OutOfMemory, out);
             return Next::Continue;
         }
@@ -250,21 +227,11 @@ fn delete(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Ve
         shard.delete_with(h, key, now, &opts)
     };
     drop(shard);
+    count_delete(st, &r, o.invalidate, true);
     let code = match r {
-        DeleteResult::Deleted => {
-            if !o.invalidate {
-                bump(&st.delete_hits, 1);
-            }
-            Code::Hd
-        }
-        DeleteResult::NotFound => {
-            bump(&st.delete_misses, 1);
-            Code::Nf
-        }
-        DeleteResult::Exists => {
-            bump(&st.delete_misses, 1);
-            Code::Ex
-        }
+        DeleteResult::Deleted => Code::Hd,
+        DeleteResult::NotFound => Code::Nf,
+        DeleteResult::Exists => Code::Ex,
     };
     let r = Reply {
         code,
@@ -292,17 +259,10 @@ fn arith(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
         now,
         o.new_cas.unwrap_or(0),
     );
-    let (hits, misses) = if incr {
-        (&st.incr_hits, &st.incr_misses)
-    } else {
-        (&st.decr_hits, &st.decr_misses)
-    };
+    count_arith(st, incr, &r, !existed);
     let code = match r {
         ArithResult::Value { value, cas } => {
             let created = !existed;
-            if !created {
-                bump(hits, 1);
-            }
             // T applies at its place on the line: a created item keeps N's
             // expiry when N came after T.
             let apply_t = !created || o.pos_t > o.pos_n;
@@ -337,10 +297,7 @@ fn arith(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
             encode(m, &r, out);
             return;
         }
-        ArithResult::NotFound => {
-            bump(misses, 1);
-            Code::Nf
-        }
+        ArithResult::NotFound => Code::Nf,
         ArithResult::Exists => Code::Ex,
         ArithResult::NonNumeric => {
             drop(shard);
@@ -384,52 +341,5 @@ fn debug(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
             encode_debug(key, m.opts.base64, &d, out);
         }
         None => encode_miss(out),
-    }
-}
-
-/// memcached's ITEM_ntotal: 48-byte header, 8-byte CAS, key + NUL,
-/// value + CRLF, 4 bytes of client flags when they are non-zero.
-pub(crate) fn item_total(nkey: usize, nval: usize, flags: u32) -> u64 {
-    (48 + 8 + nkey + 1 + nval + 2 + if flags != 0 { 4 } else { 0 }) as u64
-}
-
-/// The slab class memcached would put an item of `total` bytes in, given
-/// `-n` (`chunk`) and `-f` (`factor`): classes start at 48 + chunk bytes,
-/// grow by `factor` (8-byte aligned) up to half a page; larger items are
-/// chunked into the largest class.
-pub(crate) fn slab_class(total: u64, chunk: u64, factor: f64) -> u32 {
-    let mut size = 48 + chunk;
-    let mut cls = 1u32;
-    loop {
-        if size as f64 >= SLAB_CHUNK_MAX as f64 / factor {
-            // the largest class holds slab_chunk_max (and chunked items)
-            return cls;
-        }
-        if !size.is_multiple_of(8) {
-            size += 8 - size % 8;
-        }
-        if total <= size {
-            return cls;
-        }
-        size = (size as f64 * factor) as u64;
-        cls += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slab_classes_match_memcached_defaults() {
-        // memcached -n 48 -f 1.25: 96, 120, 152, 192, 240, 304, ...
-        assert_eq!(slab_class(65, 48, 1.25), 1);
-        assert_eq!(slab_class(96, 48, 1.25), 1);
-        assert_eq!(slab_class(97, 48, 1.25), 2);
-        assert_eq!(slab_class(120, 48, 1.25), 2);
-        assert_eq!(slab_class(121, 48, 1.25), 3);
-        assert_eq!(slab_class(1 << 20, 48, 1.25), 39);
-        assert_eq!(item_total(3, 3, 5), 69);
-        assert_eq!(item_total(3, 3, 0), 65);
     }
 }

@@ -10,8 +10,11 @@
 
 mod admin;
 mod conn;
+mod conns;
+mod env;
 pub mod exec;
 mod meta_exec;
+mod notify;
 mod stats_cmd;
 
 use crate::config::{Config, IoDriver, Pin, EX_OK, EX_OSERR, EX_SOFTWARE};
@@ -22,9 +25,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +43,20 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Current `verbosity` level (set by `-v` and the `verbosity` command).
     pub verbosity: AtomicU32,
+    /// Open connections and listeners (`stats conns`, `-vv` logs).
+    pub conn_table: conns::ConnTable,
+    /// Event loops serving their listeners (systemd readiness: `notify`).
+    pub loops_ready: AtomicUsize,
+    /// Per loop: when its ticker last ran (`notify::mono_ms`), for the
+    /// systemd watchdog.
+    pub heartbeats: Box<[AtomicU64]>,
+}
+
+/// One loop's listening sockets.
+#[derive(Default)]
+struct Listeners {
+    tcp: Vec<std::net::TcpListener>,
+    unix: Option<std::os::unix::net::UnixListener>,
 }
 
 /// Per-loop state.
@@ -57,15 +74,82 @@ fn log(cfg: &Config, level: u8, msg: std::fmt::Arguments<'_>) {
 }
 
 /// Open one listening socket with SO_REUSEPORT.
-fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+fn listener(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.set_tcp_nodelay(true)?;
     s.bind(&addr.into())?;
-    s.listen(1024)?;
+    s.listen(backlog)?;
     s.set_nonblocking(true)?;
     Ok(s.into())
+}
+
+/// The unix socket of `-s`, as memcached makes it: a stale socket file is
+/// removed (any other kind of file is left alone and the bind fails), the
+/// socket gets the permissions of `-a`, and the loops share it.
+fn unix_listener(
+    path: &std::path::Path,
+    mask: u32,
+    backlog: i32,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    s.bind(&socket2::SockAddr::unix(path)?)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mask & 0o777))?;
+    s.listen(backlog)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// `-d`: detach as memcached does (fork, new session, stdio to /dev/null
+/// unless verbose; stay in the working directory with `-r` so cores land
+/// there). Before any thread exists.
+fn daemonize(cfg: &Config) -> Result<(), String> {
+    let nochdir = cfg.enable_coredumps as libc::c_int;
+    let noclose = (cfg.verbose > 0) as libc::c_int;
+    // SAFETY: called from the only thread of the process, before any other
+    // thread or runtime exists; daemon(3) forks and the parent exits.
+    if unsafe { libc::daemon(nochdir, noclose) } != 0 {
+        return Err(format!(
+            "failed to daemon() in order to daemonize: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// `-r` and `-k`, with memcached's warnings when they fail.
+fn process_limits(cfg: &Config) {
+    if cfg.enable_coredumps {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid rlimit we own.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_CORE, &mut rl) == 0 {
+                rl.rlim_cur = rl.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_CORE, &rl) != 0 {
+                    eprintln!("failed to ensure corefile creation");
+                }
+            }
+        }
+    }
+    if cfg.lock_memory {
+        // SAFETY: mlockall has no memory-safety preconditions.
+        if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+            eprintln!(
+                "warning: -k invalid, mlockall() failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// SO_REUSEPORT would let a second server (same user) share the port and
@@ -120,6 +204,7 @@ fn start_signal_thread(shared: Arc<Shared>) {
                 1,
                 format_args!("signal {sig}: shutting down"),
             );
+            notify::stopping(&format!("signal {sig}"));
             shared.shutdown.store(true, Ordering::SeqCst);
         })
         .expect("spawn signal thread");
@@ -159,19 +244,54 @@ fn drop_privileges(cfg: &Config) -> Result<(), String> {
 /// Run the server until shutdown. Returns the process exit code.
 pub fn run(config: Config) -> i32 {
     time::init();
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    if config.daemonize {
+        if let Err(e) = daemonize(&config) {
+            eprintln!("{e}");
+            return EX_OSERR;
+        }
+    }
+    process_limits(&config);
     let threads = config.threads;
-    for ip in &config.listen {
+    // memcached: a unix socket replaces the TCP listeners.
+    let tcp: &[std::net::IpAddr] = if config.unix_socket.is_some() {
+        &[]
+    } else {
+        &config.listen
+    };
+    let unix = match &config.unix_socket {
+        None => None,
+        Some(path) => match unix_listener(path, config.unix_mask, config.backlog) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("failed to listen on UNIX socket: {}: {e}", path.display());
+                return EX_OSERR;
+            }
+        },
+    };
+    for ip in tcp {
         if let Err(e) = port_is_free(SocketAddr::new(*ip, config.port)) {
             eprintln!("failed to listen on {ip} port {}: {e}", config.port);
             return EX_OSERR;
         }
     }
-    let mut listeners: Vec<Vec<std::net::TcpListener>> = Vec::with_capacity(threads);
+    let mut listeners: Vec<Listeners> = Vec::with_capacity(threads);
     for _ in 0..threads {
-        let mut mine = Vec::new();
-        for ip in &config.listen {
-            match listener(SocketAddr::new(*ip, config.port)) {
-                Ok(l) => mine.push(l),
+        let mut mine = Listeners::default();
+        if let Some(u) = &unix {
+            match u.try_clone() {
+                Ok(u) => mine.unix = Some(u),
+                Err(e) => {
+                    eprintln!("failed to listen on UNIX socket: {e}");
+                    return EX_OSERR;
+                }
+            }
+        }
+        for ip in tcp {
+            match listener(SocketAddr::new(*ip, config.port), config.backlog) {
+                Ok(l) => mine.tcp.push(l),
                 Err(e) => {
                     eprintln!("failed to listen on {ip} port {}: {e}", config.port);
                     return EX_OSERR;
@@ -240,9 +360,23 @@ pub fn run(config: Config) -> i32 {
         stats: Stats::new(threads),
         shutdown: AtomicBool::new(false),
         verbosity: AtomicU32::new(config.verbose as u32),
+        conn_table: conns::ConnTable::default(),
+        loops_ready: AtomicUsize::new(0),
+        heartbeats: (0..threads)
+            .map(|_| AtomicU64::new(notify::mono_ms()))
+            .collect(),
         config,
     });
+    for l in &listeners {
+        for t in &l.tcp {
+            shared.conn_table.add_listener(t.as_raw_fd());
+        }
+        if let Some(u) = &l.unix {
+            shared.conn_table.add_listener(u.as_raw_fd());
+        }
+    }
     start_signal_thread(shared.clone());
+    notify::start_watchdog(shared.clone());
     let handles: Vec<_> = listeners
         .into_iter()
         .enumerate()
@@ -327,7 +461,7 @@ fn event_loop(
     cpu: Option<usize>,
     uring: bool,
     shared: Arc<Shared>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Listeners,
 ) -> Result<(), ()> {
     if let Some(cpu) = cpu {
         if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
@@ -363,7 +497,7 @@ fn event_loop(
 }
 
 /// One event loop: accept, serve, tick, and shut down.
-async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::TcpListener>) {
+async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Listeners) {
     let worker = Rc::new(Worker {
         id,
         shared: shared.clone(),
@@ -371,7 +505,17 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::Tcp
     });
     let canceller = monoio::io::Canceller::new();
     let mut accepts = Vec::new();
-    for l in listeners {
+    if let Some(u) = listeners.unix {
+        match monoio::net::UnixListener::from_std(u) {
+            Ok(l) => accepts.push(monoio::spawn(conn::accept_unix_loop(
+                l,
+                worker.clone(),
+                canceller.handle(),
+            ))),
+            Err(e) => eprintln!("loop {id}: unix listener: {e}"),
+        }
+    }
+    for l in listeners.tcp {
         let l = match monoio::net::TcpListener::from_std(l) {
             Ok(l) => l,
             Err(e) => {
@@ -391,11 +535,13 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::Tcp
     // work is waiting, so I/O runs between slices. Also watches shutdown.
     // With fewer shards than loops (small -m), loop i drives shard i and
     // the other loops only watch shutdown.
+    notify::loop_ready(&shared);
     let mut busy = false;
     let owns_shard = id < shared.store.shard_count();
     while !shared.shutdown.load(Ordering::Relaxed) {
         let pause = if busy { 1 } else { 100 };
         monoio::time::sleep(Duration::from_millis(pause)).await;
+        shared.heartbeats[id].store(notify::mono_ms(), Ordering::Relaxed);
         if owns_shard {
             busy = shared.store.lock_shard(id).tick(time::now());
         }

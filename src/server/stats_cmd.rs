@@ -1,213 +1,226 @@
 //! `stats` and its groups, with memcached's field names and order. One
 //! source for both text and binary (the encoder turns each line into a
-//! `STAT name value` line or a binary stat packet). Binary keys are
-//! matched as memcached's binary handler matches them (see [`binary`]).
+//! `STAT name value` line or a binary stat packet, and each end or refusal
+//! into the protocol's reply). The group comes named by the request's
+//! parser (`protocol::StatsGroup`: text and binary match names differently).
 
-use super::exec::{emit, stat, Env};
-use crate::protocol::{Ctx, ErrorKind, Response, StatValue as V};
-use crate::stats::rusage;
+use super::env::{crawler_settings, emit, stat, Env};
+use super::Shared;
+use crate::protocol::{Ctx, Response, StatValue as V, StatsGroup};
+use crate::stats::{rusage, Counters};
+use crate::store::ShardStats;
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
 
-pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
-    if ctx.binary {
-        return binary(group, env, ctx, out);
-    }
-    match group {
-        b"" => general(env, ctx, out),
-        b"settings" => settings(env, ctx, out),
-        b"detail" => {
-            let reply: &[u8] = match _arg.split(|&b| b == b' ').find(|t| !t.is_empty()) {
-                Some(b"on") | Some(b"off") => b"OK\r\n",
-                Some(b"dump") => b"END\r\n",
-                _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
-            };
-            out.extend_from_slice(reply);
-            return;
+pub fn stats(group: StatsGroup<'_>, env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    let reply = match group {
+        StatsGroup::General => {
+            general(env, ctx, out);
+            Response::StatsEnd
         }
-        b"reset" => {
+        StatsGroup::Settings => {
+            settings(env, ctx, out);
+            Response::StatsEnd
+        }
+        StatsGroup::Items => {
+            items(env, ctx, out);
+            Response::StatsEnd
+        }
+        StatsGroup::Slabs => {
+            slabs(env, ctx, out);
+            Response::StatsEnd
+        }
+        // Size histograms are off (`track_sizes no`), as memcached's default.
+        StatsGroup::Sizes => {
+            stat(ctx, "sizes_status", V::Str("disabled"), out);
+            Response::StatsEnd
+        }
+        StatsGroup::Conns => Response::StatsEnd,
+        StatsGroup::Reset => {
             env.shared.stats.reset();
             env.shared.store.reset_stats();
-            if !ctx.noreply {
-                out.extend_from_slice(b"RESET\r\n");
-            }
-            return;
+            Response::StatsReset
         }
-        b"items" => items(env, ctx, out),
-        b"slabs" => slabs(env, ctx, out),
-        // Size histograms are off (`track_sizes no`), as memcached's default.
-        b"sizes" => stat(ctx, "sizes_status", V::Str("disabled"), out),
-        b"conns" => {}
-        _ => {
-            emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
-            return;
+        // Per-prefix stats are not kept: nothing to switch, an empty dump.
+        StatsGroup::DetailSwitch => Response::Ok,
+        StatsGroup::DetailDump => Response::StatsDetailDump,
+        StatsGroup::DetailUsage => Response::StatsDetailUsage,
+        // Text-only groups, served by `admin` (the dispatcher sends them there).
+        StatsGroup::CacheDump(_) | StatsGroup::Extstore | StatsGroup::Unknown => {
+            Response::StatsUnknown
         }
-    }
-    emit(ctx, Response::StatsEnd, out);
+    };
+    emit(ctx, reply, out);
 }
 
-/// Binary Stat, as memcached 1.6.18's `process_bin_stat` reads its key:
-/// `reset`, `settings` and `detail` match as prefixes (`resetx` resets);
-/// `detail` must go on with ` dump` (one `detailed` packet), ` on` or ` off`
-/// (only the terminator), anything else is Not found; the other groups match
-/// exactly (`items`, `slabs`, `sizes`), the rest is Not found. Every key gets
-/// a reply.
-fn binary(key: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
-    if key.is_empty() {
-        general(env, ctx, out);
-    } else if key.starts_with(b"reset") {
-        env.shared.stats.reset();
-        env.shared.store.reset_stats();
-    } else if key.starts_with(b"settings") {
-        settings(env, ctx, out);
-    } else if let Some(sub) = key.strip_prefix(b"detail") {
-        if sub.starts_with(b" dump") {
-            // Per-prefix stats are not kept: the dump is empty.
-            stat(ctx, "detailed", V::Str("END\r\n"), out);
-        } else if !(sub.starts_with(b" on") || sub.starts_with(b" off")) {
-            emit(ctx, Response::NotFound, out);
-            return;
-        }
-    } else {
-        match key {
-            b"items" => items(env, ctx, out),
-            b"slabs" => slabs(env, ctx, out),
-            b"sizes" => stat(ctx, "sizes_status", V::Str("disabled"), out),
-            _ => {
-                emit(ctx, Response::NotFound, out);
-                return;
-            }
-        }
-    }
-    emit(ctx, Response::StatsEnd, out);
+/// What the general block reads, gathered once per `stats`.
+struct Sources<'a> {
+    sh: &'a Shared,
+    /// Command counters, summed over workers.
+    c: Counters,
+    /// Item counters, summed over shards.
+    items: ShardStats,
+    /// CPU time (user, system), microseconds.
+    ru: (u64, u64),
+    now: u32,
 }
 
-fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
-    let sh = env.shared;
-    let c = sh.stats.sum();
-    let items = sh.store.stats();
-    let (ru_user, ru_sys) = rusage();
-    let cfg = &sh.config;
-    let now = time::now();
-    let mut s = |name, v| stat(ctx, name, v, out);
-    s("pid", V::U64(std::process::id() as u64));
-    s("uptime", V::U64(time::uptime() as u64));
-    s("time", V::I64(time::to_unix(now)));
-    s("version", V::Str(super::VERSION));
-    s("libevent", V::Str("monoio"));
-    s("pointer_size", V::U64(64));
-    s("rusage_user", V::Micros(ru_user));
-    s("rusage_system", V::Micros(ru_sys));
-    s("max_connections", V::U64(cfg.conn_limit as u64));
-    s(
-        "curr_connections",
-        V::U64(sh.stats.curr_connections.load(Relaxed)),
-    );
-    s(
-        "total_connections",
-        V::U64(sh.stats.total_connections.load(Relaxed)),
-    );
-    s(
-        "rejected_connections",
-        V::U64(sh.stats.rejected_connections.load(Relaxed)),
-    );
-    s(
-        "connection_structures",
-        V::U64(sh.stats.curr_connections.load(Relaxed)),
-    );
-    let g = |a: &std::sync::atomic::AtomicU64| V::U64(a.load(Relaxed));
-    // Connection buffers (server::conn): output buffers are memcached's
-    // response objects, input buffers its read buffers. Buffers go back to
-    // the allocator, so none is ever free-but-held.
-    s("response_obj_oom", g(&sh.stats.response_obj_oom));
-    s("response_obj_count", g(&sh.stats.response_obj_count));
-    s("response_obj_bytes", g(&sh.stats.response_obj_bytes));
-    s("read_buf_count", g(&sh.stats.read_buf_count));
-    s("read_buf_bytes", g(&sh.stats.read_buf_bytes));
-    s("read_buf_bytes_free", V::U64(0));
-    s("read_buf_oom", g(&sh.stats.read_buf_oom));
-    s("reserved_fds", V::U64(0));
-    for (name, v) in c.fields() {
-        let v = match name {
-            "get_expired" => items.get_expired,
-            "get_flushed" => items.get_flushed,
-            _ => v,
-        };
-        if name == "bytes_read" || name == "conn_yields" {
-            // memcached prints the byte counters after the auth counters.
-            continue;
-        }
-        if name == "bytes_written" {
-            s("bytes_read", V::U64(c.bytes_read));
-            s("bytes_written", V::U64(c.bytes_written));
-            continue;
-        }
-        s(name, V::U64(v));
-    }
-    s("limit_maxbytes", V::U64(cfg.memory_limit as u64));
-    s("accepting_conns", V::U64(1));
-    s("listen_disabled_num", V::U64(0));
-    s("time_in_listen_disabled_us", V::U64(0));
-    s("threads", V::U64(cfg.threads as u64));
-    s("conn_yields", V::U64(c.conn_yields));
-    s("hash_power_level", V::U64(items.hash_power_level));
-    s("hash_bytes", V::U64(items.index_bytes));
-    s("hash_is_expanding", V::U64(items.hash_is_expanding));
-    s("slab_reassign_rescues", V::U64(items.slab_reassign_rescues));
-    s("slab_reassign_chunk_rescues", V::U64(0));
-    s(
-        "slab_reassign_evictions_nomem",
-        V::U64(items.slab_reassign_evictions_nomem),
-    );
-    for name in [
-        "slab_reassign_inline_reclaim",
-        "slab_reassign_busy_items",
-        "slab_reassign_busy_deletes",
-        "slab_reassign_running",
-    ] {
-        s(name, V::U64(0));
-    }
-    s("slabs_moved", V::U64(items.slabs_moved));
-    for name in [
-        "lru_crawler_running",
-        "lru_crawler_starts",
-        "lru_maintainer_juggles",
-        "malloc_fails",
-        "log_worker_dropped",
-        "log_worker_written",
-        "log_watcher_skipped",
-        "log_watcher_sent",
-        "log_watchers",
-        "unexpected_napi_ids",
-        "round_robin_fallback",
-    ] {
-        s(name, V::U64(0));
-    }
-    s("bytes", V::U64(items.bytes));
-    s("curr_items", V::U64(items.curr_items));
-    s("total_items", V::U64(items.total_items));
+/// One line of the general block: its name and where its value comes from.
+type Row = (&'static str, fn(&Sources<'_>) -> V<'static>);
+
+/// A command counter (`stats::Counters`), by its name.
+macro_rules! counter {
+    ($name:ident) => {
+        (stringify!($name), |s: &Sources<'_>| V::U64(s.c.$name))
+    };
+}
+
+/// An item counter (`store::ShardStats`), by its name.
+macro_rules! item {
+    ($name:ident) => {
+        (stringify!($name), |s: &Sources<'_>| V::U64(s.items.$name))
+    };
+}
+
+/// A connection-buffer counter (`stats::Stats`), by its name.
+macro_rules! conns {
+    ($name:ident) => {
+        (stringify!($name), |s: &Sources<'_>| {
+            V::U64(s.sh.stats.$name.load(Relaxed))
+        })
+    };
+}
+
+/// A figure memcached has and corecached does not keep: always 0.
+macro_rules! zero {
+    ($name:ident) => {
+        (stringify!($name), |_: &Sources<'_>| V::U64(0))
+    };
+}
+
+/// The general `stats` block: every line, in memcached 1.6.18's order, with
+/// its one source. Connection buffers (server::conn): output buffers are
+/// memcached's response objects, input buffers its read buffers; buffers go
+/// back to the allocator, so none is ever free-but-held.
+const GENERAL: &[Row] = &[
+    ("pid", |_| V::U64(std::process::id() as u64)),
+    ("uptime", |_| V::U64(time::uptime() as u64)),
+    ("time", |s| V::I64(time::to_unix(s.now))),
+    ("version", |_| V::Str(super::VERSION)),
+    ("libevent", |_| V::Str("monoio")),
+    ("pointer_size", |_| V::U64(64)),
+    ("rusage_user", |s| V::Micros(s.ru.0)),
+    ("rusage_system", |s| V::Micros(s.ru.1)),
+    ("max_connections", |s| V::U64(s.sh.config.conn_limit as u64)),
+    conns!(curr_connections),
+    conns!(total_connections),
+    conns!(rejected_connections),
+    ("connection_structures", |s| {
+        V::U64(s.sh.stats.curr_connections.load(Relaxed))
+    }),
+    conns!(response_obj_oom),
+    conns!(response_obj_count),
+    conns!(response_obj_bytes),
+    conns!(read_buf_count),
+    conns!(read_buf_bytes),
+    zero!(read_buf_bytes_free),
+    conns!(read_buf_oom),
+    zero!(reserved_fds),
+    counter!(cmd_get),
+    counter!(cmd_set),
+    counter!(cmd_flush),
+    counter!(cmd_touch),
+    counter!(cmd_meta),
+    counter!(get_hits),
+    counter!(get_misses),
+    item!(get_expired),
+    item!(get_flushed),
+    counter!(delete_misses),
+    counter!(delete_hits),
+    counter!(incr_misses),
+    counter!(incr_hits),
+    counter!(decr_misses),
+    counter!(decr_hits),
+    counter!(cas_misses),
+    counter!(cas_hits),
+    counter!(cas_badval),
+    counter!(touch_hits),
+    counter!(touch_misses),
+    counter!(store_too_large),
+    counter!(store_no_memory),
+    counter!(auth_cmds),
+    counter!(auth_errors),
+    counter!(bytes_read),
+    counter!(bytes_written),
+    ("limit_maxbytes", |s| {
+        V::U64(s.sh.config.memory_limit as u64)
+    }),
+    ("accepting_conns", |_| V::U64(1)),
+    zero!(listen_disabled_num),
+    zero!(time_in_listen_disabled_us),
+    ("threads", |s| V::U64(s.sh.config.threads as u64)),
+    counter!(conn_yields),
+    item!(hash_power_level),
+    ("hash_bytes", |s| V::U64(s.items.index_bytes)),
+    item!(hash_is_expanding),
+    item!(slab_reassign_rescues),
+    zero!(slab_reassign_chunk_rescues),
+    item!(slab_reassign_evictions_nomem),
+    zero!(slab_reassign_inline_reclaim),
+    zero!(slab_reassign_busy_items),
+    zero!(slab_reassign_busy_deletes),
+    zero!(slab_reassign_running),
+    item!(slabs_moved),
+    zero!(lru_crawler_running),
+    zero!(lru_crawler_starts),
+    zero!(lru_maintainer_juggles),
+    zero!(malloc_fails),
+    zero!(log_worker_dropped),
+    zero!(log_worker_written),
+    zero!(log_watcher_skipped),
+    zero!(log_watcher_sent),
+    zero!(log_watchers),
+    zero!(unexpected_napi_ids),
+    zero!(round_robin_fallback),
+    item!(bytes),
+    item!(curr_items),
+    item!(total_items),
     // Free pages waiting in the shared pool (memcached: pages in its
     // global pool, not assigned to a class).
-    s(
-        "slab_global_page_pool",
-        V::U64(sh.store.budget().pooled_pages() as u64),
-    );
-    s("expired_unfetched", V::U64(items.expired_unfetched));
-    s("evicted_unfetched", V::U64(items.evicted_unfetched));
-    s("evicted_active", V::U64(items.evicted_active));
-    s("evictions", V::U64(items.evictions));
-    s("reclaimed", V::U64(items.reclaimed));
-    for name in [
-        "crawler_reclaimed",
-        "crawler_items_checked",
-        "lrutail_reflocked",
-        "moves_to_cold",
-        "moves_to_warm",
-        "moves_within_lru",
-        "direct_reclaims",
-        "lru_bumps_dropped",
-    ] {
-        s(name, V::U64(0));
+    ("slab_global_page_pool", |s| {
+        V::U64(s.sh.store.budget().pooled_pages() as u64)
+    }),
+    item!(expired_unfetched),
+    item!(evicted_unfetched),
+    item!(evicted_active),
+    item!(evictions),
+    item!(reclaimed),
+    zero!(crawler_reclaimed),
+    zero!(crawler_items_checked),
+    zero!(lrutail_reflocked),
+    zero!(moves_to_cold),
+    zero!(moves_to_warm),
+    zero!(moves_within_lru),
+    zero!(direct_reclaims),
+    zero!(lru_bumps_dropped),
+];
+
+fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
+    let src = Sources {
+        sh: env.shared,
+        c: env.shared.stats.sum(),
+        items: env.shared.store.stats(),
+        ru: rusage(),
+        now: time::now(),
+    };
+    for (name, value) in GENERAL {
+        // memcached shows idle_kicks (after the auth counters) only with
+        // `-o idle_timeout`.
+        if *name == "bytes_read" && src.sh.config.ext.idle_timeout > 0 {
+            let kicks = src.sh.stats.idle_kicks.load(Relaxed);
+            stat(ctx, "idle_kicks", V::U64(kicks), out);
+        }
+        stat(ctx, name, value(&src), out);
     }
 }
 
@@ -262,7 +275,7 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         V::U64((env.shared.store.budget().page_size / 2) as u64),
     );
     s("lru_crawler", V::Bool(true));
-    let (sleep, tocrawl) = super::admin::crawler_settings();
+    let (sleep, tocrawl) = crawler_settings();
     s("lru_crawler_sleep", V::U64(sleep as u64));
     s("lru_crawler_tocrawl", V::U64(tocrawl as u64));
     s("tail_repair_time", V::U64(0));
@@ -407,4 +420,24 @@ fn slabs(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         V::U64(budget.pooled_pages() as u64),
         out,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command counter is shown exactly once, and no name twice: a
+    /// counter added to `stats::counters!` without a row here fails.
+    #[test]
+    fn general_block_shows_every_counter_once() {
+        let names: Vec<&str> = GENERAL.iter().map(|(n, _)| *n).collect();
+        for (name, _) in Counters::default().fields() {
+            let n = names.iter().filter(|&&r| r == name).count();
+            assert_eq!(n, 1, "{name} shown {n} times");
+        }
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "a name appears twice");
+    }
 }

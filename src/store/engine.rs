@@ -174,7 +174,10 @@ impl Engine {
         }
     }
 
-    /// Find a key's item; dead items are unlinked and reported.
+    /// Find a key's item; dead items are unlinked, reported and counted
+    /// (`get_expired`, `get_flushed`: memcached counts every lookup that
+    /// finds the key's item dead, whatever the command; the unlink makes
+    /// each dead item count once).
     #[inline]
     pub fn lookup(&mut self, hash: u64, key: &[u8], now: u32) -> Result<u32, Option<Dead>> {
         self.check_flush(now);
@@ -183,6 +186,10 @@ impl Engine {
             return Err(None);
         }
         if let Some(d) = self.dead(h, now) {
+            match d {
+                Dead::Expired => self.stats.get_expired += 1,
+                Dead::Flushed => self.stats.get_flushed += 1,
+            }
             self.unlink(h, hash);
             return Err(Some(d));
         }

@@ -2,7 +2,7 @@
 //! command semantics on top of the storage engine (`engine`: slab arena,
 //! hash index, CLOCK eviction, timing-wheel expiry, slab rebalancing).
 
-use super::engine::{Dead, Engine, Reassign};
+use super::engine::{Engine, Reassign};
 use super::slab::{item_size, ref_access, Budget, ClassStats, B_FETCHED, B_STALE, B_WIN, NONE};
 use super::{
     ArithResult, DeleteOpts, DeleteResult, ItemRef, MetaGet, MetaGetOutcome, ShardStats,
@@ -127,16 +127,8 @@ impl Shard {
         touch: Option<u32>,
     ) -> Option<ItemRef<'a>> {
         let hash = self.hash(key);
-        let h = match self.e.lookup(hash, key, now) {
-            Ok(h) => h,
-            Err(d) => {
-                match d {
-                    Some(Dead::Expired) => self.e.stats.get_expired += 1,
-                    Some(Dead::Flushed) => self.e.stats.get_flushed += 1,
-                    None => {}
-                }
-                return None;
-            }
+        let Ok(h) = self.e.lookup(hash, key, now) else {
+            return None;
         };
         let fetched = self.e.touch_access(h, now);
         match touch {
@@ -427,12 +419,7 @@ impl Shard {
         let mut out = MetaGetOutcome::default();
         let h = match self.e.lookup(hash, key, now) {
             Ok(h) => h,
-            Err(d) => {
-                match d {
-                    Some(Dead::Expired) => self.e.stats.get_expired += 1,
-                    Some(Dead::Flushed) => self.e.stats.get_flushed += 1,
-                    None => {}
-                }
+            Err(_) => {
                 let exp = op.vivify?;
                 let h = self.write_new(key, 0, 0, exp, op.new_cas, NONE, now)?;
                 self.install(h, hash);

@@ -1,0 +1,120 @@
+//! Every open client connection and listener, as `stats conns` lists them
+//! (memcached's fields: `addr`, `listen_addr`, `state`,
+//! `secs_since_last_cmd`), plus the `-vv` connection log.
+//!
+//! A connection registers once when accepted and leaves when its task ends:
+//! one short lock per connection, never per request. Its last-command time
+//! is an atomic the connection stores once per batch of requests read.
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// One connection's row.
+pub struct ConnInfo {
+    pub fd: RawFd,
+    /// The peer, as memcached prints it: `tcp:IP:PORT` or `unix:PATH`.
+    pub addr: String,
+    /// The local end: `tcp:IP:PORT` or `unix:PATH`.
+    pub listen_addr: String,
+    /// Relative time (`crate::time`) of the last request read.
+    pub last_cmd: AtomicU32,
+}
+
+/// All connections and listeners of the process.
+#[derive(Default)]
+pub struct ConnTable {
+    conns: Mutex<BTreeMap<RawFd, Arc<ConnInfo>>>,
+    /// Listening sockets: fd and local address.
+    listeners: Mutex<Vec<(RawFd, String)>>,
+}
+
+/// memcached's text form of a socket address.
+fn addr_text(a: &socket2::SockAddr) -> String {
+    if let Some(sa) = a.as_socket() {
+        return format!("tcp:{sa}");
+    }
+    match a.as_pathname() {
+        Some(p) => format!("unix:{}", p.display()),
+        None => "unix:".to_string(),
+    }
+}
+
+/// Local and peer address of an open socket.
+fn ends(fd: RawFd) -> (String, String) {
+    // SAFETY: `fd` is an open socket owned by the caller for the duration of
+    // this call (a connection registering itself, or a listener at start-up).
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&sock);
+    let local = sock.local_addr().map(|a| addr_text(&a)).unwrap_or_default();
+    let peer = sock.peer_addr().map(|a| addr_text(&a)).unwrap_or_default();
+    (local, peer)
+}
+
+impl ConnTable {
+    /// A listening socket (listed with state `conn_listening`).
+    pub fn add_listener(&self, fd: RawFd) {
+        let (local, _) = ends(fd);
+        self.listeners.lock().push((fd, local));
+    }
+
+    /// A new client connection.
+    pub fn register(&self, fd: RawFd, now: u32) -> Arc<ConnInfo> {
+        let (local, peer) = ends(fd);
+        let info = Arc::new(ConnInfo {
+            fd,
+            addr: peer,
+            listen_addr: local,
+            last_cmd: AtomicU32::new(now),
+        });
+        self.conns.lock().insert(fd, info.clone());
+        info
+    }
+
+    pub fn remove(&self, fd: RawFd) {
+        self.conns.lock().remove(&fd);
+    }
+
+    /// `stats conns` rows: (fd, addr, listen_addr or None for a listener,
+    /// state, seconds since the last command). `me` is the asking
+    /// connection (state `conn_parse_cmd`; the others wait in `conn_read`).
+    pub fn rows(
+        &self,
+        me: RawFd,
+        now: u32,
+    ) -> Vec<(RawFd, String, Option<String>, &'static str, u32)> {
+        let mut rows: Vec<_> = self
+            .listeners
+            .lock()
+            .iter()
+            .map(|(fd, a)| {
+                (
+                    *fd,
+                    a.clone(),
+                    None,
+                    "conn_listening",
+                    now.saturating_sub(2),
+                )
+            })
+            .collect();
+        for c in self.conns.lock().values() {
+            let state = if c.fd == me {
+                "conn_parse_cmd"
+            } else {
+                "conn_read"
+            };
+            let idle = now.saturating_sub(c.last_cmd.load(Relaxed));
+            rows.push((
+                c.fd,
+                c.addr.clone(),
+                Some(c.listen_addr.clone()),
+                state,
+                idle,
+            ));
+        }
+        rows.sort_by_key(|r| r.0);
+        rows
+    }
+}

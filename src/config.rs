@@ -4,8 +4,15 @@ use clap::{ArgAction, Parser};
 use std::ffi::OsString;
 use std::net::IpAddr;
 
-/// sysexits.h EX_USAGE.
+/// The process's exit codes (sysexits.h), all of them: `EX_OK` after a
+/// clean shutdown or `--help`/`--version`; `EX_USAGE` for a bad command
+/// line; `EX_SOFTWARE` when an event loop panicked; `EX_OSERR` when the OS
+/// refuses what start-up needs (the listening socket, the user switch,
+/// io_uring when forced, an event loop's runtime).
+pub const EX_OK: i32 = 0;
 pub const EX_USAGE: i32 = 64;
+pub const EX_SOFTWARE: i32 = 70;
+pub const EX_OSERR: i32 = 71;
 
 /// The memcached version we are compatible with, reported by `version`.
 pub const MEMCACHED_VERSION: &str = "1.6.18";
@@ -414,7 +421,7 @@ impl Config {
             Err(e) => {
                 use clap::error::ErrorKind as K;
                 let code = match e.kind() {
-                    K::DisplayHelp | K::DisplayVersion => 0,
+                    K::DisplayHelp | K::DisplayVersion => EX_OK,
                     _ => EX_USAGE,
                 };
                 return Parsed::Exit(e.render().to_string(), code);
@@ -426,7 +433,7 @@ impl Config {
                     "corecached {}: MIT license (see the LICENSE file of the source)\n",
                     env!("CARGO_PKG_VERSION")
                 ),
-                0,
+                EX_OK,
             );
         }
         if cli.udp_port != 0 {

@@ -41,7 +41,7 @@ pub fn now() -> u32 {
     (e.mono.elapsed().as_secs() + 2) as u32
 }
 
-/// Microseconds since start, for latency-free bookkeeping.
+/// Whole seconds since the process started (`stats` `uptime`).
 pub fn uptime() -> u32 {
     now() - 2
 }

@@ -386,7 +386,7 @@ impl Report<'_> {
     }
 
     fn us_per_op(&self, cpu_s: f64) -> Option<f64> {
-        (self.stats.ops > 0).then(|| cpu_s * 1e6 / self.stats.ops as f64)
+        sys::us_per_op(cpu_s, self.stats.ops)
     }
 
     fn fill_keylen(&self) -> usize {

@@ -18,7 +18,7 @@ mod notify;
 mod stats_cmd;
 pub mod tls;
 
-use crate::config::{Config, IoDriver, Pin};
+use crate::config::{Config, IoDriver, Pin, EX_OK, EX_OSERR, EX_SOFTWARE};
 use crate::stats::Stats;
 use crate::store::{Store, StoreConfig};
 use crate::time;
@@ -271,7 +271,7 @@ pub fn run(config: Config) -> i32 {
     if config.daemonize {
         if let Err(e) = daemonize(&config) {
             eprintln!("{e}");
-            return 71;
+            return EX_OSERR;
         }
     }
     process_limits(&config);
@@ -305,14 +305,14 @@ pub fn run(config: Config) -> i32 {
             Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("failed to listen on UNIX socket: {}: {e}", path.display());
-                return 71;
+                return EX_OSERR;
             }
         },
     };
     for (addr, _) in &tcp {
         if let Err(e) = port_is_free(*addr) {
             eprintln!("failed to listen on {addr}: {e}");
-            return 71; // EX_OSERR
+            return EX_OSERR;
         }
     }
     let mut listeners: Vec<Listeners> = Vec::with_capacity(threads);
@@ -323,7 +323,7 @@ pub fn run(config: Config) -> i32 {
                 Ok(u) => mine.unix = Some(u),
                 Err(e) => {
                     eprintln!("failed to listen on UNIX socket: {e}");
-                    return 71;
+                    return EX_OSERR;
                 }
             }
         }
@@ -332,7 +332,7 @@ pub fn run(config: Config) -> i32 {
                 Ok(l) => mine.tcp.push((l, *tls)),
                 Err(e) => {
                     eprintln!("failed to listen on {addr}: {e}");
-                    return 71; // EX_OSERR
+                    return EX_OSERR;
                 }
             }
         }
@@ -340,19 +340,17 @@ pub fn run(config: Config) -> i32 {
     }
     if let Err(e) = drop_privileges(&config) {
         eprintln!("{e}");
-        return 71;
+        return EX_OSERR;
     }
-    if let Some(p) = &config.pidfile {
-        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-            eprintln!("could not write pid file {p}: {e}");
-        }
-    }
+    // Removed when `run` returns, whichever way: every exit of the process
+    // goes through here (no loop thread exits the process itself).
+    let _pidfile = config.pidfile.as_deref().and_then(PidFile::write);
     let uring = match config.io_driver {
         IoDriver::Auto => monoio::utils::detect_uring(),
         IoDriver::IoUring => {
             if !monoio::utils::detect_uring() {
                 eprintln!("io_uring is not available here (blocked or unsupported); use --io-driver epoll");
-                return 71;
+                return EX_OSERR;
             }
             true
         }
@@ -430,16 +428,37 @@ pub fn run(config: Config) -> i32 {
                 .expect("spawn event loop")
         })
         .collect();
-    let mut code = 0;
+    let mut code = EX_OK;
     for h in handles {
-        if h.join().is_err() {
-            code = 70; // EX_SOFTWARE
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(())) => code = code.max(EX_OSERR),
+            Err(_) => code = code.max(EX_SOFTWARE),
         }
     }
-    if let Some(p) = &shared.config.pidfile {
-        let _ = std::fs::remove_file(p);
-    }
     code
+}
+
+/// The `-P` pid file: written at start-up, removed when dropped.
+struct PidFile(String);
+
+impl PidFile {
+    /// Write our PID to `path`; None (after saying why) if that fails.
+    fn write(path: &str) -> Option<PidFile> {
+        match std::fs::write(path, format!("{}\n", std::process::id())) {
+            Ok(()) => Some(PidFile(path.to_string())),
+            Err(e) => {
+                eprintln!("could not write pid file {path}: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The io_uring set-up: one thread submits to the ring (SINGLE_ISSUER) and
@@ -474,13 +493,15 @@ fn loop_cpus(pin: Pin, threads: usize, cpus: &[usize]) -> Vec<Option<usize>> {
         .collect()
 }
 
+/// One event loop thread. Err if its runtime cannot be built: the other
+/// loops are told to shut down, and `run` returns `EX_OSERR`.
 fn event_loop(
     id: usize,
     cpu: Option<usize>,
     uring: bool,
     shared: Arc<Shared>,
     listeners: Listeners,
-) {
+) -> Result<(), ()> {
     if let Some(cpu) = cpu {
         if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
             log(
@@ -501,17 +522,17 @@ fn event_loop(
         // Kernels before 6.1 refuse DEFER_TASKRUN: fall back to a plain ring.
         build(true)
             .or_else(|_| build(false))
-            .map(|mut rt| rt.block_on(serve_loop(id, shared, listeners)))
+            .map(|mut rt| rt.block_on(serve_loop(id, shared.clone(), listeners)))
     } else {
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()
-            .map(|mut rt| rt.block_on(serve_loop(id, shared, listeners)))
+            .map(|mut rt| rt.block_on(serve_loop(id, shared.clone(), listeners)))
     };
-    if let Err(e) = built {
+    built.map_err(|e| {
         eprintln!("loop {id}: cannot build runtime: {e}");
-        std::process::exit(71);
-    }
+        shared.shutdown.store(true, Ordering::SeqCst);
+    })
 }
 
 /// One event loop: accept, serve, tick, and shut down.

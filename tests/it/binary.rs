@@ -593,7 +593,7 @@ fn sasl_pwdb_from_environment() {
 
 #[test]
 fn sasl_needs_a_password_file() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corecached"))
+    let out = std::process::Command::new(crate::common::corecached_bin())
         .args(["-S", "-p", "0"])
         .env_remove("MEMCACHED_SASL_PWDB")
         .output()

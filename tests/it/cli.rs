@@ -150,33 +150,18 @@ fn sigterm_answers_in_flight_request_then_exits_zero() {
 /// the binary itself: `--io-driver io_uring` exits 71 where io_uring is
 /// refused, and otherwise starts serving.
 fn uring_available() -> bool {
-    let port = free_port();
-    let mut cmd = Command::new(corecached_bin());
-    cmd.args(["--io-driver", "io_uring", "-t", "1", "-l", "127.0.0.1"])
-        .args(["-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn corecached");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let up = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert_eq!(st.code(), Some(71), "--io-driver io_uring: {st}");
-            break false;
+    match Server::try_corecached(&["--io-driver", "io_uring", "-t", "1"]) {
+        Ok(_) => true,
+        Err(e) => {
+            assert_eq!(
+                e.status.and_then(|st| st.code()),
+                Some(71),
+                "--io-driver io_uring: {}",
+                e.message
+            );
+            false
         }
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            break true;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "--io-driver io_uring never started"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    up
+    }
 }
 
 #[test]
@@ -278,4 +263,78 @@ fn pinning_follows_the_pin_flag_and_is_named_at_start_up() {
     let s = Server::corecached(&["-t", &over.to_string()]);
     let l = startup_line(&s);
     assert!(l.contains(", not pinned,"), "{l}");
+}
+
+/// Every way the process ends removes its `-P` pid file. The path that did
+/// not: an event loop whose runtime cannot be built (here: no descriptor left
+/// for the io_uring/epoll instance under a small RLIMIT_NOFILE) exited the
+/// process (71) from the loop thread, after the pid file was written. Each
+/// limit from 4 to 8 descriptors is tried: the server either fails to start
+/// or serves and is stopped with SIGTERM; either way the pid file must be
+/// gone. At least one limit must hit the runtime failure after the write.
+#[test]
+fn pid_file_is_removed_on_every_exit() {
+    if skip_unless_corecached("corecached's start-up failure paths") {
+        return;
+    }
+    let mut runtime_failures = 0;
+    for nofile in 4..=8 {
+        let pidfile = std::env::temp_dir().join(format!(
+            "corecached-test-{}-nofile{nofile}.pid",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&pidfile);
+        let inner = server_command(
+            Kind::Corecached,
+            free_port(),
+            &["-t", "1", "-P", pidfile.to_str().unwrap()],
+        );
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn prlimit (util-linux)");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if child.try_wait().unwrap().is_none() {
+            // It serves: a clean shutdown must remove the file too.
+            // SAFETY: kill(2) on the PID of our own child, not yet reaped
+            // (prlimit execs the server, so it is the server's PID).
+            assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        }
+        let out = run_bounded_wait(child, Duration::from_secs(10));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !pidfile.exists(),
+            "nofile {nofile}: exit {:?} left the pid file behind; stderr: {err}",
+            out.status
+        );
+        if err.contains("cannot build runtime") && !err.contains("could not write pid file") {
+            assert_eq!(out.status.code(), Some(71), "nofile {nofile}: {err}");
+            runtime_failures += 1;
+        }
+    }
+    assert!(
+        runtime_failures > 0,
+        "no descriptor limit in 4..=8 made an event loop fail after the pid file was written"
+    );
+}
+
+/// Wait for `child` to exit (killed by PID after `limit`) and collect its output.
+fn run_bounded_wait(mut child: std::process::Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
 }

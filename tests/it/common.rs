@@ -14,7 +14,9 @@
 //! features (binary, meta) and the differential suites, which compare the two.
 //!
 //! Processes are bounded in time (every read has a timeout) and are killed by
-//! PID when the `Server` guard drops. Nothing here kills by name.
+//! PID when the `Server` guard drops. Nothing here kills by name. The Python
+//! side (pytest fixtures, scripts/bench_compare.py, scripts/test) starts
+//! servers by the same rules through scripts/servers.py.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
@@ -100,6 +102,15 @@ pub fn server_command(k: Kind, port: u16, args: &[&str]) -> Command {
     cmd
 }
 
+/// Why a server did not start: its exit status if it exited (None if it
+/// could not be spawned or did not accept connections in time), and a
+/// message with its stderr.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub status: Option<ExitStatus>,
+    pub message: String,
+}
+
 /// A running server; killed (by PID) and reaped on drop.
 pub struct Server {
     child: Option<Child>,
@@ -154,13 +165,20 @@ impl Server {
         Server::start_full(k, args, envs, &[])
     }
 
+    /// One attempt to start corecached with `args`: the server once it
+    /// accepts connections, or how it failed (for tests of start-up errors
+    /// and of what the environment allows, e.g. io_uring).
+    pub fn try_corecached(args: &[&str]) -> Result<Server, StartFailure> {
+        Server::try_start(Kind::Corecached, args, &[], &[])
+    }
+
     fn start_full(k: Kind, args: &[&str], envs: &[(&str, &str)], wrapper: &[&str]) -> Server {
         let mut last_err = String::new();
         // A port found free may be taken before the server binds it; retry.
         for _ in 0..3 {
             match Server::try_start(k, args, envs, wrapper) {
                 Ok(s) => return s,
-                Err(e) => last_err = e,
+                Err(e) => last_err = e.message,
             }
         }
         panic!("{k:?} failed to start: {last_err}");
@@ -171,7 +189,7 @@ impl Server {
         args: &[&str],
         envs: &[(&str, &str)],
         wrapper: &[&str],
-    ) -> Result<Server, String> {
+    ) -> Result<Server, StartFailure> {
         let port = free_port();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir();
@@ -191,9 +209,10 @@ impl Server {
         cmd.stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path).unwrap())
             .stderr(std::fs::File::create(&stderr_path).unwrap());
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot spawn {cmd:?}: {e} (is it installed / built?)"))?;
+        let child = cmd.spawn().map_err(|e| StartFailure {
+            status: None,
+            message: format!("cannot spawn {cmd:?}: {e} (is it installed / built?)"),
+        })?;
         let mut srv = Server {
             child: Some(child),
             port,
@@ -205,19 +224,25 @@ impl Server {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(st) = srv.child.as_mut().unwrap().try_wait().unwrap() {
-                return Err(format!(
-                    "{cmd:?} exited with {st} before accepting connections; stderr:\n{}",
-                    srv.stderr()
-                ));
+                return Err(StartFailure {
+                    status: Some(st),
+                    message: format!(
+                        "{cmd:?} exited with {st} before accepting connections; stderr:\n{}",
+                        srv.stderr()
+                    ),
+                });
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return Ok(srv);
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "{cmd:?} did not accept connections within {START_TIMEOUT:?}; stderr:\n{}",
-                    srv.stderr()
-                ));
+                return Err(StartFailure {
+                    status: None,
+                    message: format!(
+                        "{cmd:?} did not accept connections within {START_TIMEOUT:?}; stderr:\n{}",
+                        srv.stderr()
+                    ),
+                });
             }
             std::thread::sleep(Duration::from_millis(10));
         }

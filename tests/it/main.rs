@@ -42,4 +42,5 @@ mod store_hit_ratio;
 mod store_pages;
 mod store_stats;
 mod systemd;
+mod text_differential;
 mod tls;

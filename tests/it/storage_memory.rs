@@ -2,27 +2,10 @@
 //! and check the resident set (VmRSS) of the real binary stays within `-m`
 //! plus a small fixed overhead (index, connection buffers, runtime).
 
+use crate::common::Server;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -52,25 +35,10 @@ fn stat(c: &mut TcpStream, name: &str) -> u64 {
 
 #[test]
 fn memory_limit_bounds_rss_when_filled_past_capacity() {
-    let port = free_port();
     let mem_mib = 64u64;
-    let child = Command::new(env!("CARGO_BIN_EXE_corecached"))
-        .args(["-p", &port.to_string(), "-l", "127.0.0.1", "-t", "2"])
-        .args(["-m", &mem_mib.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start corecached");
-    let pid = child.id();
-    let _guard = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut c = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(c) => break c,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("connect: {e}"),
-        }
-    };
+    let server = Server::corecached(&["-t", "2", "-m", &mem_mib.to_string()]);
+    let pid = server.pid();
+    let mut c = server.tcp();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let base = rss_kib(pid);
     // 1.5M items of 100-byte values: ~3x what 64 MiB holds.

@@ -1,17 +1,15 @@
 """python-binary-memcached (PyPI: python-binary-memcached) against corecached.
 
 A realistic client session over the binary protocol, with and without SASL.
-Self-contained: the fixtures start target/release/corecached (build it first:
-`cargo build --release`) on a free loopback port and kill it by PID.
+The fixtures start target/release/corecached (build it first: `cargo build
+--release`; or $CORECACHED_BIN) through conftest.py / scripts/servers.py.
 
 Run: python -m pytest tests/py/test_bmemcached.py
 (needs `pip install python-binary-memcached pytest`, e.g. in a venv).
 The same session() passes against memcached 1.6.18.
 """
 
-import os
 import socket
-import subprocess
 import time
 import uuid
 
@@ -20,54 +18,14 @@ import pytest
 import bmemcached  # fails loudly when missing: pip install python-binary-memcached
 from bmemcached.exceptions import MemcachedException
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BINARY = os.environ.get("CORECACHED", os.path.join(ROOT, "target", "release", "corecached"))
 USER, PASSWORD = "app", "s3cret-pw"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, args=(), env=None):
-        assert os.path.exists(BINARY), f"{BINARY} missing: run cargo build --release"
-        for _ in range(5):
-            self.port = free_port()
-            self.proc = subprocess.Popen(
-                [BINARY, "-t", "2", "-U", "0", "-l", "127.0.0.1", "-p", str(self.port), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
-            )
-            deadline = time.time() + 10
-            while time.time() < deadline and self.proc.poll() is None:
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                    return
-                except OSError:
-                    time.sleep(0.02)
-            self.stop()
-        raise RuntimeError("corecached did not start")
-
-    @property
-    def addr(self):
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()  # by PID
-        self.proc.wait(timeout=10)
-
-
+# These sessions pin corecached's behaviour (SASL flags are corecached's), so
+# they start corecached whatever CORECACHED_TEST_SERVER says.
 @pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.stop()
+def server(start_server):
+    return start_server(kind="corecached")
 
 
 @pytest.fixture
@@ -78,10 +36,8 @@ def pwdb(tmp_path):
 
 
 @pytest.fixture
-def sasl_server(pwdb):
-    s = Server(["-S", "--sasl-pwdb", pwdb])
-    yield s
-    s.stop()
+def sasl_server(pwdb, start_server):
+    return start_server(["-t", "2", "-S", "--sasl-pwdb", pwdb], kind="corecached")
 
 
 def session(client):
@@ -231,12 +187,9 @@ def test_sasl_ascii_refused(sasl_server):
         assert s.recv(100) == b""  # closed, no reply
 
 
-def test_sasl_pwdb_from_environment(pwdb):
-    s = Server(["-S"], env={"MEMCACHED_SASL_PWDB": pwdb})
-    try:
-        client = bmemcached.Client([s.addr], "other", "pw")
-        assert client.set("k", "v")
-        assert client.get("k") == "v"
-        client.disconnect_all()
-    finally:
-        s.stop()
+def test_sasl_pwdb_from_environment(pwdb, start_server):
+    s = start_server(["-t", "2", "-S"], kind="corecached", env={"MEMCACHED_SASL_PWDB": pwdb})
+    client = bmemcached.Client([s.addr], "other", "pw")
+    assert client.set("k", "v")
+    assert client.get("k") == "v"
+    client.disconnect_all()

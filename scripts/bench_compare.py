@@ -1,0 +1,504 @@
+#!/usr/bin/env python3
+"""bench_compare: memcached vs corecached (or A/A), side by side, on loopback.
+
+For each selected workload, starts a fresh server A, runs the load generator
+(corecached-bench) against it, stops it, then the same for server B, and repeats for
+--rounds rounds (A B A B ...), so machine drift hits both alike. Both servers always get
+the same number of threads on the same CPUs. Two configurations (--config):
+
+  pinned  both servers -t 1 pinned to CPU 0 (taskset), the client pinned to CPU 1
+  shared  both servers -t 2, nothing pinned: servers and client share every core
+
+`--config both` (the default) runs `pinned` then `shared`. Prints one markdown table per
+configuration (medians over rounds, B/A ratio with its min-max over rounds, latency,
+server CPU us/op from /proc, load average at start and end) and writes them with the raw
+JSON to bench/results/.
+
+Every process it starts is stopped by PID on any exit (normal, error, Ctrl-C, SIGTERM).
+Exit status: 0 if every run succeeded, 1 if any run failed, 2 on bad usage/setup.
+
+Examples:
+  scripts/bench_compare.py                              # memcached (A) vs corecached (B), both configs
+  scripts/bench_compare.py --a memcached --b memcached  # A/A noise check
+  scripts/bench_compare.py --config shared --a corecached --a-threads 1   # corecached -t 1 vs -t 2
+  scripts/bench_compare.py --workloads text-50c,bin-50c-p16 --rounds 5 --duration 4
+  scripts/bench_compare.py --list
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import servers  # scripts/servers.py: how every server here is started and stopped
+
+REPO = servers.REPO
+
+# Standard workloads. `args` go to corecached-bench; `mem` overrides the server's -m;
+# `warmup` overrides --warmup; kind "fill" is the memory-efficiency run.
+BASE = ["--keys", "100000", "--value-size", "100", "--populate"]
+WORKLOADS = [
+    dict(name="text-50c", desc="text, 50 conns, 1:10 set:get, 100 B",
+         args=["-P", "text", "-c", "50", "--ratio", "1:10"] + BASE),
+    dict(name="bin-50c", desc="binary, 50 conns, 1:10 set:get, 100 B",
+         args=["-P", "binary", "-c", "50", "--ratio", "1:10"] + BASE),
+    dict(name="text-50c-p16", desc="text, 50 conns, pipeline 16, 1:10",
+         args=["-P", "text", "-c", "50", "--pipeline", "16", "--ratio", "1:10"] + BASE),
+    dict(name="bin-50c-p16", desc="binary, 50 conns, pipeline 16, 1:10",
+         args=["-P", "binary", "-c", "50", "--pipeline", "16", "--ratio", "1:10"] + BASE),
+    dict(name="text-1c", desc="text, 1 conn, no pipeline, 1:10",
+         args=["-P", "text", "-c", "1", "--ratio", "1:10"] + BASE),
+    dict(name="bin-1c", desc="binary, 1 conn, no pipeline, 1:10",
+         args=["-P", "binary", "-c", "1", "--ratio", "1:10"] + BASE),
+    dict(name="text-4k", desc="text, 50 conns, 4 KiB values, 1:1",
+         args=["-P", "text", "-c", "50", "--ratio", "1:1", "--keys", "100000",
+               "--value-size", "4096", "--populate"]),
+    dict(name="bin-4k", desc="binary, 50 conns, 4 KiB values, 1:1",
+         args=["-P", "binary", "-c", "50", "--ratio", "1:1", "--keys", "100000",
+               "--value-size", "4096", "--populate"]),
+    dict(name="text-100k", desc="text, 50 conns, 100 KiB values, 1:1 (buffer growth)",
+         args=["-P", "text", "-c", "50", "--ratio", "1:1", "--keys", "2000",
+               "--value-size", "102400", "--populate"]),
+    dict(name="meta-50c-p16", desc="meta mg/ms, 50 conns, pipeline 16, 1:10",
+         args=["-P", "meta", "-c", "50", "--pipeline", "16", "--ratio", "1:10"] + BASE),
+    dict(name="zipf-hit", desc="Zipf 0.99 gets + set on miss, 1M keys, -m 64 (hit ratio)",
+         mem=64, warmup=3,
+         args=["-P", "binary", "-c", "50", "--pipeline", "16", "--ratio", "0:1",
+               "--set-on-miss", "--key-pattern", "zipf", "--zipf-s", "0.99",
+               "--keys", "1000000", "--value-size", "100"]),
+    dict(name="mem-fill", desc="fill unique 30 B keys + 100 B values until eviction, -m 64",
+         mem=64, kind="fill",
+         # memcached at -m 64 sometimes answers "SERVER_ERROR out of memory
+         # storing object" while its slab classes fill (a server's answer, not
+         # a broken run): count such replies instead of failing the row.
+         args=["-P", "text", "-c", "50", "--pipeline", "16", "--fill",
+               "--key-prefix", "corecached-bench:mem:", "--key-pad", "9",
+               "--value-size", "100", "--allow-errors"]),
+]
+EXTRA_WORKLOADS = [
+    dict(name="text-mget10", desc="text, 50 conns, 10-key multiget, 1:10",
+         args=["-P", "text", "-c", "50", "--multiget", "10", "--ratio", "1:10"] + BASE),
+    dict(name="bin-mget10", desc="binary, 50 conns, 10-key multiget (GETQ+NOOP), 1:10",
+         args=["-P", "binary", "-c", "50", "--multiget", "10", "--ratio", "1:10"] + BASE),
+]
+ALL = {w["name"]: w for w in WORKLOADS + EXTRA_WORKLOADS}
+
+# Machine configurations: equal threads on equal cores for both servers.
+CONFIGS = {
+    "pinned": dict(server_cpu="0", client_cpu="1", threads=1,
+                   desc="both servers -t 1 pinned to CPU 0, client pinned to CPU 1"),
+    "shared": dict(server_cpu="", client_cpu="", threads=2,
+                   desc="both servers -t 2 unpinned, client unpinned (all cores shared)"),
+}
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def parse_server(spec):
+    """`memcached`, `corecached`, a path, or KIND=PATH -> (kind, binary)."""
+    if "=" in spec:
+        kind, path = spec.split("=", 1)
+    elif spec == "memcached":
+        kind, path = "memcached", shutil.which("memcached") or "memcached"
+    elif spec == "corecached":
+        kind = "corecached"
+        path = os.environ.get("CORECACHED_BIN", os.path.join(REPO, "target/release/corecached"))
+    else:
+        base = os.path.basename(spec)
+        kind = "memcached" if ("memcached" in base and "corecached" not in base) else "corecached"
+        path = spec
+    if kind not in ("memcached", "corecached"):
+        raise SystemExit(f"bench_compare: unknown server kind {kind!r} (memcached|corecached)")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        hint = " (build it with `cargo build --release`)" if kind == "corecached" else \
+            " (install it: apt-get install memcached)"
+        log(f"bench_compare: server binary not found or not executable: {path}{hint}")
+        sys.exit(2)
+    return kind, os.path.abspath(path)
+
+
+def server_flags(mem, threads, extra):
+    """Flags both servers get (servers.py adds `-U 0 -l 127.0.0.1 -p PORT`)."""
+    return ["-m", str(mem), "-t", str(threads), "-c", "4096"] + list(extra)
+
+
+def start_server(side, mem, args, logdir, tag):
+    """Starts one side's server; returns (servers.Server, version string)."""
+    srv = servers.Server(side["kind"], server_flags(mem, side["threads"], side["extra"]),
+                         binary=side["bin"],
+                         wrapper=["taskset", "-c", args.server_cpu] if args.server_cpu else [],
+                         log=os.path.join(logdir, f"{tag}.server.log"))
+    try:
+        srv.start()
+        v = servers.ask(srv.port, b"version\r\n", timeout=5.0)
+    except (servers.StartError, OSError) as e:
+        srv.stop()
+        raise RuntimeError(f"server did not start: {e}")
+    if not v.startswith("VERSION "):
+        srv.stop()
+        raise RuntimeError(f"server answered `version` with {v!r}: {' '.join(srv.argv)}")
+    return srv, v[len("VERSION "):]
+
+
+def run_one(w, side, args, logdir, tag):
+    """One server start + one generator run. Returns the generator's JSON (with extras)."""
+    mem = w.get("mem") or args.memory
+    srv, version = start_server(side, mem, args, logdir, tag)
+    port = srv.port
+    try:
+        warmup = w.get("warmup", args.warmup)
+        duration = args.fill_limit if w.get("kind") == "fill" else args.duration
+        jpath = os.path.join(logdir, f"{tag}.json")
+        cmd = [args.bench_bin, "-p", str(port), "-t", str(args.client_threads),
+               "--server-pid", str(srv.pid), "--json", jpath, "-q",
+               "-d", str(duration), "-w", str(warmup)] + w["args"] + args.bench_args
+        if args.client_cpu:
+            cmd = ["taskset", "-c", args.client_cpu] + cmd
+        errf = open(os.path.join(logdir, f"{tag}.bench.log"), "wb")
+        g = servers.spawn(cmd, stdout=errf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        errf.close()
+        try:
+            rc = g.wait(timeout=warmup + duration + 180)
+        except subprocess.TimeoutExpired:
+            servers.stop_process(g)
+            raise RuntimeError("load generator timed out")
+        servers.forget(g)
+        alive = srv.alive()
+        res = None
+        if os.path.exists(jpath):
+            with open(jpath) as f:
+                res = json.load(f)
+        if rc != 0 or res is None or not alive:
+            with open(os.path.join(logdir, f"{tag}.bench.log"), errors="replace") as f:
+                out = f.read()[-1500:]
+            why = "server died during the run; " if not alive else ""
+            raise RuntimeError(f"{why}corecached-bench exit {rc}: {' '.join(cmd)}\n{out}")
+        res["server_version"] = version
+        res["server_cmd"] = srv.argv
+        return res
+    finally:
+        srv.stop()
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt_int(v):
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def fmt(v, nd=2):
+    return "–" if v is None else f"{v:.{nd}f}"
+
+
+def lat_ms(runs, q):
+    return med([r["latency_us"][q] / 1000.0 for r in runs])
+
+
+def summarize(w, a_runs, b_runs):
+    s = dict(name=w["name"], desc=w["desc"], kind=w.get("kind", "run"),
+             a_rounds=len(a_runs), b_rounds=len(b_runs))
+    if s["kind"] == "fill":
+        for side, runs in (("a", a_runs), ("b", b_runs)):
+            s[side] = dict(
+                items=med([r["fill"]["items"] for r in runs]),
+                rss_mib=med([r["fill"]["rss_bytes"] / 1048576.0 for r in runs
+                             if r["fill"].get("rss_bytes")]),
+                rss_per_item=med([r["fill"]["rss_bytes_per_item"] for r in runs]),
+                limit_per_item=med([r["fill"]["limit_bytes_per_item"] for r in runs]),
+                payload=med([r["fill"]["payload_bytes_per_item"] for r in runs]),
+                ops_per_sec=med([r["ops_per_sec"] for r in runs]),
+            )
+        pairs = [(a["fill"]["items"], b["fill"]["items"]) for a, b in zip(a_runs, b_runs)]
+    else:
+        for side, runs in (("a", a_runs), ("b", b_runs)):
+            s[side] = dict(
+                ops_per_sec=med([r["ops_per_sec"] for r in runs]),
+                ops_per_sec_all=[r["ops_per_sec"] for r in runs],
+                p50_ms=lat_ms(runs, "p50"), p99_ms=lat_ms(runs, "p99"),
+                p999_ms=lat_ms(runs, "p999"),
+                server_us_per_op=med([r["server"]["cpu_us_per_op"] for r in runs]),
+                server_util=med([r["server"]["cpu_util"] for r in runs]),
+                client_util=med([r["client"]["cpu_util"] for r in runs]),
+                client_us_per_op=med([r["client"]["cpu_us_per_op"] for r in runs]),
+                hit_ratio=med([r["hit_ratio"] for r in runs]),
+            )
+        pairs = [(a["ops_per_sec"], b["ops_per_sec"]) for a, b in zip(a_runs, b_runs)]
+    ratios = [b / a for a, b in pairs if a]
+    main_key = "items" if s["kind"] == "fill" else "ops_per_sec"
+    a_m, b_m = s.get("a", {}).get(main_key), s.get("b", {}).get(main_key)
+    s["ratio"] = (b_m / a_m) if (a_m and b_m) else None
+    s["ratio_min"] = min(ratios) if ratios else None
+    s["ratio_max"] = max(ratios) if ratios else None
+    if s["kind"] != "fill":
+        au, bu = s["a"]["server_us_per_op"], s["b"]["server_us_per_op"]
+        s["cpu_ratio"] = (bu / au) if (au and bu) else None
+    return s
+
+
+def markdown(summaries, meta, failures):
+    a, b = meta["a_label"], meta["b_label"]
+    out = []
+    out.append(f"### {meta['title']}\n")
+    out.append(f"- A = {a}; B = {b}")
+    out.append(f"- {meta['date']} on `{meta['host']}`: {meta['cpu']}, {meta['ncpu']} CPUs, "
+               f"kernel {meta['kernel']}")
+    out.append(f"- configuration `{meta['config']}`: servers on CPU {meta['server_cpu']} "
+               f"(`-m {meta['memory']}` unless the row says), client on CPU {meta['client_cpu']} "
+               f"({meta['client_threads']} client thread(s)); {meta['rounds']} rounds A B A B..., "
+               f"{meta['duration']} s measured after {meta['warmup']} s warm-up per run; "
+               f"medians over rounds")
+    out.append(f"- command: `{meta['command']}`; total {meta['elapsed_min']:.1f} min; "
+               f"load average {meta['load_start'][0]:.2f} at start, {meta['load_end'][0]:.2f} at end")
+    runs = [s for s in summaries if s["kind"] != "fill"]
+    if runs:
+        out.append("")
+        out.append("| workload | A ops/s | B ops/s | B/A (min–max) | A p50 / p99 / p99.9 ms "
+                   "| B p50 / p99 / p99.9 ms | A srv µs/op | B srv µs/op | B/A µs/op "
+                   "| A CPU srv/cli | B CPU srv/cli | hit % A / B |")
+        out.append("|---|---:|---:|---|---|---|---:|---:|---:|---|---|---|")
+        for s in runs:
+            sa, sb = s["a"], s["b"]
+            lat = lambda x: f"{fmt(x['p50_ms'])} / {fmt(x['p99_ms'])} / {fmt(x['p999_ms'])}"
+            cpu = lambda x: (f"{fmt(x['server_util'] and x['server_util'] * 100, 0)}% / "
+                             f"{fmt(x['client_util'] and x['client_util'] * 100, 0)}%")
+            hit = lambda x: "–" if x["hit_ratio"] is None else f"{x['hit_ratio'] * 100:.1f}"
+            out.append(
+                f"| {s['name']} | {fmt_int(sa['ops_per_sec'])} | {fmt_int(sb['ops_per_sec'])} "
+                f"| {fmt(s['ratio'])} ({fmt(s['ratio_min'])}–{fmt(s['ratio_max'])}) "
+                f"| {lat(sa)} | {lat(sb)} | {fmt(sa['server_us_per_op'])} "
+                f"| {fmt(sb['server_us_per_op'])} | {fmt(s['cpu_ratio'])} "
+                f"| {cpu(sa)} | {cpu(sb)} | {hit(sa)} / {hit(sb)} |")
+    fills = [s for s in summaries if s["kind"] == "fill"]
+    if fills:
+        out.append("")
+        out.append("| memory run | A items held | B items held | B/A (min–max) | A RSS MiB "
+                   "| B RSS MiB | A RSS B/item | B RSS B/item | key+value B/item |")
+        out.append("|---|---:|---:|---|---:|---:|---:|---:|---:|")
+        for s in fills:
+            sa, sb = s["a"], s["b"]
+            out.append(
+                f"| {s['name']} | {fmt_int(sa['items'])} | {fmt_int(sb['items'])} "
+                f"| {fmt(s['ratio'])} ({fmt(s['ratio_min'])}–{fmt(s['ratio_max'])}) "
+                f"| {fmt(sa['rss_mib'], 1)} | {fmt(sb['rss_mib'], 1)} "
+                f"| {fmt(sa['rss_per_item'], 1)} | {fmt(sb['rss_per_item'], 1)} "
+                f"| {fmt(sa['payload'], 0)} |")
+    out.append("")
+    out.append("Workloads: " + "; ".join(f"`{s['name']}` = {s['desc']}" for s in summaries) + ".")
+    if failures:
+        out.append("")
+        out.append("**FAILED runs:** " + "; ".join(failures))
+    return "\n".join(out) + "\n"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Workloads: " + ", ".join(ALL) + " (default: all but "
+        + ", ".join(w["name"] for w in EXTRA_WORKLOADS) + ")",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--a", default="memcached",
+                    help="server A: memcached | corecached | PATH | KIND=PATH (default memcached)")
+    ap.add_argument("--b", default="corecached",
+                    help="server B (default corecached = ${CORECACHED_BIN:-target/release/corecached})")
+    ap.add_argument("--workloads", default=",".join(w["name"] for w in WORKLOADS),
+                    help="comma-separated workload names (see --list)")
+    ap.add_argument("--list", action="store_true", help="list workloads and exit")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of A B per workload (default 3)")
+    ap.add_argument("--duration", type=float, default=6.0,
+                    help="measured seconds per run (default 6)")
+    ap.add_argument("--warmup", type=float, default=1.0,
+                    help="warm-up seconds per run, excluded (default 1; zipf-hit uses 3)")
+    ap.add_argument("--fill-limit", type=float, default=60.0,
+                    help="time limit in s for the memory fill runs (default 60)")
+    ap.add_argument("--config", choices=["pinned", "shared", "both"], default="both",
+                    help="pinned: -t 1 both, servers on CPU 0, client on CPU 1; shared: -t 2 "
+                    "both, nothing pinned; both (default): pinned then shared")
+    ap.add_argument("--server-cpu", help="taskset CPU list for servers (overrides the config; '' = no pinning)")
+    ap.add_argument("--client-cpu", help="taskset CPU list for the client (overrides the config; '' = no pinning)")
+    ap.add_argument("--server-threads", type=int, help="-t for both servers (overrides the config)")
+    ap.add_argument("--a-threads", type=int, help="override -t for A")
+    ap.add_argument("--b-threads", type=int, help="override -t for B")
+    ap.add_argument("--client-threads", type=int,
+                    help="generator threads (default: number of CPUs in --client-cpu, 1 if unpinned)")
+    ap.add_argument("--memory", type=int, default=1024, help="-m MiB for both servers (default 1024)")
+    ap.add_argument("--a-args", default="", help="extra server args for A (space-separated)")
+    ap.add_argument("--b-args", default="", help="extra server args for B (space-separated)")
+    ap.add_argument("--bench-bin", default=os.path.join(REPO, "target/release/corecached-bench"),
+                    help="load generator binary (built with cargo if missing)")
+    ap.add_argument("--bench-args", default="", help="extra args for every generator run")
+    ap.add_argument("--out-dir", default=os.path.join(REPO, "bench/results"))
+    ap.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
+    args = ap.parse_args()
+
+    if args.list:
+        for w in WORKLOADS + EXTRA_WORKLOADS:
+            extra = "" if w in WORKLOADS else "  (not in the default set)"
+            print(f"{w['name']:14} {w['desc']}{extra}\n{'':14} corecached-bench {' '.join(w['args'])}")
+        return 0
+
+    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+    bad = [n for n in names if n not in ALL]
+    if bad or not names or args.rounds < 1:
+        log(f"bench_compare: unknown workload(s) {bad}; known: {', '.join(ALL)}" if bad
+            else "bench_compare: need at least one workload and one round")
+        return 2
+    if shutil.which("taskset") is None:
+        log("bench_compare: taskset not found (apt-get install util-linux)")
+        return 2
+
+    a_kind, a_bin = parse_server(args.a)
+    b_kind, b_bin = parse_server(args.b)
+    if not os.path.exists(args.bench_bin):
+        log("bench_compare: building corecached-bench (cargo build --release -p corecached-bench)")
+        r = subprocess.run(["cargo", "build", "--release", "-p", "corecached-bench"], cwd=REPO)
+        if r.returncode != 0 or not os.path.exists(args.bench_bin):
+            log("bench_compare: could not build corecached-bench")
+            return 2
+    args.bench_args = args.bench_args.split()
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    os.makedirs(args.out_dir, exist_ok=True)
+    selected = [ALL[n] for n in names]
+    configs = ["pinned", "shared"] if args.config == "both" else [args.config]
+    est = 0.0
+    for w in selected:
+        per = 12.0 if w.get("kind") == "fill" else w.get("warmup", args.warmup) + args.duration + 2.0
+        est += per * 2 * args.rounds * len(configs)
+    log(f"bench_compare: {len(selected)} workload(s) x {args.rounds} rounds x A/B x "
+        f"{len(configs)} config(s); estimated {est / 60:.1f} min")
+    mds, dumps, failed = [], {}, False
+    for c in configs:
+        md, dump = run_config(c, args, (a_kind, a_bin), (b_kind, b_bin), selected, stamp)
+        mds.append(md)
+        dumps[c] = dump
+        failed = failed or bool(dump["failures"])
+    md = "\n".join(mds)
+    with open(os.path.join(args.out_dir, f"compare-{stamp}.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(args.out_dir, f"compare-{stamp}.json"), "w") as f:
+        json.dump(dumps, f, indent=1)
+    print(md)
+    log(f"bench_compare: wrote {os.path.join(args.out_dir, f'compare-{stamp}.md')} and .json")
+    return 1 if failed else 0
+
+
+def cpu_count(cpus):
+    n = 0
+    for part in (cpus or "").split(","):
+        if "-" in part:
+            lo, hi = part.split("-")
+            n += int(hi) - int(lo) + 1
+        elif part.strip():
+            n += 1
+    return n
+
+
+def run_config(config, base_args, a, b, selected, stamp):
+    """Runs every selected workload in one machine configuration; returns (markdown, dump)."""
+    args = argparse.Namespace(**vars(base_args))
+    preset = CONFIGS[config]
+    if args.server_cpu is None:
+        args.server_cpu = preset["server_cpu"]
+    if args.client_cpu is None:
+        args.client_cpu = preset["client_cpu"]
+    if args.server_threads is None:
+        args.server_threads = preset["threads"]
+    if args.client_threads is None:
+        args.client_threads = max(1, cpu_count(args.client_cpu))
+    sides = {
+        "A": dict(kind=a[0], bin=a[1], threads=args.a_threads or args.server_threads,
+                  extra=args.a_args.split()),
+        "B": dict(kind=b[0], bin=b[1], threads=args.b_threads or args.server_threads,
+                  extra=args.b_args.split()),
+    }
+    logdir = os.path.join(args.out_dir, f"compare-{stamp}-{config}")
+    os.makedirs(logdir, exist_ok=True)
+    log(f"bench_compare: config {config} ({preset['desc']}); logs in {logdir}")
+
+    t_start = time.time()
+    load_start = os.getloadavg()
+    results = {w["name"]: {"A": [], "B": []} for w in selected}
+    failures = []
+    versions = {}
+    for w in selected:
+        for r in range(args.rounds):
+            for label in ("A", "B"):
+                tag = f"{w['name']}-r{r + 1}-{label}"
+                try:
+                    res = run_one(w, sides[label], args, logdir, tag)
+                except RuntimeError as e:
+                    failures.append(f"{tag}: {str(e).splitlines()[0]}")
+                    log(f"  {tag}: FAILED: {e}")
+                    if args.fail_fast:
+                        raise SystemExit(1)
+                    continue
+                versions[label] = res["server_version"]
+                results[w["name"]][label].append(res)
+                if w.get("kind") == "fill":
+                    f = res["fill"]
+                    log(f"  {tag}: {f['items']} items, "
+                        f"{(f.get('rss_bytes_per_item') or 0):.1f} B RSS/item")
+                else:
+                    log(f"  {tag}: {res['ops_per_sec']:,.0f} ops/s, p99 "
+                        f"{res['latency_us']['p99'] / 1000:.2f} ms, server "
+                        f"{res['server']['cpu_us_per_op'] or 0:.2f} us/op")
+
+    summaries = []
+    for w in selected:
+        a_runs, b_runs = results[w["name"]]["A"], results[w["name"]]["B"]
+        if a_runs and b_runs:
+            summaries.append(summarize(w, a_runs, b_runs))
+
+    elapsed = time.time() - t_start
+    label = lambda s: (f"{sides[s]['kind']} {versions.get(s, '?')} (`{sides[s]['bin']}`, "
+                       f"-t {sides[s]['threads']}{' ' + ' '.join(sides[s]['extra']) if sides[s]['extra'] else ''})")
+    meta = dict(
+        title=(f"bench_compare {stamp}, {config}: {sides['A']['kind']} -t {sides['A']['threads']} (A) "
+               f"vs {sides['B']['kind']} -t {sides['B']['threads']} (B)"),
+        config=config,
+        a_label=label("A"), b_label=label("B"), date=stamp, host=platform.node(),
+        cpu=cpu_model(), ncpu=os.cpu_count(), kernel=platform.release(),
+        server_cpu=args.server_cpu or "any", client_cpu=args.client_cpu or "any",
+        server_threads=args.server_threads, client_threads=args.client_threads,
+        memory=args.memory, rounds=args.rounds, duration=args.duration, warmup=args.warmup,
+        command="scripts/bench_compare.py " + " ".join(sys.argv[1:]),
+        elapsed_min=elapsed / 60.0, load_start=load_start, load_end=os.getloadavg(),
+    )
+    md = markdown(summaries, meta, failures)
+    log(f"bench_compare: config {config} done in {elapsed / 60:.1f} min")
+    return md, dict(meta=meta, summaries=summaries, failures=failures,
+                    runs={k: v for k, v in results.items()})
+
+if __name__ == "__main__":
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    try:
+        code = main()
+    finally:
+        servers.stop_all()
+    sys.exit(code)

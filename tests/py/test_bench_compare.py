@@ -1,0 +1,115 @@
+"""The table maths of scripts/bench_compare.py, on inputs checkable by hand.
+
+Three rounds per side; A's ops/s 100, 400, 200 and B's 150, 240, 600 give
+medians 200 and 240 (B/A 1.20; the means would differ), and per-round B/A
+ratios 1.5, 0.6, 3.0 (min-max 0.60-3.00). Latencies come in µs and are shown in ms; server µs/op
+(the load generator's CPU ticks of the server over the ops it completed) is a
+median per side and B/A of those medians.
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import bench_compare as bc  # noqa: E402  (scripts/bench_compare.py)
+
+
+def run(ops, p50_us, srv_us_per_op, hit=None, srv_util=0.5, cli_util=0.25):
+    return {
+        "ops_per_sec": ops,
+        "latency_us": {"p50": p50_us, "p99": 2 * p50_us, "p999": 4 * p50_us},
+        "server": {"cpu_us_per_op": srv_us_per_op, "cpu_util": srv_util},
+        "client": {"cpu_us_per_op": 1.0, "cpu_util": cli_util},
+        "hit_ratio": hit,
+    }
+
+
+W = dict(name="w", desc="a workload")
+A = [run(100, 1000, 10.0), run(400, 5000, 50.0), run(200, 2000, 20.0)]
+B = [run(150, 500, 5.0, hit=0.5), run(240, 900, 40.0, hit=0.75), run(600, 600, 10.0, hit=0.8)]
+
+
+def test_median_skips_missing_values():
+    assert bc.med([3, 1, 2]) == 2
+    assert bc.med([4, 1, 3, 2]) == 2.5  # even count: mean of the middle two
+    assert bc.med([None, 4, 2]) == 3
+    assert bc.med([None, None]) is None
+    assert bc.med([]) is None
+
+
+def test_summary_medians_ratio_and_min_max_over_rounds():
+    s = bc.summarize(W, A, B)
+    assert s["a"]["ops_per_sec"] == 200
+    assert s["b"]["ops_per_sec"] == 240
+    assert s["ratio"] == pytest.approx(1.2)  # ratio of the medians
+    assert s["ratio_min"] == pytest.approx(0.6)  # round 2: 240 / 400
+    assert s["ratio_max"] == pytest.approx(3.0)  # round 3: 600 / 200
+    assert s["a"]["ops_per_sec_all"] == [100, 400, 200]
+    assert (s["a_rounds"], s["b_rounds"]) == (3, 3)
+
+
+def test_latency_in_ms_and_server_us_per_op():
+    s = bc.summarize(W, A, B)
+    assert s["a"]["p50_ms"] == pytest.approx(2.0)  # median of 1000, 5000, 2000 µs
+    assert s["a"]["p99_ms"] == pytest.approx(4.0)
+    assert s["b"]["p999_ms"] == pytest.approx(2.4)  # 4 x median(500, 900, 600) µs
+    assert s["a"]["server_us_per_op"] == 20.0
+    assert s["b"]["server_us_per_op"] == 10.0
+    assert s["cpu_ratio"] == pytest.approx(0.5)
+    assert s["b"]["hit_ratio"] == 0.75
+    assert s["a"]["hit_ratio"] is None
+
+
+def test_missing_server_cpu_gives_no_cpu_ratio():
+    a = [run(100, 1000, None), run(100, 1000, None)]
+    s = bc.summarize(W, a, B[:2])
+    assert s["a"]["server_us_per_op"] is None
+    assert s["cpu_ratio"] is None
+    assert s["ratio_min"] == pytest.approx(1.5) and s["ratio_max"] == pytest.approx(2.4)
+
+
+def test_rounds_pair_up_to_the_shorter_side():
+    # a failed B run leaves 2 B rounds: only rounds 1 and 2 make ratios
+    s = bc.summarize(W, A, B[:2])
+    assert s["b"]["ops_per_sec"] == 195  # median of 150, 240
+    assert s["ratio_min"] == pytest.approx(0.6) and s["ratio_max"] == pytest.approx(1.5)
+
+
+def test_fill_rows_compare_items_held():
+    def fill(items, rss):
+        return {"ops_per_sec": 1.0, "fill": {"items": items, "rss_bytes": rss,
+                                             "rss_bytes_per_item": rss / items,
+                                             "limit_bytes_per_item": 1.0,
+                                             "payload_bytes_per_item": 130}}
+    mib = 1048576
+    s = bc.summarize(dict(W, kind="fill"), [fill(1000, 64 * mib), fill(2000, 66 * mib)],
+                     [fill(3000, 60 * mib), fill(1000, 62 * mib)])
+    assert s["a"]["items"] == 1500 and s["b"]["items"] == 2000
+    assert s["ratio"] == pytest.approx(2000 / 1500)
+    assert s["ratio_min"] == pytest.approx(0.5) and s["ratio_max"] == pytest.approx(3.0)
+    assert s["a"]["rss_mib"] == pytest.approx(65.0)
+    assert "cpu_ratio" not in s
+
+
+def test_markdown_row():
+    s = bc.summarize(W, A, B)
+    meta = dict(title="t", a_label="A", b_label="B", date="d", host="h", cpu="c", ncpu=2,
+                kernel="k", config="pinned", server_cpu="0", client_cpu="1", memory=64,
+                client_threads=1, rounds=3, duration=1.0, warmup=0.0, command="x",
+                elapsed_min=1.0, load_start=(0.5, 0, 0), load_end=(1.0, 0, 0))
+    md = bc.markdown([s], meta, [])
+    row = next(line for line in md.splitlines() if line.startswith("| w |"))
+    assert row == ("| w | 200 | 240 | 1.20 (0.60–3.00) | 2.00 / 4.00 / 8.00 | 0.60 / 1.20 / 2.40 "
+                   "| 20.00 | 10.00 | 0.50 | 50% / 25% | 50% / 25% | – / 75.0 |")
+
+
+def test_formatting_and_cpu_lists():
+    assert bc.fmt_int(1234567.4) == "1,234,567"
+    assert bc.fmt_int(None) == "–"
+    assert bc.fmt(1.005, 1) == "1.0"
+    assert bc.fmt(None) == "–"
+    assert bc.cpu_count("0") == 1
+    assert bc.cpu_count("0-3,6") == 5
+    assert bc.cpu_count("") == 0
+    assert bc.cpu_count(None) == 0

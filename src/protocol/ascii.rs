@@ -117,6 +117,14 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         }
         b"slabs" => done(Command::Slabs { args: rest }, consumed, false),
         b"lru_crawler" => done(Command::LruCrawler { args: rest }, consumed, false),
+        b"shutdown" | b"watch" => done(
+            Command::Ops {
+                name: cmd,
+                args: rest,
+            },
+            consumed,
+            false,
+        ),
         // memcached without TLS in use (corecached has none yet).
         b"refresh_certs" => done(
             Command::Error(ErrorKind::Server("Error TLS not enabled")),

@@ -220,6 +220,12 @@ pub enum Command<'a> {
     LruCrawler {
         args: &'a [u8],
     },
+    /// Operator commands served by `server::ops` (`shutdown`, `watch`):
+    /// the command and the rest of its line.
+    Ops {
+        name: &'a [u8],
+        args: &'a [u8],
+    },
 }
 
 /// Per-request context the encoders need.

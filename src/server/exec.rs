@@ -37,6 +37,12 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         emit(ctx, Response::Error(ErrorKind::AuthError), out);
         return Next::Close;
     }
+    // -C, -F, -X: requests those switches refuse or answer differently.
+    if super::ops::GATED.load(Relaxed) {
+        if let Some(next) = super::ops::gate(req, env, out) {
+            return next;
+        }
+    }
     match req.cmd {
         Command::Get { .. } => return resume_get(req, env, 0, out),
         Command::Store {
@@ -47,6 +53,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             data,
             cas,
         } => {
+            super::detail::set(key);
             let now = time::now();
             let exp = time::exptime_to_rel(exptime, now);
             let (mut shard, h) = store.lock(key);
@@ -64,6 +71,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             emit(ctx, resp, out);
         }
         Command::Delete { key, cas } => {
+            super::detail::del(key);
             let now = time::now();
             let (mut shard, h) = store.lock(key);
             let r = shard.delete(h, key, cas, now);
@@ -141,6 +149,9 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             group: g @ (b"cachedump" | b"extstore"),
             arg,
         } if !ctx.binary => super::admin::stats(g, arg, env, out),
+        Command::Stats {
+            group: b"conns", ..
+        } if !ctx.binary => super::conns::stats(env, ctx, conn.fd, out),
         Command::Stats { group, arg } => super::stats_cmd::stats(group, arg, env, ctx, out),
         Command::LeaseGet { key } => super::admin::lease_get(key, env, out),
         Command::LeaseSet {
@@ -152,6 +163,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         } => super::admin::lease_set(key, token, flags, exptime, data, ctx, env, out),
         Command::MetaGetInfo { key } => super::admin::metaget(key, env, out),
         Command::LruCrawler { args } => return super::admin::lru_crawler(args, env, out),
+        Command::Ops { name, args } => return super::ops::command(name, args, env, conn, out),
         Command::Slabs { args } => slabs(args, env, ctx, out),
         Command::Meta(ref m) => return super::meta_exec::execute(m, ctx, env, out),
         Command::SaslListMechs | Command::SaslAuth { .. } | Command::SaslStep { .. } => {
@@ -266,6 +278,7 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
                 // memcached counts gat/gats as touches, not gets (a hit is a
                 // hit even if its reply cannot be buffered below).
                 count_get(st, exp.is_some(), true);
+                super::detail::get(key, true);
                 // Room for the header line (or binary header) and the value,
                 // asked for without aborting if the allocator says no.
                 if out.try_reserve(it.value.len() + it.key.len() + 96).is_err() {
@@ -288,6 +301,7 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
             None => {
                 drop(shard);
                 count_get(st, exp.is_some(), false);
+                super::detail::get(key, false);
                 emit(ctx, Response::Miss { key }, out);
             }
         }

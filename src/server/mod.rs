@@ -11,11 +11,14 @@
 mod admin;
 mod conn;
 mod conns;
+mod detail;
 mod env;
 pub mod exec;
 mod meta_exec;
 mod notify;
+mod ops;
 mod stats_cmd;
+mod watch;
 
 use crate::config::{Config, IoDriver, Pin};
 use crate::stats::Stats;
@@ -244,6 +247,7 @@ fn drop_privileges(cfg: &Config) -> Result<(), String> {
 /// Run the server until shutdown. Returns the process exit code.
 pub fn run(config: Config) -> i32 {
     time::init();
+    ops::init(&config);
     for w in &config.warnings {
         eprintln!("warning: {w}");
     }
@@ -346,6 +350,7 @@ pub fn run(config: Config) -> i32 {
         config.chunk_size,
         config.growth_factor,
     ));
+    store.set_automove(config.ext.slab_automove);
     if store.shard_count() < threads {
         eprintln!(
             "note: -m {} MiB is shared by {} shard(s) for {} event loops (each shard needs {} MiB \

@@ -19,15 +19,22 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
         b"" => general(env, ctx, out),
         b"settings" => settings(env, ctx, out),
         b"detail" => {
-            let reply: &[u8] = match _arg.split(|&b| b == b' ').find(|t| !t.is_empty()) {
-                Some(b"on") | Some(b"off") => b"OK\r\n",
-                Some(b"dump") => b"END\r\n",
-                _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
-            };
-            out.extend_from_slice(reply);
+            match _arg.split(|&b| b == b' ').find(|t| !t.is_empty()) {
+                Some(b"on") => {
+                    super::detail::set_enabled(true);
+                    out.extend_from_slice(b"OK\r\n");
+                }
+                Some(b"off") => {
+                    super::detail::set_enabled(false);
+                    out.extend_from_slice(b"OK\r\n");
+                }
+                Some(b"dump") => super::detail::dump(out),
+                _ => out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+            }
             return;
         }
         b"reset" => {
+            super::detail::clear();
             env.shared.stats.reset();
             env.shared.store.reset_stats();
             if !ctx.noreply {
@@ -39,6 +46,7 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
         b"slabs" => slabs(env, ctx, out),
         // Size histograms are off (`track_sizes no`), as memcached's default.
         b"sizes" => stat(ctx, "sizes_status", V::Str("disabled"), out),
+        // Served by `conns::stats` (it needs the asking connection).
         b"conns" => {}
         _ => {
             emit(ctx, Response::Error(ErrorKind::UnknownCommand), out);
@@ -58,15 +66,22 @@ fn binary(key: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     if key.is_empty() {
         general(env, ctx, out);
     } else if key.starts_with(b"reset") {
+        super::detail::clear();
         env.shared.stats.reset();
         env.shared.store.reset_stats();
     } else if key.starts_with(b"settings") {
         settings(env, ctx, out);
     } else if let Some(sub) = key.strip_prefix(b"detail") {
         if sub.starts_with(b" dump") {
-            // Per-prefix stats are not kept: the dump is empty.
-            stat(ctx, "detailed", V::Str("END\r\n"), out);
-        } else if !(sub.starts_with(b" on") || sub.starts_with(b" off")) {
+            let mut text = Vec::new();
+            super::detail::dump(&mut text);
+            let text = String::from_utf8_lossy(&text);
+            stat(ctx, "detailed", V::Str(&text), out);
+        } else if sub.starts_with(b" on") {
+            super::detail::set_enabled(true);
+        } else if sub.starts_with(b" off") {
+            super::detail::set_enabled(false);
+        } else {
             emit(ctx, Response::NotFound, out);
             return;
         }
@@ -274,44 +289,63 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     );
     s("oldest", V::U64(0));
     s("evictions", V::Str(if cfg.no_evict { "off" } else { "on" }));
-    s("domain_socket", V::Str("NULL"));
-    s("umask", V::U64(700));
-    s("shutdown_command", V::Bool(false));
+    let sock = cfg
+        .unix_socket
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "NULL".into());
+    s("domain_socket", V::Str(&sock));
+    let umask = format!("{:o}", cfg.unix_mask);
+    s("umask", V::Str(&umask));
+    s("shutdown_command", V::Bool(cfg.enable_shutdown));
     s("growth_factor", V::F64(cfg.growth_factor));
     s("chunk_size", V::U64(cfg.chunk_size as u64));
     s("num_threads", V::U64(cfg.threads as u64));
     s("num_threads_per_udp", V::U64(cfg.threads as u64));
-    s("stat_key_prefix", V::Str(":"));
-    s("detail_enabled", V::Bool(false));
-    s("reqs_per_event", V::U64(20));
-    s("cas_enabled", V::Bool(true));
-    s("tcp_backlog", V::U64(1024));
-    // memcached binds to the binary protocol when SASL is on.
+    let delim = [super::detail::delimiter()];
     s(
-        "binding_protocol",
-        V::Str(if cfg.sasl { "binary" } else { "auto-negotiate" }),
+        "stat_key_prefix",
+        V::Str(std::str::from_utf8(&delim).unwrap_or("?")),
     );
+    s("detail_enabled", V::Bool(super::detail::enabled()));
+    s("reqs_per_event", V::U64(cfg.reqs_per_event as u64));
+    s("cas_enabled", V::Bool(cfg.use_cas));
+    s("tcp_backlog", V::U64(cfg.backlog as u64));
+    // memcached binds to the binary protocol when SASL is on.
+    let proto = match cfg.protocol {
+        _ if cfg.sasl => "binary",
+        crate::config::Protocol::Binary => "binary",
+        crate::config::Protocol::Ascii => "ascii",
+        crate::config::Protocol::Auto => "auto-negotiate",
+    };
+    s("binding_protocol", V::Str(proto));
     s("auth_enabled_sasl", V::Bool(cfg.sasl));
     s("auth_enabled_ascii", V::Bool(false));
     s("item_size_max", V::U64(cfg.max_item_size as u64));
-    s("maxconns_fast", V::Bool(true));
-    s("hashpower_init", V::U64(0));
-    s("slab_reassign", V::Bool(true));
+    s("maxconns_fast", V::Bool(cfg.ext.maxconns_fast));
+    s(
+        "hashpower_init",
+        V::U64(cfg.ext.hashpower.unwrap_or(0) as u64),
+    );
+    s("slab_reassign", V::Bool(cfg.ext.slab_reassign));
     s("slab_automove", V::U64(env.shared.store.automove() as u64));
-    s("slab_automove_ratio", V::F64(0.8));
-    s("slab_automove_window", V::U64(30));
+    s("slab_automove_ratio", V::F64(cfg.ext.slab_automove_ratio));
+    s(
+        "slab_automove_window",
+        V::U64(cfg.ext.slab_automove_window as u64),
+    );
     // The largest slab chunk: half a page (larger items are large items).
     s(
         "slab_chunk_max",
         V::U64((env.shared.store.budget().page_size / 2) as u64),
     );
-    s("lru_crawler", V::Bool(true));
+    s("lru_crawler", V::Bool(super::env::CRAWLER_ON.load(Relaxed)));
     let (sleep, tocrawl) = crawler_settings();
     s("lru_crawler_sleep", V::U64(sleep as u64));
     s("lru_crawler_tocrawl", V::U64(tocrawl as u64));
     s("tail_repair_time", V::U64(0));
-    s("flush_enabled", V::Bool(true));
-    s("dump_enabled", V::Bool(true));
+    s("flush_enabled", V::Bool(cfg.flush_enabled));
+    s("dump_enabled", V::Bool(cfg.dump_enabled));
     s("hash_algorithm", V::Str("ahash"));
     s("lru_maintainer_thread", V::Bool(false));
     s("lru_segmented", V::Bool(false));
@@ -321,7 +355,7 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("warm_max_factor", V::F64(2.0));
     s("temp_lru", V::Bool(false));
     s("temporary_ttl", V::U64(61));
-    s("idle_timeout", V::U64(0));
+    s("idle_timeout", V::U64(cfg.ext.idle_timeout as u64));
     s("watcher_logbuf_size", V::U64(262144));
     s("worker_logbuf_size", V::U64(65536));
     s("read_buf_mem_limit", V::U64(cfg.read_buf_mem_limit as u64));

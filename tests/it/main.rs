@@ -34,6 +34,7 @@ mod meta;
 mod meta_differential;
 mod noreply_differential;
 mod observability;
+mod ops_conns;
 mod ops_flags;
 mod security_parse;
 mod shard_count;

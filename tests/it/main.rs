@@ -35,6 +35,7 @@ mod meta_differential;
 mod noreply_differential;
 mod observability;
 mod ops_conns;
+mod ops_detail;
 mod ops_flags;
 mod security_parse;
 mod shard_count;

@@ -116,6 +116,14 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         }
         b"slabs" => done(Command::Slabs { args: rest }, consumed, false),
         b"lru_crawler" => done(Command::LruCrawler { args: rest }, consumed, false),
+        b"shutdown" | b"watch" => done(
+            Command::Ops {
+                name: cmd,
+                args: rest,
+            },
+            consumed,
+            false,
+        ),
         // memcached: `refresh_certs [noreply]`.
         b"refresh_certs" => {
             let noreply = tokens(rest).next() == Some(b"noreply");
@@ -166,7 +174,8 @@ pub fn stats_group<'a>(group: &[u8], arg: &'a [u8]) -> StatsGroup<'a> {
         b"conns" => StatsGroup::Conns,
         b"reset" => StatsGroup::Reset,
         b"detail" => match arg.split(|&b| b == b' ').find(|t| !t.is_empty()) {
-            Some(b"on") | Some(b"off") => StatsGroup::DetailSwitch,
+            Some(b"on") => StatsGroup::DetailSwitch(true),
+            Some(b"off") => StatsGroup::DetailSwitch(false),
             Some(b"dump") => StatsGroup::DetailDump,
             _ => StatsGroup::DetailUsage,
         },
@@ -579,9 +588,8 @@ pub fn encode(resp: &Response<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
             out.extend_from_slice(b"\r\n");
         }
         Response::Miss { .. } => {}
-        Response::End | Response::StatsEnd | Response::StatsDetailDump => {
-            out.extend_from_slice(b"END\r\n")
-        }
+        Response::End | Response::StatsEnd => out.extend_from_slice(b"END\r\n"),
+        Response::StatsDetailDump(text) => out.extend_from_slice(text),
         Response::StatsReset => out.extend_from_slice(b"RESET\r\n"),
         Response::StatsDetailUsage => {
             out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
@@ -795,7 +803,6 @@ mod tests {
             b"mz HTTP/1.1\r\n",
             b"GET / HTTP/1.1 x\r\n",
             b"GET / http/1.1\r\n",
-            b"watch HTTP/1.1\r\n",
         ] {
             assert!(
                 matches!(cmd(l).0.cmd, Command::Error(ErrorKind::UnknownCommand)),
@@ -903,7 +910,12 @@ mod tests {
             "SERVER_ERROR object too large for cache\r\n"
         );
         assert_eq!(text(Response::StatsReset), "RESET\r\n");
-        assert_eq!(text(Response::StatsDetailDump), "END\r\n");
+        assert_eq!(
+            text(Response::StatsDetailDump(
+                b"PREFIX a get 1 hit 0 set 0 del 0\r\nEND\r\n"
+            )),
+            "PREFIX a get 1 hit 0 set 0 del 0\r\nEND\r\n"
+        );
         assert_eq!(text(Response::StatsUnknown), "ERROR\r\n");
         assert_eq!(text(Response::Line(b"NOSPARE x")), "NOSPARE x\r\n");
         assert_eq!(stats_group(b"detail", b"  dump x"), StatsGroup::DetailDump);

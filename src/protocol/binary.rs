@@ -186,8 +186,10 @@ pub fn stats_group(key: &[u8]) -> StatsGroup<'_> {
     } else if let Some(sub) = key.strip_prefix(b"detail") {
         if sub.starts_with(b" dump") {
             StatsGroup::DetailDump
-        } else if sub.starts_with(b" on") || sub.starts_with(b" off") {
-            StatsGroup::DetailSwitch
+        } else if sub.starts_with(b" on") {
+            StatsGroup::DetailSwitch(true)
+        } else if sub.starts_with(b" off") {
+            StatsGroup::DetailSwitch(false)
         } else {
             StatsGroup::DetailUsage
         }
@@ -560,13 +562,12 @@ pub fn encode(resp: &Response<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         Response::Noop | Response::StatsEnd | Response::StatsReset => {
             simple(out, ctx, status::OK, b"", 0)
         }
-        Response::StatsDetailDump => {
-            // Per-prefix stats are not kept: the dump is empty.
+        Response::StatsDetailDump(text) => {
             stat_packet(
                 out,
                 ctx,
                 |o| o.extend_from_slice(b"detailed"),
-                StatValue::Str("END\r\n"),
+                StatValue::Str(std::str::from_utf8(text).unwrap_or("END\r\n")),
             );
             simple(out, ctx, status::OK, b"", 0)
         }
@@ -892,7 +893,8 @@ mod tests {
             Command::Verbosity { level: 1 }
         ));
         for (key, group) in [
-            (&b"detail on"[..], StatsGroup::DetailSwitch),
+            (&b"detail on"[..], StatsGroup::DetailSwitch(true)),
+            (b"detail off", StatsGroup::DetailSwitch(false)),
             (b"", StatsGroup::General),
             (b"resetx", StatsGroup::Reset),
             (b"detail dumpx", StatsGroup::DetailDump),
@@ -1249,7 +1251,7 @@ mod tests {
             );
         }
         let mut out = Vec::new();
-        encode(&Response::StatsDetailDump, &ctx(op::STAT), &mut out);
+        encode(&Response::StatsDetailDump(b"END\r\n"), &ctx(op::STAT), &mut out);
         let h = Header::decode(&out);
         assert_eq!(
             &out[HEADER_LEN..HEADER_LEN + h.bodylen as usize],

@@ -218,6 +218,12 @@ pub enum Command<'a> {
     LruCrawler {
         args: &'a [u8],
     },
+    /// Operator commands served by `server::ops` (`shutdown`, `watch`):
+    /// the command and the rest of its line.
+    Ops {
+        name: &'a [u8],
+        args: &'a [u8],
+    },
 }
 
 /// A `stats` request's group. Text and binary name groups differently
@@ -234,12 +240,12 @@ pub enum StatsGroup<'a> {
     Slabs,
     /// Size histograms (off, as memcached's default).
     Sizes,
-    /// Per-connection stats (none kept: an empty block).
+    /// Per-connection stats (`server::conns`).
     Conns,
     Reset,
-    /// `detail on` / `detail off` (per-prefix stats are not kept).
-    DetailSwitch,
-    /// `detail dump`: the (empty) per-prefix dump.
+    /// `detail on` (true) / `detail off` (false).
+    DetailSwitch(bool),
+    /// `detail dump`: the per-prefix dump.
     DetailDump,
     /// `detail` with anything else.
     DetailUsage,
@@ -377,9 +383,10 @@ pub enum Response<'a> {
     StatsEnd,
     /// `stats reset` done (text `RESET`; binary: the block's terminator).
     StatsReset,
-    /// `stats detail dump` (text: `END`; binary: a `detailed` stat whose
-    /// value is the text dump, then the terminator).
-    StatsDetailDump,
+    /// `stats detail dump`: the dump's text, `PREFIX ...` lines and `END`
+    /// (text: as is; binary: a `detailed` stat whose value is the text,
+    /// then the terminator).
+    StatsDetailDump(&'a [u8]),
     /// `stats detail` misused (text: its usage line; binary: Not found).
     StatsDetailUsage,
     /// A stats group the protocol does not have (text `ERROR`; binary:

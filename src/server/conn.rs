@@ -383,7 +383,10 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
     let mut skip = 0usize;
     let mut need: Option<usize> = None;
     let mut work = 0usize;
-    let mut state = ConnState::default();
+    let mut state = ConnState {
+        fd,
+        ..ConnState::default()
+    };
     loop {
         meter.sync(&rbuf, &wbuf);
         if let Err(why) = make_room(&mut rbuf, need, st, limit) {

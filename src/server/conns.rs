@@ -118,3 +118,40 @@ impl ConnTable {
         rows
     }
 }
+
+/// `stats conns`, memcached's lines: per connection (and listener) in fd
+/// order `STAT <fd>:addr ...`, `:listen_addr` (not for listeners),
+/// `:state`, `:secs_since_last_cmd`; then `END`. `me` is the asking
+/// connection's fd.
+pub(super) fn stats(
+    env: &super::env::Env<'_>,
+    ctx: &crate::protocol::Ctx,
+    me: RawFd,
+    out: &mut Vec<u8>,
+) {
+    use crate::protocol::{put_i64, put_u64, Response};
+    let now = crate::time::now();
+    for (fd, addr, listen, state, idle) in env.shared.conn_table.rows(me, now) {
+        let mut put = |name: &[u8], v: &[u8]| {
+            if ctx.noreply {
+                return;
+            }
+            out.extend_from_slice(b"STAT ");
+            put_i64(out, fd as i64);
+            out.push(b':');
+            out.extend_from_slice(name);
+            out.push(b' ');
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        };
+        put(b"addr", addr.as_bytes());
+        if let Some(l) = &listen {
+            put(b"listen_addr", l.as_bytes());
+        }
+        put(b"state", state.as_bytes());
+        let mut n = Vec::with_capacity(10);
+        put_u64(&mut n, idle as u64);
+        put(b"secs_since_last_cmd", &n);
+    }
+    super::env::emit(ctx, Response::StatsEnd, out);
+}

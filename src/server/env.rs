@@ -41,6 +41,8 @@ pub struct ConnState {
     /// SASL: an Auth without initial response was answered "continue"; the
     /// credentials come in a Step.
     pub sasl_started: bool,
+    /// The connection's socket (`stats conns` marks the asking one).
+    pub fd: i32,
 }
 
 /// Everything a request may touch.
@@ -52,6 +54,12 @@ pub struct Env<'a> {
 /// Encode one response; the request's protocol picks the bytes.
 #[inline]
 pub fn emit(ctx: &Ctx, r: Response<'_>, out: &mut Vec<u8>) {
+    // `-C`: every CAS in a reply is 0.
+    let r = if super::ops::CAS_OFF.load(Relaxed) {
+        super::ops::no_cas(r)
+    } else {
+        r
+    };
     crate::protocol::encode(&r, ctx, out);
 }
 

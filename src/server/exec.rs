@@ -36,6 +36,12 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         emit(ctx, Response::Error(ErrorKind::AuthError), out);
         return Next::Close;
     }
+    // -C, -F, -X: requests those switches refuse or answer differently.
+    if super::ops::GATED.load(Relaxed) {
+        if let Some(next) = super::ops::gate(req, env, out) {
+            return next;
+        }
+    }
     match req.cmd {
         Command::Get { .. } => return resume_get(req, env, 0, out),
         Command::Store {
@@ -46,6 +52,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             data,
             cas,
         } => {
+            super::detail::set(key);
             let now = time::now();
             let exp = time::exptime_to_rel(exptime, now);
             let (mut shard, h) = store.lock(key);
@@ -63,6 +70,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             emit(ctx, resp, out);
         }
         Command::Delete { key, cas } => {
+            super::detail::del(key);
             let now = time::now();
             let (mut shard, h) = store.lock(key);
             let r = shard.delete(h, key, cas, now);
@@ -136,6 +144,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         Command::Noop => emit(ctx, Response::Noop, out),
         Command::Stats(StatsGroup::CacheDump(arg)) => super::admin::cachedump(arg, env, out),
         Command::Stats(StatsGroup::Extstore) => super::admin::extstore(out),
+        Command::Stats(StatsGroup::Conns) => super::conns::stats(env, ctx, conn.fd, out),
         Command::Stats(group) => super::stats_cmd::stats(group, env, ctx, out),
         Command::LeaseGet { key } => super::admin::lease_get(key, env, out),
         Command::LeaseSet {
@@ -147,6 +156,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         } => super::admin::lease_set(key, token, flags, exptime, data, ctx, env, out),
         Command::MetaGetInfo { key } => super::admin::metaget(key, env, out),
         Command::LruCrawler { args } => return super::admin::lru_crawler(args, env, out),
+        Command::Ops { name, args } => return super::ops::command(name, args, env, conn, out),
         Command::Slabs { args } => slabs(args, env, ctx, out),
         Command::Meta(ref m) => return super::meta_exec::execute(m, ctx, env, out),
         Command::SaslListMechs | Command::SaslAuth { .. } | Command::SaslStep { .. } => {
@@ -259,6 +269,7 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
                 // memcached counts gat/gats as touches, not gets (a hit is a
                 // hit even if its reply cannot be buffered below).
                 count_get(st, exp.is_some(), true);
+                super::detail::get(key, true);
                 // Room for the header line (or binary header) and the value,
                 // asked for without aborting if the allocator says no.
                 if out.try_reserve(it.value.len() + it.key.len() + 96).is_err() {
@@ -281,6 +292,7 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
             None => {
                 drop(shard);
                 count_get(st, exp.is_some(), false);
+                super::detail::get(key, false);
                 emit(ctx, Response::Miss { key }, out);
             }
         }

@@ -14,12 +14,17 @@
 use super::env::{item_total, slab_class, Env, Next};
 use crate::protocol::ascii::error_text;
 use crate::protocol::meta::{
-    self, encode, encode_debug, encode_miss, Code, DebugInfo, MetaCommand, Reply, Verb,
+    self, encode_debug, encode_miss, Code, DebugInfo, MetaCommand, Reply, Verb,
 };
 use crate::protocol::{Ctx, ErrorKind, StoreMode, MAX_KEY_LEN};
 use crate::stats::{bump, count_arith, count_delete, count_get, count_store, count_too_large};
 use crate::store::{ArithResult, DeleteOpts, DeleteResult, MetaGet, Shard, StoreOpts, StoreResult};
 use crate::time;
+
+/// Encode a meta reply (with `-C`, its CAS is 0).
+fn encode(m: &MetaCommand<'_>, r: &Reply<'_>, out: &mut Vec<u8>) {
+    meta::encode(m, &super::ops::meta_reply(r), out);
+}
 
 pub fn execute(m: &MetaCommand<'_>, _ctx: &Ctx, env: &Env<'_>, out: &mut Vec<u8>) -> Next {
     let mut kb = [0u8; MAX_KEY_LEN];

@@ -11,12 +11,15 @@
 mod admin;
 mod conn;
 mod conns;
+mod detail;
 mod env;
 pub mod exec;
 mod meta_exec;
 mod notify;
+mod ops;
 mod stats_cmd;
 pub mod tls;
+mod watch;
 
 use crate::config::{Config, IoDriver, Pin, EX_OK, EX_OSERR, EX_SOFTWARE};
 use crate::stats::Stats;
@@ -265,6 +268,7 @@ fn drop_privileges(cfg: &Config) -> Result<(), String> {
 /// Run the server until shutdown. Returns the process exit code.
 pub fn run(config: Config) -> i32 {
     time::init();
+    ops::init(&config);
     for w in &config.warnings {
         eprintln!("warning: {w}");
     }
@@ -382,6 +386,7 @@ pub fn run(config: Config) -> i32 {
         config.chunk_size,
         config.growth_factor,
     ));
+    store.set_automove(config.ext.slab_automove);
     if store.shard_count() < threads {
         eprintln!(
             "note: -m {} MiB is shared by {} shard(s) for {} event loops (each shard needs {} MiB \

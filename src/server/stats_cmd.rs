@@ -35,15 +35,26 @@ pub fn stats(group: StatsGroup<'_>, env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>)
             stat(ctx, "sizes_status", V::Str("disabled"), out);
             Response::StatsEnd
         }
+        // Served by `conns::stats` (it needs the asking connection).
         StatsGroup::Conns => Response::StatsEnd,
         StatsGroup::Reset => {
+            super::detail::clear();
             env.shared.stats.reset();
             env.shared.store.reset_stats();
             Response::StatsReset
         }
-        // Per-prefix stats are not kept: nothing to switch, an empty dump.
-        StatsGroup::DetailSwitch => Response::Ok,
-        StatsGroup::DetailDump => Response::StatsDetailDump,
+        // Per-prefix stats (`server::detail`).
+        StatsGroup::DetailSwitch(on) => {
+            super::detail::set_enabled(on);
+            Response::Ok
+        }
+        StatsGroup::DetailDump => {
+            // An admin command: one buffer for the dump is fine here.
+            let mut text = Vec::new();
+            super::detail::dump(&mut text);
+            emit(ctx, Response::StatsDetailDump(&text), out);
+            return;
+        }
         StatsGroup::DetailUsage => Response::StatsDetailUsage,
         // Text-only groups, served by `admin` (the dispatcher sends them there).
         StatsGroup::CacheDump(_) | StatsGroup::Extstore | StatsGroup::Unknown => {
@@ -257,44 +268,63 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     );
     s("oldest", V::U64(0));
     s("evictions", V::Str(if cfg.no_evict { "off" } else { "on" }));
-    s("domain_socket", V::Str("NULL"));
-    s("umask", V::U64(700));
-    s("shutdown_command", V::Bool(false));
+    let sock = cfg
+        .unix_socket
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "NULL".into());
+    s("domain_socket", V::Str(&sock));
+    let umask = format!("{:o}", cfg.unix_mask);
+    s("umask", V::Str(&umask));
+    s("shutdown_command", V::Bool(cfg.enable_shutdown));
     s("growth_factor", V::F64(cfg.growth_factor));
     s("chunk_size", V::U64(cfg.chunk_size as u64));
     s("num_threads", V::U64(cfg.threads as u64));
     s("num_threads_per_udp", V::U64(cfg.threads as u64));
-    s("stat_key_prefix", V::Str(":"));
-    s("detail_enabled", V::Bool(false));
-    s("reqs_per_event", V::U64(20));
-    s("cas_enabled", V::Bool(true));
-    s("tcp_backlog", V::U64(1024));
-    // memcached binds to the binary protocol when SASL is on.
+    let delim = [super::detail::delimiter()];
     s(
-        "binding_protocol",
-        V::Str(if cfg.sasl { "binary" } else { "auto-negotiate" }),
+        "stat_key_prefix",
+        V::Str(std::str::from_utf8(&delim).unwrap_or("?")),
     );
+    s("detail_enabled", V::Bool(super::detail::enabled()));
+    s("reqs_per_event", V::U64(cfg.reqs_per_event as u64));
+    s("cas_enabled", V::Bool(cfg.use_cas));
+    s("tcp_backlog", V::U64(cfg.backlog as u64));
+    // memcached binds to the binary protocol when SASL is on.
+    let proto = match cfg.protocol {
+        _ if cfg.sasl => "binary",
+        crate::config::Protocol::Binary => "binary",
+        crate::config::Protocol::Ascii => "ascii",
+        crate::config::Protocol::Auto => "auto-negotiate",
+    };
+    s("binding_protocol", V::Str(proto));
     s("auth_enabled_sasl", V::Bool(cfg.sasl));
     s("auth_enabled_ascii", V::Bool(false));
     s("item_size_max", V::U64(cfg.max_item_size as u64));
-    s("maxconns_fast", V::Bool(true));
-    s("hashpower_init", V::U64(0));
-    s("slab_reassign", V::Bool(true));
+    s("maxconns_fast", V::Bool(cfg.ext.maxconns_fast));
+    s(
+        "hashpower_init",
+        V::U64(cfg.ext.hashpower.unwrap_or(0) as u64),
+    );
+    s("slab_reassign", V::Bool(cfg.ext.slab_reassign));
     s("slab_automove", V::U64(env.shared.store.automove() as u64));
-    s("slab_automove_ratio", V::F64(0.8));
-    s("slab_automove_window", V::U64(30));
+    s("slab_automove_ratio", V::F64(cfg.ext.slab_automove_ratio));
+    s(
+        "slab_automove_window",
+        V::U64(cfg.ext.slab_automove_window as u64),
+    );
     // The largest slab chunk: half a page (larger items are large items).
     s(
         "slab_chunk_max",
         V::U64((env.shared.store.budget().page_size / 2) as u64),
     );
-    s("lru_crawler", V::Bool(true));
+    s("lru_crawler", V::Bool(super::env::CRAWLER_ON.load(Relaxed)));
     let (sleep, tocrawl) = crawler_settings();
     s("lru_crawler_sleep", V::U64(sleep as u64));
     s("lru_crawler_tocrawl", V::U64(tocrawl as u64));
     s("tail_repair_time", V::U64(0));
-    s("flush_enabled", V::Bool(true));
-    s("dump_enabled", V::Bool(true));
+    s("flush_enabled", V::Bool(cfg.flush_enabled));
+    s("dump_enabled", V::Bool(cfg.dump_enabled));
     s("hash_algorithm", V::Str("ahash"));
     s("lru_maintainer_thread", V::Bool(false));
     s("lru_segmented", V::Bool(false));
@@ -304,7 +334,7 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     s("warm_max_factor", V::F64(2.0));
     s("temp_lru", V::Bool(false));
     s("temporary_ttl", V::U64(61));
-    s("idle_timeout", V::U64(0));
+    s("idle_timeout", V::U64(cfg.ext.idle_timeout as u64));
     s("watcher_logbuf_size", V::U64(262144));
     s("worker_logbuf_size", V::U64(65536));
     s("read_buf_mem_limit", V::U64(cfg.read_buf_mem_limit as u64));

@@ -1,0 +1,269 @@
+//! memcached's operator switches, enforced with memcached 1.6.18's replies:
+//! `-C` (no CAS), `-F` (no `flush_all`), `-X` (no dumps), `-W` (no
+//! `watch`), `-A` (the `shutdown` command).
+//!
+//! The executor calls [`gate`] first for every request, but only when one of
+//! the switches is set ([`GATED`], one relaxed load otherwise); the encoders
+//! call [`no_cas`] (through `env::emit`) when CAS is off.
+
+use super::env::{emit, Env, Next, CRAWLER_ON, CRAWLER_SLEEP, CRAWLER_TOCRAWL};
+use crate::config::Config;
+use crate::protocol::meta::{self, Code, MetaCommand, Reply, Verb};
+use crate::protocol::StatsGroup;
+use crate::protocol::{
+    binary, fields, Command, Ctx, ErrorKind, Request, Response, StoreMode, MAX_KEY_LEN,
+};
+use crate::stats::{bump, count_delete, count_store};
+use crate::store::{DeleteResult, MetaGet, StoreResult};
+use crate::time;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+/// `-C`: CAS is off (replies carry CAS 0; compares fail).
+pub static CAS_OFF: AtomicBool = AtomicBool::new(false);
+/// Some switch is set: the executor asks [`gate`] about each request.
+pub static GATED: AtomicBool = AtomicBool::new(false);
+
+/// Apply the configuration's run-time switches (once, at start-up).
+pub fn init(cfg: &Config) {
+    CAS_OFF.store(!cfg.use_cas, Relaxed);
+    GATED.store(
+        !cfg.use_cas || !cfg.flush_enabled || !cfg.dump_enabled,
+        Relaxed,
+    );
+    CRAWLER_ON.store(cfg.ext.lru_crawler, Relaxed);
+    CRAWLER_SLEEP.store(cfg.ext.lru_crawler_sleep, Relaxed);
+    CRAWLER_TOCRAWL.store(cfg.ext.lru_crawler_tocrawl, Relaxed);
+    super::detail::init(cfg);
+}
+
+/// A response as memcached sends it with `-C`: every CAS is 0.
+#[inline]
+pub fn no_cas(r: Response<'_>) -> Response<'_> {
+    match r {
+        Response::Value {
+            key,
+            flags,
+            data,
+            with_cas,
+            ..
+        } => Response::Value {
+            key,
+            flags,
+            cas: 0,
+            data,
+            with_cas,
+        },
+        Response::Stored { .. } => Response::Stored { cas: 0 },
+        Response::Touched { .. } => Response::Touched { cas: 0 },
+        Response::Numeric { value, .. } => Response::Numeric { value, cas: 0 },
+        r => r,
+    }
+}
+
+/// A meta reply with `-C`: `c` prints 0.
+#[inline]
+pub fn meta_reply<'a>(r: &Reply<'a>) -> Reply<'a> {
+    let mut r = *r;
+    if CAS_OFF.load(Relaxed) {
+        r.cas = 0;
+    }
+    r
+}
+
+fn line(out: &mut Vec<u8>, ctx: &Ctx, s: &[u8]) {
+    if !ctx.noreply {
+        out.extend_from_slice(s);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Refuse or answer a request a switch forbids; `None` lets it through.
+pub fn gate(req: &Request<'_>, env: &Env<'_>, out: &mut Vec<u8>) -> Option<Next> {
+    let cfg = &env.shared.config;
+    let ctx = &req.ctx;
+    match req.cmd {
+        Command::FlushAll { .. } if !cfg.flush_enabled => {
+            if ctx.binary {
+                // memcached: "Auth failure.", not counted.
+                emit(ctx, Response::Error(ErrorKind::AuthError), out);
+            } else {
+                // memcached counts the refused flush in cmd_flush.
+                bump(&env.stats.cmd_flush, 1);
+                line(out, ctx, b"CLIENT_ERROR flush_all not allowed");
+            }
+        }
+        Command::Stats(StatsGroup::CacheDump(_)) if !cfg.dump_enabled => {
+            line(out, ctx, b"CLIENT_ERROR stats cachedump not allowed")
+        }
+        Command::LruCrawler { args } if !cfg.dump_enabled => {
+            let f = fields::<2>(args);
+            if !(f.n == 2 && f.v[0] == b"metadump") {
+                return None;
+            }
+            if !CRAWLER_ON.load(Relaxed) {
+                line(out, ctx, b"CLIENT_ERROR lru crawler disabled");
+            } else {
+                line(out, ctx, b"ERROR metadump not allowed");
+            }
+        }
+        _ if cfg.use_cas => return None,
+        Command::Store {
+            mode,
+            key,
+            flags,
+            exptime,
+            data,
+            cas,
+        } if ctx.binary && cas != 0 => {
+            // memcached -C: a binary set/add/replace's CAS is dropped (its
+            // items have no CAS field), so it stores as its opcode says.
+            let mode = match ctx.opcode {
+                binary::op::SET | binary::op::SETQ => StoreMode::Set,
+                binary::op::ADD | binary::op::ADDQ => StoreMode::Add,
+                binary::op::REPLACE | binary::op::REPLACEQ => StoreMode::Replace,
+                _ => mode,
+            };
+            let req = Request {
+                cmd: Command::Store {
+                    mode,
+                    key,
+                    flags,
+                    exptime,
+                    data,
+                    cas: 0,
+                },
+                ctx: req.ctx,
+            };
+            return Some(super::exec::execute(
+                &req,
+                env,
+                &mut Default::default(),
+                out,
+            ));
+        }
+        Command::Store { mode, key, .. } if mode == StoreMode::Cas => {
+            // memcached -C: items carry no CAS, a compare never matches.
+            let r = if exists(key, env) {
+                StoreResult::Exists
+            } else {
+                StoreResult::NotFound
+            };
+            count_store(env.stats, mode, true, &r);
+            let resp = match r {
+                StoreResult::Exists => Response::Exists,
+                _ => Response::NotFound,
+            };
+            emit(ctx, resp, out);
+        }
+        Command::Delete { key, cas } | Command::Arith { key, cas, .. } if cas != 0 => {
+            let found = exists(key, env);
+            if let Command::Delete { .. } = req.cmd {
+                let r = if found {
+                    DeleteResult::Exists
+                } else {
+                    DeleteResult::NotFound
+                };
+                count_delete(env.stats, &r, false, false);
+            }
+            emit(
+                ctx,
+                if found {
+                    Response::Exists
+                } else {
+                    Response::NotFound
+                },
+                out,
+            );
+        }
+        Command::Meta(ref m) => return meta_compare(m, env, out),
+        _ => return None,
+    }
+    Some(Next::Continue)
+}
+
+/// Is `key` live? (Reads only: no bump, no counters.)
+fn exists(key: &[u8], env: &Env<'_>) -> bool {
+    let (mut shard, h) = env.shared.store.lock(key);
+    shard
+        .meta_get(h, key, time::now(), &MetaGet::default())
+        .is_some()
+}
+
+/// `-C`: a meta store, delete or arith with `C<cas>` (a compare that never
+/// matches: `EX` on a live item, `NF` on a missing one).
+fn meta_compare(m: &MetaCommand<'_>, env: &Env<'_>, out: &mut Vec<u8>) -> Option<Next> {
+    if m.opts.compare_cas.is_none()
+        || !matches!(m.verb, Verb::Set | Verb::Delete | Verb::Arith)
+        || m.opts.too_large
+    {
+        return None;
+    }
+    let mut kb = [0u8; MAX_KEY_LEN];
+    let key = m.key(&mut kb);
+    let found = exists(key, env);
+    match m.verb {
+        Verb::Set => {
+            let r = if found {
+                StoreResult::Exists
+            } else {
+                StoreResult::NotFound
+            };
+            count_store(env.stats, StoreMode::Set, true, &r);
+        }
+        Verb::Delete => {
+            let r = if found {
+                DeleteResult::Exists
+            } else {
+                DeleteResult::NotFound
+            };
+            count_delete(env.stats, &r, false, false);
+        }
+        _ => {}
+    }
+    let r = Reply {
+        code: if found { Code::Ex } else { Code::Nf },
+        key,
+        ..Reply::default()
+    };
+    meta::encode(m, &r, out);
+    Some(Next::Continue)
+}
+
+/// `shutdown [graceful]` (`-A`), memcached's replies. Enabled, it stops the
+/// server as SIGTERM does (systemd hears `STOPPING=1`) and closes the
+/// asking connection without a reply.
+pub fn shutdown(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) -> Next {
+    let ctx = Ctx::default();
+    if !env.shared.config.enable_shutdown {
+        line(out, &ctx, b"ERROR: shutdown not enabled");
+        return Next::Continue;
+    }
+    let f = fields::<1>(args);
+    match (f.n, f.v[0]) {
+        (0, _) | (1, b"graceful") => {
+            super::notify::stopping("shutdown command");
+            env.shared
+                .shutdown
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            Next::Close
+        }
+        _ => {
+            line(out, &ctx, b"CLIENT_ERROR invalid shutdown mode");
+            Next::Continue
+        }
+    }
+}
+
+/// `shutdown ...` and `watch ...`.
+pub fn command(
+    name: &[u8],
+    args: &[u8],
+    env: &Env<'_>,
+    conn: &mut super::env::ConnState,
+    out: &mut Vec<u8>,
+) -> Next {
+    match name {
+        b"shutdown" => shutdown(args, env, out),
+        _ => super::watch::command(args, env, conn, out),
+    }
+}

@@ -1,0 +1,196 @@
+//! memcached's operator switches enforced (issue 12), each compared with
+//! the real memcached 1.6.18 started with the same flags: `-C` (no CAS),
+//! `-F` (no flush_all), `-X` (no dumps), `-W` (no watch), `-A` and the
+//! `shutdown` command, and `stats settings` showing every switch.
+
+use crate::binary_wire::{op, set as bset, Client, Pkt};
+use crate::common::{self, Server};
+use std::time::Duration;
+
+/// `script` on a fresh connection: exactly `lines` reply lines, then
+/// silence.
+fn call(s: &Server, script: &str, lines: usize) -> String {
+    let mut c = s.conn();
+    c.send(script.as_bytes());
+    let mut out = String::new();
+    for _ in 0..lines {
+        out.push_str(&c.line());
+        out.push('\n');
+    }
+    c.expect_silence(Duration::from_millis(150));
+    out
+}
+
+/// -C -F -X -W: the refusals and the CAS-less replies (text, meta), byte
+/// for byte.
+#[test]
+fn switches_refuse_like_memcached() {
+    let flags = ["-C", "-F", "-X", "-W"];
+    let mc = Server::memcached(&flags);
+    let cc = Server::corecached(&[&["-t", "2"][..], &flags].concat());
+    let scripts: &[(&str, usize)] = &[
+        // CAS 0 everywhere; a compare never matches (EXISTS / NOT_FOUND).
+        (
+            "set a:1 0 0 1\r\nx\r\ngets a:1\r\nmg a:1 c v\r\ncas a:1 0 0 1 0\r\ny\r\ncas a:1 0 0 1 5\r\nz\r\ncas nope 0 0 1 5\r\nz\r\ngets a:1\r\nms a:1 1 C0\r\nq\r\nms a:1 1 C7\r\nq\r\nms nope 1 C7\r\nq\r\nmd a:1 C7\r\nmg a:1 c v\r\n",
+            18,
+        ),
+        (
+            "set n 0 0 1\r\n5\r\nincr n 2\r\nmg n c v\r\nms n 1 c\r\n9\r\n",
+            5,
+        ),
+        // -F: refused (noreply silences it), counted in cmd_flush.
+        (
+            "flush_all\r\nflush_all noreply\r\nflush_all 5\r\n",
+            2,
+        ),
+        // -X
+        (
+            "stats cachedump 1 1\r\nstats cachedump\r\nlru_crawler metadump all\r\nlru_crawler metadump\r\n",
+            4,
+        ),
+        // -W, and shutdown without -A
+        (
+            "watch\r\nwatch fetchers\r\nshutdown\r\nshutdown graceful\r\nshutdown x\r\n",
+            5,
+        ),
+    ];
+    for (sc, n) in scripts {
+        let want = call(&mc, sc, *n);
+        let got = call(&cc, sc, *n);
+        assert_eq!(want, got, "script {sc:?}");
+    }
+    // the refused flushes were counted (memcached: text ones only)
+    let mut b = [&mc, &cc].map(|s| Client::connect(s.port));
+    for c in &mut b {
+        let r = c.call(&Pkt::new(op::FLUSH));
+        assert_eq!(r.status, 0x20, "binary flush refused with Auth failure");
+        assert_eq!(r.value, b"Auth failure.");
+    }
+    let counts: Vec<u64> = [&mc, &cc]
+        .iter()
+        .map(|s| s.conn().stat_u64("cmd_flush"))
+        .collect();
+    assert_eq!(counts[0], counts[1], "cmd_flush");
+    // items survived the refused flushes
+    assert!(cc.conn().get("a:1").is_some());
+    // binary: CAS 0 in get and set replies; a set with a CAS is EXISTS
+    for (s, c) in [&mc, &cc].iter().zip(b.iter_mut()) {
+        let r = c.call(&bset(op::SET, b"b", b"v", 0, 0));
+        assert_eq!((r.status, r.cas), (0, 0), "{:?} set", s.kind);
+        let r = c.call(&Pkt::new(op::GET).key(b"b"));
+        assert_eq!((r.status, r.cas), (0, 0), "{:?} get", s.kind);
+        // memcached drops a binary set's CAS when CAS is off: it stores
+        let r = c.call(&bset(op::SET, b"b", b"w", 0, 0).cas(9));
+        assert_eq!((r.status, r.cas), (0, 0), "{:?} set with cas", s.kind);
+        let r = c.call(&Pkt::new(op::DELETE).key(b"b").cas(9));
+        assert_eq!(r.status, 2, "{:?} delete with cas", s.kind);
+    }
+}
+
+/// Without the switches, flush_all works and CAS values are not 0 (so the
+/// test above pins the switches, not a default).
+#[test]
+fn switches_off_by_default() {
+    let cc = Server::corecached(&["-t", "2"]);
+    let mut c = cc.conn();
+    c.set("k", 0, 0, b"v");
+    assert_ne!(c.gets("k").unwrap().2, 0);
+    c.req("flush_all\r\n", "OK\r\n");
+    assert!(c.get("k").is_none());
+}
+
+/// -A: `shutdown x` is refused as memcached refuses it; `shutdown` closes
+/// the asking connection without a reply and the server exits.
+#[test]
+fn shutdown_command_with_a() {
+    let mc = Server::memcached(&["-A"]);
+    let mut cc = Server::corecached(&["-t", "2", "-A"]);
+    assert_eq!(
+        call(&mc, "shutdown x\r\nshutdown a b\r\n", 2),
+        call(&cc, "shutdown x\r\nshutdown a b\r\n", 2)
+    );
+    for graceful in [false, true] {
+        let mut s = if graceful {
+            Server::corecached(&["-t", "2", "-A"])
+        } else {
+            std::mem::replace(&mut cc, Server::corecached(&["-t", "1"]))
+        };
+        let other = s.conn();
+        let mut c = s.conn();
+        c.send(if graceful {
+            "shutdown graceful\r\n"
+        } else {
+            "shutdown\r\n"
+        });
+        assert!(c.read_to_close().is_empty(), "no reply before the close");
+        let st = s.wait_exit(Duration::from_secs(10)).expect("server exits");
+        assert!(st.success(), "exit status {st:?}");
+        drop(other);
+    }
+}
+
+/// `stats settings` shows each switch with memcached's name and value.
+#[test]
+fn settings_show_switches_like_memcached() {
+    let flags = [
+        "-C",
+        "-F",
+        "-X",
+        "-A",
+        "-D",
+        "/",
+        "-R",
+        "7",
+        "-b",
+        "99",
+        "-B",
+        "ascii",
+        "-o",
+        "idle_timeout=9,slab_automove_ratio=0.5,slab_automove_window=5,hashpower=18,no_maxconns_fast,lru_crawler_sleep=50,lru_crawler_tocrawl=3,no_slab_reassign,slab_automove=2",
+    ];
+    let mc = Server::memcached(&flags);
+    let cc = Server::corecached(&[&["-t", "2"][..], &flags].concat());
+    let want = mc.conn().stats("settings");
+    let got = cc.conn().stats("settings");
+    let names = [
+        "domain_socket",
+        "umask",
+        "shutdown_command",
+        "stat_key_prefix",
+        "detail_enabled",
+        "reqs_per_event",
+        "cas_enabled",
+        "tcp_backlog",
+        "binding_protocol",
+        "item_size_max",
+        "maxconns_fast",
+        "hashpower_init",
+        "slab_reassign",
+        "slab_automove",
+        "slab_automove_ratio",
+        "slab_automove_window",
+        "lru_crawler",
+        "lru_crawler_sleep",
+        "lru_crawler_tocrawl",
+        "flush_enabled",
+        "dump_enabled",
+        "idle_timeout",
+        "maxbytes",
+        "maxconns",
+        "evictions",
+        "growth_factor",
+        "chunk_size",
+    ];
+    for n in names {
+        assert_eq!(want.get(n), got.get(n), "stats settings {n}");
+    }
+    // and the defaults
+    let mc = Server::memcached(&[]);
+    let cc = Server::corecached(&["-t", "4"]);
+    let want = mc.conn().stats("settings");
+    let got = cc.conn().stats("settings");
+    for n in names {
+        assert_eq!(want.get(n), got.get(n), "default stats settings {n}");
+    }
+    let _ = common::unix_now();
+}

@@ -21,7 +21,7 @@ use crate::protocol::{
     fields, put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Fields, Response,
 };
 use crate::stats::bump;
-use crate::store::{MetaGet, StoreMode, StoreOpts, StoreResult, WalkItem};
+use crate::store::{MetaGet, StoreMode, StoreRequest, StoreResult, WalkItem};
 use crate::time;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
@@ -71,8 +71,8 @@ pub fn lease_get(key: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
     };
     let st = env.stats;
     bump(&st.cmd_get, 1);
-    let (mut shard, h) = env.shared.store.lock(key);
-    let Some((it, oc)) = shard.meta_get(h, key, now, &op) else {
+    let mut shard = env.shared.store.lock(key);
+    let Some((it, oc)) = shard.meta_get(key, now, &op) else {
         drop(shard);
         bump(&st.get_misses, 1);
         line(out, b"SERVER_ERROR out of memory");
@@ -118,19 +118,24 @@ pub fn lease_set(
     let st = env.stats;
     bump(&st.cmd_set, 1);
     let exp = time::exptime_to_rel(exptime, now);
-    let (mut shard, h) = env.shared.store.lock(key);
+    let mut shard = env.shared.store.lock(key);
     let leased = shard
-        .meta_get(h, key, now, &MetaGet::default())
+        .meta_get(key, now, &MetaGet::default())
         .map(|(it, _)| (it.stale || it.win) && it.cas == token);
     let r = if token > HOT_MISS && leased == Some(true) {
-        let opts = StoreOpts::default();
-        shard.store_with(h, key, StoreMode::Set, flags, exp, data, token, now, &opts)
+        let req = StoreRequest {
+            flags,
+            exptime: exp,
+            cas: token,
+            ..StoreRequest::new(StoreMode::Set, key, data)
+        };
+        shard.store(&req, now)
     } else {
         StoreResult::NotStored
     };
     drop(shard);
     let resp = match r {
-        StoreResult::Stored { cas } => Response::Stored { cas },
+        StoreResult::Stored { cas, .. } => Response::Stored { cas },
         StoreResult::OutOfMemory => {
             bump(&st.store_no_memory, 1);
             Response::Error(ErrorKind::OutOfMemory)
@@ -146,9 +151,9 @@ pub fn lease_set(
 /// (corecached keeps neither an item's store time nor its writer.)
 pub fn metaget(key: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
     let now = time::now();
-    let (mut shard, h) = env.shared.store.lock(key);
+    let mut shard = env.shared.store.lock(key);
     let exp = shard
-        .meta_get(h, key, now, &MetaGet::default())
+        .meta_get(key, now, &MetaGet::default())
         .map(|(it, _)| it.exptime);
     drop(shard);
     if let Some(exp) = exp {

@@ -11,7 +11,9 @@ use crate::protocol::{
 };
 use crate::sasl;
 use crate::stats::{bump, WorkerStats};
-use crate::store::{ArithResult, DeleteResult, Reassign, StoreResult};
+use crate::store::{
+    ArithRequest, ArithResult, DeleteRequest, DeleteResult, Reassign, StoreRequest, StoreResult,
+};
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -95,12 +97,18 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             bump(&st.cmd_set, 1);
             let now = time::now();
             let exp = time::exptime_to_rel(exptime, now);
-            let (mut shard, h) = store.lock(key);
-            let r = shard.store(h, key, mode.into(), flags, exp, data, cas, now);
+            let mut shard = store.lock(key);
+            let req = StoreRequest {
+                flags,
+                exptime: exp,
+                cas,
+                ..StoreRequest::new(mode.into(), key, data)
+            };
+            let r = shard.store(&req, now);
             drop(shard);
             let compare = mode == StoreMode::Cas;
             let resp = match r {
-                StoreResult::Stored { cas } => {
+                StoreResult::Stored { cas, .. } => {
                     if compare {
                         bump(&st.cas_hits, 1);
                     }
@@ -128,8 +136,12 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         }
         Command::Delete { key, cas } => {
             let now = time::now();
-            let (mut shard, h) = store.lock(key);
-            let r = shard.delete(h, key, cas, now);
+            let mut shard = store.lock(key);
+            let req = DeleteRequest {
+                cas,
+                ..DeleteRequest::new(key)
+            };
+            let r = shard.delete(&req, now);
             drop(shard);
             let resp = match r {
                 DeleteResult::Deleted => {
@@ -153,8 +165,13 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         } => {
             let now = time::now();
             let initial = initial.map(|(v, e)| (v, time::exptime_to_rel(e, now)));
-            let (mut shard, h) = store.lock(key);
-            let r = shard.arith(h, key, incr, delta, initial, cas, now);
+            let mut shard = store.lock(key);
+            let req = ArithRequest {
+                initial,
+                cas,
+                ..ArithRequest::new(key, incr, delta)
+            };
+            let r = shard.arith(&req, now);
             drop(shard);
             let (hits, misses) = if incr {
                 (&st.incr_hits, &st.incr_misses)
@@ -162,7 +179,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
                 (&st.decr_hits, &st.decr_misses)
             };
             let resp = match r {
-                ArithResult::Value { value, cas } => {
+                ArithResult::Value { value, cas, .. } => {
                     bump(hits, 1);
                     Response::Numeric { value, cas }
                 }
@@ -180,8 +197,8 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             bump(&st.cmd_touch, 1);
             let now = time::now();
             let exp = time::exptime_to_rel(exptime, now);
-            let (mut shard, h) = store.lock(key);
-            let r = shard.touch(h, key, exp, now);
+            let mut shard = store.lock(key);
+            let r = shard.touch(key, exp, now);
             drop(shard);
             let resp = match r {
                 Some(cas) => {
@@ -269,8 +286,8 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
                 bump(&st.store_too_large, 1);
             }
             if let Some(key) = unlink {
-                let (mut shard, h) = store.lock(key);
-                shard.delete(h, key, 0, time::now());
+                let mut shard = store.lock(key);
+                shard.delete(&DeleteRequest::new(key), time::now());
             }
             emit(ctx, Response::Error(error), out);
             // Swallow a block of a size a client may plausibly have sent;
@@ -351,8 +368,8 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
         }
         served += 1;
         bump(cmd, 1);
-        let (mut shard, h) = store.lock(key);
-        match shard.get(h, key, now, exp) {
+        let mut shard = store.lock(key);
+        match shard.get(key, now, exp) {
             Some(it) => {
                 // Room for the header line (or binary header) and the value,
                 // asked for without aborting if the allocator says no.

@@ -70,8 +70,8 @@ fn each_client_command_records_one_change_per_changed_key() {
         kinds(&rec.take())
     };
     let cas_of = |k: &[u8]| {
-        let (mut s, h) = shared.store.lock(k);
-        s.get(h, k, crate::time::now(), None).unwrap().cas
+        let mut s = shared.store.lock(k);
+        s.get(k, crate::time::now(), None).unwrap().cas
     };
     let big = "x".repeat(2 << 20);
     let item = vec!["item"];
@@ -123,7 +123,7 @@ fn each_client_command_records_one_change_per_changed_key() {
     assert_eq!(run("md m\r\n"), none);
     assert_eq!(run("ma c N0 J5\r\n"), item);
     assert_eq!(run("ma c\r\n"), item);
-    assert_eq!(run("ma c MD D2\r\n"), item);
+    assert_eq!(run("ma c MD D2 T40\r\n"), item);
     assert_eq!(run("ma missing\r\n"), none);
     assert_eq!(run("mg c T30\r\n"), item);
     assert_eq!(run("mg q N30 v\r\n"), item);

@@ -73,8 +73,8 @@ pub(crate) mod tests {
     //! applied changes; last writer wins by CAS in `apply`.
     use super::*;
     use crate::store::{
-        ArithResult, DeleteOpts, DeleteResult, MetaGet, Shard, Store, StoreConfig, StoreMode,
-        StoreOpts, StoreResult,
+        ArithRequest, ArithResult, DeleteRequest, DeleteResult, MetaGet, Shard, Store, StoreConfig,
+        StoreMode, StoreRequest, StoreResult,
     };
     use std::sync::{Arc, Mutex};
 
@@ -173,13 +173,13 @@ pub(crate) mod tests {
 
     fn stored(r: StoreResult) -> u64 {
         match r {
-            StoreResult::Stored { cas } => cas,
+            StoreResult::Stored { cas, .. } => cas,
             r => panic!("{r:?}"),
         }
     }
 
     fn cas_of(s: &mut Shard, k: &[u8]) -> u64 {
-        s.meta_get(0, k, 10, &MetaGet::default()).unwrap().0.cas
+        s.meta_get(k, 10, &MetaGet::default()).unwrap().0.cas
     }
 
     #[test]
@@ -187,58 +187,103 @@ pub(crate) mod tests {
         let (mut s, r) = recorded(&StoreConfig::default());
         let set = StoreMode::Set;
         // set / add / replace / cas
-        let c = stored(s.store(0, b"k", set, 3, 50, b"v1", 0, 10));
+        let c = stored(s.store(
+            &StoreRequest {
+                flags: 3,
+                exptime: 50,
+                ..StoreRequest::new(set, b"k", b"v1")
+            },
+            10,
+        ));
         assert_eq!(one(&r), item(b"k", b"v1", 3, 50, c, false));
         assert_eq!(
-            s.store(0, b"k", StoreMode::Add, 0, 0, b"x", 0, 10),
+            s.store(&StoreRequest::new(StoreMode::Add, b"k", b"x"), 10),
             StoreResult::NotStored
         );
-        let c = stored(s.store(0, b"a", StoreMode::Add, 0, 0, b"x", 0, 10));
+        let c = stored(s.store(&StoreRequest::new(StoreMode::Add, b"a", b"x"), 10));
         assert_eq!(one(&r), item(b"a", b"x", 0, 0, c, false));
-        let c = stored(s.store(0, b"k", StoreMode::Replace, 1, 0, b"v2", 0, 10));
+        let c = stored(s.store(
+            &StoreRequest {
+                flags: 1,
+                ..StoreRequest::new(StoreMode::Replace, b"k", b"v2")
+            },
+            10,
+        ));
         assert_eq!(one(&r), item(b"k", b"v2", 1, 0, c, false));
         assert_eq!(
-            s.store(0, b"zz", StoreMode::Replace, 0, 0, b"x", 0, 10),
+            s.store(&StoreRequest::new(StoreMode::Replace, b"zz", b"x"), 10),
             StoreResult::NotStored
         );
         assert_eq!(
-            s.store(0, b"k", StoreMode::Cas, 0, 0, b"x", c + 1, 10),
+            s.store(
+                &StoreRequest {
+                    cas: c + 1,
+                    ..StoreRequest::new(StoreMode::Cas, b"k", b"x")
+                },
+                10
+            ),
             StoreResult::Exists
         );
-        let c = stored(s.store(0, b"k", StoreMode::Cas, 2, 0, b"v3", c, 10));
+        let c = stored(s.store(
+            &StoreRequest {
+                flags: 2,
+                cas: c,
+                ..StoreRequest::new(StoreMode::Cas, b"k", b"v3")
+            },
+            10,
+        ));
         assert_eq!(one(&r), item(b"k", b"v3", 2, 0, c, false));
         // append / prepend: the combined item, the old flags and expiry
-        let c = stored(s.store(0, b"k", StoreMode::Append, 9, 0, b"+", 0, 10));
+        let c = stored(s.store(
+            &StoreRequest {
+                flags: 9,
+                ..StoreRequest::new(StoreMode::Append, b"k", b"+")
+            },
+            10,
+        ));
         assert_eq!(one(&r), item(b"k", b"v3+", 2, 0, c, false));
-        let c = stored(s.store(0, b"k", StoreMode::Prepend, 9, 0, b"-", 0, 10));
+        let c = stored(s.store(
+            &StoreRequest {
+                flags: 9,
+                ..StoreRequest::new(StoreMode::Prepend, b"k", b"-")
+            },
+            10,
+        ));
         assert_eq!(one(&r), item(b"k", b"-v3+", 2, 0, c, false));
         // incr/decr: in place (padded), grown, created
-        stored(s.store(0, b"n", set, 0, 0, b"100", 0, 10));
+        stored(s.store(&StoreRequest::new(set, b"n", b"100"), 10));
         r.take();
-        let ArithResult::Value { cas, .. } = s.arith(0, b"n", false, 1, None, 0, 10) else {
+        let ArithResult::Value { cas, .. } = s.arith(&ArithRequest::new(b"n", false, 1), 10) else {
             panic!()
         };
         assert_eq!(one(&r), item(b"n", b"99 ", 0, 0, cas, false));
-        let ArithResult::Value { cas, .. } = s.arith(0, b"n", true, 901, None, 0, 10) else {
+        let ArithResult::Value { cas, .. } = s.arith(&ArithRequest::new(b"n", true, 901), 10)
+        else {
             panic!()
         };
         assert_eq!(one(&r), item(b"n", b"1000", 0, 0, cas, false));
-        let ArithResult::Value { cas, .. } = s.arith(0, b"m", true, 1, Some((7, 40)), 0, 10) else {
+        let ArithResult::Value { cas, .. } = s.arith(
+            &ArithRequest {
+                initial: Some((7, 40)),
+                ..ArithRequest::new(b"m", true, 1)
+            },
+            10,
+        ) else {
             panic!()
         };
         assert_eq!(one(&r), item(b"m", b"7", 0, 40, cas, false));
         assert_eq!(
-            s.arith(0, b"none", true, 1, None, 0, 10),
+            s.arith(&ArithRequest::new(b"none", true, 1), 10),
             ArithResult::NotFound
         );
         // touch / gat: new expiry, same CAS; a plain get records nothing
         let c = cas_of(&mut s, b"a");
-        assert_eq!(s.touch(0, b"a", 70, 10), Some(c));
+        assert_eq!(s.touch(b"a", 70, 10), Some(c));
         assert_eq!(one(&r), item(b"a", b"x", 0, 70, c, false));
-        assert!(s.get(0, b"a", 10, Some(80)).is_some());
+        assert!(s.get(b"a", 10, Some(80)).is_some());
         assert_eq!(one(&r), item(b"a", b"x", 0, 80, c, false));
-        assert!(s.get(0, b"a", 10, None).is_some());
-        assert!(s.touch(0, b"none", 5, 10).is_none());
+        assert!(s.get(b"a", 10, None).is_some());
+        assert!(s.touch(b"none", 5, 10).is_none());
         // mg: T records, N on a miss records the created item, a read that
         // only takes the win records nothing
         let t = MetaGet {
@@ -246,7 +291,7 @@ pub(crate) mod tests {
             bump: true,
             ..MetaGet::default()
         };
-        s.meta_get(0, b"a", 10, &t).unwrap();
+        s.meta_get(b"a", 10, &t).unwrap();
         assert_eq!(one(&r), item(b"a", b"x", 0, 90, c, false));
         let n = MetaGet {
             vivify: Some(30),
@@ -254,52 +299,70 @@ pub(crate) mod tests {
             new_cas: 0,
             ..MetaGet::default()
         };
-        let (it, _) = s.meta_get(0, b"v", 10, &n).unwrap();
+        let (it, _) = s.meta_get(b"v", 10, &n).unwrap();
         let vc = it.cas;
         assert_eq!(one(&r), item(b"v", b"", 0, 30, vc, false));
-        s.meta_get(0, b"v", 10, &n).unwrap();
-        s.meta_get(0, b"v", 10, &MetaGet::default()).unwrap();
+        s.meta_get(b"v", 10, &n).unwrap();
+        s.meta_get(b"v", 10, &MetaGet::default()).unwrap();
         // ms I (stale store with an older CAS), ms MA with N
-        let stale = StoreOpts {
+        let stale = StoreRequest {
+            flags: 4,
+            cas: vc - 1,
             invalidate: true,
-            ..StoreOpts::default()
+            ..StoreRequest::new(set, b"v", b"late")
         };
-        let c = stored(s.store_with(0, b"v", set, 4, 0, b"late", vc - 1, 10, &stale));
+        let c = stored(s.store(&stale, 10));
         assert_eq!(one(&r), item(b"v", b"late", 4, 30, c, true));
-        let viv = StoreOpts {
+        let viv = StoreRequest {
+            flags: 5,
             vivify: Some(60),
-            ..StoreOpts::default()
+            ..StoreRequest::new(StoreMode::Append, b"w", b"ab")
         };
-        let c = stored(s.store_with(0, b"w", StoreMode::Append, 5, 0, b"ab", 0, 10, &viv));
+        let c = stored(s.store(&viv, 10));
         assert_eq!(one(&r), item(b"w", b"ab", 5, 60, c, false));
         // md I: stale, new CAS, new expiry; md x: emptied, flags and expiry
-        let inv = DeleteOpts {
+        let inv = DeleteRequest {
             invalidate: true,
             touch: Some(33),
-            ..DeleteOpts::default()
+            ..DeleteRequest::new(b"w")
         };
-        assert_eq!(s.delete_with(0, b"w", 10, &inv), DeleteResult::Deleted);
+        assert_eq!(s.delete(&inv, 10), DeleteResult::Deleted);
         let c = cas_of(&mut s, b"w");
         assert_eq!(one(&r), item(b"w", b"ab", 5, 33, c, true));
-        let x = DeleteOpts {
+        let x = DeleteRequest {
             remove_value: true,
             flags: 8,
             exptime: 44,
-            ..DeleteOpts::default()
+            ..DeleteRequest::new(b"w")
         };
-        assert_eq!(s.delete_with(0, b"w", 10, &x), DeleteResult::Deleted);
+        assert_eq!(s.delete(&x, 10), DeleteResult::Deleted);
         assert_eq!(one(&r), item(b"w", b"", 8, 44, c, false));
         // delete: a removal with a fresh version; a miss or a CAS mismatch
         // records nothing
-        assert_eq!(s.delete(0, b"w", c + 1, 10), DeleteResult::Exists);
-        assert_eq!(s.delete(0, b"w", 0, 10), DeleteResult::Deleted);
+        assert_eq!(
+            s.delete(
+                &DeleteRequest {
+                    cas: c + 1,
+                    ..DeleteRequest::new(b"w")
+                },
+                10
+            ),
+            DeleteResult::Exists
+        );
+        assert_eq!(
+            s.delete(&DeleteRequest::new(b"w"), 10),
+            DeleteResult::Deleted
+        );
         let rm = one(&r);
         assert!(matches!(&rm, Rec::Removed { key, cas } if key == b"w" && *cas > c));
-        assert_eq!(s.delete(0, b"w", 0, 10), DeleteResult::NotFound);
+        assert_eq!(
+            s.delete(&DeleteRequest::new(b"w"), 10),
+            DeleteResult::NotFound
+        );
         // too large for -I: nothing
         let big = vec![0u8; 2 << 20];
         assert_eq!(
-            s.store(0, b"k", set, 0, 0, &big, 0, 10),
+            s.store(&StoreRequest::new(set, b"k", &big), 10),
             StoreResult::TooLarge
         );
         // flush_all: one Flush, now or later
@@ -321,18 +384,12 @@ pub(crate) mod tests {
             ..StoreConfig::default()
         };
         let (mut s, r) = recorded(&cfg);
-        stored(s.store(0, b"k", StoreMode::Set, 0, 0, b"old", 0, 10));
+        stored(s.store(&StoreRequest::new(StoreMode::Set, b"k", b"old"), 10));
         let v = vec![b'x'; 1000];
         let mut i = 0;
         while matches!(
             s.store(
-                0,
-                format!("f{i}").as_bytes(),
-                StoreMode::Set,
-                0,
-                0,
-                &v,
-                0,
+                &StoreRequest::new(StoreMode::Set, format!("f{i}").as_bytes(), &v),
                 10
             ),
             StoreResult::Stored { .. }
@@ -341,11 +398,11 @@ pub(crate) mod tests {
         }
         r.take();
         assert_eq!(
-            s.store(0, b"k", StoreMode::Set, 0, 0, &v, 0, 10),
+            s.store(&StoreRequest::new(StoreMode::Set, b"k", &v), 10),
             StoreResult::OutOfMemory
         );
         assert!(matches!(one(&r), Rec::Removed { key, .. } if key == b"k"));
-        assert!(s.get(0, b"k", 10, None).is_none());
+        assert!(s.get(b"k", 10, None).is_none());
     }
 
     /// Evictions, expiry, flush sweeps and page moves are the engine's own
@@ -361,13 +418,7 @@ pub(crate) mod tests {
         let mut n = 0;
         while s.stats().evictions < 1000 {
             stored(s.store(
-                0,
-                format!("k{n}").as_bytes(),
-                StoreMode::Set,
-                0,
-                0,
-                &v,
-                0,
+                &StoreRequest::new(StoreMode::Set, format!("k{n}").as_bytes(), &v),
                 10,
             ));
             n += 1;
@@ -378,18 +429,15 @@ pub(crate) mod tests {
         // expiry: lazily on read and by the wheel
         for i in 0..100 {
             stored(s.store(
-                0,
-                format!("e{i}").as_bytes(),
-                StoreMode::Set,
-                0,
-                12,
-                b"x",
-                0,
+                &StoreRequest {
+                    exptime: 12,
+                    ..StoreRequest::new(StoreMode::Set, format!("e{i}").as_bytes(), b"x")
+                },
                 10,
             ));
         }
         r.take();
-        assert!(s.get(0, b"e0", 12, None).is_none());
+        assert!(s.get(b"e0", 12, None).is_none());
         while s.tick(12) {}
         assert!(s.stats().reclaimed > 0);
         // page moves
@@ -399,7 +447,7 @@ pub(crate) mod tests {
         // flush: one record for the command, none for the sweep
         s.flush_all(13, 13);
         assert!(matches!(one(&r), Rec::Flush { .. }));
-        assert!(s.get(0, b"k0", 13, None).is_none());
+        assert!(s.get(b"k0", 13, None).is_none());
         while s.tick(14) {}
         assert_eq!(s.stats().curr_items, 0);
         assert!(r.take().is_empty());
@@ -430,38 +478,48 @@ pub(crate) mod tests {
     fn a_later_write_is_newer_than_a_client_given_cas() {
         let mut s = Shard::new(0, 1, &StoreConfig::default());
         let big = 10_000_000_000_000_000_000u64;
-        let e = StoreOpts {
+        let e = StoreRequest {
             new_cas: big,
-            ..StoreOpts::default()
+            ..StoreRequest::new(StoreMode::Set, b"k", b"1")
         };
-        let c = stored(s.store_with(0, b"k", StoreMode::Set, 0, 0, b"1", 0, 10, &e));
+        let c = stored(s.store(&e, 10));
         assert_eq!(c, big);
-        let c2 = stored(s.store(0, b"k", StoreMode::Set, 0, 0, b"2", 0, 10));
+        let c2 = stored(s.store(&StoreRequest::new(StoreMode::Set, b"k", b"2"), 10));
         assert!(c2 > big, "{c2} <= {big}");
         // the same for md I E, ma E, mg N E
-        let inv = DeleteOpts {
+        let inv = DeleteRequest {
             invalidate: true,
             new_cas: big + 1_000_000,
-            ..DeleteOpts::default()
+            ..DeleteRequest::new(b"k")
         };
-        s.delete_with(0, b"k", 10, &inv);
-        assert!(stored(s.store(0, b"j", StoreMode::Set, 0, 0, b"2", 0, 10)) > big + 1_000_000);
-        s.store(0, b"n", StoreMode::Set, 0, 0, b"1", 0, 10);
-        s.arith_with(0, b"n", true, 1, None, 0, 10, big + 2_000_000);
-        assert!(stored(s.store(0, b"j", StoreMode::Set, 0, 0, b"2", 0, 10)) > big + 2_000_000);
+        s.delete(&inv, 10);
+        assert!(
+            stored(s.store(&StoreRequest::new(StoreMode::Set, b"j", b"2"), 10)) > big + 1_000_000
+        );
+        s.store(&StoreRequest::new(StoreMode::Set, b"n", b"1"), 10);
+        let e = ArithRequest {
+            new_cas: big + 2_000_000,
+            ..ArithRequest::new(b"n", true, 1)
+        };
+        s.arith(&e, 10);
+        assert!(
+            stored(s.store(&StoreRequest::new(StoreMode::Set, b"j", b"2"), 10)) > big + 2_000_000
+        );
         let n = MetaGet {
             vivify: Some(0),
             new_cas: big + 3_000_000,
             ..MetaGet::default()
         };
-        s.meta_get(0, b"viv", 10, &n);
-        assert!(stored(s.store(0, b"j", StoreMode::Set, 0, 0, b"2", 0, 10)) > big + 3_000_000);
+        s.meta_get(b"viv", 10, &n);
+        assert!(
+            stored(s.store(&StoreRequest::new(StoreMode::Set, b"j", b"2"), 10)) > big + 3_000_000
+        );
     }
 
     #[test]
     fn apply_is_last_writer_wins_by_cas_and_never_recorded() {
         let (mut s, r) = recorded(&StoreConfig::default());
-        let c = stored(s.store(0, b"k", StoreMode::Set, 0, 0, b"local", 0, 10));
+        let c = stored(s.store(&StoreRequest::new(StoreMode::Set, b"k", b"local"), 10));
         r.take();
         let theirs = |value: &'static [u8], cas: u64| Change::Item {
             key: b"k",
@@ -474,13 +532,13 @@ pub(crate) mod tests {
         // older or equal: nothing changes
         assert_eq!(s.apply(&theirs(b"old", c - 1), 10), Applied::Older);
         assert_eq!(s.apply(&theirs(b"same", c), 10), Applied::Older);
-        assert_eq!(s.get(0, b"k", 10, None).unwrap().value, b"local");
+        assert_eq!(s.get(b"k", 10, None).unwrap().value, b"local");
         // newer: stored with its CAS, flags, and the clock moves past it
         let newer = c + (1 << 30);
         assert_eq!(s.apply(&theirs(b"remote", newer), 10), Applied::Stored);
-        let it = s.get(0, b"k", 10, None).unwrap();
+        let it = s.get(b"k", 10, None).unwrap();
         assert_eq!((it.value, it.flags, it.cas), (&b"remote"[..], 7, newer));
-        assert!(stored(s.store(0, b"x", StoreMode::Set, 0, 0, b"1", 0, 10)) > newer);
+        assert!(stored(s.store(&StoreRequest::new(StoreMode::Set, b"x", b"1"), 10)) > newer);
         r.take();
         // a stale post-image stays stale; a new key is created
         let st = Change::Item {
@@ -492,13 +550,13 @@ pub(crate) mod tests {
             stale: true,
         };
         assert_eq!(s.apply(&st, 10), Applied::Stored);
-        let (it, _) = s.meta_get(0, b"s", 10, &MetaGet::default()).unwrap();
+        let (it, _) = s.meta_get(b"s", 10, &MetaGet::default()).unwrap();
         assert!(it.stale && it.exptime == 99);
         // removals: older ones change nothing, newer ones remove
         let rm = |cas| Change::Removed { key: b"k", cas };
         assert_eq!(s.apply(&rm(newer), 10), Applied::Older);
         assert_eq!(s.apply(&rm(newer + 1), 10), Applied::Removed);
-        assert!(s.get(0, b"k", 10, None).is_none());
+        assert!(s.get(b"k", 10, None).is_none());
         assert_eq!(s.apply(&rm(newer + 2), 10), Applied::Removed);
         // too large for -I
         let big = vec![0u8; 2 << 20];
@@ -513,7 +571,7 @@ pub(crate) mod tests {
         assert_eq!(s.apply(&tl, 10), Applied::TooLarge);
         assert!(r.take().is_empty());
         // flush by version: items up to it go, later ones stay
-        let later = stored(s.store(0, b"after", StoreMode::Set, 0, 0, b"1", 0, 10));
+        let later = stored(s.store(&StoreRequest::new(StoreMode::Set, b"after", b"1"), 10));
         assert_eq!(r.take().len(), 1);
         assert_eq!(
             s.apply(
@@ -525,8 +583,8 @@ pub(crate) mod tests {
             ),
             Applied::Flushed
         );
-        assert!(s.get(0, b"s", 10, None).is_none());
-        assert!(s.get(0, b"after", 10, None).is_some());
+        assert!(s.get(b"s", 10, None).is_none());
+        assert!(s.get(b"after", 10, None).is_some());
         // applied changes are never recorded
         assert!(r.take().is_empty());
     }

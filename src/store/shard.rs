@@ -1407,7 +1407,7 @@ mod engine_tests {
         assert_eq!(
             s.store(
                 &StoreRequest {
-                    cas: cas,
+                    cas,
                     ..StoreRequest::new(StoreMode::Cas, b"nope", b"w")
                 },
                 10
@@ -1418,7 +1418,7 @@ mod engine_tests {
             s.store(
                 &StoreRequest {
                     flags: 3,
-                    cas: cas,
+                    cas,
                     ..StoreRequest::new(StoreMode::Cas, b"k", b"w")
                 },
                 10

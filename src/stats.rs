@@ -9,7 +9,7 @@
 //! evictions, ...) are the store's (`store::ShardStats`), counted where the
 //! store finds them.
 
-use crate::protocol::StoreMode;
+use crate::store::StoreMode;
 use crate::store::{ArithResult, DeleteResult, StoreResult};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

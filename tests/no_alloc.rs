@@ -4,8 +4,8 @@
 //! A counting global allocator counts allocations made by this test's thread
 //! while the measured section runs.
 
-use corecached::protocol::StoreMode;
-use corecached::store::{ArithResult, Shard, StoreConfig, StoreResult};
+use corecached::store::StoreMode;
+use corecached::store::{ArithRequest, ArithResult, Shard, StoreConfig, StoreRequest, StoreResult};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,64 +78,52 @@ fn get_and_set_make_no_heap_allocation() {
     // Warm up: keys stored, index grown, wheel slot has room.
     for _ in 0..2 {
         for k in &keys {
-            assert!(stored(s.store(0, k, StoreMode::Set, 0, 0, &val, 0, 10)));
+            assert!(stored(
+                s.store(&StoreRequest::new(StoreMode::Set, k, &val), 10)
+            ));
         }
         assert!(stored(s.store(
-            0,
-            b"ttl",
-            StoreMode::Set,
-            0,
-            500,
-            &val,
-            0,
+            &StoreRequest {
+                exptime: 500,
+                ..StoreRequest::new(StoreMode::Set, b"ttl", &val)
+            },
             10
         )));
-        assert!(stored(s.store(
-            0,
-            b"n",
-            StoreMode::Set,
-            0,
-            0,
-            b"1000",
-            0,
-            10
-        )));
+        assert!(stored(
+            s.store(&StoreRequest::new(StoreMode::Set, b"n", b"1000"), 10)
+        ));
     }
     let n = count(|| {
         for _ in 0..5 {
             for k in &keys {
-                let r = s.store(0, k, StoreMode::Set, 7, 0, &val, 0, 10);
+                let r = s.store(
+                    &StoreRequest {
+                        flags: 7,
+                        ..StoreRequest::new(StoreMode::Set, k, &val)
+                    },
+                    10,
+                );
                 assert!(stored(r));
-                let it = s.get(0, k, 10, None).expect("hit");
+                let it = s.get(k, 10, None).expect("hit");
                 assert_eq!(it.value.len(), 100);
                 assert_eq!(it.flags, 7);
             }
-            assert!(s.get(0, b"missing", 10, None).is_none());
+            assert!(s.get(b"missing", 10, None).is_none());
             assert!(stored(s.store(
-                0,
-                b"ttl",
-                StoreMode::Set,
-                0,
-                500,
-                &val,
-                0,
+                &StoreRequest {
+                    exptime: 500,
+                    ..StoreRequest::new(StoreMode::Set, b"ttl", &val)
+                },
                 10
             )));
-            assert!(s.touch(0, b"ttl", 500, 10).is_some());
+            assert!(s.touch(b"ttl", 500, 10).is_some());
             assert!(matches!(
-                s.arith(0, b"n", false, 1, None, 0, 10),
+                s.arith(&ArithRequest::new(b"n", false, 1), 10),
                 ArithResult::Value { .. }
             ));
-            assert!(stored(s.store(
-                0,
-                b"n",
-                StoreMode::Set,
-                0,
-                0,
-                b"1000",
-                0,
-                10
-            )));
+            assert!(stored(
+                s.store(&StoreRequest::new(StoreMode::Set, b"n", b"1000"), 10)
+            ));
         }
     });
     assert_eq!(n, 0, "allocations on the get/set path");
@@ -154,14 +142,18 @@ fn evicting_sets_make_no_heap_allocation() {
     let val = [b'x'; 100];
     // Fill past capacity once so the index has reached its size.
     for k in &keys {
-        assert!(stored(s.store(0, k, StoreMode::Set, 0, 0, &val, 0, 10)));
+        assert!(stored(
+            s.store(&StoreRequest::new(StoreMode::Set, k, &val), 10)
+        ));
     }
     while s.tick(10) {}
     assert!(s.stats().evictions > 0);
     let n = count(|| {
         for k in &keys {
-            assert!(stored(s.store(0, k, StoreMode::Set, 0, 0, &val, 0, 10)));
-            let _ = s.get(0, k, 10, None);
+            assert!(stored(
+                s.store(&StoreRequest::new(StoreMode::Set, k, &val), 10)
+            ));
+            let _ = s.get(k, 10, None);
         }
     });
     assert_eq!(n, 0, "allocations while evicting");

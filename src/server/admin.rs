@@ -20,10 +20,10 @@ use super::env::{
     GET_SLICE_BYTES,
 };
 use crate::protocol::{
-    fields, put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Fields, Response, StoreMode,
+    fields, put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Fields, Response,
 };
 use crate::stats::{count_get, count_store};
-use crate::store::{MetaGet, StoreOpts, StoreResult, WalkItem};
+use crate::store::{MetaGet, StoreMode, StoreRequest, StoreResult, WalkItem};
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -58,8 +58,8 @@ pub fn lease_get(key: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
         ..MetaGet::default()
     };
     let st = env.stats;
-    let (mut shard, h) = env.shared.store.lock(key);
-    let Some((it, oc)) = shard.meta_get(h, key, now, &op) else {
+    let mut shard = env.shared.store.lock(key);
+    let Some((it, oc)) = shard.meta_get(key, now, &op) else {
         drop(shard);
         count_get(st, false, false);
         line(out, b"SERVER_ERROR out of memory");
@@ -98,20 +98,25 @@ pub fn lease_set(
 ) {
     let now = time::now();
     let exp = time::exptime_to_rel(exptime, now);
-    let (mut shard, h) = env.shared.store.lock(key);
+    let mut shard = env.shared.store.lock(key);
     let leased = shard
-        .meta_get(h, key, now, &MetaGet::default())
+        .meta_get(key, now, &MetaGet::default())
         .map(|(it, _)| (it.stale || it.win) && it.cas == token);
     let r = if token > HOT_MISS && leased == Some(true) {
-        let opts = StoreOpts::default();
-        shard.store_with(h, key, StoreMode::Set, flags, exp, data, token, now, &opts)
+        let req = StoreRequest {
+            flags,
+            exptime: exp,
+            cas: token,
+            ..StoreRequest::new(StoreMode::Set, key, data)
+        };
+        shard.store(&req, now)
     } else {
         StoreResult::NotStored
     };
     drop(shard);
     count_store(env.stats, StoreMode::Set, false, &r);
     let resp = match r {
-        StoreResult::Stored { cas } => Response::Stored { cas },
+        StoreResult::Stored { cas, .. } => Response::Stored { cas },
         StoreResult::OutOfMemory => Response::Error(ErrorKind::OutOfMemory),
         StoreResult::TooLarge => Response::Error(ErrorKind::TooLarge),
         _ => Response::NotStored,
@@ -124,9 +129,9 @@ pub fn lease_set(
 /// (corecached keeps neither an item's store time nor its writer.)
 pub fn metaget(key: &[u8], env: &Env<'_>, out: &mut Vec<u8>) {
     let now = time::now();
-    let (mut shard, h) = env.shared.store.lock(key);
+    let mut shard = env.shared.store.lock(key);
     let exp = shard
-        .meta_get(h, key, now, &MetaGet::default())
+        .meta_get(key, now, &MetaGet::default())
         .map(|(it, _)| it.exptime);
     drop(shard);
     if let Some(exp) = exp {

@@ -13,7 +13,9 @@ use crate::sasl;
 use crate::stats::{
     bump, count_arith, count_delete, count_get, count_store, count_too_large, count_touch,
 };
-use crate::store::{ArithResult, DeleteResult, Reassign, StoreResult};
+use crate::store::{
+    ArithRequest, ArithResult, DeleteRequest, DeleteResult, Reassign, StoreRequest, StoreResult,
+};
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -55,12 +57,18 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             super::detail::set(key);
             let now = time::now();
             let exp = time::exptime_to_rel(exptime, now);
-            let (mut shard, h) = store.lock(key);
-            let r = shard.store(h, key, mode, flags, exp, data, cas, now);
+            let mut shard = store.lock(key);
+            let req = StoreRequest {
+                flags,
+                exptime: exp,
+                cas,
+                ..StoreRequest::new(mode.into(), key, data)
+            };
+            let r = shard.store(&req, now);
             drop(shard);
-            count_store(st, mode, mode == StoreMode::Cas || cas != 0, &r);
+            count_store(st, mode.into(), mode == StoreMode::Cas || cas != 0, &r);
             let resp = match r {
-                StoreResult::Stored { cas } => Response::Stored { cas },
+                StoreResult::Stored { cas, .. } => Response::Stored { cas },
                 StoreResult::NotStored => Response::NotStored,
                 StoreResult::Exists => Response::Exists,
                 StoreResult::NotFound => Response::NotFound,
@@ -72,8 +80,12 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         Command::Delete { key, cas } => {
             super::detail::del(key);
             let now = time::now();
-            let (mut shard, h) = store.lock(key);
-            let r = shard.delete(h, key, cas, now);
+            let mut shard = store.lock(key);
+            let req = DeleteRequest {
+                cas,
+                ..DeleteRequest::new(key)
+            };
+            let r = shard.delete(&req, now);
             drop(shard);
             count_delete(st, &r, false, false);
             let resp = match r {
@@ -92,12 +104,17 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         } => {
             let now = time::now();
             let initial = initial.map(|(v, e)| (v, time::exptime_to_rel(e, now)));
-            let (mut shard, h) = store.lock(key);
-            let r = shard.arith(h, key, incr, delta, initial, cas, now);
+            let mut shard = store.lock(key);
+            let req = ArithRequest {
+                initial,
+                cas,
+                ..ArithRequest::new(key, incr, delta)
+            };
+            let r = shard.arith(&req, now);
             drop(shard);
             count_arith(st, incr, &r, false);
             let resp = match r {
-                ArithResult::Value { value, cas } => Response::Numeric { value, cas },
+                ArithResult::Value { value, cas, .. } => Response::Numeric { value, cas },
                 ArithResult::NotFound => Response::NotFound,
                 ArithResult::NonNumeric => Response::Error(ErrorKind::NonNumeric),
                 ArithResult::Exists => Response::Exists,
@@ -108,8 +125,8 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         Command::Touch { key, exptime } => {
             let now = time::now();
             let exp = time::exptime_to_rel(exptime, now);
-            let (mut shard, h) = store.lock(key);
-            let r = shard.touch(h, key, exp, now);
+            let mut shard = store.lock(key);
+            let r = shard.touch(key, exp, now);
             drop(shard);
             count_touch(st, r.is_some());
             let resp = match r {
@@ -188,8 +205,8 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
                 count_too_large(st);
             }
             if let Some(key) = unlink {
-                let (mut shard, h) = store.lock(key);
-                shard.delete(h, key, 0, time::now());
+                let mut shard = store.lock(key);
+                shard.delete(&DeleteRequest::new(key), time::now());
             }
             emit(ctx, Response::Error(error), out);
             // Swallow a block of a size a client may plausibly have sent;
@@ -263,8 +280,8 @@ pub fn resume_get(req: &Request<'_>, env: &Env<'_>, from: usize, out: &mut Vec<u
             return Next::More(key.as_ptr() as usize - list.as_ptr() as usize);
         }
         served += 1;
-        let (mut shard, h) = store.lock(key);
-        match shard.get(h, key, now, exp) {
+        let mut shard = store.lock(key);
+        match shard.get(key, now, exp) {
             Some(it) => {
                 // memcached counts gat/gats as touches, not gets (a hit is a
                 // hit even if its reply cannot be buffered below).
@@ -389,6 +406,21 @@ fn sasl(cmd: &Command<'_>, ctx: &Ctx, env: &Env<'_>, conn: &mut ConnState, out: 
             bump(&env.stats.auth_cmds, 1);
             bump(&env.stats.auth_errors, 1);
             emit(ctx, Response::Error(ErrorKind::AuthError), out);
+        }
+    }
+}
+
+/// A protocol's store verb → the store's semantics (one to one).
+impl From<StoreMode> for crate::store::StoreMode {
+    fn from(m: StoreMode) -> Self {
+        use crate::store::StoreMode as S;
+        match m {
+            StoreMode::Set => S::Set,
+            StoreMode::Add => S::Add,
+            StoreMode::Replace => S::Replace,
+            StoreMode::Append => S::Append,
+            StoreMode::Prepend => S::Prepend,
+            StoreMode::Cas => S::Cas,
         }
     }
 }

@@ -16,9 +16,12 @@ use crate::protocol::ascii::error_text;
 use crate::protocol::meta::{
     self, encode_debug, encode_miss, Code, DebugInfo, MetaCommand, Reply, Verb,
 };
-use crate::protocol::{Ctx, ErrorKind, StoreMode, MAX_KEY_LEN};
+use crate::protocol::{Ctx, ErrorKind, MAX_KEY_LEN};
 use crate::stats::{bump, count_arith, count_delete, count_get, count_store, count_too_large};
-use crate::store::{ArithResult, DeleteOpts, DeleteResult, MetaGet, Shard, StoreOpts, StoreResult};
+use crate::store::{
+    ArithRequest, ArithResult, DeleteRequest, DeleteResult, MetaGet, Shard, StoreMode,
+    StoreRequest, StoreResult,
+};
 use crate::time;
 
 /// Encode a meta reply (with `-C`, its CAS is 0).
@@ -74,8 +77,8 @@ fn get(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
         new_cas: o.new_cas.unwrap_or(0),
         claim_win: true,
     };
-    let (mut shard, h) = env.shared.store.lock(key);
-    match shard.meta_get(h, key, now, &op) {
+    let mut shard = env.shared.store.lock(key);
+    match shard.meta_get(key, now, &op) {
         Some((it, oc)) => {
             count_get(st, o.ttl.is_some(), true);
             // C: skip the value when the CAS matches.
@@ -124,8 +127,8 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
     if o.too_large {
         // memcached: count it, drop any old value, swallow the data block.
         count_too_large(st);
-        let (mut shard, h) = store.lock(key);
-        shard.delete(h, key, 0, now);
+        let mut shard = store.lock(key);
+        shard.delete(&DeleteRequest::new(key), now);
         drop(shard);
         error(ErrorKind::TooLarge, out);
         let skip = o.data_len + 2;
@@ -144,43 +147,38 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
     let appending = matches!(mode, StoreMode::Append | StoreMode::Prepend);
     let cas = o.compare_cas.unwrap_or(0);
     let exptime = time::exptime_to_rel(o.ttl.unwrap_or(0), now);
-    let opts = StoreOpts {
-        invalidate: o.invalidate,
+    let req = StoreRequest {
+        mode,
+        key,
+        flags: o.client_flags,
+        exptime,
+        data: m.data,
+        cas,
         new_cas: o.new_cas.unwrap_or(0),
+        invalidate: o.invalidate,
         vivify: o
             .vivify
             .filter(|_| appending)
             .map(|e| time::exptime_to_rel(e, now)),
     };
-    let (mut shard, h) = store.lock(key);
+    let mut shard = store.lock(key);
     let r = if o.compare_cas == Some(0) && matches!(mode, StoreMode::Set | StoreMode::Replace) {
         // `C0` is a compare against CAS 0, which no item has (memcached
         // 1.6.18: EX on an existing item, NF on a missing one); a CAS of 0
         // below means "no compare".
-        zero_cas(&mut shard, h, key, now)
+        zero_cas(&mut shard, key, now)
     } else {
-        shard.store_with(
-            h,
-            key,
-            mode,
-            o.client_flags,
-            exptime,
-            m.data,
-            cas,
-            now,
-            &opts,
-        )
+        shard.store(&req, now)
     };
-    let mut size = m.data.len();
-    if appending && matches!(r, StoreResult::Stored { .. }) {
-        if let Some((it, _)) = shard.meta_get(h, key, now, &MetaGet::default()) {
-            size = it.value.len();
-        }
-    }
     drop(shard);
     count_store(st, mode, o.compare_cas.is_some(), &r);
+    // The stored item's size (after append/prepend, the combined one).
+    let size = match r {
+        StoreResult::Stored { len, .. } => len,
+        _ => m.data.len(),
+    };
     let (code, new_cas) = match r {
-        StoreResult::Stored { cas } => (Code::Hd, cas),
+        StoreResult::Stored { cas, .. } => (Code::Hd, cas),
         StoreResult::NotStored | StoreResult::TooLarge => (Code::Ns, 0),
         StoreResult::Exists => (Code::Ex, 0),
         StoreResult::NotFound => (Code::Nf, 0),
@@ -202,8 +200,8 @@ fn set(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u
 
 /// A store or delete with `C0`: no item has CAS 0, so an existing item is
 /// `Exists` and a missing one `NotFound` (nothing changes, nothing bumps).
-fn zero_cas(shard: &mut Shard, h: u64, key: &[u8], now: u32) -> StoreResult {
-    match shard.meta_get(h, key, now, &MetaGet::default()) {
+fn zero_cas(shard: &mut Shard, key: &[u8], now: u32) -> StoreResult {
+    match shard.meta_get(key, now, &MetaGet::default()) {
         Some(_) => StoreResult::Exists,
         None => StoreResult::NotFound,
     }
@@ -212,7 +210,8 @@ fn zero_cas(shard: &mut Shard, h: u64, key: &[u8], now: u32) -> StoreResult {
 fn delete(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u8>) {
     let o = &m.opts;
     let st = env.stats;
-    let opts = DeleteOpts {
+    let req = DeleteRequest {
+        key,
         cas: o.compare_cas.unwrap_or(0),
         invalidate: o.invalidate,
         touch: o.ttl.map(|e| time::exptime_to_rel(e, now)),
@@ -221,15 +220,15 @@ fn delete(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Ve
         flags: o.client_flags,
         exptime: time::exptime_to_rel(o.ttl.unwrap_or(0), now),
     };
-    let (mut shard, h) = env.shared.store.lock(key);
+    let mut shard = env.shared.store.lock(key);
     let r = if o.compare_cas == Some(0) {
         // `C0` compares against CAS 0: EX on an existing item, as memcached.
-        match zero_cas(&mut shard, h, key, now) {
+        match zero_cas(&mut shard, key, now) {
             StoreResult::Exists => DeleteResult::Exists,
             _ => DeleteResult::NotFound,
         }
     } else {
-        shard.delete_with(h, key, now, &opts)
+        shard.delete(&req, now)
     };
     drop(shard);
     count_delete(st, &r, o.invalidate, true);
@@ -251,32 +250,31 @@ fn arith(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
     let st = env.stats;
     let rel = |e: i64| time::exptime_to_rel(e, now);
     let incr = !matches!(o.mode, b'D' | b'-');
-    let (mut shard, h) = env.shared.store.lock(key);
-    let existed = o.vivify.is_none() || shard.meta_get(h, key, now, &MetaGet::default()).is_some();
-    let initial = o.vivify.map(|n| (o.initial, rel(n)));
-    let r = shard.arith_with(
-        h,
+    // T applies at its place on the line: a created item takes T's expiry
+    // when T came after N, else N's.
+    let create_exp = |n: i64| match o.ttl {
+        Some(t) if o.pos_t > o.pos_n => rel(t),
+        _ => rel(n),
+    };
+    let req = ArithRequest {
         key,
         incr,
-        o.delta,
-        initial,
-        o.compare_cas.unwrap_or(0),
-        now,
-        o.new_cas.unwrap_or(0),
-    );
-    count_arith(st, incr, &r, !existed);
+        delta: o.delta,
+        initial: o.vivify.map(|n| (o.initial, create_exp(n))),
+        cas: o.compare_cas.unwrap_or(0),
+        new_cas: o.new_cas.unwrap_or(0),
+        touch: o.ttl.map(rel),
+    };
+    let r = env.shared.store.lock(key).arith(&req, now);
+    let created = matches!(r, ArithResult::Value { created: true, .. });
+    count_arith(st, incr, &r, created);
     let code = match r {
-        ArithResult::Value { value, cas } => {
-            let created = !existed;
-            // T applies at its place on the line: a created item keeps N's
-            // expiry when N came after T.
-            let apply_t = !created || o.pos_t > o.pos_n;
-            let op = MetaGet {
-                touch: o.ttl.filter(|_| apply_t).map(rel),
-                ..MetaGet::default()
-            };
-            let before = shard.meta_get(h, key, now, &op).map(|(it, _)| it.exptime);
-            drop(shard);
+        ArithResult::Value {
+            value,
+            cas,
+            created,
+            exptime,
+        } => {
             if o.opaque_too_long {
                 // memcached reports this only after the update.
                 error(ErrorKind::Client(meta::E_OPAQUE), out);
@@ -289,11 +287,7 @@ fn arith(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
                 key,
                 value,
                 cas,
-                ttl: if created {
-                    -1
-                } else {
-                    before.map_or(-1, |e| remaining(e, now))
-                },
+                ttl: if created { -1 } else { remaining(exptime, now) },
                 ttl_touch: o.ttl.map_or(-1, |e| remaining(rel(e), now)),
                 ttl_vivify: o.vivify.map_or(-1, |e| remaining(rel(e), now)),
                 created,
@@ -305,17 +299,14 @@ fn arith(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
         ArithResult::NotFound => Code::Nf,
         ArithResult::Exists => Code::Ex,
         ArithResult::NonNumeric => {
-            drop(shard);
             error(ErrorKind::NonNumeric, out);
             return;
         }
         ArithResult::OutOfMemory => {
-            drop(shard);
             error(ErrorKind::Server("SERVER_ERROR out of memory"), out);
             return;
         }
     };
-    drop(shard);
     if o.opaque_too_long {
         error(ErrorKind::Client(meta::E_OPAQUE), out);
         return;
@@ -331,8 +322,8 @@ fn arith(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
 fn debug(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec<u8>) {
     bump(&env.stats.cmd_meta, 1);
     let cfg = env.shared.store.config();
-    let (mut shard, h) = env.shared.store.lock(key);
-    match shard.meta_get(h, key, now, &MetaGet::default()) {
+    let mut shard = env.shared.store.lock(key);
+    match shard.meta_get(key, now, &MetaGet::default()) {
         Some((it, _)) => {
             let size = item_total(it.key.len(), it.value.len(), it.flags);
             let d = DebugInfo {

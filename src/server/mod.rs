@@ -17,6 +17,8 @@ pub mod exec;
 mod meta_exec;
 mod notify;
 mod ops;
+#[cfg(test)]
+mod seam_tests;
 mod stats_cmd;
 pub mod tls;
 mod watch;

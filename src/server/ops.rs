@@ -148,7 +148,7 @@ pub fn gate(req: &Request<'_>, env: &Env<'_>, out: &mut Vec<u8>) -> Option<Next>
             } else {
                 StoreResult::NotFound
             };
-            count_store(env.stats, mode, true, &r);
+            count_store(env.stats, mode.into(), true, &r);
             let resp = match r {
                 StoreResult::Exists => Response::Exists,
                 _ => Response::NotFound,
@@ -183,9 +183,9 @@ pub fn gate(req: &Request<'_>, env: &Env<'_>, out: &mut Vec<u8>) -> Option<Next>
 
 /// Is `key` live? (Reads only: no bump, no counters.)
 fn exists(key: &[u8], env: &Env<'_>) -> bool {
-    let (mut shard, h) = env.shared.store.lock(key);
+    let mut shard = env.shared.store.lock(key);
     shard
-        .meta_get(h, key, time::now(), &MetaGet::default())
+        .meta_get(key, time::now(), &MetaGet::default())
         .is_some()
 }
 
@@ -208,7 +208,7 @@ fn meta_compare(m: &MetaCommand<'_>, env: &Env<'_>, out: &mut Vec<u8>) -> Option
             } else {
                 StoreResult::NotFound
             };
-            count_store(env.stats, StoreMode::Set, true, &r);
+            count_store(env.stats, StoreMode::Set.into(), true, &r);
         }
         Verb::Delete => {
             let r = if found {

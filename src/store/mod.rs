@@ -10,15 +10,18 @@
 mod engine;
 mod hlc;
 mod index;
+mod journal;
 mod shard;
 mod slab;
 mod wheel;
 
 pub use engine::Reassign;
+#[cfg(test)]
+pub(crate) use journal::tests as journal_tests;
+pub use journal::{Applied, Change, Journal};
 pub use shard::{ClassInfo, Shard, WalkItem};
 pub use slab::{page_size_for, Budget, ClassStats, HDR as ITEM_HEADER_BYTES};
 
-use crate::protocol::StoreMode;
 use parking_lot::{Mutex, MutexGuard};
 
 /// Fixed hash seeds: routing must be stable across restarts and hosts.
@@ -44,6 +47,9 @@ pub struct StoreConfig {
     pub growth_factor: f64,
     /// Number of shards (= worker threads).
     pub shards: usize,
+    /// The host bit of every CAS value (`hlc.rs`): the two partners of a
+    /// replicated pair must differ (set by replication's configuration).
+    pub host_bit: bool,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +61,7 @@ impl Default for StoreConfig {
             chunk_size: 48,
             growth_factor: 1.25,
             shards: 1,
+            host_bit: false,
         }
     }
 }
@@ -90,8 +97,23 @@ impl StoreConfig {
             chunk_size,
             growth_factor,
             shards: shards_for(mem_limit, loops),
+            host_bit: false,
         }
     }
+}
+
+/// Which store command's semantics (memcached's `NREAD_*`): the protocols'
+/// verbs (text `set`..`cas`, binary opcodes, meta `ms` modes) map onto it in
+/// the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    /// Compare-and-swap: store only over an item whose CAS matches.
+    Cas,
 }
 
 /// A read-only view of a stored item, valid while the shard lock is held.
@@ -151,24 +173,55 @@ pub struct MetaGetOutcome {
     pub created: bool,
 }
 
-/// Extra semantics of [`Shard::store_with`] (meta `ms`). `Default` is the
-/// classic store.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StoreOpts {
-    /// `I`: in a CAS store, a supplied CAS *older* than the item's still
+/// A store command: set/add/replace/append/prepend/cas, meta `ms`,
+/// mcrouter's `lease-set`. [`StoreRequest::new`] gives the classic command
+/// (no compare, no meta extras).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreRequest<'a> {
+    pub mode: StoreMode,
+    pub key: &'a [u8],
+    pub flags: u32,
+    /// Relative expiry (0 = never).
+    pub exptime: u32,
+    pub data: &'a [u8],
+    /// Compare against the item's CAS; 0 = no compare. Non-zero turns
+    /// set/replace into a CAS store (missing item: NotFound), is ignored by
+    /// add, and is compared by append/prepend (missing item: NotStored, as
+    /// memcached).
+    pub cas: u64,
+    /// `E`: the stored item's CAS; 0 = the next from the shard's clock.
+    pub new_cas: u64,
+    /// `I`: in a CAS store, a compare CAS *older* than the item's still
     /// stores, but the new item is stale and keeps the old item's expiry
     /// and win bit.
     pub invalidate: bool,
-    /// `E`: CAS of the stored item; 0 = next from the shard's counter.
-    pub new_cas: u64,
     /// `N` with append/prepend: on a miss, store the data as a new item with
     /// this expiry (relative time) and the given flags.
     pub vivify: Option<u32>,
 }
 
-/// Options of [`Shard::delete_with`] (meta `md`). `Default` is a plain delete.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DeleteOpts {
+impl<'a> StoreRequest<'a> {
+    /// The classic command: flags 0, no expiry, no compare, no meta extras.
+    pub fn new(mode: StoreMode, key: &'a [u8], data: &'a [u8]) -> Self {
+        StoreRequest {
+            mode,
+            key,
+            flags: 0,
+            exptime: 0,
+            data,
+            cas: 0,
+            new_cas: 0,
+            invalidate: false,
+            vivify: None,
+        }
+    }
+}
+
+/// A delete: `delete`, binary Delete, meta `md`. [`DeleteRequest::new`] is
+/// a plain delete.
+#[derive(Debug, Clone, Copy)]
+pub struct DeleteRequest<'a> {
+    pub key: &'a [u8],
     /// Compare-and-delete: 0 = none.
     pub cas: u64,
     /// `I`: instead of removing, mark the item stale, give it a new CAS and
@@ -177,21 +230,71 @@ pub struct DeleteOpts {
     /// `T` with `I`: new expiry (relative time).
     pub touch: Option<u32>,
     /// `E`: the new CAS (with `I`), or the CAS of the emptied item (with
-    /// `x`); 0 = next from the counter (`I`) / keep the old CAS (`x`).
+    /// `x`); 0 = next from the clock (`I`) / keep the old CAS (`x`).
     pub new_cas: u64,
-    /// `x`: replace the item with an empty value (client flags
-    /// `flags`, expiry `exptime`; fresh stale/win/fetched bits) instead of
-    /// removing it.
+    /// `x`: replace the item with an empty value (client flags `flags`,
+    /// expiry `exptime`; fresh stale/win/fetched bits) instead of removing
+    /// it.
     pub remove_value: bool,
     pub flags: u32,
     pub exptime: u32,
 }
 
+impl<'a> DeleteRequest<'a> {
+    pub fn new(key: &'a [u8]) -> Self {
+        DeleteRequest {
+            key,
+            cas: 0,
+            invalidate: false,
+            touch: None,
+            new_cas: 0,
+            remove_value: false,
+            flags: 0,
+            exptime: 0,
+        }
+    }
+}
+
+/// incr/decr: text, binary (which may create the item), meta `ma`.
+/// [`ArithRequest::new`] is the text command.
+#[derive(Debug, Clone, Copy)]
+pub struct ArithRequest<'a> {
+    pub key: &'a [u8],
+    pub incr: bool,
+    pub delta: u64,
+    /// (value, relative expiry): create a missing item (binary; meta `N`).
+    pub initial: Option<(u64, u32)>,
+    /// Compare against the item's CAS; 0 = none.
+    pub cas: u64,
+    /// `E`: the result's CAS; 0 = next from the clock.
+    pub new_cas: u64,
+    /// Meta `T`: new expiry (relative) of an existing item, applied with
+    /// the update (a created item takes `initial`'s expiry).
+    pub touch: Option<u32>,
+}
+
+impl<'a> ArithRequest<'a> {
+    pub fn new(key: &'a [u8], incr: bool, delta: u64) -> Self {
+        ArithRequest {
+            key,
+            incr,
+            delta,
+            initial: None,
+            cas: 0,
+            new_cas: 0,
+            touch: None,
+        }
+    }
+}
+
 /// Result of a store command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreResult {
+    /// Stored: the item's CAS and its value's length (the combined length
+    /// after append/prepend).
     Stored {
         cas: u64,
+        len: usize,
     },
     NotStored,
     /// CAS mismatch.
@@ -205,9 +308,14 @@ pub enum StoreResult {
 /// Result of incr/decr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArithResult {
+    /// The new value and CAS; whether the item was `created` (from
+    /// `initial`); the item's expiry (relative, 0 = never) as it was before
+    /// the request's `touch`.
     Value {
         value: u64,
         cas: u64,
+        created: bool,
+        exptime: u32,
     },
     NotFound,
     NonNumeric,
@@ -312,12 +420,11 @@ impl Store {
         ((hash >> 32) as usize * self.shards.len()) >> 32
     }
 
-    /// Lock the shard owning `key`; returns the guard and the key's hash.
-    /// Hold the guard for one table operation only, never across an await.
+    /// Lock the shard owning `key`. Hold the guard for one table operation
+    /// only, never across an await.
     #[inline]
-    pub fn lock(&self, key: &[u8]) -> (MutexGuard<'_, Shard>, u64) {
-        let h = self.hash(key);
-        (self.shards[self.shard_of(h)].lock(), h)
+    pub fn lock(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
+        self.shards[self.shard_of(self.hash(key))].lock()
     }
 
     /// Lock shard `i` (background work, stats).
@@ -404,17 +511,12 @@ impl Store {
     }
 
     /// flush_all: at `at` (relative time; <= now means now) every item
-    /// stored before then is gone.
+    /// stored before then is gone. Each shard records a `Change::Flush`.
     pub fn flush_all(&self, at: u32, now: u32) {
         for s in self.shards.iter() {
             s.lock().flush_all(at, now);
         }
     }
-}
-
-/// Mode helper shared by the protocols: does this store need the old item?
-pub fn needs_existing(mode: StoreMode) -> bool {
-    !matches!(mode, StoreMode::Set | StoreMode::Add)
 }
 
 #[cfg(test)]
@@ -440,8 +542,8 @@ mod tests {
         };
         let v = vec![b'v'; 1000];
         for k in keys_of(0, 20_000) {
-            let (mut s, h) = store.lock(k.as_bytes());
-            s.store(h, k.as_bytes(), StoreMode::Set, 0, 0, &v, 0, 10);
+            let mut s = store.lock(k.as_bytes());
+            s.store(&StoreRequest::new(StoreMode::Set, k.as_bytes(), &v), 10);
         }
         assert!(store.budget().claimed() + store.budget().page_size > 4 << 20);
         assert_eq!(store.lock_shard(1).stats().mem_claimed, 0);
@@ -449,8 +551,8 @@ mod tests {
         let big = vec![b'B'; 100_000];
         let k1 = keys_of(1, 1).pop().unwrap();
         let put = |now| {
-            let (mut s, h) = store.lock(k1.as_bytes());
-            s.store(h, k1.as_bytes(), StoreMode::Set, 0, 0, &big, 0, now)
+            let mut s = store.lock(k1.as_bytes());
+            s.store(&StoreRequest::new(StoreMode::Set, k1.as_bytes(), &big), now)
         };
         assert_eq!(put(10), StoreResult::OutOfMemory);
         let mut now = 10;
@@ -466,8 +568,8 @@ mod tests {
         }
         assert!(stored, "shard 1 never got memory");
         assert!(store.stats().pages_returned > 0);
-        let (mut s, h) = store.lock(k1.as_bytes());
-        assert_eq!(s.get(h, k1.as_bytes(), now, None).unwrap().value, &big[..]);
+        let mut s = store.lock(k1.as_bytes());
+        assert_eq!(s.get(k1.as_bytes(), now, None).unwrap().value, &big[..]);
     }
 
     fn keys_of(store: &Store, shard: usize, n: usize, p: &str) -> Vec<String> {
@@ -479,8 +581,8 @@ mod tests {
     }
 
     fn set(store: &Store, k: &str, v: &[u8], now: u32) -> StoreResult {
-        let (mut s, h) = store.lock(k.as_bytes());
-        s.store(h, k.as_bytes(), StoreMode::Set, 0, 0, v, 0, now)
+        let mut s = store.lock(k.as_bytes());
+        s.store(&StoreRequest::new(StoreMode::Set, k.as_bytes(), v), now)
     }
 
     /// Pooled pages are resident memory: freed large items of exactly one
@@ -502,8 +604,8 @@ mod tests {
             set(&store, k, &a, 10);
         }
         for k in &ka {
-            let (mut s, h) = store.lock(k.as_bytes());
-            s.delete(h, k.as_bytes(), 0, 10);
+            let mut s = store.lock(k.as_bytes());
+            s.delete(&DeleteRequest::new(k.as_bytes()), 10);
         }
         let pooled = store.budget().pooled_pages();
         assert!(pooled > 400, "freed page-sized items are pooled: {pooled}");
@@ -592,8 +694,8 @@ mod tests {
         let held = (n - 20_000..n)
             .filter(|i| {
                 let k = format!("s{i}");
-                let (mut s, h) = store.lock(k.as_bytes());
-                s.get(h, k.as_bytes(), now, None).is_some()
+                let mut s = store.lock(k.as_bytes());
+                s.get(k.as_bytes(), now, None).is_some()
             })
             .count();
         assert!(held >= 19_000, "{held} of the last 20000 small items held");
@@ -615,11 +717,8 @@ mod tests {
             set(&store, &k, &v, 10),
             StoreResult::Stored { .. }
         ));
-        let (mut s, h) = store.lock(k.as_bytes());
-        assert_eq!(
-            s.get(h, k.as_bytes(), 10, None).unwrap().value.len(),
-            40 << 20
-        );
+        let mut s = store.lock(k.as_bytes());
+        assert_eq!(s.get(k.as_bytes(), 10, None).unwrap().value.len(), 40 << 20);
         drop(s);
         // Still refused beyond the whole budget.
         let store = Store::new(StoreConfig {
@@ -646,8 +745,8 @@ mod tests {
             set(&store, k, &v, 10);
         }
         for k in &k0 {
-            let (mut s, h) = store.lock(k.as_bytes());
-            s.delete(h, k.as_bytes(), 0, 10);
+            let mut s = store.lock(k.as_bytes());
+            s.delete(&DeleteRequest::new(k.as_bytes()), 10);
         }
         assert!(store.budget().claimed() + 4 * store.budget().page_size > 64 << 20);
         // Shard 1 evicts below its share: hungry from its next window.

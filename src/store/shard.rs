@@ -3,13 +3,14 @@
 //! hash index, CLOCK eviction, timing-wheel expiry, slab rebalancing).
 
 use super::engine::{Engine, Reassign};
+use super::journal::{Applied, Change, Journal};
 use super::slab::{item_size, ref_access, Budget, ClassStats, B_FETCHED, B_STALE, B_WIN, NONE};
 use super::{
-    ArithResult, DeleteOpts, DeleteResult, ItemRef, MetaGet, MetaGetOutcome, ShardStats,
-    StoreConfig, StoreOpts, StoreResult, SEEDS,
+    ArithRequest, ArithResult, DeleteRequest, DeleteResult, ItemRef, MetaGet, MetaGetOutcome,
+    ShardStats, StoreConfig, StoreMode, StoreRequest, StoreResult, SEEDS,
 };
-use crate::protocol::fmt_u64;
-use crate::protocol::StoreMode;
+use crate::digits::{fmt_u64, strtoull};
+use crate::item::item_fits;
 
 /// Per-class figures for `stats slabs` / `stats items`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -62,6 +63,30 @@ impl ClassInfo {
 /// One shard of the key space.
 pub struct Shard {
     e: Engine,
+    /// Where client mutations are recorded (replication); None: nowhere.
+    journal: Option<Box<dyn Journal>>,
+}
+
+/// A new item's header fields, for `write_new`.
+#[derive(Clone, Copy)]
+struct Fresh<'k> {
+    key: &'k [u8],
+    flags: u32,
+    /// Relative expiry (0 = never).
+    exptime: u32,
+    /// Version (see `Shard::version`: 0 = the clock's next).
+    cas: u64,
+}
+
+/// What a client mutation left, for the commit point.
+#[derive(Clone, Copy)]
+enum Commit<'k> {
+    /// The item at this handle is the post-image.
+    Item(u32),
+    /// The key was removed.
+    Removed(&'k [u8]),
+    /// flush_all at `at` with this version.
+    Flush { at: u32, cas: u64 },
 }
 
 impl Shard {
@@ -77,6 +102,55 @@ impl Shard {
         let hasher = ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]);
         Shard {
             e: Engine::new(id, budget, cfg, hasher),
+            journal: None,
+        }
+    }
+
+    /// Record every client mutation in `journal` from now on (None: stop).
+    pub fn set_journal(&mut self, journal: Option<Box<dyn Journal>>) {
+        self.journal = journal;
+    }
+
+    /// The commit point: every client mutation ends here, once, after the
+    /// change is made (see `journal.rs`). Without a journal: one branch.
+    #[inline]
+    fn commit(&mut self, c: Commit<'_>) {
+        if self.journal.is_none() {
+            return;
+        }
+        let change = match c {
+            Commit::Item(h) => {
+                let a = &self.e.a;
+                let (key, value) = a.key_value(h);
+                Change::Item {
+                    key,
+                    value,
+                    flags: a.flags(h),
+                    exptime: a.exptime(h),
+                    cas: a.cas(h),
+                    stale: a.bits(h) & B_STALE != 0,
+                }
+            }
+            Commit::Removed(key) => Change::Removed {
+                key,
+                cas: self.e.hlc.next(),
+            },
+            Commit::Flush { at, cas } => Change::Flush { at, cas },
+        };
+        if let Some(j) = self.journal.as_mut() {
+            j.record(&change);
+        }
+    }
+
+    /// The one version function: a given version (a client's meta `E`, a
+    /// partner's change) is used as is and observed by the clock, so later
+    /// local versions are larger; 0 takes the clock's next value.
+    fn version(&mut self, given: u64) -> u64 {
+        if given != 0 {
+            self.e.hlc.observe(given);
+            given
+        } else {
+            self.e.hlc.next()
         }
     }
 
@@ -121,7 +195,6 @@ impl Shard {
     /// Fetch a live item, marking it accessed; `touch` sets a new expiry.
     pub fn get<'a>(
         &'a mut self,
-        _hash: u64,
         key: &'a [u8],
         now: u32,
         touch: Option<u32>,
@@ -135,6 +208,7 @@ impl Shard {
             Some(exp) => {
                 self.e.set_exptime(h, exp);
                 self.e.class_stats(h).touch_hits += 1;
+                self.commit(Commit::Item(h));
             }
             None => self.e.note_hit(h),
         }
@@ -154,48 +228,36 @@ impl Shard {
         })
     }
 
-    /// Allocate and write a new item (not linked), with CAS `cas` or, if
-    /// 0, the next from the clock. None: out of memory.
-    #[allow(clippy::too_many_arguments)]
-    fn write_new(
-        &mut self,
-        key: &[u8],
-        vlen: usize,
-        flags: u32,
-        exptime: u32,
-        cas: u64,
-        protect: u32,
-        now: u32,
-    ) -> Option<u32> {
-        let h = self
-            .e
-            .alloc(item_size(key.len(), vlen, flags), protect, now)?;
-        self.e.a.init_item(h, key, vlen, flags, exptime, now);
-        let cas = if cas != 0 { cas } else { self.e.hlc.next() };
+    /// Allocate and write a new item of `vlen` value bytes (not linked),
+    /// evicting if needed but never the item `protect`. None: out of memory.
+    fn write_new(&mut self, it: &Fresh<'_>, vlen: usize, protect: u32, now: u32) -> Option<u32> {
+        let size = item_size(it.key.len(), vlen, it.flags);
+        let h = self.e.alloc(size, protect, now)?;
+        self.e
+            .a
+            .init_item(h, it.key, vlen, it.flags, it.exptime, now);
+        let cas = self.version(it.cas);
         self.e.a.set_cas(h, cas);
         Some(h)
     }
 
-    /// Store `data` as a fresh item under `key` (replacing any), with CAS
-    /// `cas` (0 = next). On out-of-memory a set leaves no stale item.
-    #[allow(clippy::too_many_arguments)]
+    /// Store `data` as a fresh item (replacing any under its key). On
+    /// out-of-memory with `unlink_on_oom` (a set) no stale item is left.
     fn put(
         &mut self,
-        key: &[u8],
+        it: &Fresh<'_>,
         hash: u64,
         data: &[u8],
-        flags: u32,
-        exptime: u32,
-        cas: u64,
         now: u32,
         unlink_on_oom: bool,
     ) -> Result<u32, StoreResult> {
-        let Some(h) = self.write_new(key, data.len(), flags, exptime, cas, NONE, now) else {
+        let Some(h) = self.write_new(it, data.len(), NONE, now) else {
             if unlink_on_oom {
                 // memcached: a failed set must not leave stale data.
-                let old = self.e.ix.find(&self.e.a, hash, key);
+                let old = self.e.ix.find(&self.e.a, hash, it.key);
                 if old != NONE {
                     self.e.unlink(old, hash);
+                    self.commit(Commit::Removed(it.key));
                 }
             }
             return Err(StoreResult::OutOfMemory);
@@ -216,60 +278,44 @@ impl Shard {
         self.e.a.cas(h)
     }
 
-    /// set/add/replace/append/prepend/cas.
-    #[allow(clippy::too_many_arguments)]
-    pub fn store(
-        &mut self,
-        hash: u64,
-        key: &[u8],
-        mode: StoreMode,
-        flags: u32,
-        exptime: u32,
-        data: &[u8],
-        cas: u64,
-        now: u32,
-    ) -> StoreResult {
-        let opts = StoreOpts::default();
-        self.store_with(hash, key, mode, flags, exptime, data, cas, now, &opts)
-    }
-
-    /// A store with memcached's full CAS rules plus the meta extras in
-    /// `opts`. A non-zero `cas` turns set/replace into a CAS store (missing
-    /// item: NotFound), is ignored by add, and is compared by append/prepend
-    /// (missing item: NotStored, as memcached). A successful store makes a
-    /// fresh item (not stale, no win handed out) unless `opts.invalidate`
-    /// stored it stale.
-    #[allow(clippy::too_many_arguments)]
-    pub fn store_with(
-        &mut self,
-        _hash: u64,
-        key: &[u8],
-        mode: StoreMode,
-        flags: u32,
-        exptime: u32,
-        data: &[u8],
-        cas: u64,
-        now: u32,
-        opts: &StoreOpts,
-    ) -> StoreResult {
+    /// set/add/replace/append/prepend/cas, meta `ms`, `lease-set`:
+    /// memcached's full CAS rules (see [`StoreRequest`]) plus the meta
+    /// extras. A successful store makes a fresh item (not stale, no win
+    /// handed out) unless `invalidate` stored it stale.
+    pub fn store(&mut self, req: &StoreRequest<'_>, now: u32) -> StoreResult {
+        let StoreRequest {
+            mode,
+            key,
+            flags,
+            exptime,
+            data,
+            cas,
+            new_cas,
+            invalidate,
+            vivify,
+        } = *req;
         let hash = self.hash(key);
         self.e
             .class_stats_for(item_size(key.len(), data.len(), flags))
             .cmd_set += 1;
-        if data.len() > self.e.max_item {
+        if !item_fits(key.len(), flags, data.len(), self.e.max_item) {
             return StoreResult::TooLarge;
         }
         let set = mode == StoreMode::Set;
         let cas_mode = mode == StoreMode::Cas
             || (cas != 0 && matches!(mode, StoreMode::Set | StoreMode::Replace));
+        let fresh = Fresh {
+            key,
+            flags,
+            exptime,
+            cas: new_cas,
+        };
         let Ok(old) = self.e.lookup(hash, key, now) else {
             let r = match mode {
                 _ if cas_mode => return StoreResult::NotFound,
-                StoreMode::Set | StoreMode::Add => {
-                    self.put(key, hash, data, flags, exptime, opts.new_cas, now, set)
-                }
-                StoreMode::Append | StoreMode::Prepend => match opts.vivify {
-                    Some(exp) => self.put(key, hash, data, flags, exp, opts.new_cas, now, false),
+                StoreMode::Set | StoreMode::Add => self.put(&fresh, hash, data, now, set),
+                StoreMode::Append | StoreMode::Prepend => match vivify {
+                    Some(exptime) => self.put(&Fresh { exptime, ..fresh }, hash, data, now, false),
                     None => return StoreResult::NotStored,
                 },
                 _ => return StoreResult::NotStored,
@@ -280,11 +326,11 @@ impl Shard {
             let item_cas = self.e.a.cas(old);
             if item_cas == cas {
                 // match: store below
-            } else if opts.invalidate && cas < item_cas {
+            } else if invalidate && cas < item_cas {
                 // Stale store: new value, old expiry, marked stale, win kept.
-                let exp = self.e.a.exptime(old);
+                let exptime = self.e.a.exptime(old);
                 let win = self.e.a.bits(old) & B_WIN;
-                let r = self.put(key, hash, data, flags, exp, opts.new_cas, now, false);
+                let r = self.put(&Fresh { exptime, ..fresh }, hash, data, now, false);
                 if let Ok(h) = r {
                     let b = self.e.a.bits(h);
                     self.e.a.set_bits(h, b | B_STALE | win);
@@ -306,11 +352,18 @@ impl Shard {
                 }
                 let old_len = self.e.a.vlen(old);
                 let total = old_len + data.len();
-                if total > self.e.max_item {
-                    return StoreResult::TooLarge;
+                let (flags, exptime) = (self.e.a.flags(old), self.e.a.exptime(old));
+                if !item_fits(key.len(), flags, total, self.e.max_item) {
+                    // memcached: the combined item cannot be allocated, so
+                    // nothing is stored (NOT_STORED, not "too large").
+                    return StoreResult::NotStored;
                 }
-                let (f, e) = (self.e.a.flags(old), self.e.a.exptime(old));
-                let Some(h) = self.write_new(key, total, f, e, opts.new_cas, old, now) else {
+                let combined = Fresh {
+                    flags,
+                    exptime,
+                    ..fresh
+                };
+                let Some(h) = self.write_new(&combined, total, old, now) else {
                     return StoreResult::OutOfMemory;
                 };
                 if mode == StoreMode::Append {
@@ -323,7 +376,7 @@ impl Shard {
                 self.e.relink(old, h, hash);
                 Ok(h)
             }
-            _ => self.put(key, hash, data, flags, exptime, opts.new_cas, now, set),
+            _ => self.put(&fresh, hash, data, now, set),
         };
         if let Ok(h) = r {
             if cas_mode {
@@ -333,33 +386,25 @@ impl Shard {
         self.stored(r)
     }
 
-    fn stored(&self, r: Result<u32, StoreResult>) -> StoreResult {
+    /// The end of every store: commit the stored item.
+    fn stored(&mut self, r: Result<u32, StoreResult>) -> StoreResult {
         match r {
-            Ok(h) => StoreResult::Stored {
-                cas: self.e.a.cas(h),
-            },
+            Ok(h) => {
+                self.commit(Commit::Item(h));
+                StoreResult::Stored {
+                    cas: self.e.a.cas(h),
+                    len: self.e.a.vlen(h),
+                }
+            }
             Err(e) => e,
         }
     }
 
-    /// delete, with an optional CAS compare.
-    pub fn delete(&mut self, hash: u64, key: &[u8], cas: u64, now: u32) -> DeleteResult {
-        let opts = DeleteOpts {
-            cas,
-            ..DeleteOpts::default()
-        };
-        self.delete_with(hash, key, now, &opts)
-    }
-
-    /// Delete with the meta extras (see [`DeleteOpts`]): compare CAS, then
-    /// remove, or empty the value (`x`), and/or mark stale (`I`).
-    pub fn delete_with(
-        &mut self,
-        _hash: u64,
-        key: &[u8],
-        now: u32,
-        opts: &DeleteOpts,
-    ) -> DeleteResult {
+    /// delete, binary Delete, meta `md` (see [`DeleteRequest`]): compare
+    /// CAS, then remove, or empty the value (`x`), and/or mark stale (`I`).
+    pub fn delete(&mut self, req: &DeleteRequest<'_>, now: u32) -> DeleteResult {
+        let key = req.key;
+        let opts = req;
         let hash = self.hash(key);
         let Ok(mut h) = self.e.lookup(hash, key, now) else {
             return DeleteResult::NotFound;
@@ -370,23 +415,24 @@ impl Shard {
         }
         self.e.class_stats(h).delete_hits += 1;
         if opts.remove_value {
-            let cas = if opts.new_cas != 0 {
-                opts.new_cas
-            } else {
-                old_cas
+            let empty = Fresh {
+                key,
+                flags: opts.flags,
+                exptime: opts.exptime,
+                cas: if opts.new_cas != 0 {
+                    opts.new_cas
+                } else {
+                    old_cas
+                },
             };
-            let Some(nh) = self.write_new(key, 0, opts.flags, opts.exptime, cas, h, now) else {
+            let Some(nh) = self.write_new(&empty, 0, h, now) else {
                 return DeleteResult::NotFound;
             };
             self.e.relink(h, nh, hash);
             h = nh;
         }
         if opts.invalidate {
-            let cas = if opts.new_cas != 0 {
-                opts.new_cas
-            } else {
-                self.e.hlc.next()
-            };
+            let cas = self.version(opts.new_cas);
             if let Some(exp) = opts.touch {
                 self.e.set_exptime(h, exp);
             }
@@ -395,7 +441,10 @@ impl Shard {
             self.e.a.set_cas(h, cas);
         } else if !opts.remove_value {
             self.e.unlink(h, hash);
+            self.commit(Commit::Removed(key));
+            return DeleteResult::Deleted;
         }
+        self.commit(Commit::Item(h));
         DeleteResult::Deleted
     }
 
@@ -410,7 +459,6 @@ impl Shard {
     /// is stale or `recache` applies; winning sets the item's win bit.
     pub fn meta_get<'a>(
         &'a mut self,
-        _hash: u64,
         key: &'a [u8],
         now: u32,
         op: &MetaGet,
@@ -420,8 +468,13 @@ impl Shard {
         let h = match self.e.lookup(hash, key, now) {
             Ok(h) => h,
             Err(_) => {
-                let exp = op.vivify?;
-                let h = self.write_new(key, 0, 0, exp, op.new_cas, NONE, now)?;
+                let empty = Fresh {
+                    key,
+                    flags: 0,
+                    exptime: op.vivify?,
+                    cas: op.new_cas,
+                };
+                let h = self.write_new(&empty, 0, NONE, now)?;
                 self.install(h, hash);
                 out.created = true;
                 h
@@ -465,6 +518,9 @@ impl Shard {
             self.e.note_hit(h);
         }
         self.e.a.set_bits(h, bits);
+        if out.created || op.touch.is_some() {
+            self.commit(Commit::Item(h));
+        }
         let a = &self.e.a;
         let (key, value) = a.key_value(h);
         Some((
@@ -483,71 +539,54 @@ impl Shard {
         ))
     }
 
-    /// incr/decr. `initial` = (value, exptime) creates a missing item (binary).
-    #[allow(clippy::too_many_arguments)]
-    pub fn arith(
-        &mut self,
-        hash: u64,
-        key: &[u8],
-        incr: bool,
-        delta: u64,
-        initial: Option<(u64, u32)>,
-        cas: u64,
-        now: u32,
-    ) -> ArithResult {
-        self.arith_with(hash, key, incr, delta, initial, cas, now, 0)
-    }
-
-    /// incr/decr whose result (or created item) gets CAS `new_cas` instead
-    /// of the next from the clock when non-zero (meta `ma E`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn arith_with(
-        &mut self,
-        _hash: u64,
-        key: &[u8],
-        incr: bool,
-        delta: u64,
-        initial: Option<(u64, u32)>,
-        cas: u64,
-        now: u32,
-        new_cas: u64,
-    ) -> ArithResult {
+    /// incr/decr, binary Increment/Decrement, meta `ma` (see
+    /// [`ArithRequest`]): one update, its touch included.
+    pub fn arith(&mut self, req: &ArithRequest<'_>, now: u32) -> ArithResult {
+        let key = req.key;
         let hash = self.hash(key);
         let mut digits = [0u8; 20];
         let Ok(h) = self.e.lookup(hash, key, now) else {
-            return match initial {
-                None => ArithResult::NotFound,
-                Some((v, exp)) => {
-                    let d = fmt_u64(v, &mut digits);
-                    match self.write_new(key, d.len(), 0, exp, new_cas, NONE, now) {
-                        Some(h) => {
-                            self.e.a.value_mut(h).copy_from_slice(d);
-                            let cas = self.install(h, hash);
-                            ArithResult::Value { value: v, cas }
-                        }
-                        None => ArithResult::OutOfMemory,
-                    }
-                }
+            let Some((value, exptime)) = req.initial else {
+                return ArithResult::NotFound;
+            };
+            let d = fmt_u64(value, &mut digits);
+            let created = Fresh {
+                key,
+                flags: 0,
+                exptime,
+                cas: req.new_cas,
+            };
+            let Some(h) = self.write_new(&created, d.len(), NONE, now) else {
+                return ArithResult::OutOfMemory;
+            };
+            self.e.a.value_mut(h).copy_from_slice(d);
+            let cas = self.install(h, hash);
+            self.commit(Commit::Item(h));
+            return ArithResult::Value {
+                value,
+                cas,
+                created: true,
+                exptime,
             };
         };
         // memcached: an empty value is non-numeric before any CAS compare.
         if self.e.a.vlen(h) == 0 {
             return ArithResult::NonNumeric;
         }
-        if cas != 0 && self.e.a.cas(h) != cas {
+        if req.cas != 0 && self.e.a.cas(h) != req.cas {
             return ArithResult::Exists;
         }
-        let Some(cur) = parse_counter(self.e.a.value(h)) else {
+        let Some(cur) = strtoull(self.e.a.value(h)) else {
             return ArithResult::NonNumeric;
         };
-        let value = if incr {
-            cur.wrapping_add(delta)
+        let value = if req.incr {
+            cur.wrapping_add(req.delta)
         } else {
-            cur.saturating_sub(delta)
+            cur.saturating_sub(req.delta)
         };
         {
             let st = self.e.class_stats(h);
-            if incr {
+            if req.incr {
                 st.incr_hits += 1;
             } else {
                 st.decr_hits += 1;
@@ -555,40 +594,134 @@ impl Shard {
         }
         let d = fmt_u64(value, &mut digits);
         self.e.a.set_atime(h, now);
-        if d.len() <= self.e.a.vlen(h) {
+        let exptime = self.e.a.exptime(h);
+        let h = if d.len() <= self.e.a.vlen(h) {
             // memcached rewrites in place, padding with spaces.
             let n = d.len();
             let v = self.e.a.value_mut(h);
             v[..n].copy_from_slice(d);
             v[n..].fill(b' ');
-            let cas = if new_cas != 0 {
-                new_cas
-            } else {
-                self.e.hlc.next()
-            };
+            let cas = self.version(req.new_cas);
             self.e.a.set_cas(h, cas);
-            return ArithResult::Value { value, cas };
-        }
-        let (flags, exp) = (self.e.a.flags(h), self.e.a.exptime(h));
-        let Some(nh) = self.write_new(key, d.len(), flags, exp, new_cas, h, now) else {
-            return ArithResult::OutOfMemory;
+            h
+        } else {
+            let grown = Fresh {
+                key,
+                flags: self.e.a.flags(h),
+                exptime,
+                cas: req.new_cas,
+            };
+            let Some(nh) = self.write_new(&grown, d.len(), h, now) else {
+                return ArithResult::OutOfMemory;
+            };
+            self.e.a.value_mut(nh).copy_from_slice(d);
+            self.e.relink(h, nh, hash);
+            nh
         };
-        self.e.a.value_mut(nh).copy_from_slice(d);
-        self.e.relink(h, nh, hash);
+        if let Some(exp) = req.touch {
+            self.e.set_exptime(h, exp);
+            self.e.class_stats(h).touch_hits += 1;
+        }
+        self.commit(Commit::Item(h));
         ArithResult::Value {
             value,
-            cas: self.e.a.cas(nh),
+            cas: self.e.a.cas(h),
+            created: false,
+            exptime,
         }
     }
 
     /// touch: new expiry; returns the item's CAS when it exists.
-    pub fn touch(&mut self, hash: u64, key: &[u8], exptime: u32, now: u32) -> Option<u64> {
-        self.get(hash, key, now, Some(exptime)).map(|it| it.cas)
+    pub fn touch(&mut self, key: &[u8], exptime: u32, now: u32) -> Option<u64> {
+        self.get(key, now, Some(exptime)).map(|it| it.cas)
     }
 
     /// flush_all: items stored before `at` die once `at` is reached.
     pub fn flush_all(&mut self, at: u32, now: u32) {
-        self.e.flush_all(at, now);
+        let cas = self.version(0);
+        // Now: this version; later: the clock's value at that time.
+        let version = if at <= now { cas } else { 0 };
+        self.e.flush_all(at, now, version, true);
+        self.commit(Commit::Flush { at, cas });
+    }
+
+    /// Apply a change received from the partner: last writer wins by CAS
+    /// (an item or removal whose cas is <= the local item's cas changes
+    /// nothing → Older); the item is stored with the given cas; the clock
+    /// observes the cas; never passes through the journal.
+    ///
+    /// A removal of a missing key is `Removed` (idempotent; no tombstone is
+    /// kept). An item that cannot be stored (too large, no memory) unlinks
+    /// the older local copy. A flush goes by version only: items with a CAS
+    /// up to `cas` die at `at` (the local flush_all's rule by access time is
+    /// not applied). Note: touch, `gat`, `mg T` and `md x` without `E` keep
+    /// the item's CAS (as memcached does), so their changes arrive with the
+    /// CAS the local copy already has and are `Older` here.
+    pub fn apply(&mut self, change: &Change<'_>, now: u32) -> Applied {
+        match *change {
+            Change::Item {
+                key,
+                value,
+                flags,
+                exptime,
+                cas,
+                stale,
+            } => {
+                let hash = self.hash(key);
+                self.version(cas);
+                let old = self.e.lookup(hash, key, now).ok();
+                if old.is_some_and(|h| self.e.a.cas(h) >= cas) {
+                    return Applied::Older;
+                }
+                let fits = item_fits(key.len(), flags, value.len(), self.e.max_item);
+                let new = if fits {
+                    let it = Fresh {
+                        key,
+                        flags,
+                        exptime,
+                        cas,
+                    };
+                    self.write_new(&it, value.len(), old.unwrap_or(NONE), now)
+                } else {
+                    None
+                };
+                let Some(h) = new else {
+                    // Never leave the older version behind a failed apply.
+                    if let Some(old) = old {
+                        self.e.unlink(old, hash);
+                    }
+                    return if fits {
+                        Applied::OutOfMemory
+                    } else {
+                        Applied::TooLarge
+                    };
+                };
+                self.e.a.value_mut(h).copy_from_slice(value);
+                if stale {
+                    let b = self.e.a.bits(h);
+                    self.e.a.set_bits(h, b | B_STALE);
+                }
+                self.install(h, hash);
+                Applied::Stored
+            }
+            Change::Removed { key, cas } => {
+                let hash = self.hash(key);
+                self.version(cas);
+                match self.e.lookup(hash, key, now) {
+                    Ok(h) if self.e.a.cas(h) >= cas => Applied::Older,
+                    Ok(h) => {
+                        self.e.unlink(h, hash);
+                        Applied::Removed
+                    }
+                    Err(_) => Applied::Removed,
+                }
+            }
+            Change::Flush { at, cas } => {
+                self.version(cas);
+                self.e.flush_all(at, now, cas, false);
+                Applied::Flushed
+            }
+        }
     }
 
     /// Background work on the owner core (expiry, index growth, flush
@@ -657,24 +790,10 @@ impl Shard {
     }
 }
 
-/// memcached's safe_strtoull on an item value: optional leading spaces,
-/// digits, then only trailing whitespace.
-fn parse_counter(v: &[u8]) -> Option<u64> {
-    let s = v.iter().position(|&b| b != b' ').unwrap_or(v.len());
-    let e = v[s..]
-        .iter()
-        .position(|b| !b.is_ascii_digit())
-        .map_or(v.len(), |p| s + p);
-    if e == s || !v[e..].iter().all(|b| b.is_ascii_whitespace()) {
-        return None;
-    }
-    crate::protocol::parse_u64(&v[s..e])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DeleteOpts, MetaGet, StoreOpts};
+    use crate::store::{ArithRequest, DeleteRequest, MetaGet, StoreRequest};
 
     fn shard() -> Shard {
         Shard::new(0, 1, &StoreConfig::default())
@@ -684,33 +803,42 @@ mod tests {
     fn set_get_delete() {
         let mut s = shard();
         assert!(matches!(
-            s.store(0, b"k", StoreMode::Set, 5, 0, b"v", 0, 10),
+            s.store(
+                &StoreRequest {
+                    flags: 5,
+                    ..StoreRequest::new(StoreMode::Set, b"k", b"v")
+                },
+                10
+            ),
             StoreResult::Stored { .. }
         ));
-        let it = s.get(0, b"k", 10, None).unwrap();
+        let it = s.get(b"k", 10, None).unwrap();
         assert_eq!((it.value, it.flags), (&b"v"[..], 5));
-        assert_eq!(s.delete(0, b"k", 0, 10), DeleteResult::Deleted);
-        assert!(s.get(0, b"k", 10, None).is_none());
+        assert_eq!(
+            s.delete(&DeleteRequest::new(b"k"), 10),
+            DeleteResult::Deleted
+        );
+        assert!(s.get(b"k", 10, None).is_none());
         assert_eq!(s.stats().bytes, 0);
     }
 
     #[test]
     fn arith_pads_like_memcached() {
         let mut s = shard();
-        s.store(0, b"n", StoreMode::Set, 0, 0, b"100", 0, 10);
+        s.store(&StoreRequest::new(StoreMode::Set, b"n", b"100"), 10);
         assert!(matches!(
-            s.arith(0, b"n", false, 1, None, 0, 10),
+            s.arith(&ArithRequest::new(b"n", false, 1), 10),
             ArithResult::Value { value: 99, .. }
         ));
-        assert_eq!(s.get(0, b"n", 10, None).unwrap().value, b"99 ");
+        assert_eq!(s.get(b"n", 10, None).unwrap().value, b"99 ");
         assert!(matches!(
-            s.arith(0, b"n", true, 901, None, 0, 10),
+            s.arith(&ArithRequest::new(b"n", true, 901), 10),
             ArithResult::Value { value: 1000, .. }
         ));
-        assert_eq!(s.get(0, b"n", 10, None).unwrap().value, b"1000");
-        s.store(0, b"x", StoreMode::Set, 0, 0, b"abc", 0, 10);
+        assert_eq!(s.get(b"n", 10, None).unwrap().value, b"1000");
+        s.store(&StoreRequest::new(StoreMode::Set, b"x", b"abc"), 10);
         assert_eq!(
-            s.arith(0, b"x", true, 1, None, 0, 10),
+            s.arith(&ArithRequest::new(b"x", true, 1), 10),
             ArithResult::NonNumeric
         );
     }
@@ -728,17 +856,17 @@ mod tests {
         for i in 0..100u32 {
             let k = format!("k{i}");
             assert!(matches!(
-                s.store(0, k.as_bytes(), StoreMode::Set, 0, 0, b"v", 0, 10),
+                s.store(&StoreRequest::new(StoreMode::Set, k.as_bytes(), b"v"), 10),
                 StoreResult::Stored { .. }
             ));
         }
         let big = vec![b'x'; 5 << 20];
         assert_eq!(
-            s.store(0, b"big", StoreMode::Set, 0, 0, &big, 0, 10),
+            s.store(&StoreRequest::new(StoreMode::Set, b"big", &big), 10),
             StoreResult::OutOfMemory
         );
         assert_eq!(s.stats().curr_items, 100);
-        assert!(s.get(0, b"k7", 10, None).is_some());
+        assert!(s.get(b"k7", 10, None).is_some());
     }
 
     /// The meta stale/win state machine, at the store level (the contract
@@ -760,99 +888,115 @@ mod tests {
             new_cas: 77,
             ..MetaGet::default()
         };
-        let (it, oc) = s.meta_get(0, b"k", 10, &viv).unwrap();
+        let (it, oc) = s.meta_get(b"k", 10, &viv).unwrap();
         assert_eq!(
             (oc.created, oc.won, it.win, it.value, it.cas),
             (true, true, false, &b""[..], 77)
         );
-        let (it, oc) = s.meta_get(0, b"k", 10, &viv).unwrap();
+        let (it, oc) = s.meta_get(b"k", 10, &viv).unwrap();
         assert_eq!(
             (oc.created, oc.won, it.win, it.exptime, it.fetched),
             (false, false, true, 40, true)
         );
         // a store makes a fresh item: no win, not stale
-        s.store(0, b"k", StoreMode::Set, 0, 30, b"v1", 0, 10);
-        let (it, _) = s.meta_get(0, b"k", 10, &peek).unwrap();
+        s.store(
+            &StoreRequest {
+                exptime: 30,
+                ..StoreRequest::new(StoreMode::Set, b"k", b"v1")
+            },
+            10,
+        );
+        let (it, _) = s.meta_get(b"k", 10, &peek).unwrap();
         assert!(!it.win && !it.stale && !it.fetched);
         // recache: win below the threshold, once
         let r = MetaGet {
             recache: Some(50),
             ..bump
         };
-        assert!(s.meta_get(0, b"k", 10, &r).unwrap().1.won);
-        assert!(!s.meta_get(0, b"k", 10, &r).unwrap().1.won);
+        assert!(s.meta_get(b"k", 10, &r).unwrap().1.won);
+        assert!(!s.meta_get(b"k", 10, &r).unwrap().1.won);
         // touch before recache moves the expiry the check sees
-        s.store(0, b"k", StoreMode::Set, 0, 30, b"v1", 0, 10);
+        s.store(
+            &StoreRequest {
+                exptime: 30,
+                ..StoreRequest::new(StoreMode::Set, b"k", b"v1")
+            },
+            10,
+        );
         let t = MetaGet {
             touch: Some(100),
             recache_after_touch: true,
             ..r
         };
-        let (it, oc) = s.meta_get(0, b"k", 10, &t).unwrap();
+        let (it, oc) = s.meta_get(b"k", 10, &t).unwrap();
         assert_eq!((it.exptime, oc.won), (30, false));
         // invalidate: stale, new CAS, win cleared; the first reader wins
-        let cas0 = s.meta_get(0, b"k", 10, &peek).unwrap().0.cas;
-        let inv = DeleteOpts {
+        let cas0 = s.meta_get(b"k", 10, &peek).unwrap().0.cas;
+        let inv = DeleteRequest {
             invalidate: true,
             touch: Some(60),
-            ..DeleteOpts::default()
+            ..DeleteRequest::new(b"k")
         };
-        assert_eq!(s.delete_with(0, b"k", 10, &inv), DeleteResult::Deleted);
+        assert_eq!(s.delete(&inv, 10), DeleteResult::Deleted);
         // a probe (me, ma) sees the stale item but never takes its win
-        let (it, oc) = s.meta_get(0, b"k", 10, &peek).unwrap();
+        let (it, oc) = s.meta_get(b"k", 10, &peek).unwrap();
         assert!(it.stale && !it.win && !oc.won);
-        let (it, oc) = s.meta_get(0, b"k", 10, &bump).unwrap();
+        let (it, oc) = s.meta_get(b"k", 10, &bump).unwrap();
         assert!(it.stale && !it.win && oc.won && it.cas > cas0 && it.exptime == 60);
-        let (it, oc) = s.meta_get(0, b"k", 10, &bump).unwrap();
+        let (it, oc) = s.meta_get(b"k", 10, &bump).unwrap();
         assert!(it.stale && it.win && !oc.won);
         // a CAS store with an older CAS: Exists, unless invalidate (stale store)
-        let old = StoreOpts::default();
-        let stale = StoreOpts {
-            invalidate: true,
-            ..StoreOpts::default()
+        let old = StoreRequest {
+            cas: cas0,
+            ..StoreRequest::new(StoreMode::Set, b"k", b"late")
         };
-        assert_eq!(
-            s.store_with(0, b"k", StoreMode::Set, 0, 0, b"late", cas0, 10, &old),
-            StoreResult::Exists
-        );
-        assert!(matches!(
-            s.store_with(0, b"k", StoreMode::Set, 0, 0, b"late", cas0, 10, &stale),
-            StoreResult::Stored { .. }
-        ));
-        let (it, _) = s.meta_get(0, b"k", 10, &peek).unwrap();
+        let stale = StoreRequest {
+            invalidate: true,
+            ..old
+        };
+        assert_eq!(s.store(&old, 10), StoreResult::Exists);
+        assert!(matches!(s.store(&stale, 10), StoreResult::Stored { .. }));
+        let (it, _) = s.meta_get(b"k", 10, &peek).unwrap();
         assert!(it.stale && it.win && it.value == b"late" && it.exptime == 60);
         // x: empty value, kept item; E sets the CAS
-        let x = DeleteOpts {
+        let x = DeleteRequest {
             remove_value: true,
             new_cas: 9,
-            ..DeleteOpts::default()
+            ..DeleteRequest::new(b"k")
         };
-        assert_eq!(s.delete_with(0, b"k", 10, &x), DeleteResult::Deleted);
-        let (it, _) = s.meta_get(0, b"k", 10, &peek).unwrap();
+        assert_eq!(s.delete(&x, 10), DeleteResult::Deleted);
+        let (it, _) = s.meta_get(b"k", 10, &peek).unwrap();
         assert_eq!(
             (it.value, it.cas, it.stale, it.win),
             (&b""[..], 9, false, false)
         );
         // append with N vivifies; append with a CAS on a miss is NotStored
-        let av = StoreOpts {
+        let av = StoreRequest {
+            flags: 3,
             vivify: Some(70),
-            ..StoreOpts::default()
+            ..StoreRequest::new(StoreMode::Append, b"a", b"ab")
         };
-        assert!(matches!(
-            s.store_with(0, b"a", StoreMode::Append, 3, 0, b"ab", 0, 10, &av),
-            StoreResult::Stored { .. }
-        ));
-        assert_eq!(
-            s.store_with(0, b"b", StoreMode::Append, 0, 0, b"ab", 5, 10, &old),
-            StoreResult::NotStored
-        );
+        let ac = StoreRequest {
+            cas: 5,
+            ..StoreRequest::new(StoreMode::Append, b"b", b"ab")
+        };
+        assert!(matches!(s.store(&av, 10), StoreResult::Stored { .. }));
+        assert_eq!(s.store(&ac, 10), StoreResult::NotStored);
         // arith with an explicit CAS
-        s.store(0, b"n", StoreMode::Set, 0, 0, b"5", 0, 10);
+        s.store(&StoreRequest::new(StoreMode::Set, b"n", b"5"), 10);
         assert_eq!(
-            s.arith_with(0, b"n", true, 1, None, 0, 10, 1234),
+            s.arith(
+                &ArithRequest {
+                    new_cas: 1234,
+                    ..ArithRequest::new(b"n", true, 1)
+                },
+                10
+            ),
             ArithResult::Value {
                 value: 6,
-                cas: 1234
+                cas: 1234,
+                created: false,
+                exptime: 0,
             }
         );
     }
@@ -866,7 +1010,10 @@ mod tests {
         let mut s = Shard::new(0, 1, &cfg);
         for i in 0..10_000u32 {
             let k = i.to_string();
-            s.store(0, k.as_bytes(), StoreMode::Set, 0, 0, &[b'x'; 100], 0, 10);
+            s.store(
+                &StoreRequest::new(StoreMode::Set, k.as_bytes(), &[b'x'; 100]),
+                10,
+            );
             assert!(s.stats().bytes <= 100_000);
         }
         assert!(s.stats().evictions > 0);
@@ -886,11 +1033,17 @@ mod engine_tests {
     }
 
     fn set(s: &mut Shard, k: &str, v: &[u8], exp: u32, now: u32) -> StoreResult {
-        s.store(0, k.as_bytes(), StoreMode::Set, 0, exp, v, 0, now)
+        s.store(
+            &StoreRequest {
+                exptime: exp,
+                ..StoreRequest::new(StoreMode::Set, k.as_bytes(), v)
+            },
+            now,
+        )
     }
 
     fn has(s: &mut Shard, k: &str, now: u32) -> bool {
-        s.get(0, k.as_bytes(), now, None).is_some()
+        s.get(k.as_bytes(), now, None).is_some()
     }
 
     fn tick_all(s: &mut Shard, now: u32) {
@@ -967,9 +1120,9 @@ mod engine_tests {
         set(&mut s, "a", b"1", 105, 100);
         set(&mut s, "b", b"1", 105, 100);
         set(&mut s, "c", b"1", 200, 100);
-        assert!(s.touch(0, b"a", 300, 101).is_some());
-        assert!(s.touch(0, b"b", 0, 101).is_some());
-        assert!(s.get(0, b"c", 101, Some(103)).is_some());
+        assert!(s.touch(b"a", 300, 101).is_some());
+        assert!(s.touch(b"b", 0, 101).is_some());
+        assert!(s.get(b"c", 101, Some(103)).is_some());
         tick_all(&mut s, 110);
         assert_eq!(s.stats().curr_items, 2, "c expired at its new time");
         assert_eq!(s.stats().reclaimed, 1);
@@ -1025,7 +1178,10 @@ mod engine_tests {
         let oom: u64 = s.class_info().map(|c| c.st.outofmemory).sum();
         assert!(oom >= 1);
         // deleting makes room again
-        assert_eq!(s.delete(0, b"k0", 0, 10), DeleteResult::Deleted);
+        assert_eq!(
+            s.delete(&DeleteRequest::new(b"k0"), 10),
+            DeleteResult::Deleted
+        );
         assert!(matches!(
             set(&mut s, "fresh", &v, 0, 10),
             StoreResult::Stored { .. }
@@ -1042,21 +1198,21 @@ mod engine_tests {
             set(&mut s, "big", &big, 0, 10),
             StoreResult::Stored { .. }
         ));
-        assert_eq!(s.get(0, b"big", 10, None).unwrap().value, &big[..]);
+        assert_eq!(s.get(b"big", 10, None).unwrap().value, &big[..]);
         assert!(matches!(
-            s.store(0, b"big", StoreMode::Append, 0, 0, b"tail", 0, 10),
+            s.store(&StoreRequest::new(StoreMode::Append, b"big", b"tail"), 10),
             StoreResult::Stored { .. }
         ));
         assert!(matches!(
-            s.store(0, b"big", StoreMode::Prepend, 0, 0, b"head", 0, 10),
+            s.store(&StoreRequest::new(StoreMode::Prepend, b"big", b"head"), 10),
             StoreResult::Stored { .. }
         ));
-        let got = s.get(0, b"big", 10, None).unwrap().value.to_vec();
+        let got = s.get(b"big", 10, None).unwrap().value.to_vec();
         assert_eq!(&got[..4], b"head");
         assert_eq!(&got[4..900_004], &big[..]);
         assert_eq!(&got[900_004..], b"tail");
         let claimed = s.stats().mem_claimed;
-        s.delete(0, b"big", 0, 10);
+        s.delete(&DeleteRequest::new(b"big"), 10);
         s.e.refresh_stats();
         assert!(s.stats().mem_claimed < claimed);
         // too large for -I
@@ -1198,20 +1354,22 @@ mod engine_tests {
         let mut b = Shard::new(1, 2, &c);
         let mut last = 0;
         for i in 0..1000 {
-            let StoreResult::Stored { cas } = set(&mut a, &format!("k{i}"), b"1", 0, 10) else {
+            let StoreResult::Stored { cas, .. } = set(&mut a, &format!("k{i}"), b"1", 0, 10) else {
                 panic!()
             };
             assert!(cas > last);
             last = cas;
-            let StoreResult::Stored { cas: cb } = set(&mut b, &format!("k{i}"), b"1", 0, 10) else {
+            let StoreResult::Stored { cas: cb, .. } = set(&mut b, &format!("k{i}"), b"1", 0, 10)
+            else {
                 panic!()
             };
             assert_ne!(cb, cas);
         }
         // incr changes the CAS
         set(&mut a, "n", b"5", 0, 10);
-        let c1 = a.get(0, b"n", 10, None).unwrap().cas;
-        let ArithResult::Value { cas: c2, .. } = a.arith(0, b"n", true, 1, None, 0, 10) else {
+        let c1 = a.get(b"n", 10, None).unwrap().cas;
+        let ArithResult::Value { cas: c2, .. } = a.arith(&ArithRequest::new(b"n", true, 1), 10)
+        else {
             panic!()
         };
         assert!(c2 > c1);
@@ -1220,35 +1378,75 @@ mod engine_tests {
     #[test]
     fn cas_and_delete_compare() {
         let mut s = Shard::new(0, 1, &cfg(64 << 20));
-        let StoreResult::Stored { cas } = set(&mut s, "k", b"v", 0, 10) else {
+        let StoreResult::Stored { cas, .. } = set(&mut s, "k", b"v", 0, 10) else {
             panic!()
         };
         assert_eq!(
-            s.store(0, b"k", StoreMode::Cas, 0, 0, b"w", cas + 1, 10),
+            s.store(
+                &StoreRequest {
+                    cas: cas + 1,
+                    ..StoreRequest::new(StoreMode::Cas, b"k", b"w")
+                },
+                10
+            ),
             StoreResult::Exists
         );
         assert_eq!(
-            s.store(0, b"nope", StoreMode::Cas, 0, 0, b"w", cas, 10),
+            s.store(
+                &StoreRequest {
+                    cas,
+                    ..StoreRequest::new(StoreMode::Cas, b"nope", b"w")
+                },
+                10
+            ),
             StoreResult::NotFound
         );
         assert!(matches!(
-            s.store(0, b"k", StoreMode::Cas, 3, 0, b"w", cas, 10),
+            s.store(
+                &StoreRequest {
+                    flags: 3,
+                    cas,
+                    ..StoreRequest::new(StoreMode::Cas, b"k", b"w")
+                },
+                10
+            ),
             StoreResult::Stored { .. }
         ));
-        let it = s.get(0, b"k", 10, None).unwrap();
+        let it = s.get(b"k", 10, None).unwrap();
         assert_eq!((it.value, it.flags), (&b"w"[..], 3));
         let c2 = it.cas;
-        assert_eq!(s.delete(0, b"k", c2 + 1, 10), DeleteResult::Exists);
-        assert_eq!(s.delete(0, b"k", c2, 10), DeleteResult::Deleted);
-        assert_eq!(s.delete(0, b"k", 0, 10), DeleteResult::NotFound);
+        assert_eq!(
+            s.delete(
+                &DeleteRequest {
+                    cas: c2 + 1,
+                    ..DeleteRequest::new(b"k")
+                },
+                10
+            ),
+            DeleteResult::Exists
+        );
+        assert_eq!(
+            s.delete(
+                &DeleteRequest {
+                    cas: c2,
+                    ..DeleteRequest::new(b"k")
+                },
+                10
+            ),
+            DeleteResult::Deleted
+        );
+        assert_eq!(
+            s.delete(&DeleteRequest::new(b"k"), 10),
+            DeleteResult::NotFound
+        );
         // add on an existing key, replace on a missing one
         set(&mut s, "a", b"1", 0, 10);
         assert_eq!(
-            s.store(0, b"a", StoreMode::Add, 0, 0, b"2", 0, 10),
+            s.store(&StoreRequest::new(StoreMode::Add, b"a", b"2"), 10),
             StoreResult::NotStored
         );
         assert_eq!(
-            s.store(0, b"zz", StoreMode::Replace, 0, 0, b"2", 0, 10),
+            s.store(&StoreRequest::new(StoreMode::Replace, b"zz", b"2"), 10),
             StoreResult::NotStored
         );
         let cs: Vec<ClassInfo> = s.class_info().collect();
@@ -1340,8 +1538,15 @@ mod model_tests {
                 Op::Set(k, v, t, f) => {
                     let key = vec![b'k', k];
                     let exp = exp_of(t, now);
-                    let r = s.store(0, &key, StoreMode::Set, f, exp, &v, 0, now);
-                    let StoreResult::Stored { cas } = r else {
+                    let r = s.store(
+                        &StoreRequest {
+                            flags: f,
+                            exptime: exp,
+                            ..StoreRequest::new(StoreMode::Set, &key, &v)
+                        },
+                        now,
+                    );
+                    let StoreResult::Stored { cas, .. } = r else {
                         panic!("{r:?}")
                     };
                     m.insert(
@@ -1357,13 +1562,19 @@ mod model_tests {
                 Op::Add(k, v, t) => {
                     let key = vec![b'k', k];
                     let exp = exp_of(t, now);
-                    let r = s.store(0, &key, StoreMode::Add, 0, exp, &v, 0, now);
+                    let r = s.store(
+                        &StoreRequest {
+                            exptime: exp,
+                            ..StoreRequest::new(StoreMode::Add, &key, &v)
+                        },
+                        now,
+                    );
                     match m.entry(key) {
                         std::collections::hash_map::Entry::Occupied(_) => {
                             assert_eq!(r, StoreResult::NotStored);
                         }
                         std::collections::hash_map::Entry::Vacant(e) => {
-                            let StoreResult::Stored { cas } = r else {
+                            let StoreResult::Stored { cas, .. } = r else {
                                 panic!("{r:?}")
                             };
                             e.insert(M {
@@ -1377,11 +1588,17 @@ mod model_tests {
                 }
                 Op::Replace(k, v) => {
                     let key = vec![b'k', k];
-                    let r = s.store(0, &key, StoreMode::Replace, 1, 0, &v, 0, now);
+                    let r = s.store(
+                        &StoreRequest {
+                            flags: 1,
+                            ..StoreRequest::new(StoreMode::Replace, &key, &v)
+                        },
+                        now,
+                    );
                     match m.get_mut(&key) {
                         None => assert_eq!(r, StoreResult::NotStored),
                         Some(it) => {
-                            let StoreResult::Stored { cas } = r else {
+                            let StoreResult::Stored { cas, .. } = r else {
                                 panic!("{r:?}")
                             };
                             *it = M {
@@ -1401,11 +1618,17 @@ mod model_tests {
                     } else {
                         StoreMode::Prepend
                     };
-                    let r = s.store(0, &key, mode, 9, 0, &v, 0, now);
+                    let r = s.store(
+                        &StoreRequest {
+                            flags: 9,
+                            ..StoreRequest::new(mode, &key, &v)
+                        },
+                        now,
+                    );
                     match m.get_mut(&key) {
                         None => assert_eq!(r, StoreResult::NotStored),
                         Some(it) => {
-                            let StoreResult::Stored { cas } = r else {
+                            let StoreResult::Stored { cas, .. } = r else {
                                 panic!("{r:?}")
                             };
                             if app {
@@ -1427,12 +1650,19 @@ mod model_tests {
                         (Some(c), false) => c + 1,
                         (None, _) => 12345,
                     };
-                    let r = s.store(0, &key, StoreMode::Cas, 2, 0, &v, given, now);
+                    let r = s.store(
+                        &StoreRequest {
+                            flags: 2,
+                            cas: given,
+                            ..StoreRequest::new(StoreMode::Cas, &key, &v)
+                        },
+                        now,
+                    );
                     match (cur, good) {
                         (None, _) => assert_eq!(r, StoreResult::NotFound),
                         (Some(_), false) => assert_eq!(r, StoreResult::Exists),
                         (Some(_), true) => {
-                            let StoreResult::Stored { cas } = r else {
+                            let StoreResult::Stored { cas, .. } = r else {
                                 panic!("{r:?}")
                             };
                             m.insert(
@@ -1449,7 +1679,7 @@ mod model_tests {
                 }
                 Op::Delete(k) => {
                     let key = vec![b'k', k];
-                    let r = s.delete(0, &key, 0, now);
+                    let r = s.delete(&DeleteRequest::new(&key), now);
                     let want = if m.remove(&key).is_some() {
                         DeleteResult::Deleted
                     } else {
@@ -1460,10 +1690,10 @@ mod model_tests {
                 Op::Incr(k, d) | Op::Decr(k, d) => {
                     let key = vec![b'k', k];
                     let incr = is_incr;
-                    let r = s.arith(0, &key, incr, d, None, 0, now);
+                    let r = s.arith(&ArithRequest::new(&key, incr, d), now);
                     match m.get_mut(&key) {
                         None => assert_eq!(r, ArithResult::NotFound),
-                        Some(it) => match parse_counter(&it.v) {
+                        Some(it) => match strtoull(&it.v) {
                             None => assert_eq!(r, ArithResult::NonNumeric),
                             Some(cur) => {
                                 let want = if incr {
@@ -1471,7 +1701,7 @@ mod model_tests {
                                 } else {
                                     cur.saturating_sub(d)
                                 };
-                                let ArithResult::Value { value, cas } = r else {
+                                let ArithResult::Value { value, cas, .. } = r else {
                                     panic!("{r:?}")
                                 };
                                 assert_eq!(value, want);
@@ -1491,7 +1721,7 @@ mod model_tests {
                 Op::Touch(k, t) => {
                     let key = vec![b'k', k];
                     let exp = exp_of(t, now);
-                    let r = s.touch(0, &key, exp, now);
+                    let r = s.touch(&key, exp, now);
                     match m.get_mut(&key) {
                         None => assert_eq!(r, None),
                         Some(it) => {
@@ -1503,7 +1733,7 @@ mod model_tests {
                 Op::Get(k) => {
                     let key = vec![b'k', k];
                     let got = s
-                        .get(0, &key, now, None)
+                        .get(&key, now, None)
                         .map(|it| (it.value.to_vec(), it.flags, it.cas));
                     let want = m.get(&key).map(|it| (it.v.clone(), it.flags, it.cas));
                     assert_eq!(got, want, "key {k} at {now}");
@@ -1523,7 +1753,7 @@ mod model_tests {
         m.retain(|_, it| !crate::time::is_expired(it.exp, now));
         for k in 0..24u8 {
             let key = vec![b'k', k];
-            let got = s.get(0, &key, now, None).map(|it| it.value.to_vec());
+            let got = s.get(&key, now, None).map(|it| it.value.to_vec());
             assert_eq!(got, m.get(&key).map(|it| it.v.clone()));
         }
     }
@@ -1548,10 +1778,10 @@ mod model_tests {
                 let key = format!("key{k}");
                 if is_set {
                     let v: Vec<u8> = (0..len).map(|j| (j as u8) ^ (k as u8) ^ (i as u8)).collect();
-                    let r = s.store(0, key.as_bytes(), StoreMode::Set, 0, 0, &v, 0, 10);
+                    let r = s.store(&StoreRequest::new(StoreMode::Set, key.as_bytes(), &v), 10);
                     prop_assert!(matches!(r, StoreResult::Stored { .. }), "{:?}", r);
                     m.insert(k, v);
-                } else if let Some(it) = s.get(0, key.as_bytes(), 10, None) {
+                } else if let Some(it) = s.get(key.as_bytes(), 10, None) {
                     prop_assert_eq!(Some(&it.value.to_vec()), m.get(&k));
                 }
                 if i % 50 == 0 {

@@ -15,8 +15,8 @@
 
 use crate::keys;
 
-use corecached::protocol::StoreMode;
-use corecached::store::{Store, StoreConfig};
+use corecached::store::StoreMode;
+use corecached::store::{Store, StoreConfig, StoreRequest};
 
 const KEYS: u64 = 400_000;
 const REQUESTS: u64 = 2_000_000;
@@ -57,11 +57,14 @@ fn run_stream(loops: usize, mem_mib: usize, zipf: bool, requests: u64) -> (f64, 
         };
         key.clear();
         keys::put_key(&mut key, b"key:", k, 0);
-        let (mut s, h) = store.lock(&key);
+        let mut s = store.lock(&key);
         let set = !zipf && rng.below(4) == 0;
-        let hit = !set && s.get(h, &key, now, None).is_some();
+        let hit = !set && s.get(&key, now, None).is_some();
         if set || (zipf && !hit) {
-            s.store(h, &key, StoreMode::Set, 0, 0, &value[..vsize(k)], 0, now);
+            s.store(
+                &StoreRequest::new(StoreMode::Set, &key, &value[..vsize(k)]),
+                now,
+            );
         }
         drop(s);
         if i >= requests / 2 && !set {

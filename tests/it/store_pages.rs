@@ -12,8 +12,8 @@
 
 use crate::keys;
 
-use corecached::protocol::StoreMode;
-use corecached::store::{Store, StoreConfig};
+use corecached::store::StoreMode;
+use corecached::store::{DeleteRequest, Store, StoreConfig, StoreRequest};
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -119,12 +119,12 @@ fn pages_flow_between_shards_under_concurrent_load() {
                 };
                 key(&mut buf, k);
                 let n = now.load(Ordering::Relaxed);
-                let (mut s, h) = store.lock(&buf);
+                let mut s = store.lock(&buf);
                 if rng.below(3) == 0 {
                     let ver = rng.below(1000) as u32;
                     let v = value(k, ver, sizes(k, ver));
-                    s.store(h, &buf, StoreMode::Set, 0, 0, &v, 0, n);
-                } else if let Some(it) = s.get(h, &buf, n, None) {
+                    s.store(&StoreRequest::new(StoreMode::Set, &buf, &v), n);
+                } else if let Some(it) = s.get(&buf, n, None) {
                     check(k, it.value, &sizes);
                 }
                 drop(s);
@@ -195,8 +195,11 @@ fn pages_move_between_classes_under_concurrent_load() {
     let mut now = 10;
     for k in 0..300_000u64 {
         key(&mut buf, k);
-        let (mut s, h) = store.lock(&buf);
-        s.store(h, &buf, StoreMode::Set, 0, 0, &value(k, 1, 100), 0, now);
+        let mut s = store.lock(&buf);
+        s.store(
+            &StoreRequest::new(StoreMode::Set, &buf, &value(k, 1, 100)),
+            now,
+        );
     }
     // Large working set: 8000 keys x ~1.5 KB = 12 MB, fits in 16 MiB.
     let base = 1_000_000u64;
@@ -213,15 +216,15 @@ fn pages_move_between_classes_under_concurrent_load() {
                         let mut hits = 0;
                         for k in (base + t..base + nkeys).step_by(4) {
                             key(&mut buf, k);
-                            let (mut s, h) = store.lock(&buf);
-                            match s.get(h, &buf, now, None) {
+                            let mut s = store.lock(&buf);
+                            match s.get(&buf, now, None) {
                                 Some(it) => {
                                     check(k, it.value, &large);
                                     hits += 1;
                                 }
                                 None => {
                                     let v = value(k, 1, 1500);
-                                    s.store(h, &buf, StoreMode::Set, 0, 0, &v, 0, now);
+                                    s.store(&StoreRequest::new(StoreMode::Set, &buf, &v), now);
                                 }
                             }
                             drop(s);
@@ -240,8 +243,8 @@ fn pages_move_between_classes_under_concurrent_load() {
     // The small items still there read back exactly.
     for k in (0..300_000u64).step_by(97) {
         key(&mut buf, k);
-        let (mut s, h) = store.lock(&buf);
-        if let Some(it) = s.get(h, &buf, now, None) {
+        let mut s = store.lock(&buf);
+        if let Some(it) = s.get(&buf, now, None) {
             check(k, it.value, &small);
         }
     }
@@ -280,22 +283,22 @@ proptest! {
             key(&mut buf, k);
             match op {
                 0..=4 => {
-                    let (mut s, h) = store.lock(&buf);
+                    let mut s = store.lock(&buf);
                     let v = value(k, ver, sizes(k, ver));
-                    let r = s.store(h, &buf, StoreMode::Set, 0, 0, &v, 0, now);
+                    let r = s.store(&StoreRequest::new(StoreMode::Set, &buf, &v), now);
                     prop_assert!(matches!(r, corecached::store::StoreResult::Stored { .. }), "{:?}", r);
                     model.insert(k, ver);
                 }
                 5..=7 => {
-                    let (mut s, h) = store.lock(&buf);
-                    if let Some(it) = s.get(h, &buf, now, None) {
+                    let mut s = store.lock(&buf);
+                    if let Some(it) = s.get(&buf, now, None) {
                         let want = model.get(&k).copied();
                         prop_assert_eq!(Some(it.value.to_vec()), want.map(|v| value(k, v, sizes(k, v))));
                     }
                 }
                 8 => {
-                    let (mut s, h) = store.lock(&buf);
-                    s.delete(h, &buf, 0, now);
+                    let mut s = store.lock(&buf);
+                    s.delete(&DeleteRequest::new(&buf), now);
                     model.remove(&k);
                 }
                 _ => {

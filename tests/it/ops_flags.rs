@@ -228,3 +228,25 @@ fn shutdown_command_notifies_systemd() {
     assert_eq!(st.code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// -C with SASL: an authenticated binary set carrying a CAS stores (the
+/// CAS dropped) on the same authenticated connection.
+#[test]
+fn no_cas_keeps_the_sasl_login() {
+    let path = std::env::temp_dir().join(format!("corecached-ops-pwdb-{}", std::process::id()));
+    std::fs::write(&path, "alice:wonderland\n").unwrap();
+    let p = path.to_str().unwrap();
+    let s = Server::corecached(&["-t", "2", "-C", "-S", "--sasl-pwdb", p]);
+    let mut c = Client::connect(s.port);
+    let r = c.call(
+        &Pkt::new(op::SASL_AUTH)
+            .key(b"PLAIN")
+            .value(b"\0alice\0wonderland"),
+    );
+    assert_eq!(r.status, 0);
+    let r = c.call(&bset(op::SET, b"k", b"v", 0, 0).cas(9));
+    assert_eq!((r.status, r.cas), (0, 0));
+    let r = c.call(&Pkt::new(op::GET).key(b"k"));
+    assert_eq!((r.status, &r.value[..]), (0, &b"v"[..]));
+    let _ = std::fs::remove_file(&path);
+}

@@ -809,6 +809,11 @@ mod tests {
                 "{l:?}"
             );
         }
+        // memcached's watch branch takes it (and refuses the flag)
+        assert!(matches!(
+            cmd(b"watch HTTP/1.1\r\n").0.cmd,
+            Command::Ops { name: b"watch", .. }
+        ));
     }
 
     #[test]

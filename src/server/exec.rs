@@ -40,7 +40,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
     }
     // -C, -F, -X: requests those switches refuse or answer differently.
     if super::ops::GATED.load(Relaxed) {
-        if let Some(next) = super::ops::gate(req, env, out) {
+        if let Some(next) = super::ops::gate(req, env, conn, out) {
             return next;
         }
     }

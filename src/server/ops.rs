@@ -78,7 +78,12 @@ fn line(out: &mut Vec<u8>, ctx: &Ctx, s: &[u8]) {
 }
 
 /// Refuse or answer a request a switch forbids; `None` lets it through.
-pub fn gate(req: &Request<'_>, env: &Env<'_>, out: &mut Vec<u8>) -> Option<Next> {
+pub fn gate(
+    req: &Request<'_>,
+    env: &Env<'_>,
+    conn: &mut super::env::ConnState,
+    out: &mut Vec<u8>,
+) -> Option<Next> {
     let cfg = &env.shared.config;
     let ctx = &req.ctx;
     match req.cmd {
@@ -134,12 +139,7 @@ pub fn gate(req: &Request<'_>, env: &Env<'_>, out: &mut Vec<u8>) -> Option<Next>
                 },
                 ctx: req.ctx,
             };
-            return Some(super::exec::execute(
-                &req,
-                env,
-                &mut Default::default(),
-                out,
-            ));
+            return Some(super::exec::execute(&req, env, conn, out));
         }
         Command::Store { mode, key, .. } if mode == StoreMode::Cas => {
             // memcached -C: items carry no CAS, a compare never matches.

@@ -194,3 +194,59 @@ fn settings_show_switches_like_memcached() {
     }
     let _ = common::unix_now();
 }
+
+/// `shutdown` (-A) tells systemd it is stopping, as SIGTERM does.
+#[test]
+fn shutdown_command_notifies_systemd() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("corecached-ops-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a notify message within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut s = Server::corecached_env(
+        &["-t", "2", "-A"],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    );
+    assert!(recv().starts_with("READY=1"));
+    let mut c = s.conn();
+    c.send("shutdown\r\n");
+    let msg = recv();
+    assert!(msg.starts_with("STOPPING=1\n"), "{msg:?}");
+    assert!(
+        msg.contains("STATUS=shutting down: shutdown command"),
+        "{msg:?}"
+    );
+    let st = s.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(st.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// -C with SASL: an authenticated binary set carrying a CAS stores (the
+/// CAS dropped) on the same authenticated connection.
+#[test]
+fn no_cas_keeps_the_sasl_login() {
+    let path = std::env::temp_dir().join(format!("corecached-ops-pwdb-{}", std::process::id()));
+    std::fs::write(&path, "alice:wonderland\n").unwrap();
+    let p = path.to_str().unwrap();
+    let s = Server::corecached(&["-t", "2", "-C", "-S", "--sasl-pwdb", p]);
+    let mut c = Client::connect(s.port);
+    let r = c.call(
+        &Pkt::new(op::SASL_AUTH)
+            .key(b"PLAIN")
+            .value(b"\0alice\0wonderland"),
+    );
+    assert_eq!(r.status, 0);
+    let r = c.call(&bset(op::SET, b"k", b"v", 0, 0).cas(9));
+    assert_eq!((r.status, r.cas), (0, 0));
+    let r = c.call(&Pkt::new(op::GET).key(b"k"));
+    assert_eq!((r.status, &r.value[..]), (0, &b"v"[..]));
+    let _ = std::fs::remove_file(&path);
+}

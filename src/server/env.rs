@@ -76,7 +76,7 @@ const SLAB_CHUNK_MAX: u64 = 512 * 1024;
 /// memcached's ITEM_ntotal: 48-byte header, 8-byte CAS, key + NUL,
 /// value + CRLF, 4 bytes of client flags when they are non-zero.
 pub(crate) fn item_total(nkey: usize, nval: usize, flags: u32) -> u64 {
-    (48 + 8 + nkey + 1 + nval + 2 + if flags != 0 { 4 } else { 0 }) as u64
+    crate::item::total(nkey, flags, nval) as u64
 }
 
 /// The slab class memcached would put an item of `total` bytes in, given

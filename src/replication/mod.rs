@@ -1,2 +1,5 @@
-//! Partner-host replication (write-through copies of every mutation).
-//! Not built yet: see the replication issue.
+//! Partner-host replication: write-through copies of every client mutation
+//! to a partner host (docs/REPLICATION.md).
+
+pub mod ring;
+pub mod wire;

@@ -40,6 +40,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Current `verbosity` level (set by `-v` and the `verbosity` command).
     pub verbosity: AtomicU32,
+    /// Partner replication, when `--partner` or `--replication-listen`.
+    pub replication: Option<crate::replication::Replication>,
 }
 
 /// Per-loop state.
@@ -237,7 +239,18 @@ pub fn run(config: Config) -> i32 {
             (crate::store::MIN_SHARD_MEM * threads) >> 20,
         );
     }
+    let replication = match config.replication.as_ref() {
+        None => None,
+        Some(rc) => match crate::replication::Replication::start(rc, &store) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("{e}");
+                return 71; // EX_OSERR
+            }
+        },
+    };
     let shared = Arc::new(Shared {
+        replication,
         store,
         stats: Stats::new(threads),
         shutdown: AtomicBool::new(false),
@@ -364,6 +377,7 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::Tcp
             canceller.handle(),
         )));
     }
+    crate::replication::spawn_tasks(id, &shared);
     // Ticker: background work on the owned shard (expiry, index growth,
     // flush sweep, slab moves), one bounded slice (~100-200 µs under the
     // shard lock) per wake-up: every 100 ms when idle, every 1 ms while

@@ -35,6 +35,11 @@ pub fn stats(group: &[u8], _arg: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<
         }
         b"items" => items(env, ctx, out),
         b"slabs" => slabs(env, ctx, out),
+        b"replication" => {
+            crate::replication::stats(env.shared.replication.as_ref(), &mut |n, v| {
+                stat(ctx, n, v, out)
+            })
+        }
         // Size histograms are off (`track_sizes no`), as memcached's default.
         b"sizes" => stat(ctx, "sizes_status", V::Str("disabled"), out),
         b"conns" => {}

@@ -356,7 +356,7 @@ impl Replication {
         let c = &self.c;
         let mode = match self.cfg.mode {
             ReplicationMode::Async => "async",
-            ReplicationMode::Sync => "sync(not implemented: async)",
+            ReplicationMode::Sync => "sync(unimplemented,runs_async)",
         };
         let addr = |a: Option<SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
         out("mode", V::Str(mode));

@@ -336,6 +336,16 @@ struct ReplicationArgs {
         default_value_t = 3600
     )]
     replication_backlog_age: u32,
+    /// Warm rejoin: with --partner and --replication-listen, wait up to this
+    /// many seconds for the partner to connect at start-up; if it does,
+    /// serve clients only once its full sync has filled this host (0: no
+    /// wait, serve at once).
+    #[arg(
+        long = "replication-rejoin-wait",
+        value_name = "SECS",
+        default_value_t = 3
+    )]
+    replication_rejoin_wait: u64,
 }
 
 /// `--replication-mode`.
@@ -366,6 +376,8 @@ pub struct ReplicationConfig {
     pub secret: Secret,
     pub backlog: usize,
     pub backlog_age_secs: u32,
+    /// `--replication-rejoin-wait`, seconds.
+    pub rejoin_wait_secs: u64,
 }
 
 fn parse_bytes(s: &str) -> Result<usize, String> {
@@ -420,6 +432,7 @@ impl ReplicationArgs {
             secret: Secret(secret),
             backlog: self.replication_backlog.max(64 << 10),
             backlog_age_secs: self.replication_backlog_age,
+            rejoin_wait_secs: self.replication_rejoin_wait,
         })))
     }
 }

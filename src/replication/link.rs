@@ -66,6 +66,61 @@ pub(crate) fn spawn_tasks(loop_id: usize, sh: &Arc<Shared>) {
     }
 }
 
+/// Warm rejoin, awaited by every loop before it accepts clients. With a
+/// partner and a listener: wait up to `--replication-rejoin-wait` for the
+/// partner's sender to connect; if it does, wait until every one of its
+/// streams has been fully synced into this host (at most 10 minutes, then
+/// serve anyway, logged). False if the server shuts down meanwhile.
+pub(crate) async fn warm_up(sh: &Shared) -> bool {
+    let Some(r) = sh.replication.as_ref() else {
+        return true;
+    };
+    if r.cfg.partner.is_none() || r.cfg.listen.is_none() || r.cfg.rejoin_wait_secs == 0 {
+        return true;
+    }
+    let started = Instant::now();
+    let wait = Duration::from_secs(r.cfg.rejoin_wait_secs);
+    let mut told = false;
+    loop {
+        if sh.shutdown.load(Relaxed) {
+            return false;
+        }
+        if r.warm.load(Relaxed) {
+            return true;
+        }
+        let synced = {
+            let st = r.recv.lock();
+            r.c.inbound_connected.load(Relaxed) > 0
+                && !st.positions.is_empty()
+                && st.positions.iter().all(|p| p.synced)
+        };
+        let seen = r.c.inbound_sessions.load(Relaxed) > 0;
+        let waited = started.elapsed();
+        let done = synced || (!seen && waited > wait) || waited > Duration::from_secs(600);
+        if done {
+            if !r.warm.swap(true, Relaxed) {
+                let how = if synced {
+                    "filled from the partner"
+                } else if seen {
+                    "the partner's full sync did not finish in 10 minutes"
+                } else {
+                    "the partner did not connect"
+                };
+                log(sh, format_args!("serving clients after {waited:?}: {how}"));
+            }
+            return true;
+        }
+        if seen && !told {
+            told = true;
+            log(
+                sh,
+                format_args!("warm rejoin: filling from the partner before serving"),
+            );
+        }
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn repl(sh: &Shared) -> &Replication {
     sh.replication
         .as_ref()

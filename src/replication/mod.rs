@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use wire::{Position, WireChange, NONCE, PROOF};
 
-pub(crate) use link::spawn_tasks;
+pub(crate) use link::{spawn_tasks, warm_up};
 
 /// Per-stream link states, as `stats replication` names them.
 pub const CONNECTING: u8 = 0;
@@ -101,6 +101,8 @@ pub struct Replication {
     /// seeing a newer one ends.
     pub inbound_gen: AtomicU64,
     pub c: Counters,
+    /// Warm rejoin is over: client listeners may accept.
+    pub warm: std::sync::atomic::AtomicBool,
     listener: Mutex<Option<std::net::TcpListener>>,
 }
 
@@ -347,6 +349,7 @@ impl Replication {
             recv: Mutex::new(RecvState::default()),
             inbound_gen: AtomicU64::new(0),
             c: Counters::default(),
+            warm: std::sync::atomic::AtomicBool::new(false),
             listener: Mutex::new(listener),
         })
     }
@@ -366,6 +369,7 @@ impl Replication {
         out("run_id", V::Str(&format!("{:016x}", self.run_id)));
         out("host_bit", V::U64(self.host_bit as u64));
         out("streams", V::U64(self.streams.len() as u64));
+        out("warm", V::U64(self.warm.load(Relaxed) as u64));
         let sum = |f: fn(&Stream) -> &AtomicU64| -> u64 {
             self.streams.iter().map(|s| f(s).load(Relaxed)).sum()
         };
@@ -470,6 +474,7 @@ mod tests {
             secret: crate::config::Secret(Vec::new()),
             backlog: 1 << 20,
             backlog_age_secs: 1,
+            rejoin_wait_secs: 0,
         };
         let a = mk("127.0.0.1:7000", "127.0.0.1:7001");
         let b = mk("127.0.0.1:7001", "127.0.0.1:7000");

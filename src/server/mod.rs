@@ -371,11 +371,13 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Vec<std::net::Tcp
                 continue;
             }
         };
-        accepts.push(monoio::spawn(conn::accept_loop(
-            l,
-            worker.clone(),
-            canceller.handle(),
-        )));
+        let (w, cancel) = (worker.clone(), canceller.handle());
+        accepts.push(monoio::spawn(async move {
+            // Warm rejoin: clients only once filled from the partner.
+            if crate::replication::warm_up(&w.shared).await {
+                conn::accept_loop(l, w, cancel).await;
+            }
+        }));
     }
     crate::replication::spawn_tasks(id, &shared);
     // Ticker: background work on the owned shard (expiry, index growth,

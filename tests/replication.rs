@@ -164,6 +164,8 @@ fn wait_same(a: &Server, b: &Server, secs: u64) -> BTreeMap<String, (u32, Vec<u8
 struct Relay {
     port: u16,
     blocked: Arc<AtomicBool>,
+    /// Blackhole: connections stay open, nothing is forwarded.
+    paused: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
     accepted: Arc<AtomicU64>,
@@ -175,6 +177,8 @@ impl Relay {
         let port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
         let blocked = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
+        let pz = paused.clone();
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
@@ -207,9 +211,14 @@ impl Relay {
                             (down.try_clone().unwrap(), up.try_clone().unwrap()),
                             (up, down),
                         ] {
+                            let pz = pz.clone();
                             std::thread::spawn(move || {
                                 let mut buf = [0u8; 65536];
                                 loop {
+                                    if pz.load(Ordering::Relaxed) {
+                                        std::thread::sleep(Duration::from_millis(5));
+                                        continue;
+                                    }
                                     match from.read(&mut buf) {
                                         Ok(0) | Err(_) => break,
                                         Ok(k) => {
@@ -231,6 +240,7 @@ impl Relay {
         Relay {
             port,
             blocked,
+            paused,
             conns,
             stop,
             accepted,
@@ -242,6 +252,10 @@ impl Relay {
         for s in self.conns.lock().unwrap().drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+    }
+
+    fn pause(&self, on: bool) {
+        self.paused.store(on, Ordering::Relaxed);
     }
 
     fn block(&self, on: bool) {
@@ -655,4 +669,74 @@ fn a_rejoining_host_serves_only_once_filled() {
     assert_eq!(stat(&b, "snapshot_items_applied") as usize, n);
     assert_eq!(dump(&b), before);
     assert_eq!(dump(&a), before, "the partner lost or changed nothing");
+}
+
+/// Sync mode: a write's reply comes only once the partner applied it, so
+/// a read on the partner right after the reply sees it (async mode fails
+/// this: its sender polls the backlog every 1-16 ms).
+#[test]
+fn sync_mode_replies_after_the_partner_applied() {
+    let (a, b) = pair(&["--replication-mode", "sync"]);
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    for i in 0..300 {
+        let k = format!("sync{i}");
+        ca.set(&k, i, 0, b"v");
+        assert_eq!(
+            cb.get(&k),
+            Some((i, b"v".to_vec())),
+            "{k} not on B at A's reply"
+        );
+        cb.req(format!("delete {k}\r\n"), "DELETED\r\n");
+        assert_eq!(ca.get(&k), None, "{k}: B's delete not on A at B's reply");
+    }
+    assert!(stat(&a, "sync_waits") >= 300);
+    assert_eq!(stat(&a, "sync_timeouts"), 0);
+    assert_eq!(stat(&a, "sync_async_now"), 0);
+}
+
+/// Sync mode with a blackholed partner: a write waits --replication-timeout,
+/// then the host runs async (counted) and replies at once; when the link
+/// flows again it returns to sync.
+#[test]
+fn sync_mode_degrades_to_async_and_back() {
+    let rb = free_port();
+    let b = host(rb, None, &[]);
+    let relay = Relay::new(rb);
+    let p = format!("127.0.0.1:{}", relay.port);
+    let a = Server::corecached(&[
+        "-t",
+        "2",
+        "--partner",
+        &p,
+        "--replication-mode",
+        "sync",
+        "--replication-timeout",
+        "300",
+    ]);
+    wait_for(10, "A streaming", || caught_up(&a));
+    let mut ca = a.conn();
+    ca.set("fast", 0, 0, b"1");
+    relay.pause(true);
+    let t = Instant::now();
+    ca.set("slow", 0, 0, b"2");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290),
+        "replied after {waited:?}"
+    );
+    assert_eq!(stat(&a, "sync_timeouts"), 1);
+    assert_eq!(stat(&a, "sync_async_now"), 1);
+    let t = Instant::now();
+    for i in 0..20 {
+        ca.set(&format!("async{i}"), 0, 0, b"3");
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "degraded writes must not wait"
+    );
+    relay.pause(false);
+    wait_for(10, "A caught up", || caught_up(&a));
+    ca.set("again", 0, 0, b"4");
+    assert_eq!(stat(&a, "sync_async_now"), 0, "back to sync");
+    assert_eq!(b.conn().get("async19"), Some((0, b"3".to_vec())));
 }

@@ -589,7 +589,7 @@ async fn pump(
         }
         if out.is_empty() {
             monoio::time::sleep(Duration::from_millis(idle)).await;
-            idle = (idle * 2).min(16);
+            idle = (idle * 2).min(if r.sync { 1 } else { 16 });
             continue;
         }
         idle = 1;

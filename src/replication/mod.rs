@@ -49,6 +49,8 @@ fn state_name(s: u8) -> &'static str {
 /// One outbound stream: a shard's backlog and what the partner has of it.
 pub struct Stream {
     pub ring: Arc<Mutex<Ring>>,
+    /// Last sequence number journaled (sync mode waits for its ack).
+    pub journaled: Arc<AtomicU64>,
     pub state: AtomicU8,
     /// Last sequence number the partner acknowledged (this run).
     pub acked: AtomicU64,
@@ -79,6 +81,10 @@ pub struct Counters {
     pub auth_failures: AtomicU64,
     pub bad_frames: AtomicU64,
     pub sync_timeouts: AtomicU64,
+    /// Times sync mode fell back to async because the partner was down.
+    pub sync_degraded: AtomicU64,
+    /// Replies that waited for the partner's ack.
+    pub sync_waits: AtomicU64,
     pub connects: AtomicU64,
     pub disconnects: AtomicU64,
     pub inbound_sessions: AtomicU64,
@@ -101,6 +107,11 @@ pub struct Replication {
     /// seeing a newer one ends.
     pub inbound_gen: AtomicU64,
     pub c: Counters,
+    /// Sync mode is on (`--replication-mode sync` with a partner).
+    pub sync: bool,
+    /// Sync mode fell back to async (timeout or partner down) until the
+    /// partner is streaming and caught up again.
+    pub degraded: std::sync::atomic::AtomicBool,
     /// Warm rejoin is over: client listeners may accept.
     pub warm: std::sync::atomic::AtomicBool,
     listener: Mutex<Option<std::net::TcpListener>>,
@@ -281,13 +292,15 @@ pub(crate) fn from_wire<'a>(w: &WireChange<'a>) -> Change<'a> {
 /// beyond the ring's own short mutex.
 struct StreamJournal {
     ring: Arc<Mutex<Ring>>,
+    journaled: Arc<AtomicU64>,
     stream: u16,
 }
 
 impl Journal for StreamJournal {
     fn record(&mut self, change: &Change<'_>) {
         let w = to_wire(change);
-        self.ring.lock().push(self.stream, &w, now_ms());
+        let seq = self.ring.lock().push(self.stream, &w, now_ms());
+        self.journaled.store(seq, Relaxed);
     }
 }
 
@@ -310,6 +323,7 @@ impl Replication {
                 } else {
                     64
                 }))),
+                journaled: Arc::new(AtomicU64::new(0)),
                 state: AtomicU8::new(if cfg.partner.is_some() {
                     CONNECTING
                 } else {
@@ -330,6 +344,7 @@ impl Replication {
             for (i, s) in streams.iter().enumerate() {
                 let j = StreamJournal {
                     ring: s.ring.clone(),
+                    journaled: s.journaled.clone(),
                     stream: i as u16,
                 };
                 seam::set_journal(&mut store.lock_shard(i), Some(Box::new(j)));
@@ -350,6 +365,8 @@ impl Replication {
             inbound_gen: AtomicU64::new(0),
             c: Counters::default(),
             warm: std::sync::atomic::AtomicBool::new(false),
+            sync: cfg.mode == ReplicationMode::Sync && cfg.partner.is_some(),
+            degraded: std::sync::atomic::AtomicBool::new(false),
             listener: Mutex::new(listener),
         })
     }
@@ -359,7 +376,7 @@ impl Replication {
         let c = &self.c;
         let mode = match self.cfg.mode {
             ReplicationMode::Async => "async",
-            ReplicationMode::Sync => "sync(unimplemented,runs_async)",
+            ReplicationMode::Sync => "sync",
         };
         let addr = |a: Option<SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
         out("mode", V::Str(mode));
@@ -390,6 +407,9 @@ impl Replication {
         out("auth_failures", V::U64(c.auth_failures.load(Relaxed)));
         out("bad_frames", V::U64(c.bad_frames.load(Relaxed)));
         out("sync_timeouts", V::U64(c.sync_timeouts.load(Relaxed)));
+        out("sync_degraded", V::U64(c.sync_degraded.load(Relaxed)));
+        out("sync_waits", V::U64(c.sync_waits.load(Relaxed)));
+        out("sync_async_now", V::U64(self.degraded.load(Relaxed) as u64));
         out("connects", V::U64(c.connects.load(Relaxed)));
         out("disconnects", V::U64(c.disconnects.load(Relaxed)));
         out("inbound_sessions", V::U64(c.inbound_sessions.load(Relaxed)));
@@ -426,6 +446,77 @@ impl Replication {
         for (i, p) in recv.positions.iter().enumerate() {
             out(&format!("inbound{i}:applied_seq"), V::U64(p.seq));
             out(&format!("inbound{i}:synced"), V::U64(p.synced as u64));
+        }
+    }
+}
+
+impl Replication {
+    /// Sync mode: before a connection writes its replies, wait until the
+    /// partner acknowledged every record journaled so far (this client's
+    /// writes among them), at most `--replication-timeout`. On timeout, or
+    /// with the partner not streaming, fall back to async (counted, logged)
+    /// until every stream is streaming and caught up again. Returns at once
+    /// in async mode or when nothing is unacknowledged.
+    pub async fn sync_wait(&self) {
+        if !self.sync {
+            return;
+        }
+        let behind = |s: &Stream| s.acked.load(Relaxed) < s.journaled.load(Relaxed);
+        if self.degraded.load(Relaxed) {
+            // Back to sync once every stream streams and is nearly caught up.
+            let close = self.streams.iter().all(|s| {
+                s.state.load(Relaxed) == STREAMING
+                    && s.journaled.load(Relaxed) <= s.acked.load(Relaxed) + 64
+            });
+            if !close {
+                return;
+            }
+            self.degraded.store(false, Relaxed);
+            eprintln!("replication: partner caught up, back to sync mode");
+        }
+        if !self.streams.iter().any(behind) {
+            return;
+        }
+        // What to wait for: everything journaled so far (no allocation:
+        // streams past the 64th are compared with their current count).
+        let mut targets = [0u64; 64];
+        for (t, s) in targets.iter_mut().zip(self.streams.iter()) {
+            *t = s.journaled.load(Relaxed);
+        }
+        self.c.sync_waits.fetch_add(1, Relaxed);
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(self.cfg.timeout_ms);
+        loop {
+            let done = self.streams.iter().enumerate().all(|(i, s)| {
+                let t = targets.get(i).copied().unwrap_or(0);
+                let t = if i < 64 { t } else { s.journaled.load(Relaxed) };
+                s.acked.load(Relaxed) >= t
+            });
+            if done {
+                return;
+            }
+            if self
+                .streams
+                .iter()
+                .any(|s| s.state.load(Relaxed) != STREAMING)
+            {
+                if !self.degraded.swap(true, Relaxed) {
+                    self.c.sync_degraded.fetch_add(1, Relaxed);
+                    eprintln!("replication: partner not streaming, sync mode runs async");
+                }
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                if !self.degraded.swap(true, Relaxed) {
+                    eprintln!(
+                        "replication: no ack within {} ms, sync mode runs async",
+                        self.cfg.timeout_ms
+                    );
+                }
+                self.c.sync_timeouts.fetch_add(1, Relaxed);
+                return;
+            }
+            monoio::time::sleep(std::time::Duration::from_micros(200)).await;
         }
     }
 }

@@ -6,6 +6,8 @@
 //! (`Request` → store → `Response`) → `protocol` encoders (bytes out).
 
 pub mod config;
+pub mod digits;
+pub mod item;
 pub mod protocol;
 pub mod replication;
 pub mod sasl;

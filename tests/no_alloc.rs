@@ -4,7 +4,7 @@
 //! A counting global allocator counts allocations made by this test's thread
 //! while the measured section runs.
 
-use corecached::protocol::StoreMode;
+use corecached::store::StoreMode;
 use corecached::store::{ArithResult, Shard, StoreConfig, StoreResult};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -17,7 +17,7 @@
 #[allow(dead_code)]
 mod keys;
 
-use corecached::protocol::StoreMode;
+use corecached::store::StoreMode;
 use corecached::store::{Store, StoreConfig};
 
 const KEYS: u64 = 400_000;

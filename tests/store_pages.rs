@@ -14,7 +14,7 @@
 #[allow(dead_code)]
 mod keys;
 
-use corecached::protocol::StoreMode;
+use corecached::store::StoreMode;
 use corecached::store::{Store, StoreConfig};
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -258,7 +258,7 @@ fn storage<'a>(
     let Some(len) = data_len else {
         return done(Command::Error(ErrorKind::BadFormat), consumed, noreply);
     };
-    if super::item_too_large(key.len(), len, limits.max_item_size) {
+    if !crate::item::item_fits(key.len(), flags, len, limits.max_item_size) {
         // memcached swallows the data block (+CRLF) so the stream stays in sync.
         return Parsed::Done(
             Request {
@@ -390,7 +390,7 @@ fn lease_set<'a>(rest: &'a [u8], buf: &'a [u8], consumed: usize, limits: &Limits
         noreply,
         ..Ctx::default()
     };
-    if super::item_too_large(key.len(), len, limits.max_item_size) {
+    if !crate::item::item_fits(key.len(), flags, len, limits.max_item_size) {
         let cmd = Command::Swallow {
             error: ErrorKind::TooLarge,
             skip: len + 2,

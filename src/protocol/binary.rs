@@ -299,7 +299,17 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     }
     let extras = &buf[HEADER_LEN..HEADER_LEN + ext];
     let k = &buf[HEADER_LEN + ext..head];
-    if vlen > limits.max_item_size {
+    // memcached's item size rule (`crate::item`): set/add/replace count the
+    // flags in their extras; append/prepend size their temporary item with
+    // flags 0. A SASL body is bounded by -I itself.
+    let fits = match h.opcode {
+        op::SASL_AUTH | op::SASL_STEP => vlen <= limits.max_item_size,
+        _ => {
+            let flags = if ext == 8 { be32(extras) } else { 0 };
+            vlen == 0 || crate::item::item_fits(key, flags, vlen, limits.max_item_size)
+        }
+    };
+    if !fits {
         // Only value-carrying opcodes get here. memcached swallows the value.
         let (error, unlink) = match h.opcode {
             op::SET | op::SETQ => (ErrorKind::TooLarge, Some(k)),
@@ -978,10 +988,17 @@ mod tests {
             done(&b).0.cmd,
             Command::Swallow { skip, .. } if skip == u32::MAX as usize - 9
         ));
-        // Exactly at the limit: parsed normally once complete.
-        let v = vec![b'x'; 1024];
-        let b = pkt(op::SET, &ext, b"k", &v, 0);
-        assert!(matches!(done(&b).0.cmd, Command::Store { .. }));
+        // Exactly at the limit (memcached's item size: 1024 - 48 - 8 - key
+        // and NUL - CRLF, 4 bytes less with flags): parsed normally once
+        // complete; one byte more is too large.
+        for (flags, top) in [(0u32, 964), (7, 960)] {
+            let mut ext = flags.to_be_bytes().to_vec();
+            ext.extend_from_slice(&[0; 4]);
+            let b = pkt(op::SET, &ext, b"k", &vec![b'x'; top], 0);
+            assert!(matches!(done(&b).0.cmd, Command::Store { .. }));
+            let b = pkt(op::SET, &ext, b"k", &vec![b'x'; top + 1], 0);
+            assert!(matches!(done(&b).0.cmd, Command::Swallow { .. }));
+        }
     }
 
     #[test]

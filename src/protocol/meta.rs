@@ -22,8 +22,6 @@ use super::{
 const MAX_TOKENS: usize = 20;
 /// Longest opaque token, the `O` included.
 const MAX_OPAQUE: usize = 32;
-/// memcached's item header (48) + CAS (8), for the too-large rule.
-const ITEM_HEADER: usize = 48 + 8;
 
 const E_TOO_LONG_MG: &str = "CLIENT_ERROR options flags are too long";
 const E_TOO_LONG: &str = "CLIENT_ERROR options flags too long";
@@ -293,8 +291,7 @@ pub fn parse<'a>(
             } else {
                 key.len()
             };
-            let flags_size = if opts.client_flags != 0 { 4 } else { 0 };
-            if ITEM_HEADER + nkey + 1 + data_len + 2 + flags_size > limits.max_item_size {
+            if !crate::item::item_fits(nkey, opts.client_flags, data_len, limits.max_item_size) {
                 opts.too_large = true;
                 return done(verb, key, flags, b"", opts, consumed);
             }
@@ -822,22 +819,6 @@ mod tests {
         let o = opts(b"ma k\r\n");
         assert_eq!((o.delta, o.initial, o.mode), (1, 0, 0));
         assert_eq!(opts(b"mg k T-1\r\n").ttl, Some(-1));
-    }
-
-    #[test]
-    fn numbers_like_c() {
-        assert_eq!(strtoull(b"+5"), Some(5));
-        assert_eq!(strtoull(b"-0"), Some(0));
-        assert_eq!(strtoull(b"-5"), None);
-        assert_eq!(strtoull(b"18446744073709551615"), Some(u64::MAX));
-        assert_eq!(strtoull(b"18446744073709551616"), None);
-        assert_eq!(strtoull(b"5x"), None);
-        assert_eq!(strtoull(b"5\tx"), Some(5));
-        assert_eq!(strtoull(b""), None);
-        assert_eq!(strtoul32(b"4294967296"), Some(0));
-        assert_eq!(strtol32(b"-1"), Some(-1));
-        assert_eq!(strtol32(b"4294967297"), Some(1));
-        assert_eq!(strtol32(b"x"), None);
     }
 
     #[test]

@@ -15,17 +15,6 @@ pub mod meta;
 /// memcached's key length limit (KEY_MAX_LENGTH).
 pub const MAX_KEY_LEN: usize = 250;
 
-/// memcached's per-item overhead counted against `-I`: a 48-byte header, an
-/// 8-byte CAS, the key's terminating NUL and the value's CRLF.
-pub const ITEM_OVERHEAD: usize = 48 + 8 + 1 + 2;
-
-/// Does an item with this key and value exceed `-I`, by memcached's measure?
-/// (With `-I 1m` and a 3-byte key the largest value is 1 MiB - 62 bytes.)
-#[inline]
-pub fn item_too_large(key_len: usize, value_len: usize, max_item_size: usize) -> bool {
-    ITEM_OVERHEAD + key_len + value_len > max_item_size
-}
-
 /// How far past `-I` an announced data block (a text value, a binary body)
 /// is still read and thrown away so the connection stays in sync. A block
 /// announced larger than `-I` plus this is refused with the same error and
@@ -401,19 +390,7 @@ pub fn tokens(line: &[u8]) -> Tokens<'_> {
     Tokens { rest: line }
 }
 
-/// The decimal digits of `v`, written into the end of `buf` (no allocation).
-pub fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
+pub use crate::digits::{fmt_u64, parse_u64, strtol32, strtoul32, strtoull};
 
 /// Append the decimal form of `v` without allocating.
 pub fn put_u64(out: &mut Vec<u8>, v: u64) {
@@ -463,85 +440,6 @@ pub fn valid_text_key(key: &[u8]) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|&b| b > b' ' && b != 0x7f)
 }
 
-/// Parse an unsigned decimal number the way strtoull-based memcached code
-/// accepts it (digits only, no sign, must fit).
-pub fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &b in s {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add((b - b'0') as u64)?;
-    }
-    Some(v)
-}
-
-// Numbers, as memcached's safe_strto* read them (C strto* semantics).
-
-fn is_c_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-}
-
-/// C `strtoull`/`strtol` core: leading white space, optional sign, decimal
-/// digits, then white space or the end. Returns (negative, magnitude).
-/// None when there are no digits, the magnitude overflows u64, or junk follows.
-fn c_number(s: &[u8]) -> Option<(bool, u64)> {
-    let mut i = s.iter().take_while(|&&b| is_c_space(b)).count();
-    let mut neg = false;
-    if i < s.len() && (s[i] == b'+' || s[i] == b'-') {
-        neg = s[i] == b'-';
-        i += 1;
-    }
-    let start = i;
-    let mut v: u64 = 0;
-    while i < s.len() && s[i].is_ascii_digit() {
-        v = v.checked_mul(10)?.checked_add((s[i] - b'0') as u64)?;
-        i += 1;
-    }
-    if i == start {
-        return None;
-    }
-    if i < s.len() && !is_c_space(s[i]) {
-        return None;
-    }
-    Some((neg, v))
-}
-
-/// memcached's `safe_strtoull`: a negative number is refused unless it
-/// wraps to a value that is non-negative as a signed 64-bit number.
-pub fn strtoull(s: &[u8]) -> Option<u64> {
-    let (neg, v) = c_number(s)?;
-    let v = if neg { v.wrapping_neg() } else { v };
-    if (v as i64) < 0 && s.contains(&b'-') {
-        return None;
-    }
-    Some(v)
-}
-
-/// memcached's `safe_strtoul` on a 64-bit host: strtoull rules, then the
-/// result is truncated to 32 bits.
-pub fn strtoul32(s: &[u8]) -> Option<u32> {
-    strtoull(s).map(|v| v as u32)
-}
-
-/// memcached's `safe_strtol` on a 64-bit host: a signed 64-bit number,
-/// truncated to 32 bits.
-pub fn strtol32(s: &[u8]) -> Option<i32> {
-    let (neg, v) = c_number(s)?;
-    let v: i64 = if neg {
-        if v > i64::MAX as u64 + 1 {
-            return None;
-        }
-        (v as i64).wrapping_neg()
-    } else {
-        i64::try_from(v).ok()?
-    };
-    Some(v as i32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,10 +453,6 @@ mod tests {
         v.push(b' ');
         put_i64(&mut v, -42);
         assert_eq!(v, b"0 18446744073709551615 -42");
-        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
-        assert_eq!(parse_u64(b"18446744073709551616"), None);
-        assert_eq!(parse_u64(b"1a"), None);
-        assert_eq!(parse_u64(b""), None);
     }
 
     #[test]

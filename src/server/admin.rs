@@ -18,10 +18,10 @@
 use super::exec::{emit, Env, Next, GET_SLICE_BYTES};
 use super::meta_exec::{item_total, slab_class};
 use crate::protocol::{
-    fields, put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Fields, Response, StoreMode,
+    fields, put_i64, put_u64, strtoul32, tokens, Ctx, ErrorKind, Fields, Response,
 };
 use crate::stats::bump;
-use crate::store::{MetaGet, StoreOpts, StoreResult, WalkItem};
+use crate::store::{MetaGet, StoreMode, StoreOpts, StoreResult, WalkItem};
 use crate::time;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 

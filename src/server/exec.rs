@@ -96,7 +96,7 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             let now = time::now();
             let exp = time::exptime_to_rel(exptime, now);
             let (mut shard, h) = store.lock(key);
-            let r = shard.store(h, key, mode, flags, exp, data, cas, now);
+            let r = shard.store(h, key, mode.into(), flags, exp, data, cas, now);
             drop(shard);
             let compare = mode == StoreMode::Cas;
             let resp = match r {
@@ -494,4 +494,19 @@ fn sasl(cmd: &Command<'_>, ctx: &Ctx, env: &Env<'_>, conn: &mut ConnState, out: 
 /// Shorthand for a stat line.
 pub fn stat<'a>(ctx: &Ctx, name: &'a str, value: StatValue<'a>, out: &mut Vec<u8>) {
     emit(ctx, Response::Stat { name, value }, out);
+}
+
+/// A protocol's store verb → the store's semantics (one to one).
+impl From<StoreMode> for crate::store::StoreMode {
+    fn from(m: StoreMode) -> Self {
+        use crate::store::StoreMode as S;
+        match m {
+            StoreMode::Set => S::Set,
+            StoreMode::Add => S::Add,
+            StoreMode::Replace => S::Replace,
+            StoreMode::Append => S::Append,
+            StoreMode::Prepend => S::Prepend,
+            StoreMode::Cas => S::Cas,
+        }
+    }
 }

@@ -15,9 +15,11 @@ use crate::protocol::ascii::error_text;
 use crate::protocol::meta::{
     self, encode, encode_debug, encode_miss, Code, DebugInfo, MetaCommand, Reply, Verb,
 };
-use crate::protocol::{Ctx, ErrorKind, StoreMode, MAX_KEY_LEN};
+use crate::protocol::{Ctx, ErrorKind, MAX_KEY_LEN};
 use crate::stats::bump;
-use crate::store::{ArithResult, DeleteOpts, DeleteResult, MetaGet, Shard, StoreOpts, StoreResult};
+use crate::store::{
+    ArithResult, DeleteOpts, DeleteResult, MetaGet, Shard, StoreMode, StoreOpts, StoreResult,
+};
 use crate::time;
 
 /// memcached's default `slab_chunk_max` (half a 1 MiB page).
@@ -390,7 +392,7 @@ fn debug(m: &MetaCommand<'_>, key: &[u8], now: u32, env: &Env<'_>, out: &mut Vec
 /// memcached's ITEM_ntotal: 48-byte header, 8-byte CAS, key + NUL,
 /// value + CRLF, 4 bytes of client flags when they are non-zero.
 pub(crate) fn item_total(nkey: usize, nval: usize, flags: u32) -> u64 {
-    (48 + 8 + nkey + 1 + nval + 2 + if flags != 0 { 4 } else { 0 }) as u64
+    crate::item::total(nkey, flags, nval) as u64
 }
 
 /// The slab class memcached would put an item of `total` bytes in, given

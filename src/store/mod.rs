@@ -18,7 +18,6 @@ pub use engine::Reassign;
 pub use shard::{ClassInfo, Shard, WalkItem};
 pub use slab::{page_size_for, Budget, ClassStats, HDR as ITEM_HEADER_BYTES};
 
-use crate::protocol::StoreMode;
 use parking_lot::{Mutex, MutexGuard};
 
 /// Fixed hash seeds: routing must be stable across restarts and hosts.
@@ -92,6 +91,20 @@ impl StoreConfig {
             shards: shards_for(mem_limit, loops),
         }
     }
+}
+
+/// Which store command's semantics (memcached's `NREAD_*`): the protocols'
+/// verbs (text `set`..`cas`, binary opcodes, meta `ms` modes) map onto it in
+/// the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    /// Compare-and-swap: store only over an item whose CAS matches.
+    Cas,
 }
 
 /// A read-only view of a stored item, valid while the shard lock is held.
@@ -410,11 +423,6 @@ impl Store {
             s.lock().flush_all(at, now);
         }
     }
-}
-
-/// Mode helper shared by the protocols: does this store need the old item?
-pub fn needs_existing(mode: StoreMode) -> bool {
-    !matches!(mode, StoreMode::Set | StoreMode::Add)
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@ use super::engine::{Dead, Engine, Reassign};
 use super::slab::{item_size, ref_access, Budget, ClassStats, B_FETCHED, B_STALE, B_WIN, NONE};
 use super::{
     ArithResult, DeleteOpts, DeleteResult, ItemRef, MetaGet, MetaGetOutcome, ShardStats,
-    StoreConfig, StoreOpts, StoreResult, SEEDS,
+    StoreConfig, StoreMode, StoreOpts, StoreResult, SEEDS,
 };
-use crate::protocol::fmt_u64;
-use crate::protocol::StoreMode;
+use crate::digits::{fmt_u64, strtoull};
+use crate::item::item_fits;
 
 /// Per-class figures for `stats slabs` / `stats items`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -264,7 +264,7 @@ impl Shard {
         self.e
             .class_stats_for(item_size(key.len(), data.len(), flags))
             .cmd_set += 1;
-        if data.len() > self.e.max_item {
+        if !item_fits(key.len(), flags, data.len(), self.e.max_item) {
             return StoreResult::TooLarge;
         }
         let set = mode == StoreMode::Set;
@@ -314,10 +314,12 @@ impl Shard {
                 }
                 let old_len = self.e.a.vlen(old);
                 let total = old_len + data.len();
-                if total > self.e.max_item {
-                    return StoreResult::TooLarge;
-                }
                 let (f, e) = (self.e.a.flags(old), self.e.a.exptime(old));
+                if !item_fits(key.len(), f, total, self.e.max_item) {
+                    // memcached: the combined item cannot be allocated, so
+                    // nothing is stored (NOT_STORED, not "too large").
+                    return StoreResult::NotStored;
+                }
                 let Some(h) = self.write_new(key, total, f, e, opts.new_cas, old, now) else {
                     return StoreResult::OutOfMemory;
                 };
@@ -550,7 +552,7 @@ impl Shard {
         if cas != 0 && self.e.a.cas(h) != cas {
             return ArithResult::Exists;
         }
-        let Some(cur) = parse_counter(self.e.a.value(h)) else {
+        let Some(cur) = strtoull(self.e.a.value(h)) else {
             return ArithResult::NonNumeric;
         };
         let value = if incr {
@@ -668,20 +670,6 @@ impl Shard {
             })
         })
     }
-}
-
-/// memcached's safe_strtoull on an item value: optional leading spaces,
-/// digits, then only trailing whitespace.
-fn parse_counter(v: &[u8]) -> Option<u64> {
-    let s = v.iter().position(|&b| b != b' ').unwrap_or(v.len());
-    let e = v[s..]
-        .iter()
-        .position(|b| !b.is_ascii_digit())
-        .map_or(v.len(), |p| s + p);
-    if e == s || !v[e..].iter().all(|b| b.is_ascii_whitespace()) {
-        return None;
-    }
-    crate::protocol::parse_u64(&v[s..e])
 }
 
 #[cfg(test)]
@@ -1476,7 +1464,7 @@ mod model_tests {
                     let r = s.arith(0, &key, incr, d, None, 0, now);
                     match m.get_mut(&key) {
                         None => assert_eq!(r, ArithResult::NotFound),
-                        Some(it) => match parse_counter(&it.v) {
+                        Some(it) => match strtoull(&it.v) {
                             None => assert_eq!(r, ArithResult::NonNumeric),
                             Some(cur) => {
                                 let want = if incr {

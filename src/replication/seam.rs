@@ -43,8 +43,7 @@ pub fn set_journal(_shard: &mut Shard, _j: Option<Box<dyn Journal>>) {}
 
 /// Last writer wins by CAS, through the shard's public operations.
 pub fn apply(shard: &mut Shard, c: &Change<'_>, now: u32) -> Applied {
-    use crate::protocol::StoreMode;
-    use crate::store::{DeleteOpts, MetaGet, StoreOpts, StoreResult};
+    use crate::store::{DeleteOpts, MetaGet, StoreMode, StoreOpts, StoreResult};
     let cur = |shard: &mut Shard, key: &[u8]| {
         shard
             .meta_get(0, key, now, &MetaGet::default())

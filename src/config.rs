@@ -307,12 +307,15 @@ struct ReplicationArgs {
     /// nothing listens).
     #[arg(long = "replication-listen", value_name = "ADDR:PORT")]
     replication_listen: Option<std::net::SocketAddr>,
-    /// async: replies do not wait for the partner. sync: parsed, NOT YET
-    /// IMPLEMENTED (behaves as async, counted in `stats replication`).
+    /// async: replies do not wait for the partner. sync: a connection's
+    /// replies wait until the partner acknowledged every write journaled
+    /// before them, up to --replication-timeout; then async (counted) until
+    /// the partner has caught up.
     #[arg(long = "replication-mode", value_enum, default_value_t = ReplicationMode::Async)]
     replication_mode: ReplicationMode,
-    /// Sync mode: how long a reply waits for the partner's ack (ms); also
-    /// the handshake and connect timeout of the replication link.
+    /// Sync mode: how long a reply waits for the partner's ack (ms). Also
+    /// bounds the link's connect and handshake (at least 2 s) and drops a
+    /// link whose partner stops acknowledging (at least 5 s).
     #[arg(
         long = "replication-timeout",
         value_name = "MS",

@@ -214,18 +214,30 @@ impl Relay {
                             let pz = pz.clone();
                             std::thread::spawn(move || {
                                 let mut buf = [0u8; 65536];
+                                from.set_read_timeout(Some(Duration::from_millis(5)))
+                                    .unwrap();
                                 loop {
                                     if pz.load(Ordering::Relaxed) {
                                         std::thread::sleep(Duration::from_millis(5));
                                         continue;
                                     }
-                                    match from.read(&mut buf) {
-                                        Ok(0) | Err(_) => break,
-                                        Ok(k) => {
-                                            if to.write_all(&buf[..k]).is_err() {
-                                                break;
-                                            }
+                                    let k = match from.read(&mut buf) {
+                                        Ok(0) => break,
+                                        Ok(k) => k,
+                                        Err(e)
+                                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                                || e.kind() == std::io::ErrorKind::TimedOut =>
+                                        {
+                                            continue
                                         }
+                                        Err(_) => break,
+                                    };
+                                    // Paused meanwhile: hold what was read.
+                                    while pz.load(Ordering::Relaxed) {
+                                        std::thread::sleep(Duration::from_millis(5));
+                                    }
+                                    if to.write_all(&buf[..k]).is_err() {
+                                        break;
                                     }
                                 }
                                 let _ = to.shutdown(std::net::Shutdown::Both);
@@ -705,6 +717,7 @@ fn sync_mode_degrades_to_async_and_back() {
     let mut ca = a.conn();
     ca.set("fast", 0, 0, b"1");
     relay.pause(true);
+    std::thread::sleep(Duration::from_millis(50));
     let t = Instant::now();
     ca.set("slow", 0, 0, b"2");
     let waited = t.elapsed();

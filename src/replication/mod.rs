@@ -51,6 +51,8 @@ pub struct Stream {
     pub ring: Arc<Mutex<Ring>>,
     /// Last sequence number journaled (sync mode waits for its ack).
     pub journaled: Arc<AtomicU64>,
+    /// `journaled` when sync mode last fell back to async.
+    pub degrade_mark: AtomicU64,
     pub state: AtomicU8,
     /// Last sequence number the partner acknowledged (this run).
     pub acked: AtomicU64,
@@ -324,6 +326,7 @@ impl Replication {
                     64
                 }))),
                 journaled: Arc::new(AtomicU64::new(0)),
+                degrade_mark: AtomicU64::new(0),
                 state: AtomicU8::new(if cfg.partner.is_some() {
                     CONNECTING
                 } else {
@@ -457,16 +460,23 @@ impl Replication {
     /// with the partner not streaming, fall back to async (counted, logged)
     /// until every stream is streaming and caught up again. Returns at once
     /// in async mode or when nothing is unacknowledged.
+    fn mark_degraded(&self) {
+        for s in self.streams.iter() {
+            s.degrade_mark.store(s.journaled.load(Relaxed), Relaxed);
+        }
+    }
+
     pub async fn sync_wait(&self) {
         if !self.sync {
             return;
         }
         let behind = |s: &Stream| s.acked.load(Relaxed) < s.journaled.load(Relaxed);
         if self.degraded.load(Relaxed) {
-            // Back to sync once every stream streams and is nearly caught up.
+            // Back to sync once every stream streams and the partner has
+            // acknowledged what was journaled when sync mode gave up.
             let close = self.streams.iter().all(|s| {
                 s.state.load(Relaxed) == STREAMING
-                    && s.journaled.load(Relaxed) <= s.acked.load(Relaxed) + 64
+                    && s.acked.load(Relaxed) >= s.degrade_mark.load(Relaxed)
             });
             if !close {
                 return;
@@ -501,6 +511,7 @@ impl Replication {
                 .any(|s| s.state.load(Relaxed) != STREAMING)
             {
                 if !self.degraded.swap(true, Relaxed) {
+                    self.mark_degraded();
                     self.c.sync_degraded.fetch_add(1, Relaxed);
                     eprintln!("replication: partner not streaming, sync mode runs async");
                 }
@@ -508,6 +519,7 @@ impl Replication {
             }
             if std::time::Instant::now() >= deadline {
                 if !self.degraded.swap(true, Relaxed) {
+                    self.mark_degraded();
                     eprintln!(
                         "replication: no ack within {} ms, sync mode runs async",
                         self.cfg.timeout_ms

@@ -12,6 +12,8 @@ mod admin;
 mod conn;
 pub mod exec;
 mod meta_exec;
+#[cfg(test)]
+mod seam_tests;
 mod stats_cmd;
 
 use crate::config::{Config, IoDriver, Pin};

@@ -86,8 +86,12 @@ pub struct Engine {
     /// ...and so are items last accessed before this second (items stored
     /// before the flush with a client-chosen CAS above `flush_cas`).
     flush_time: u32,
-    /// A delayed flush_all takes effect at this relative time (0 = none).
+    /// A delayed flush_all takes effect at this relative time (0 = none)...
     flush_pending: u32,
+    /// ...with this version (0: the clock's next value then)...
+    flush_pending_version: u64,
+    /// ...and also by access time (a local flush_all).
+    flush_pending_by_time: bool,
     /// Background sweep freeing flushed items: (page, chunk).
     sweep: Option<(usize, u32)>,
     mover: Option<Move>,
@@ -113,13 +117,15 @@ impl Engine {
             a: Arena::shared(budget, cfg.chunk_size, cfg.growth_factor),
             ix: Index::new(4096, hasher),
             wheel: Wheel::new(0),
-            hlc: Hlc::new(id, false),
+            hlc: Hlc::new(id, cfg.host_bit),
             no_evict: cfg.no_evict,
             max_item: cfg.max_item_size,
             stats: ShardStats::default(),
             flush_cas: 0,
             flush_time: 0,
             flush_pending: 0,
+            flush_pending_version: 0,
+            flush_pending_by_time: false,
             sweep: None,
             mover: None,
             automove: 1,
@@ -137,27 +143,45 @@ impl Engine {
     pub fn check_flush(&mut self, now: u32) {
         if self.flush_pending != 0 && self.flush_pending <= now {
             self.flush_pending = 0;
-            self.flush_now(now);
+            let version = match self.flush_pending_version {
+                0 => self.hlc.next(),
+                v => v,
+            };
+            self.flush_now(now, version, self.flush_pending_by_time);
         }
     }
 
-    /// Everything stored so far is gone (lazily: invisible now, memory
-    /// reclaimed by the background sweep).
-    pub fn flush_now(&mut self, now: u32) {
-        self.flush_cas = self.flush_cas.max(self.hlc.next());
-        self.flush_time = now;
+    /// Every item with a version up to `version` is gone, and with
+    /// `by_time` every item last accessed before `now` too (lazily:
+    /// invisible now, memory reclaimed by the background sweep).
+    fn flush_now(&mut self, now: u32, version: u64, by_time: bool) {
+        self.flush_cas = self.flush_cas.max(version);
+        if by_time {
+            self.flush_time = now;
+        }
         if self.flush_cas != 0 && self.stats.curr_items > 0 {
             self.sweep = Some((0, 0));
         }
     }
 
-    /// flush_all: at `at` (relative; <= now means now).
-    pub fn flush_all(&mut self, at: u32, now: u32) {
+    /// flush_all: at `at` (relative; <= now means now), with `version` (0:
+    /// the clock's next value when it takes effect). `by_time`: a local
+    /// flush_all, which also ends items last accessed before it (items with
+    /// a client-chosen CAS above the version); a replicated one goes by
+    /// version only.
+    pub fn flush_all(&mut self, at: u32, now: u32, version: u64, by_time: bool) {
         if at <= now {
             self.flush_pending = 0;
-            self.flush_now(now);
+            let version = if version != 0 {
+                version
+            } else {
+                self.hlc.next()
+            };
+            self.flush_now(now, version, by_time);
         } else {
             self.flush_pending = at;
+            self.flush_pending_version = version;
+            self.flush_pending_by_time = by_time;
         }
     }
 

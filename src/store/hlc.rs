@@ -20,8 +20,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const LOW_BITS: u32 = 11;
 const COUNTER_SHIFT: u32 = LOW_BITS;
 const MS_SHIFT: u32 = COUNTER_SHIFT + 11;
-#[allow(dead_code)] // used by observe()
 const LOW_MASK: u64 = (1 << LOW_BITS) - 1;
+/// The largest value `observe` follows.
+const OBSERVE_MAX: u64 = u64::MAX - (1 << 40);
 
 pub struct Hlc {
     /// Last value issued, without the low (shard, host) bits.
@@ -49,7 +50,7 @@ impl Hlc {
     #[inline]
     pub fn next_at(&mut self, ms: u64) -> u64 {
         let phys = ms << MS_SHIFT;
-        let cand = self.last + (1 << COUNTER_SHIFT);
+        let cand = self.last.saturating_add(1 << COUNTER_SHIFT);
         self.last = phys.max(cand);
         self.last | self.low
     }
@@ -62,9 +63,15 @@ impl Hlc {
 
     /// Observe a value made elsewhere (a client-given CAS, a replica's
     /// version): later values of this clock will be above it.
-    #[allow(dead_code)] // for client-given CAS (meta E) and replication
+    ///
+    /// Values in the top 2^40 of the range (a client's `E` near 2^64; the
+    /// clock's own values reach it only after the year 2109) are not
+    /// followed: the clock keeps room for 2^29 more values, so one client
+    /// cannot make every later CAS of the shard the same.
     pub fn observe(&mut self, v: u64) {
-        self.last = self.last.max(v & !LOW_MASK);
+        if v <= OBSERVE_MAX {
+            self.last = self.last.max(v & !LOW_MASK);
+        }
     }
 
     /// Milliseconds part of a value.
@@ -102,6 +109,10 @@ mod tests {
         let r = a.next();
         assert!(Hlc::ms_of(r) > 1_600_000_000_000);
         b.observe(r + 1_000_000);
-        assert!(b.next_at(0) > r + 1_000_000 - LOW_MASK);
+        assert!(b.next_at(0) > r + 1_000_000);
+        // a value at the top of the range is not followed
+        let before = b.next_at(0);
+        b.observe(u64::MAX);
+        assert!(b.next_at(0) < before + (1 << 20));
     }
 }

@@ -10,11 +10,15 @@
 mod engine;
 mod hlc;
 mod index;
+mod journal;
 mod shard;
 mod slab;
 mod wheel;
 
 pub use engine::Reassign;
+#[cfg(test)]
+pub(crate) use journal::tests as journal_tests;
+pub use journal::{Applied, Change, Journal};
 pub use shard::{ClassInfo, Shard, WalkItem};
 pub use slab::{page_size_for, Budget, ClassStats, HDR as ITEM_HEADER_BYTES};
 
@@ -43,6 +47,9 @@ pub struct StoreConfig {
     pub growth_factor: f64,
     /// Number of shards (= worker threads).
     pub shards: usize,
+    /// The host bit of every CAS value (`hlc.rs`): the two partners of a
+    /// replicated pair must differ (set by replication's configuration).
+    pub host_bit: bool,
 }
 
 impl Default for StoreConfig {
@@ -54,6 +61,7 @@ impl Default for StoreConfig {
             chunk_size: 48,
             growth_factor: 1.25,
             shards: 1,
+            host_bit: false,
         }
     }
 }
@@ -89,6 +97,7 @@ impl StoreConfig {
             chunk_size,
             growth_factor,
             shards: shards_for(mem_limit, loops),
+            host_bit: false,
         }
     }
 }
@@ -417,7 +426,7 @@ impl Store {
     }
 
     /// flush_all: at `at` (relative time; <= now means now) every item
-    /// stored before then is gone.
+    /// stored before then is gone. Each shard records a `Change::Flush`.
     pub fn flush_all(&self, at: u32, now: u32) {
         for s in self.shards.iter() {
             s.lock().flush_all(at, now);

@@ -3,6 +3,7 @@
 //! hash index, CLOCK eviction, timing-wheel expiry, slab rebalancing).
 
 use super::engine::{Dead, Engine, Reassign};
+use super::journal::{Applied, Change, Journal};
 use super::slab::{item_size, ref_access, Budget, ClassStats, B_FETCHED, B_STALE, B_WIN, NONE};
 use super::{
     ArithResult, DeleteOpts, DeleteResult, ItemRef, MetaGet, MetaGetOutcome, ShardStats,
@@ -62,6 +63,19 @@ impl ClassInfo {
 /// One shard of the key space.
 pub struct Shard {
     e: Engine,
+    /// Where client mutations are recorded (replication); None: nowhere.
+    journal: Option<Box<dyn Journal>>,
+}
+
+/// What a client mutation left, for the commit point.
+#[derive(Clone, Copy)]
+enum Commit<'k> {
+    /// The item at this handle is the post-image.
+    Item(u32),
+    /// The key was removed.
+    Removed(&'k [u8]),
+    /// flush_all at `at` with this version.
+    Flush { at: u32, cas: u64 },
 }
 
 impl Shard {
@@ -77,6 +91,55 @@ impl Shard {
         let hasher = ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]);
         Shard {
             e: Engine::new(id, budget, cfg, hasher),
+            journal: None,
+        }
+    }
+
+    /// Record every client mutation in `journal` from now on (None: stop).
+    pub fn set_journal(&mut self, journal: Option<Box<dyn Journal>>) {
+        self.journal = journal;
+    }
+
+    /// The commit point: every client mutation ends here, once, after the
+    /// change is made (see `journal.rs`). Without a journal: one branch.
+    #[inline]
+    fn commit(&mut self, c: Commit<'_>) {
+        if self.journal.is_none() {
+            return;
+        }
+        let change = match c {
+            Commit::Item(h) => {
+                let a = &self.e.a;
+                let (key, value) = a.key_value(h);
+                Change::Item {
+                    key,
+                    value,
+                    flags: a.flags(h),
+                    exptime: a.exptime(h),
+                    cas: a.cas(h),
+                    stale: a.bits(h) & B_STALE != 0,
+                }
+            }
+            Commit::Removed(key) => Change::Removed {
+                key,
+                cas: self.e.hlc.next(),
+            },
+            Commit::Flush { at, cas } => Change::Flush { at, cas },
+        };
+        if let Some(j) = self.journal.as_mut() {
+            j.record(&change);
+        }
+    }
+
+    /// The one version function: a given version (a client's meta `E`, a
+    /// partner's change) is used as is and observed by the clock, so later
+    /// local versions are larger; 0 takes the clock's next value.
+    fn version(&mut self, given: u64) -> u64 {
+        if given != 0 {
+            self.e.hlc.observe(given);
+            given
+        } else {
+            self.e.hlc.next()
         }
     }
 
@@ -143,6 +206,7 @@ impl Shard {
             Some(exp) => {
                 self.e.set_exptime(h, exp);
                 self.e.class_stats(h).touch_hits += 1;
+                self.commit(Commit::Item(h));
             }
             None => self.e.note_hit(h),
         }
@@ -162,8 +226,8 @@ impl Shard {
         })
     }
 
-    /// Allocate and write a new item (not linked), with CAS `cas` or, if
-    /// 0, the next from the clock. None: out of memory.
+    /// Allocate and write a new item (not linked), with version `cas` (see
+    /// `version`). None: out of memory.
     #[allow(clippy::too_many_arguments)]
     fn write_new(
         &mut self,
@@ -179,7 +243,7 @@ impl Shard {
             .e
             .alloc(item_size(key.len(), vlen, flags), protect, now)?;
         self.e.a.init_item(h, key, vlen, flags, exptime, now);
-        let cas = if cas != 0 { cas } else { self.e.hlc.next() };
+        let cas = self.version(cas);
         self.e.a.set_cas(h, cas);
         Some(h)
     }
@@ -204,6 +268,7 @@ impl Shard {
                 let old = self.e.ix.find(&self.e.a, hash, key);
                 if old != NONE {
                     self.e.unlink(old, hash);
+                    self.commit(Commit::Removed(key));
                 }
             }
             return Err(StoreResult::OutOfMemory);
@@ -343,11 +408,15 @@ impl Shard {
         self.stored(r)
     }
 
-    fn stored(&self, r: Result<u32, StoreResult>) -> StoreResult {
+    /// The end of every store: commit the stored item.
+    fn stored(&mut self, r: Result<u32, StoreResult>) -> StoreResult {
         match r {
-            Ok(h) => StoreResult::Stored {
-                cas: self.e.a.cas(h),
-            },
+            Ok(h) => {
+                self.commit(Commit::Item(h));
+                StoreResult::Stored {
+                    cas: self.e.a.cas(h),
+                }
+            }
             Err(e) => e,
         }
     }
@@ -392,11 +461,7 @@ impl Shard {
             h = nh;
         }
         if opts.invalidate {
-            let cas = if opts.new_cas != 0 {
-                opts.new_cas
-            } else {
-                self.e.hlc.next()
-            };
+            let cas = self.version(opts.new_cas);
             if let Some(exp) = opts.touch {
                 self.e.set_exptime(h, exp);
             }
@@ -405,7 +470,10 @@ impl Shard {
             self.e.a.set_cas(h, cas);
         } else if !opts.remove_value {
             self.e.unlink(h, hash);
+            self.commit(Commit::Removed(key));
+            return DeleteResult::Deleted;
         }
+        self.commit(Commit::Item(h));
         DeleteResult::Deleted
     }
 
@@ -480,6 +548,9 @@ impl Shard {
             self.e.note_hit(h);
         }
         self.e.a.set_bits(h, bits);
+        if out.created || op.touch.is_some() {
+            self.commit(Commit::Item(h));
+        }
         let a = &self.e.a;
         let (key, value) = a.key_value(h);
         Some((
@@ -538,6 +609,7 @@ impl Shard {
                         Some(h) => {
                             self.e.a.value_mut(h).copy_from_slice(d);
                             let cas = self.install(h, hash);
+                            self.commit(Commit::Item(h));
                             ArithResult::Value { value: v, cas }
                         }
                         None => ArithResult::OutOfMemory,
@@ -576,12 +648,9 @@ impl Shard {
             let v = self.e.a.value_mut(h);
             v[..n].copy_from_slice(d);
             v[n..].fill(b' ');
-            let cas = if new_cas != 0 {
-                new_cas
-            } else {
-                self.e.hlc.next()
-            };
+            let cas = self.version(new_cas);
             self.e.a.set_cas(h, cas);
+            self.commit(Commit::Item(h));
             return ArithResult::Value { value, cas };
         }
         let (flags, exp) = (self.e.a.flags(h), self.e.a.exptime(h));
@@ -590,6 +659,7 @@ impl Shard {
         };
         self.e.a.value_mut(nh).copy_from_slice(d);
         self.e.relink(h, nh, hash);
+        self.commit(Commit::Item(nh));
         ArithResult::Value {
             value,
             cas: self.e.a.cas(nh),
@@ -603,7 +673,85 @@ impl Shard {
 
     /// flush_all: items stored before `at` die once `at` is reached.
     pub fn flush_all(&mut self, at: u32, now: u32) {
-        self.e.flush_all(at, now);
+        let cas = self.version(0);
+        // Now: this version; later: the clock's value at that time.
+        let version = if at <= now { cas } else { 0 };
+        self.e.flush_all(at, now, version, true);
+        self.commit(Commit::Flush { at, cas });
+    }
+
+    /// Apply a change received from the partner: last writer wins by CAS
+    /// (an item or removal whose cas is <= the local item's cas changes
+    /// nothing → Older); the item is stored with the given cas; the clock
+    /// observes the cas; never passes through the journal.
+    ///
+    /// A removal of a missing key is `Removed` (idempotent; no tombstone is
+    /// kept). An item that cannot be stored (too large, no memory) unlinks
+    /// the older local copy. A flush goes by version only: items with a CAS
+    /// up to `cas` die at `at` (the local flush_all's rule by access time is
+    /// not applied). Note: touch, `gat`, `mg T` and `md x` without `E` keep
+    /// the item's CAS (as memcached does), so their changes arrive with the
+    /// CAS the local copy already has and are `Older` here.
+    pub fn apply(&mut self, change: &Change<'_>, now: u32) -> Applied {
+        match *change {
+            Change::Item {
+                key,
+                value,
+                flags,
+                exptime,
+                cas,
+                stale,
+            } => {
+                let hash = self.hash(key);
+                self.version(cas);
+                let old = self.e.lookup(hash, key, now).ok();
+                if old.is_some_and(|h| self.e.a.cas(h) >= cas) {
+                    return Applied::Older;
+                }
+                let fits = item_fits(key.len(), flags, value.len(), self.e.max_item);
+                let new = if fits {
+                    let protect = old.unwrap_or(NONE);
+                    self.write_new(key, value.len(), flags, exptime, cas, protect, now)
+                } else {
+                    None
+                };
+                let Some(h) = new else {
+                    // Never leave the older version behind a failed apply.
+                    if let Some(old) = old {
+                        self.e.unlink(old, hash);
+                    }
+                    return if fits {
+                        Applied::OutOfMemory
+                    } else {
+                        Applied::TooLarge
+                    };
+                };
+                self.e.a.value_mut(h).copy_from_slice(value);
+                if stale {
+                    let b = self.e.a.bits(h);
+                    self.e.a.set_bits(h, b | B_STALE);
+                }
+                self.install(h, hash);
+                Applied::Stored
+            }
+            Change::Removed { key, cas } => {
+                let hash = self.hash(key);
+                self.version(cas);
+                match self.e.lookup(hash, key, now) {
+                    Ok(h) if self.e.a.cas(h) >= cas => Applied::Older,
+                    Ok(h) => {
+                        self.e.unlink(h, hash);
+                        Applied::Removed
+                    }
+                    Err(_) => Applied::Removed,
+                }
+            }
+            Change::Flush { at, cas } => {
+                self.version(cas);
+                self.e.flush_all(at, now, cas, false);
+                Applied::Flushed
+            }
+        }
     }
 
     /// Background work on the owner core (expiry, index growth, flush

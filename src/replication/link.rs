@@ -17,10 +17,10 @@
 //! No lock is held across an await: the shard and ring locks are taken
 //! inside synchronous blocks that copy bytes out.
 
-use super::seam::{self, Applied};
 use super::wire::{self, Frame, Position, WireChange, HDR};
 use super::{Replication, CONNECTING, DOWN, FULL_SYNC, STREAMING};
 use crate::server::Shared;
+use crate::store::Applied;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
@@ -811,13 +811,13 @@ fn apply_change(sh: &Shared, w: &WireChange<'_>) {
     let res = match w {
         WireChange::Item { key, .. } | WireChange::Removed { key, .. } => {
             let (mut shard, _) = sh.store.lock(key);
-            seam::apply(&mut shard, &c, now)
+            shard.apply(&c, now)
         }
         WireChange::Flush { .. } => {
             // The partner's shards need not be ours: a flush reaches all.
             let mut last = Applied::Flushed;
             for i in 0..sh.store.shard_count() {
-                last = seam::apply(&mut sh.store.lock_shard(i), &c, now);
+                last = sh.store.lock_shard(i).apply(&c, now);
             }
             last
         }

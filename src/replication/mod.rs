@@ -13,16 +13,14 @@
 
 mod link;
 pub mod ring;
-mod seam;
 pub mod wire;
 
 use crate::config::{ReplicationConfig, ReplicationMode};
 use crate::protocol::StatValue as V;
-use crate::store::Store;
+use crate::store::{Change, Journal, Store};
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
 use ring::Ring;
-use seam::{Change, Journal};
 use sha2::Sha256;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
@@ -350,7 +348,7 @@ impl Replication {
                     journaled: s.journaled.clone(),
                     stream: i as u16,
                 };
-                seam::set_journal(&mut store.lock_shard(i), Some(Box::new(j)));
+                store.lock_shard(i).set_journal(Some(Box::new(j)));
             }
         }
         let id_src = format!("{:?}", cfg.listen);

@@ -222,14 +222,17 @@ pub fn run(config: Config) -> i32 {
         pinning,
         config.memory_limit >> 20
     );
-    let store = Store::new(StoreConfig::for_server(
+    let mut store_config = StoreConfig::for_server(
         config.memory_limit,
         threads,
         config.max_item_size,
         config.no_evict,
         config.chunk_size,
         config.growth_factor,
-    ));
+    );
+    // Replication partners must differ in the HLC host bit.
+    store_config.host_bit = crate::replication::host_bit(config.replication.as_deref());
+    let store = Store::new(store_config);
     if store.shard_count() < threads {
         eprintln!(
             "note: -m {} MiB is shared by {} shard(s) for {} event loops (each shard needs {} MiB \

@@ -27,6 +27,7 @@ fn shared() -> Shared {
         stats: Stats::new(1),
         shutdown: AtomicBool::new(false),
         verbosity: AtomicU32::new(0),
+        replication: None,
     }
 }
 

@@ -771,3 +771,34 @@ fn touch_and_gat_move_the_expiry_on_the_partner() {
         assert!(t > ttl - 5 && t <= ttl, "{name}: {l}");
     }
 }
+
+/// A set on A and a later delete on B that cross on the wire: both hosts
+/// end without the key. (The store keeps no tombstones; without the
+/// receiver's record of recent removals B stored A's older item after its
+/// own delete, and the hosts diverged.)
+#[test]
+fn a_set_and_a_newer_delete_crossing_on_the_wire_converge() {
+    let (ra, rb) = (free_port(), free_port());
+    let (to_a, to_b) = (Relay::new(ra), Relay::new(rb));
+    let a = host(ra, Some(to_b.port), &["--replication-rejoin-wait", "0"]);
+    let b = host(rb, Some(to_a.port), &["--replication-rejoin-wait", "0"]);
+    wait_for(10, "both streaming", || caught_up(&a) && caught_up(&b));
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    for round in 0..5 {
+        let k = format!("cross{round}");
+        ca.set(&k, 0, 0, b"old");
+        wait_for(10, "the old value on B", || cb.get(&k).is_some());
+        to_a.pause(true);
+        to_b.pause(true);
+        std::thread::sleep(Duration::from_millis(20));
+        ca.set(&k, 0, 0, b"A-new");
+        std::thread::sleep(Duration::from_millis(5));
+        cb.req(format!("delete {k}\r\n"), "DELETED\r\n");
+        to_a.pause(false);
+        to_b.pause(false);
+        wait_for(10, "both caught up", || caught_up(&a) && caught_up(&b));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ca.gets(&k), None, "{k}: B's newer delete lost on A");
+        assert_eq!(cb.gets(&k), None, "{k}: A's older set resurrected on B");
+    }
+}

@@ -372,11 +372,18 @@ async fn session(sh: &Arc<Shared>, partner: std::net::SocketAddr) -> Result<(), 
                 .count()
         ),
     );
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (rd, mut wr) = stream.into_split();
     let dead = Rc::new(Cell::new(false));
     monoio::spawn(ack_reader(sh.clone(), rd, buf, dead.clone()));
     let res = pump(sh, &mut wr, &mut local, &mut out, &dead).await;
     dead.set(true);
+    // End both directions: the ack reader's pending read returns and the
+    // partner's session sees the close (a half-open old session would
+    // otherwise wait for bytes that never come).
+    // SAFETY: `wr` still owns the socket here, so `fd` is open and ours.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    drop(wr);
     r.c.disconnects.fetch_add(1, Relaxed);
     res
 }
@@ -809,9 +816,20 @@ fn apply_change(sh: &Shared, w: &WireChange<'_>) {
     let c = super::from_wire(w);
     let now = crate::time::now();
     let res = match w {
-        WireChange::Item { key, .. } | WireChange::Removed { key, .. } => {
-            let (mut shard, _) = sh.store.lock(key);
-            shard.apply(&c, now)
+        WireChange::Item { key, cas, .. } => {
+            let (mut shard, h) = sh.store.lock(key);
+            let tombs = &r.streams[sh.store.shard_of(h)].tombs;
+            if tombs.lock().newer(h, *cas) {
+                Applied::Older // removed here after this version was made
+            } else {
+                shard.apply(&c, now)
+            }
+        }
+        WireChange::Removed { key, cas } => {
+            let (mut shard, h) = sh.store.lock(key);
+            let res = shard.apply(&c, now);
+            r.streams[sh.store.shard_of(h)].tombs.lock().put(h, *cas);
+            res
         }
         WireChange::Flush { .. } => {
             // The partner's shards need not be ours: a flush reaches all.

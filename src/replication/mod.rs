@@ -44,8 +44,43 @@ fn state_name(s: u8) -> &'static str {
     }
 }
 
+/// Recent removals of one shard (key hash → version), so that an item
+/// version older than a removal is not stored after it: without it a delete
+/// on one host and a concurrent older set on the other cross on the wire
+/// and the hosts diverge (the store keeps no tombstones). Direct-mapped and
+/// lossy (a collision forgets the older entry): it covers removals within
+/// the replication lag, which is what crossing writes need. Touched only
+/// under the shard's lock (the journal's order: shard, then this).
+pub struct Tombs {
+    slots: Box<[(u64, u64)]>,
+}
+
+/// Tombstone slots per shard (16 bytes each).
+const TOMBS: usize = 1 << 14;
+
+impl Tombs {
+    fn new() -> Tombs {
+        Tombs {
+            slots: vec![(0, 0); TOMBS].into_boxed_slice(),
+        }
+    }
+    pub fn put(&mut self, hash: u64, cas: u64) {
+        let s = &mut self.slots[hash as usize & (TOMBS - 1)];
+        if s.0 != hash || s.1 < cas {
+            *s = (hash, cas);
+        }
+    }
+    /// Was the key removed at a version newer than `cas`?
+    pub fn newer(&self, hash: u64, cas: u64) -> bool {
+        let s = self.slots[hash as usize & (TOMBS - 1)];
+        s.0 == hash && s.1 > cas
+    }
+}
+
 /// One outbound stream: a shard's backlog and what the partner has of it.
 pub struct Stream {
+    /// Recent removals in this shard (local and applied).
+    pub tombs: Arc<Mutex<Tombs>>,
     pub ring: Arc<Mutex<Ring>>,
     /// Last sequence number journaled (sync mode waits for its ack).
     pub journaled: Arc<AtomicU64>,
@@ -292,12 +327,17 @@ pub(crate) fn from_wire<'a>(w: &WireChange<'a>) -> Change<'a> {
 /// beyond the ring's own short mutex.
 struct StreamJournal {
     ring: Arc<Mutex<Ring>>,
+    tombs: Arc<Mutex<Tombs>>,
+    hasher: ahash::RandomState,
     journaled: Arc<AtomicU64>,
     stream: u16,
 }
 
 impl Journal for StreamJournal {
     fn record(&mut self, change: &Change<'_>) {
+        if let Change::Removed { key, cas } = *change {
+            self.tombs.lock().put(self.hasher.hash_one(key), cas);
+        }
         let w = to_wire(change);
         let seq = self.ring.lock().push(self.stream, &w, now_ms());
         self.journaled.store(seq, Relaxed);
@@ -324,6 +364,7 @@ impl Replication {
                     64
                 }))),
                 journaled: Arc::new(AtomicU64::new(0)),
+                tombs: Arc::new(Mutex::new(Tombs::new())),
                 degrade_mark: AtomicU64::new(0),
                 state: AtomicU8::new(if cfg.partner.is_some() {
                     CONNECTING
@@ -343,8 +384,11 @@ impl Replication {
             .collect();
         if cfg.partner.is_some() {
             for (i, s) in streams.iter().enumerate() {
+                let seeds = crate::store::SEEDS;
                 let j = StreamJournal {
                     ring: s.ring.clone(),
+                    tombs: s.tombs.clone(),
+                    hasher: ahash::RandomState::with_seeds(seeds[0], seeds[1], seeds[2], seeds[3]),
                     journaled: s.journaled.clone(),
                     stream: i as u16,
                 };

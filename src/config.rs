@@ -160,6 +160,8 @@ struct Cli {
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     version: Option<bool>,
+    #[command(flatten)]
+    replication: ReplicationArgs,
 }
 
 /// Which monoio driver the event loops run on.
@@ -330,6 +332,9 @@ pub struct Config {
     /// One line each for accepted flags that do nothing here; printed at
     /// start-up.
     pub warnings: Vec<String>,
+    /// Partner-host replication (`--partner`, `--replication-listen`);
+    /// `None`: nothing is started and no journal is set.
+    pub replication: Option<Box<ReplicationConfig>>,
 }
 
 /// TLS (`-Z`), memcached's `-o ssl_*` options with memcached's defaults.
@@ -512,6 +517,10 @@ impl Config {
                 }
             };
         }
+        let replication = match cli.replication.into_config() {
+            Ok(r) => r,
+            Err(msg) => return Parsed::Exit(format!("corecached: {msg}\n"), EX_USAGE),
+        };
         Parsed::Run(Box::new(Config {
             port: cli.port,
             listen: cli.listen,
@@ -567,7 +576,153 @@ impl Config {
             },
             ext,
             warnings,
+            replication,
         }))
+    }
+}
+
+/// Replication flags (docs/REPLICATION.md).
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Replication")]
+struct ReplicationArgs {
+    /// The partner host's replication address (its --replication-listen):
+    /// every client mutation here is copied there.
+    #[arg(long = "partner", value_name = "HOST:PORT")]
+    partner: Option<String>,
+    /// Listen for the partner's copies on this address (default: off,
+    /// nothing listens).
+    #[arg(long = "replication-listen", value_name = "ADDR:PORT")]
+    replication_listen: Option<std::net::SocketAddr>,
+    /// async: replies do not wait for the partner. sync: a connection's
+    /// replies wait until the partner acknowledged every write journaled
+    /// before them, up to --replication-timeout; then async (counted) until
+    /// the partner has caught up.
+    #[arg(long = "replication-mode", value_enum, default_value_t = ReplicationMode::Async)]
+    replication_mode: ReplicationMode,
+    /// Sync mode: how long a reply waits for the partner's ack (ms). Also
+    /// bounds the link's connect and handshake (at least 2 s) and drops a
+    /// link whose partner stops acknowledging (at least 5 s).
+    #[arg(
+        long = "replication-timeout",
+        value_name = "MS",
+        default_value_t = 1000
+    )]
+    replication_timeout: u64,
+    /// File holding the shared secret both partners must present
+    /// (HMAC-SHA256 challenge-response); without it any peer that can
+    /// reach --replication-listen may replicate.
+    #[arg(long = "replication-secret", value_name = "FILE")]
+    replication_secret: Option<std::path::PathBuf>,
+    /// Backlog for partial resync, bytes over all streams (k/m/g suffix);
+    /// split evenly between the shards' streams.
+    #[arg(long = "replication-backlog", value_name = "BYTES", default_value = "64m", value_parser = parse_bytes)]
+    replication_backlog: usize,
+    /// Backlog age bound: a partner further behind than this many seconds
+    /// gets a full sync even if the bytes are still held.
+    #[arg(
+        long = "replication-backlog-age",
+        value_name = "SECS",
+        default_value_t = 3600
+    )]
+    replication_backlog_age: u32,
+    /// Warm rejoin: with --partner and --replication-listen, wait up to this
+    /// many seconds for the partner to connect at start-up; if it does,
+    /// serve clients only once its full sync has filled this host (0: no
+    /// wait, serve at once).
+    #[arg(
+        long = "replication-rejoin-wait",
+        value_name = "SECS",
+        default_value_t = 3
+    )]
+    replication_rejoin_wait: u64,
+}
+
+/// `--replication-mode`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationMode {
+    Async,
+    Sync,
+}
+
+/// A secret that never shows in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret(<{} bytes>)", self.0.len())
+    }
+}
+
+/// The replication settings, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    pub partner: Option<std::net::SocketAddr>,
+    pub listen: Option<std::net::SocketAddr>,
+    pub mode: ReplicationMode,
+    pub timeout_ms: u64,
+    /// Empty: no secret configured.
+    pub secret: Secret,
+    pub backlog: usize,
+    pub backlog_age_secs: u32,
+    /// `--replication-rejoin-wait`, seconds.
+    pub rejoin_wait_secs: u64,
+}
+
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1usize << 10),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: usize = num.parse().map_err(|_| format!("not a size: {s}"))?;
+    n.checked_mul(mult).ok_or_else(|| "size too large".into())
+}
+
+impl ReplicationArgs {
+    fn into_config(self) -> Result<Option<Box<ReplicationConfig>>, String> {
+        if self.partner.is_none() && self.replication_listen.is_none() {
+            return Ok(None);
+        }
+        let partner = match &self.partner {
+            None => None,
+            Some(p) => {
+                use std::net::ToSocketAddrs;
+                let mut it = p
+                    .to_socket_addrs()
+                    .map_err(|e| format!("--partner {p}: {e}"))?;
+                Some(it.next().ok_or(format!("--partner {p}: no address"))?)
+            }
+        };
+        let secret = match &self.replication_secret {
+            None => Vec::new(),
+            Some(f) => {
+                let mut s = std::fs::read(f).map_err(|e| {
+                    format!("cannot read --replication-secret {}: {e}", f.display())
+                })?;
+                while s.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                    s.pop();
+                }
+                if s.is_empty() {
+                    return Err(format!("--replication-secret {} is empty", f.display()));
+                }
+                s
+            }
+        };
+        if self.replication_timeout == 0 {
+            return Err("--replication-timeout must be at least 1 ms".into());
+        }
+        Ok(Some(Box::new(ReplicationConfig {
+            partner,
+            listen: self.replication_listen,
+            mode: self.replication_mode,
+            timeout_ms: self.replication_timeout,
+            secret: Secret(secret),
+            backlog: self.replication_backlog.max(64 << 10),
+            backlog_age_secs: self.replication_backlog_age,
+            rejoin_wait_secs: self.replication_rejoin_wait,
+        })))
     }
 }
 
@@ -1230,6 +1385,60 @@ mod tests {
             Some(EX_USAGE)
         );
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn replication_flags() {
+        assert!(run(&[]).unwrap().replication.is_none());
+        let c = run(&["--replication-listen", "127.0.0.1:7000"]).unwrap();
+        let r = c.replication.unwrap();
+        assert_eq!(r.listen, Some("127.0.0.1:7000".parse().unwrap()));
+        assert_eq!(
+            (r.partner, r.mode, r.backlog),
+            (None, ReplicationMode::Async, 64 << 20)
+        );
+        let secret = std::env::temp_dir().join(format!("corecached-secret-{}", std::process::id()));
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let r = run(&[
+            "--partner",
+            "127.0.0.1:7001",
+            "--replication-mode",
+            "sync",
+            "--replication-timeout",
+            "50",
+            "--replication-backlog",
+            "1m",
+            "--replication-secret",
+            secret.to_str().unwrap(),
+        ])
+        .unwrap()
+        .replication
+        .unwrap();
+        assert_eq!(r.partner, Some("127.0.0.1:7001".parse().unwrap()));
+        assert_eq!(
+            (r.mode, r.timeout_ms, r.backlog),
+            (ReplicationMode::Sync, 50, 1 << 20)
+        );
+        assert_eq!(r.secret.0, b"s3cret");
+        assert!(!format!("{r:?}").contains("s3cret"));
+        std::fs::write(&secret, "\n").unwrap();
+        let empty = [
+            "--partner",
+            "127.0.0.1:1",
+            "--replication-secret",
+            secret.to_str().unwrap(),
+        ];
+        assert_eq!(run(&empty).err(), Some(EX_USAGE));
+        let _ = std::fs::remove_file(&secret);
+        assert_eq!(
+            run(&["--partner", "nohost-without-port"]).err(),
+            Some(EX_USAGE)
+        );
+        assert_eq!(run(&["--replication-mode", "later"]).err(), Some(EX_USAGE));
+        assert_eq!(
+            run(&["--partner", "127.0.0.1:1", "--replication-timeout", "0"]).err(),
+            Some(EX_USAGE)
+        );
     }
 
     #[test]

@@ -172,6 +172,7 @@ pub fn stats_group<'a>(group: &[u8], arg: &'a [u8]) -> StatsGroup<'a> {
         b"slabs" => StatsGroup::Slabs,
         b"sizes" => StatsGroup::Sizes,
         b"conns" => StatsGroup::Conns,
+        b"replication" => StatsGroup::Replication,
         b"reset" => StatsGroup::Reset,
         b"detail" => match arg.split(|&b| b == b' ').find(|t| !t.is_empty()) {
             Some(b"on") => StatsGroup::DetailSwitch(true),

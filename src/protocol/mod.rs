@@ -231,6 +231,8 @@ pub enum StatsGroup<'a> {
     Sizes,
     /// Per-connection stats (`server::conns`).
     Conns,
+    /// Partner replication (`replication`).
+    Replication,
     Reset,
     /// `detail on` (true) / `detail off` (false).
     DetailSwitch(bool),

@@ -1,2 +1,646 @@
-//! Partner-host replication (write-through copies of every mutation).
-//! Not built yet: see the replication issue.
+//! Partner-host replication: write-through copies of every client mutation
+//! to a partner host (docs/REPLICATION.md).
+//!
+//! - `wire`: the frames (pure encode/decode).
+//! - `ring`: one backlog per stream (= per shard), filled by the journal
+//!   under the shard lock, read by the sender.
+//! - `link`: the tasks on the event loops: the sender (outbound connection
+//!   to `--partner`) and the receiver (listener on `--replication-listen`).
+//!
+//! A host without `--partner` sets no journal (the store's hot path is as
+//! without replication) and starts no sender; without
+//! `--replication-listen` nothing listens.
+
+mod link;
+pub mod ring;
+pub mod wire;
+
+use crate::config::{ReplicationConfig, ReplicationMode};
+use crate::protocol::StatValue as V;
+use crate::store::{Change, Journal, Store};
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use ring::Ring;
+use sha2::Sha256;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use wire::{Position, WireChange, NONCE, PROOF};
+
+pub(crate) use link::{spawn_tasks, warm_up};
+
+/// Per-stream link states, as `stats replication` names them.
+pub const CONNECTING: u8 = 0;
+pub const FULL_SYNC: u8 = 1;
+pub const STREAMING: u8 = 2;
+pub const DOWN: u8 = 3;
+
+fn state_name(s: u8) -> &'static str {
+    match s {
+        CONNECTING => "connecting",
+        FULL_SYNC => "full_sync",
+        STREAMING => "streaming",
+        _ => "down",
+    }
+}
+
+/// Recent removals of one shard (key hash → version), so that an item
+/// version older than a removal is not stored after it: without it a delete
+/// on one host and a concurrent older set on the other cross on the wire
+/// and the hosts diverge (the store keeps no tombstones). Direct-mapped and
+/// lossy (a collision forgets the older entry): it covers removals within
+/// the replication lag, which is what crossing writes need. Touched only
+/// under the shard's lock (the journal's order: shard, then this).
+pub struct Tombs {
+    slots: Box<[(u64, u64)]>,
+}
+
+/// Tombstone slots per shard (16 bytes each).
+const TOMBS: usize = 1 << 14;
+
+impl Tombs {
+    fn new() -> Tombs {
+        Tombs {
+            slots: vec![(0, 0); TOMBS].into_boxed_slice(),
+        }
+    }
+    pub fn put(&mut self, hash: u64, cas: u64) {
+        let s = &mut self.slots[hash as usize & (TOMBS - 1)];
+        if s.0 != hash || s.1 < cas {
+            *s = (hash, cas);
+        }
+    }
+    /// Was the key removed at a version newer than `cas`?
+    pub fn newer(&self, hash: u64, cas: u64) -> bool {
+        let s = self.slots[hash as usize & (TOMBS - 1)];
+        s.0 == hash && s.1 > cas
+    }
+}
+
+/// One outbound stream: a shard's backlog and what the partner has of it.
+pub struct Stream {
+    /// Recent removals in this shard (local and applied).
+    pub tombs: Arc<Mutex<Tombs>>,
+    pub ring: Arc<Mutex<Ring>>,
+    /// Last sequence number journaled (sync mode waits for its ack).
+    pub journaled: Arc<AtomicU64>,
+    /// `journaled` when sync mode last fell back to async.
+    pub degrade_mark: AtomicU64,
+    pub state: AtomicU8,
+    /// Last sequence number the partner acknowledged (this run).
+    pub acked: AtomicU64,
+    /// Next sequence number to send.
+    pub sent: AtomicU64,
+    /// Bytes of backlog not yet sent.
+    pub unsent_bytes: AtomicU64,
+    pub lag_ms: AtomicU64,
+    /// Append time (ms, wrapping) of the last record sent.
+    pub sent_ms: AtomicU64,
+    pub records_sent: AtomicU64,
+    pub snapshot_items_sent: AtomicU64,
+    pub partial_syncs: AtomicU64,
+    pub full_syncs: AtomicU64,
+}
+
+/// What the receiver holds of the partner's streams.
+#[derive(Default)]
+pub struct RecvState {
+    /// The partner run whose sequence numbers `positions` count.
+    pub known_run: u64,
+    pub positions: Vec<Position>,
+}
+
+/// Counters of the whole link.
+#[derive(Default)]
+pub struct Counters {
+    pub auth_failures: AtomicU64,
+    pub bad_frames: AtomicU64,
+    pub sync_timeouts: AtomicU64,
+    /// Times sync mode fell back to async because the partner was down.
+    pub sync_degraded: AtomicU64,
+    /// Replies that waited for the partner's ack.
+    pub sync_waits: AtomicU64,
+    pub connects: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub inbound_sessions: AtomicU64,
+    pub inbound_connected: AtomicU64,
+    pub records_applied: AtomicU64,
+    pub snapshot_items_applied: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub apply_failed: AtomicU64,
+}
+
+/// The replication state of a running server (`Shared::replication`).
+pub struct Replication {
+    pub cfg: ReplicationConfig,
+    pub node_id: u64,
+    pub run_id: u64,
+    pub host_bit: bool,
+    pub streams: Box<[Stream]>,
+    pub recv: Mutex<RecvState>,
+    /// Bumped by each authenticated inbound session: an older session
+    /// seeing a newer one ends.
+    pub inbound_gen: AtomicU64,
+    pub c: Counters,
+    /// Sync mode is on (`--replication-mode sync` with a partner).
+    pub sync: bool,
+    /// Sync mode fell back to async (timeout or partner down) until the
+    /// partner is streaming and caught up again.
+    pub degraded: std::sync::atomic::AtomicBool,
+    /// Warm rejoin is over: client listeners may accept.
+    pub warm: std::sync::atomic::AtomicBool,
+    listener: Mutex<Option<std::net::TcpListener>>,
+}
+
+/// Fill `b` from the kernel's random source.
+fn random_bytes(b: &mut [u8]) {
+    let mut got = 0;
+    while got < b.len() {
+        // SAFETY: getrandom writes at most `len` bytes into the live slice.
+        let n = unsafe {
+            libc::getrandom(b[got..].as_mut_ptr() as *mut libc::c_void, b.len() - got, 0)
+        };
+        if n > 0 {
+            got += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // No kernel randomness: mix the time and pid (run ids only
+            // need to differ between runs; nonces are then weaker).
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                ^ ((std::process::id() as u64) << 32);
+            for (i, x) in b[got..].iter_mut().enumerate() {
+                *x = (t.rotate_left(i as u32 * 8) & 0xff) as u8;
+            }
+            return;
+        }
+    }
+}
+
+pub(crate) fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    random_bytes(&mut b);
+    u64::from_le_bytes(b).max(1)
+}
+
+pub(crate) fn nonce() -> [u8; NONCE] {
+    let mut b = [0u8; NONCE];
+    random_bytes(&mut b);
+    b
+}
+
+/// The handshake proof: HMAC-SHA256 over the role and both nonces, keyed
+/// by the shared secret (empty when none is configured, so a host with a
+/// secret refuses one without, and the other way round).
+pub(crate) fn proof(secret: &[u8], role: &[u8], a: &[u8; NONCE], b: &[u8; NONCE]) -> [u8; PROOF] {
+    mac(secret, role, a, b).finalize().into_bytes().into()
+}
+
+fn mac(secret: &[u8], role: &[u8], a: &[u8; NONCE], b: &[u8; NONCE]) -> Hmac<Sha256> {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    m.update(b"corecached replication v1 ");
+    m.update(role);
+    m.update(a);
+    m.update(b);
+    m
+}
+
+/// Constant-time check of a proof.
+pub(crate) fn verify(
+    secret: &[u8],
+    role: &[u8],
+    a: &[u8; NONCE],
+    b: &[u8; NONCE],
+    got: &[u8; PROOF],
+) -> bool {
+    mac(secret, role, a, b).verify_slice(got).is_ok()
+}
+
+/// The HLC host bit: the partners must differ, without a flag. The host
+/// whose replication address is the lower of the two gets 0; a host that
+/// only sends (no `--replication-listen`) gets 1, its partner (no
+/// `--partner` back) 0.
+pub fn host_bit(cfg: Option<&ReplicationConfig>) -> bool {
+    match cfg {
+        None => false,
+        Some(c) => match (c.listen, c.partner) {
+            (Some(l), Some(p)) => l > p,
+            (None, Some(_)) => true,
+            _ => false,
+        },
+    }
+}
+
+fn fnv(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ x as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Wall clock, ms, wrapping at 2^32 (backlog entry stamps, lag).
+#[inline]
+pub(crate) fn now_ms() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u32)
+}
+
+/// Relative time → absolute Unix seconds (0 stays never).
+#[inline]
+pub(crate) fn rel_to_abs(rel: u32) -> i64 {
+    if rel == 0 {
+        0
+    } else {
+        crate::time::to_unix(rel)
+    }
+}
+
+/// Absolute Unix seconds → relative time (0 stays never; the past is 1,
+/// already expired).
+#[inline]
+pub(crate) fn abs_to_rel(abs: i64) -> u32 {
+    if abs == 0 {
+        return 0;
+    }
+    let base = crate::time::to_unix(0);
+    if abs <= base {
+        1
+    } else {
+        u32::try_from(abs - base).unwrap_or(u32::MAX)
+    }
+}
+
+/// The wire form of a journaled change.
+pub(crate) fn to_wire<'a>(c: &Change<'a>) -> WireChange<'a> {
+    match *c {
+        Change::Item {
+            key,
+            value,
+            flags,
+            exptime,
+            cas,
+            stale,
+        } => WireChange::Item {
+            key,
+            value,
+            flags,
+            exp: rel_to_abs(exptime),
+            cas,
+            stale,
+        },
+        Change::Removed { key, cas } => WireChange::Removed { key, cas },
+        Change::Flush { at, cas } => WireChange::Flush {
+            at: crate::time::to_unix(at),
+            cas,
+        },
+    }
+}
+
+/// The store form of a received change.
+pub(crate) fn from_wire<'a>(w: &WireChange<'a>) -> Change<'a> {
+    match *w {
+        WireChange::Item {
+            key,
+            value,
+            flags,
+            exp,
+            cas,
+            stale,
+        } => Change::Item {
+            key,
+            value,
+            flags,
+            exptime: abs_to_rel(exp),
+            cas,
+            stale,
+        },
+        WireChange::Removed { key, cas } => Change::Removed { key, cas },
+        WireChange::Flush { at, cas } => Change::Flush {
+            at: abs_to_rel(at).max(1),
+            cas,
+        },
+    }
+}
+
+/// The journal of one shard: every client mutation's post-image goes into
+/// the stream's ring. Called under the shard lock; no allocation, no wait
+/// beyond the ring's own short mutex.
+struct StreamJournal {
+    ring: Arc<Mutex<Ring>>,
+    tombs: Arc<Mutex<Tombs>>,
+    hasher: ahash::RandomState,
+    journaled: Arc<AtomicU64>,
+    stream: u16,
+}
+
+impl Journal for StreamJournal {
+    fn record(&mut self, change: &Change<'_>) {
+        if let Change::Removed { key, cas } = *change {
+            self.tombs.lock().put(self.hasher.hash_one(key), cas);
+        }
+        let w = to_wire(change);
+        let seq = self.ring.lock().push(self.stream, &w, now_ms());
+        self.journaled.store(seq, Relaxed);
+    }
+}
+
+impl Replication {
+    /// Set up replication for `store`: bind the replication listener (if
+    /// asked) and, with a partner, give every shard its journal. Errors
+    /// are start-up failures.
+    pub fn start(cfg: &ReplicationConfig, store: &Store) -> Result<Replication, String> {
+        let listener = match cfg.listen {
+            None => None,
+            Some(a) => Some(bind(a).map_err(|e| format!("replication listen {a}: {e}"))?),
+        };
+        let n = store.shard_count();
+        let per = (cfg.backlog / n).max(64 << 10);
+        let streams: Box<[Stream]> = (0..n)
+            .map(|_| Stream {
+                // Only a host that sends needs the memory.
+                ring: Arc::new(Mutex::new(Ring::new(if cfg.partner.is_some() {
+                    per
+                } else {
+                    64
+                }))),
+                journaled: Arc::new(AtomicU64::new(0)),
+                tombs: Arc::new(Mutex::new(Tombs::new())),
+                degrade_mark: AtomicU64::new(0),
+                state: AtomicU8::new(if cfg.partner.is_some() {
+                    CONNECTING
+                } else {
+                    DOWN
+                }),
+                acked: AtomicU64::new(0),
+                sent: AtomicU64::new(1),
+                unsent_bytes: AtomicU64::new(0),
+                lag_ms: AtomicU64::new(0),
+                sent_ms: AtomicU64::new(0),
+                records_sent: AtomicU64::new(0),
+                snapshot_items_sent: AtomicU64::new(0),
+                partial_syncs: AtomicU64::new(0),
+                full_syncs: AtomicU64::new(0),
+            })
+            .collect();
+        if cfg.partner.is_some() {
+            for (i, s) in streams.iter().enumerate() {
+                let seeds = crate::store::SEEDS;
+                let j = StreamJournal {
+                    ring: s.ring.clone(),
+                    tombs: s.tombs.clone(),
+                    hasher: ahash::RandomState::with_seeds(seeds[0], seeds[1], seeds[2], seeds[3]),
+                    journaled: s.journaled.clone(),
+                    stream: i as u16,
+                };
+                store.lock_shard(i).set_journal(Some(Box::new(j)));
+            }
+        }
+        let id_src = format!("{:?}", cfg.listen);
+        Ok(Replication {
+            node_id: if cfg.listen.is_some() {
+                fnv(id_src.as_bytes())
+            } else {
+                random_u64()
+            },
+            run_id: random_u64(),
+            host_bit: host_bit(Some(cfg)),
+            cfg: cfg.clone(),
+            streams,
+            recv: Mutex::new(RecvState::default()),
+            inbound_gen: AtomicU64::new(0),
+            c: Counters::default(),
+            warm: std::sync::atomic::AtomicBool::new(false),
+            sync: cfg.mode == ReplicationMode::Sync && cfg.partner.is_some(),
+            degraded: std::sync::atomic::AtomicBool::new(false),
+            listener: Mutex::new(listener),
+        })
+    }
+
+    /// `stats replication`: one call of `out` per line.
+    pub fn stats(&self, out: &mut dyn FnMut(&str, V<'_>)) {
+        let c = &self.c;
+        let mode = match self.cfg.mode {
+            ReplicationMode::Async => "async",
+            ReplicationMode::Sync => "sync",
+        };
+        let addr = |a: Option<SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
+        out("mode", V::Str(mode));
+        out("partner", V::Str(&addr(self.cfg.partner)));
+        out("listen", V::Str(&addr(self.cfg.listen)));
+        out("node_id", V::Str(&format!("{:016x}", self.node_id)));
+        out("run_id", V::Str(&format!("{:016x}", self.run_id)));
+        out("host_bit", V::U64(self.host_bit as u64));
+        out("streams", V::U64(self.streams.len() as u64));
+        out("warm", V::U64(self.warm.load(Relaxed) as u64));
+        let sum = |f: fn(&Stream) -> &AtomicU64| -> u64 {
+            self.streams.iter().map(|s| f(s).load(Relaxed)).sum()
+        };
+        out("partial_syncs", V::U64(sum(|s| &s.partial_syncs)));
+        out("full_syncs", V::U64(sum(|s| &s.full_syncs)));
+        out("records_sent", V::U64(sum(|s| &s.records_sent)));
+        out(
+            "snapshot_items_sent",
+            V::U64(sum(|s| &s.snapshot_items_sent)),
+        );
+        out("records_applied", V::U64(c.records_applied.load(Relaxed)));
+        out(
+            "snapshot_items_applied",
+            V::U64(c.snapshot_items_applied.load(Relaxed)),
+        );
+        out("conflicts", V::U64(c.conflicts.load(Relaxed)));
+        out("apply_failed", V::U64(c.apply_failed.load(Relaxed)));
+        out("auth_failures", V::U64(c.auth_failures.load(Relaxed)));
+        out("bad_frames", V::U64(c.bad_frames.load(Relaxed)));
+        out("sync_timeouts", V::U64(c.sync_timeouts.load(Relaxed)));
+        out("sync_degraded", V::U64(c.sync_degraded.load(Relaxed)));
+        out("sync_waits", V::U64(c.sync_waits.load(Relaxed)));
+        out("sync_async_now", V::U64(self.degraded.load(Relaxed) as u64));
+        out("connects", V::U64(c.connects.load(Relaxed)));
+        out("disconnects", V::U64(c.disconnects.load(Relaxed)));
+        out("inbound_sessions", V::U64(c.inbound_sessions.load(Relaxed)));
+        out(
+            "inbound_connected",
+            V::U64(c.inbound_connected.load(Relaxed)),
+        );
+        for (i, s) in self.streams.iter().enumerate() {
+            let (next, used, cap, first) = {
+                let r = s.ring.lock();
+                (r.next_seq(), r.used(), r.capacity(), r.first_seq())
+            };
+            let acked = s.acked.load(Relaxed);
+            let st = s.state.load(Relaxed);
+            let mut line = |name: &str, v: V<'_>| out(&format!("stream{i}:{name}"), v);
+            line("state", V::Str(state_name(st)));
+            line("next_seq", V::U64(next));
+            line("acked_seq", V::U64(acked));
+            line("lag_records", V::U64((next - 1).saturating_sub(acked)));
+            line("lag_bytes", V::U64(s.unsent_bytes.load(Relaxed)));
+            line("lag_ms", V::U64(s.lag_ms.load(Relaxed)));
+            line("backlog_bytes", V::U64(used));
+            line("backlog_capacity", V::U64(cap as u64));
+            line("backlog_first_seq", V::U64(first));
+            line("records_sent", V::U64(s.records_sent.load(Relaxed)));
+            line(
+                "snapshot_items_sent",
+                V::U64(s.snapshot_items_sent.load(Relaxed)),
+            );
+            line("partial_syncs", V::U64(s.partial_syncs.load(Relaxed)));
+            line("full_syncs", V::U64(s.full_syncs.load(Relaxed)));
+        }
+        let recv = self.recv.lock();
+        for (i, p) in recv.positions.iter().enumerate() {
+            out(&format!("inbound{i}:applied_seq"), V::U64(p.seq));
+            out(&format!("inbound{i}:synced"), V::U64(p.synced as u64));
+        }
+    }
+}
+
+impl Replication {
+    /// Sync mode: before a connection writes its replies, wait until the
+    /// partner acknowledged every record journaled so far (this client's
+    /// writes among them), at most `--replication-timeout`. On timeout, or
+    /// with the partner not streaming, fall back to async (counted, logged)
+    /// until every stream is streaming and caught up again. Returns at once
+    /// in async mode or when nothing is unacknowledged.
+    fn mark_degraded(&self) {
+        for s in self.streams.iter() {
+            s.degrade_mark.store(s.journaled.load(Relaxed), Relaxed);
+        }
+    }
+
+    pub async fn sync_wait(&self) {
+        if !self.sync {
+            return;
+        }
+        let behind = |s: &Stream| s.acked.load(Relaxed) < s.journaled.load(Relaxed);
+        if self.degraded.load(Relaxed) {
+            // Back to sync once every stream streams and the partner has
+            // acknowledged what was journaled when sync mode gave up.
+            let close = self.streams.iter().all(|s| {
+                s.state.load(Relaxed) == STREAMING
+                    && s.acked.load(Relaxed) >= s.degrade_mark.load(Relaxed)
+            });
+            if !close {
+                return;
+            }
+            self.degraded.store(false, Relaxed);
+            eprintln!("replication: partner caught up, back to sync mode");
+        }
+        if !self.streams.iter().any(behind) {
+            return;
+        }
+        // What to wait for: everything journaled so far (no allocation:
+        // streams past the 64th are compared with their current count).
+        let mut targets = [0u64; 64];
+        for (t, s) in targets.iter_mut().zip(self.streams.iter()) {
+            *t = s.journaled.load(Relaxed);
+        }
+        self.c.sync_waits.fetch_add(1, Relaxed);
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(self.cfg.timeout_ms);
+        loop {
+            let done = self.streams.iter().enumerate().all(|(i, s)| {
+                let t = targets.get(i).copied().unwrap_or(0);
+                let t = if i < 64 { t } else { s.journaled.load(Relaxed) };
+                s.acked.load(Relaxed) >= t
+            });
+            if done {
+                return;
+            }
+            if self
+                .streams
+                .iter()
+                .any(|s| s.state.load(Relaxed) != STREAMING)
+            {
+                if !self.degraded.swap(true, Relaxed) {
+                    self.mark_degraded();
+                    self.c.sync_degraded.fetch_add(1, Relaxed);
+                    eprintln!("replication: partner not streaming, sync mode runs async");
+                }
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                if !self.degraded.swap(true, Relaxed) {
+                    self.mark_degraded();
+                    eprintln!(
+                        "replication: no ack within {} ms, sync mode runs async",
+                        self.cfg.timeout_ms
+                    );
+                }
+                self.c.sync_timeouts.fetch_add(1, Relaxed);
+                return;
+            }
+            monoio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
+    }
+}
+
+/// `stats replication` for a server that may run without replication.
+pub fn stats(r: Option<&Replication>, out: &mut dyn FnMut(&str, V<'_>)) {
+    match r {
+        Some(r) => r.stats(out),
+        None => out("mode", V::Str("off")),
+    }
+}
+
+fn bind(a: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(a), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_tcp_nodelay(true)?;
+    s.bind(&a.into())?;
+    s.listen(16)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proofs_need_the_same_secret_role_and_nonces() {
+        let (a, b) = ([1u8; NONCE], [2u8; NONCE]);
+        let p = proof(b"s", b"sender", &a, &b);
+        assert!(verify(b"s", b"sender", &a, &b, &p));
+        assert!(!verify(b"t", b"sender", &a, &b, &p));
+        assert!(!verify(b"", b"sender", &a, &b, &p));
+        assert!(!verify(b"s", b"receiver", &a, &b, &p));
+        assert!(!verify(b"s", b"sender", &b, &a, &p));
+    }
+
+    #[test]
+    fn host_bits_differ_between_partners() {
+        let mk = |l: &str, p: &str| ReplicationConfig {
+            partner: Some(p.parse().unwrap()),
+            listen: Some(l.parse().unwrap()),
+            mode: ReplicationMode::Async,
+            timeout_ms: 1,
+            secret: crate::config::Secret(Vec::new()),
+            backlog: 1 << 20,
+            backlog_age_secs: 1,
+            rejoin_wait_secs: 0,
+        };
+        let a = mk("127.0.0.1:7000", "127.0.0.1:7001");
+        let b = mk("127.0.0.1:7001", "127.0.0.1:7000");
+        assert_ne!(host_bit(Some(&a)), host_bit(Some(&b)));
+        assert!(!host_bit(Some(&a)));
+        let c = mk("10.0.0.2:7000", "10.0.0.1:7000");
+        let d = mk("10.0.0.1:7000", "10.0.0.2:7000");
+        assert_ne!(host_bit(Some(&c)), host_bit(Some(&d)));
+        assert!(!host_bit(None));
+    }
+
+    #[test]
+    fn expiry_travels_as_absolute_time() {
+        crate::time::init();
+        let now = crate::time::now();
+        assert_eq!(rel_to_abs(0), 0);
+        assert_eq!(abs_to_rel(0), 0);
+        let rel = now + 100;
+        assert_eq!(abs_to_rel(rel_to_abs(rel)), rel);
+        // A time before this process started is already past.
+        assert_eq!(abs_to_rel(crate::time::to_unix(0) - 5), 1);
+        assert!(crate::time::is_expired(abs_to_rel(1_000_000_000), now));
+    }
+}

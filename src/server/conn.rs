@@ -562,6 +562,9 @@ fn release(rbuf: &mut Vec<u8>, wbuf: &mut Vec<u8>, meter: &mut Meter<'_>) {
 
 /// Write all pending output; the byte count, or `None` if the peer is gone.
 async fn flush<S: Stream>(stream: &mut S, wbuf: &mut Vec<u8>, env: &Env<'_>) -> Option<usize> {
+    if let Some(r) = env.shared.replication.as_ref().filter(|r| r.sync) {
+        r.sync_wait().await; // sync replication: the partner has it first
+    }
     let (res, mut b) = stream.write_all(std::mem::take(wbuf)).await;
     b.clear();
     *wbuf = b;

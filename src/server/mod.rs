@@ -58,6 +58,8 @@ pub struct Shared {
     /// Per loop: when its ticker last ran (`notify::mono_ms`), for the
     /// systemd watchdog.
     pub heartbeats: Box<[AtomicU64]>,
+    /// Partner replication, when `--partner` or `--replication-listen`.
+    pub replication: Option<crate::replication::Replication>,
 }
 
 /// One loop's listening sockets.
@@ -380,14 +382,17 @@ pub fn run(config: Config) -> i32 {
         pinning,
         config.memory_limit >> 20
     );
-    let store = Store::new(StoreConfig::for_server(
+    let mut store_config = StoreConfig::for_server(
         config.memory_limit,
         threads,
         config.max_item_size,
         config.no_evict,
         config.chunk_size,
         config.growth_factor,
-    ));
+    );
+    // Replication partners must differ in the HLC host bit.
+    store_config.host_bit = crate::replication::host_bit(config.replication.as_deref());
+    let store = Store::new(store_config);
     store.set_automove(config.ext.slab_automove);
     if store.shard_count() < threads {
         eprintln!(
@@ -400,7 +405,18 @@ pub fn run(config: Config) -> i32 {
             (crate::store::MIN_SHARD_MEM * threads) >> 20,
         );
     }
+    let replication = match config.replication.as_ref() {
+        None => None,
+        Some(rc) => match crate::replication::Replication::start(rc, &store) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("{e}");
+                return 71; // EX_OSERR
+            }
+        },
+    };
     let shared = Arc::new(Shared {
+        replication,
         store,
         stats: Stats::new(threads),
         shutdown: AtomicBool::new(false),
@@ -553,11 +569,14 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Listeners) {
     let mut accepts = Vec::new();
     if let Some(u) = listeners.unix {
         match monoio::net::UnixListener::from_std(u) {
-            Ok(l) => accepts.push(monoio::spawn(conn::accept_unix_loop(
-                l,
-                worker.clone(),
-                canceller.handle(),
-            ))),
+            Ok(l) => {
+                let (w, cancel) = (worker.clone(), canceller.handle());
+                accepts.push(monoio::spawn(async move {
+                    if crate::replication::warm_up(&w.shared).await {
+                        conn::accept_unix_loop(l, w, cancel).await;
+                    }
+                }));
+            }
             Err(e) => eprintln!("loop {id}: unix listener: {e}"),
         }
     }
@@ -569,13 +588,15 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Listeners) {
                 continue;
             }
         };
-        accepts.push(monoio::spawn(conn::accept_loop(
-            l,
-            tls,
-            worker.clone(),
-            canceller.handle(),
-        )));
+        let (w, cancel) = (worker.clone(), canceller.handle());
+        accepts.push(monoio::spawn(async move {
+            // Warm rejoin: clients only once filled from the partner.
+            if crate::replication::warm_up(&w.shared).await {
+                conn::accept_loop(l, tls, w, cancel).await;
+            }
+        }));
     }
+    crate::replication::spawn_tasks(id, &shared);
     // Ticker: background work on the owned shard (expiry, index growth,
     // flush sweep, slab moves), one bounded slice (~100-200 µs under the
     // shard lock) per wake-up: every 100 ms when idle, every 1 ms while

@@ -32,6 +32,7 @@ fn shared() -> Shared {
         conn_table: super::conns::ConnTable::default(),
         loops_ready: Default::default(),
         heartbeats: Box::new([]),
+        replication: None,
     }
 }
 

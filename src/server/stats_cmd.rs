@@ -56,6 +56,12 @@ pub fn stats(group: StatsGroup<'_>, env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>)
             return;
         }
         StatsGroup::DetailUsage => Response::StatsDetailUsage,
+        StatsGroup::Replication => {
+            crate::replication::stats(env.shared.replication.as_ref(), &mut |n, v| {
+                stat(ctx, n, v, out)
+            });
+            Response::StatsEnd
+        }
         // Text-only groups, served by `admin` (the dispatcher sends them there).
         StatsGroup::CacheDump(_) | StatsGroup::Extstore | StatsGroup::Unknown => {
             Response::StatsUnknown

@@ -1801,6 +1801,8 @@ mod model_tests {
 pub struct WalkItem<'a> {
     pub key: &'a [u8],
     pub value_len: usize,
+    /// The value (replication's full sync copies it).
+    pub value: &'a [u8],
     pub flags: u32,
     pub cas: u64,
     /// Relative expiry (0 = never).
@@ -1808,6 +1810,8 @@ pub struct WalkItem<'a> {
     /// Relative time of the last access.
     pub atime: u32,
     pub fetched: bool,
+    /// Meta stale bit (`md I`, `ms I`).
+    pub stale: bool,
 }
 
 impl Shard {
@@ -1836,11 +1840,13 @@ impl Shard {
                         f(&WalkItem {
                             key: e.a.key(h),
                             value_len: e.a.vlen(h),
+                            value: e.a.value(h),
                             flags: e.a.flags(h),
                             cas: e.a.cas(h),
                             exptime: e.a.exptime(h),
                             atime: e.a.atime(h, now),
                             fetched: bits & B_FETCHED != 0,
+                            stale: bits & B_STALE != 0,
                         });
                     }
                     h = e.a.next(h);

@@ -38,6 +38,7 @@ mod observability;
 mod ops_conns;
 mod ops_detail;
 mod ops_flags;
+mod replication;
 mod security_parse;
 mod shard_count;
 mod stats_counters;

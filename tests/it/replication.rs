@@ -1,0 +1,804 @@
+//! Peer replication between two real corecached processes on loopback
+//! (docs/REPLICATION.md): full sync with CAS preserved, every mutation kind
+//! both ways, LWW convergence, refused peers, garbage on the replication
+//! port, partial resync after a link reset (through a relay thread that can
+//! cut the link), full sync after the backlog overflowed.
+
+use crate::common;
+
+use common::{free_port, Conn, Server};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn rep_stats(s: &Server) -> BTreeMap<String, String> {
+    s.conn().stats("replication")
+}
+
+fn stat(s: &Server, name: &str) -> u64 {
+    let st = rep_stats(s);
+    st.get(name)
+        .unwrap_or_else(|| panic!("stats replication has no {name}: {st:?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number"))
+}
+
+/// Poll `f` until it is true, at most `secs` seconds.
+#[track_caller]
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {secs}s waiting for {what}");
+}
+
+/// Every stream of `s` is streaming.
+fn streaming(s: &Server) -> bool {
+    let st = rep_stats(s);
+    let n: usize = st["streams"].parse().unwrap();
+    (0..n).all(|i| st[&format!("stream{i}:state")] == "streaming")
+}
+
+/// Nothing left to send from `s`: every stream streaming, every record
+/// acknowledged.
+fn caught_up(s: &Server) -> bool {
+    let st = rep_stats(s);
+    let n: usize = st["streams"].parse().unwrap();
+    (0..n).all(|i| {
+        st[&format!("stream{i}:state")] == "streaming"
+            && st[&format!("stream{i}:lag_records")] == "0"
+    })
+}
+
+fn secret_file(tag: &str, content: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "corecached-repl-secret-{}-{tag}",
+        std::process::id()
+    ));
+    std::fs::write(&p, content).unwrap();
+    p
+}
+
+/// A host with `--replication-listen` on `listen`, `--partner partner`
+/// (if any) and `extra` flags.
+fn host(listen: u16, partner: Option<u16>, extra: &[&str]) -> Server {
+    let l = format!("127.0.0.1:{listen}");
+    let p = partner.map(|p| format!("127.0.0.1:{p}"));
+    let mut args = vec!["-t", "2", "--replication-listen", &l];
+    if let Some(p) = &p {
+        args.extend(["--partner", p.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    Server::corecached(&args)
+}
+
+/// Two partners replicating both ways, directly.
+fn pair(extra: &[&str]) -> (Server, Server) {
+    let (ra, rb) = (free_port(), free_port());
+    let a = host(ra, Some(rb), extra);
+    let b = host(rb, Some(ra), extra);
+    wait_for(10, "both links streaming", || {
+        streaming(&a) && streaming(&b)
+    });
+    (a, b)
+}
+
+/// Every item of a host: key -> (flags, value, cas), read with `gets` of
+/// every key listed by `lru_crawler metadump all`.
+fn dump(s: &Server) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
+    let mut c = s.conn();
+    c.send("lru_crawler metadump all\r\n");
+    let mut raw = Vec::new();
+    let mut tmp = vec![0u8; 1 << 16];
+    while !raw.ends_with(b"END\r\n") {
+        let k = c.s.read(&mut tmp).expect("metadump");
+        assert!(k > 0, "closed during metadump");
+        raw.extend_from_slice(&tmp[..k]);
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let keys: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("key="))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    let mut m = BTreeMap::new();
+    for chunk in keys.chunks(100) {
+        c.send(format!("gets {}\r\n", chunk.join(" ")));
+        loop {
+            let l = c.line();
+            if l == "END" {
+                break;
+            }
+            let p: Vec<&str> = l.split(' ').collect();
+            assert!(p.len() == 5 && p[0] == "VALUE", "{l}");
+            let n: usize = p[3].parse().unwrap();
+            let mut v = c.read_n(n + 2);
+            v.truncate(n);
+            m.insert(
+                p[1].to_string(),
+                (p[2].parse().unwrap(), v, p[4].parse().unwrap()),
+            );
+        }
+    }
+    m
+}
+
+#[track_caller]
+fn wait_same(a: &Server, b: &Server, secs: u64) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (da, db) = (dump(a), dump(b));
+        if da == db {
+            return da;
+        }
+        if Instant::now() > end {
+            let only_a: Vec<_> = da
+                .iter()
+                .filter(|(k, v)| db.get(*k) != Some(v))
+                .take(5)
+                .collect();
+            let only_b: Vec<_> = db
+                .iter()
+                .filter(|(k, v)| da.get(*k) != Some(v))
+                .take(5)
+                .collect();
+            panic!(
+                "hosts differ after {secs}s ({} vs {} items); A not B: {only_a:?}; B not A: {only_b:?}",
+                da.len(),
+                db.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A TCP relay between partners that the test can cut (reset every
+/// connection through it) and block (refuse new connections).
+struct Relay {
+    port: u16,
+    blocked: Arc<AtomicBool>,
+    /// Blackhole: connections stay open, nothing is forwarded.
+    paused: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicU64>,
+}
+
+impl Relay {
+    fn new(target: u16) -> Relay {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let blocked = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
+        let pz = paused.clone();
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (b, c, s, n) = (
+            blocked.clone(),
+            conns.clone(),
+            stop.clone(),
+            accepted.clone(),
+        );
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((down, _)) => {
+                        if b.load(Ordering::Relaxed) {
+                            drop(down);
+                            continue;
+                        }
+                        down.set_nonblocking(false).unwrap();
+                        let target: SocketAddr = ([127, 0, 0, 1], target).into();
+                        let Ok(up) = TcpStream::connect_timeout(&target, Duration::from_secs(2))
+                        else {
+                            continue;
+                        };
+                        n.fetch_add(1, Ordering::Relaxed);
+                        let mut g = c.lock().unwrap();
+                        g.push(down.try_clone().unwrap());
+                        g.push(up.try_clone().unwrap());
+                        drop(g);
+                        for (mut from, mut to) in [
+                            (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                            (up, down),
+                        ] {
+                            let pz = pz.clone();
+                            std::thread::spawn(move || {
+                                let mut buf = [0u8; 65536];
+                                from.set_read_timeout(Some(Duration::from_millis(5)))
+                                    .unwrap();
+                                loop {
+                                    if pz.load(Ordering::Relaxed) {
+                                        std::thread::sleep(Duration::from_millis(5));
+                                        continue;
+                                    }
+                                    let k = match from.read(&mut buf) {
+                                        Ok(0) => break,
+                                        Ok(k) => k,
+                                        Err(e)
+                                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                                || e.kind() == std::io::ErrorKind::TimedOut =>
+                                        {
+                                            continue
+                                        }
+                                        Err(_) => break,
+                                    };
+                                    // Paused meanwhile: hold what was read.
+                                    while pz.load(Ordering::Relaxed) {
+                                        std::thread::sleep(Duration::from_millis(5));
+                                    }
+                                    if to.write_all(&buf[..k]).is_err() {
+                                        break;
+                                    }
+                                }
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Relay {
+            port,
+            blocked,
+            paused,
+            conns,
+            stop,
+            accepted,
+        }
+    }
+
+    /// Reset every connection through the relay.
+    fn cut(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn pause(&self, on: bool) {
+        self.paused.store(on, Ordering::Relaxed);
+    }
+
+    fn block(&self, on: bool) {
+        self.blocked.store(on, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+    }
+}
+
+/// Items a host holds before its partner exists reach the partner by a
+/// full sync, with value, flags and CAS: `gets` on A, then `cas` on B with
+/// A's CAS works (a client failing over keeps its CAS).
+#[test]
+fn full_sync_copies_items_with_flags_and_cas() {
+    let (ra, rb) = (free_port(), free_port());
+    let a = host(ra, Some(rb), &[]);
+    let mut ca = a.conn();
+    for i in 0..500 {
+        ca.set(&format!("k{i}"), i, 0, format!("value-{i}").as_bytes());
+    }
+    ca.set("ttl", 7, 1000, b"expires");
+    let b = host(rb, None, &[]);
+    wait_for(10, "A streaming to B", || caught_up(&a));
+    let mut cb = b.conn();
+    for i in (0..500).step_by(37) {
+        let k = format!("k{i}");
+        let (fa, va, casa) = ca.gets(&k).unwrap();
+        assert_eq!(cb.gets(&k), Some((fa, va, casa)), "{k}");
+    }
+    let (_, _, cas) = ca.gets("k1").unwrap();
+    cb.req(format!("cas k1 9 0 3 {cas}\r\nnew\r\n"), "STORED\r\n");
+    // The expiry travelled as absolute time: B reports the same one.
+    let exp = |c: &mut Conn| {
+        c.send("me ttl\r\n");
+        let l = c.line();
+        l.split(' ')
+            .find_map(|t| t.strip_prefix("exp="))
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let (ea, eb) = (exp(&mut ca), exp(&mut cb));
+    assert!(ea > 990 && (ea - eb).abs() <= 1, "exp A {ea}, B {eb}");
+    assert_eq!(stat(&a, "full_syncs"), 2, "one full sync per stream");
+    assert!(stat(&a, "snapshot_items_sent") >= 501);
+    assert_eq!(
+        stat(&b, "snapshot_items_applied"),
+        stat(&a, "snapshot_items_sent")
+    );
+    assert_eq!(stat(&b, "auth_failures"), 0);
+}
+
+/// A peer with the wrong secret, or none, is refused and counted; nothing
+/// it holds is applied. The right secret gets through.
+#[test]
+fn a_peer_without_the_secret_is_refused_and_counted() {
+    let good = secret_file("good", "correct horse\n");
+    let bad = secret_file("bad", "battery staple\n");
+    let rb = free_port();
+    let b = host(rb, None, &["--replication-secret", good.to_str().unwrap()]);
+    for (tag, secret) in [("wrong", Some(&bad)), ("none", None)] {
+        let mut extra = vec![];
+        let s;
+        if let Some(p) = secret {
+            s = p.to_str().unwrap().to_string();
+            extra = vec!["--replication-secret", s.as_str()];
+        }
+        let a = host(free_port(), Some(rb), &extra);
+        a.conn().set(&format!("from-{tag}"), 0, 0, b"x");
+        let before = stat(&b, "auth_failures");
+        wait_for(10, "B to count an auth failure", || {
+            stat(&b, "auth_failures") > before
+        });
+        assert!(!streaming(&a), "{tag}: A must not be streaming");
+        assert_eq!(stat(&b, "snapshot_items_applied"), 0);
+        assert_eq!(b.conn().get(&format!("from-{tag}")), None);
+        // The sender sees the refusal too.
+        wait_for(10, "A to count the refusal", || {
+            stat(&a, "auth_failures") > 0
+        });
+    }
+    let ok = host(
+        free_port(),
+        Some(rb),
+        &["--replication-secret", good.to_str().unwrap()],
+    );
+    ok.conn().set("from-good", 0, 0, b"y");
+    wait_for(10, "the good peer streaming", || caught_up(&ok));
+    wait_for(10, "the good peer's item on B", || {
+        b.conn().get("from-good").is_some()
+    });
+    let _ = std::fs::remove_file(good);
+    let _ = std::fs::remove_file(bad);
+}
+
+/// Garbage on the replication port (random bytes, a memcached command, a
+/// frame header with a huge length, a valid header then a hang-up) never
+/// crashes the host; it keeps serving clients and counts the bad frames.
+#[test]
+fn garbage_on_the_replication_port_does_not_crash_the_host() {
+    let rb = free_port();
+    let mut b = host(rb, None, &[]);
+    let addr: SocketAddr = ([127, 0, 0, 1], rb).into();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut junk: Vec<Vec<u8>> = vec![
+        b"get foo\r\n".to_vec(),
+        b"\x80\x01\x00\x03\x00\x00\x00\x00".to_vec(),
+        // magic, version, HELLO, 4 GiB payload
+        vec![0xC7, b'R', 1, 1, 0xff, 0xff, 0xff, 0xff],
+        // a HELLO too short for its fields
+        vec![0xC7, b'R', 1, 1, 0, 0, 0, 2, 0, 0],
+        // a frame type the peer must not send first
+        vec![0xC7, b'R', 1, 5, 0, 0, 0, 0],
+    ];
+    for _ in 0..40 {
+        let n = (seed % 300) as usize;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            v.push(seed as u8);
+        }
+        junk.push(v);
+    }
+    for j in &junk {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(j);
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    // A half-open handshake (nothing sent) ends within the handshake
+    // timeout and does not block the next peer.
+    let _idle = TcpStream::connect(addr).unwrap();
+    b.assert_alive();
+    let mut c = b.conn();
+    c.set("still", 0, 0, b"serving");
+    assert_eq!(c.get("still"), Some((0, b"serving".to_vec())));
+    assert!(stat(&b, "bad_frames") >= 5, "{:?}", rep_stats(&b));
+    // And a real partner still gets in.
+    let a = host(free_port(), Some(rb), &[]);
+    wait_for(10, "a real partner streaming", || caught_up(&a));
+    b.assert_alive();
+}
+
+/// A host without --partner or --replication-listen reports replication
+/// off and starts nothing.
+#[test]
+fn without_flags_replication_is_off() {
+    let s = Server::corecached(&["-t", "2"]);
+    let st = rep_stats(&s);
+    assert_eq!(st.get("mode").map(String::as_str), Some("off"));
+    assert_eq!(st.len(), 1);
+}
+
+/// Every kind of client mutation, made on either host, reaches the other
+/// with value, flags and CAS: text, meta and binary.
+#[test]
+fn every_mutation_kind_replicates_both_ways() {
+    let (a, b) = pair(&[]);
+    for (src, dst, p) in [(&a, &b, "ab"), (&b, &a, "ba")] {
+        let mut c = src.conn();
+        let k = |s: &str| format!("{p}-{s}");
+        c.set(&k("set"), 1, 0, b"v1");
+        c.store("add", &k("add"), 2, 0, b"v2", "STORED");
+        c.set(&k("rep"), 0, 0, b"old");
+        c.store("replace", &k("rep"), 3, 0, b"new", "STORED");
+        c.set(&k("app"), 4, 0, b"mid");
+        c.store("append", &k("app"), 0, 0, b"-end", "STORED");
+        c.store("prepend", &k("app"), 0, 0, b"start-", "STORED");
+        c.set(&k("cas"), 5, 0, b"before");
+        let (_, _, cas) = c.gets(&k("cas")).unwrap();
+        c.req(
+            format!("cas {} 6 0 5 {cas}\r\nafter\r\n", k("cas")),
+            "STORED\r\n",
+        );
+        c.set(&k("num"), 0, 0, b"10");
+        c.req(format!("incr {} 5\r\n", k("num")), "15\r\n");
+        c.req(format!("decr {} 3\r\n", k("num")), "12\r\n");
+        c.set(&k("touch"), 0, 0, b"t");
+        c.req(format!("touch {} 500\r\n", k("touch")), "TOUCHED\r\n");
+        c.set(&k("gat"), 0, 0, b"g");
+        c.send(format!("gat 600 {}\r\n", k("gat")));
+        c.read_end();
+        c.set(&k("del"), 0, 0, b"d");
+        c.req(format!("delete {}\r\n", k("del")), "DELETED\r\n");
+        // meta
+        c.req(format!("ms {} 2 F7\r\nms\r\n", k("ms")), "HD\r\n");
+        c.set(&k("md"), 0, 0, b"x");
+        c.req(format!("md {}\r\n", k("md")), "HD\r\n");
+        c.set(&k("mdi"), 0, 0, b"stale");
+        c.req(format!("md {} I\r\n", k("mdi")), "HD\r\n");
+        c.set(&k("ma"), 0, 0, b"1");
+        c.req(format!("ma {} D9\r\n", k("ma")), "HD\r\n");
+        // binary set (opcode 0x01), flags 0x0b, no expiry
+        let key = k("bin");
+        let val = b"binval";
+        let mut pkt = vec![0x80, 0x01];
+        pkt.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        pkt.extend_from_slice(&[8, 0, 0, 0]);
+        pkt.extend_from_slice(&((8 + key.len() + val.len()) as u32).to_be_bytes());
+        pkt.extend_from_slice(&[0; 12]);
+        pkt.extend_from_slice(&11u32.to_be_bytes());
+        pkt.extend_from_slice(&0u32.to_be_bytes());
+        pkt.extend_from_slice(key.as_bytes());
+        pkt.extend_from_slice(val);
+        let mut bc = src.conn();
+        bc.send(&pkt);
+        let hdr = bc.read_n(24);
+        assert_eq!(&hdr[6..8], &[0, 0], "binary set status");
+        wait_for(10, "the source caught up", || caught_up(src));
+        let mut d = dst.conn();
+        let same = |key: &str, c: &mut Conn, d: &mut Conn| {
+            let here = c.gets(key);
+            assert!(here.is_some(), "{key} missing at the source");
+            assert_eq!(d.gets(key), here, "{key}");
+        };
+        for name in [
+            "set", "add", "rep", "app", "cas", "num", "touch", "gat", "ms", "ma", "bin",
+        ] {
+            same(&k(name), &mut c, &mut d);
+        }
+        assert_eq!(d.get(&k("app")).unwrap().1, b"start-mid-end");
+        assert_eq!(d.get(&k("num")).unwrap().1, b"12");
+        assert_eq!(d.get(&k("ma")).unwrap().1, b"10");
+        assert_eq!(d.get(&k("bin")), Some((11, b"binval".to_vec())));
+        assert_eq!(d.gets(&k("del")), None);
+        assert_eq!(d.gets(&k("md")), None);
+        // md I: the copy is stale too, with the source's CAS.
+        let (_, _, cas_i) = c.gets(&k("mdi")).unwrap();
+        d.send(format!("mg {} c\r\n", k("mdi")));
+        let l = d.line();
+        assert!(l.contains(&format!("c{cas_i}")) && l.contains('X'), "{l}");
+        // gets on the source, cas on the copy works (failover).
+        let (_, _, cas) = c.gets(&k("set")).unwrap();
+        d.req(
+            format!("cas {} 0 0 2 {cas}\r\nv2\r\n", k("set")),
+            "STORED\r\n",
+        );
+    }
+    // flush_all on A empties B.
+    a.conn().req("flush_all\r\n", "OK\r\n");
+    wait_for(10, "the flush to reach B", || {
+        b.conn().get("ab-set").is_none() && b.conn().get("ba-set").is_none()
+    });
+    assert_eq!(stat(&a, "full_syncs"), 2);
+    assert!(stat(&b, "records_applied") > 20);
+}
+
+/// Both hosts write the same keys at once; once quiet, both hold the same
+/// items (value, flags and CAS): last writer wins by CAS.
+#[test]
+fn concurrent_conflicting_writes_converge() {
+    let (a, b) = pair(&[]);
+    let keys = 200;
+    let writers: Vec<_> = [(a.addr(), "A"), (b.addr(), "B")]
+        .into_iter()
+        .flat_map(|(addr, name)| {
+            (0..2).map(move |t| {
+                std::thread::spawn(move || {
+                    let mut c = Conn::connect(addr);
+                    for i in 0..3000u32 {
+                        let k = format!("c{}", (i * 7 + t * 13) % keys);
+                        match i % 5 {
+                            0 => c.send(format!("delete {k}\r\n")),
+                            1 => c.send(format!("incr {k} 1\r\n")),
+                            _ => c.send(format!(
+                                "set {k} {t} 0 3 noreply\r\n{name}{t}{}\r\n",
+                                i % 10
+                            )),
+                        }
+                        if i % 5 == 0 {
+                            let l = c.line();
+                            assert!(l == "DELETED" || l == "NOT_FOUND", "{l}");
+                        }
+                        if i % 5 == 1 {
+                            let l = c.line();
+                            assert!(
+                                l == "NOT_FOUND"
+                                    || l.parse::<u64>().is_ok()
+                                    || l.starts_with("CLIENT_ERROR"),
+                                "{l}"
+                            );
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    wait_for(20, "both caught up", || caught_up(&a) && caught_up(&b));
+    let d = wait_same(&a, &b, 10);
+    assert!(!d.is_empty());
+    assert!(
+        stat(&a, "conflicts") + stat(&b, "conflicts") > 0,
+        "no conflict was seen"
+    );
+}
+
+/// A link reset: writes made while it is down arrive after it is back,
+/// by a partial sync (the backlog holds the gap), no new full sync.
+#[test]
+fn a_link_reset_resumes_with_a_partial_sync() {
+    let rb = free_port();
+    let b = host(rb, None, &[]);
+    let relay = Relay::new(rb);
+    let a = host(free_port(), Some(relay.port), &[]);
+    wait_for(10, "A streaming", || caught_up(&a));
+    let mut ca = a.conn();
+    for i in 0..100 {
+        ca.set(&format!("before{i}"), 0, 0, b"x");
+    }
+    wait_for(10, "A caught up", || caught_up(&a));
+    for round in 0..3 {
+        relay.block(true);
+        relay.cut();
+        wait_for(10, "A to see the link down", || !streaming(&a));
+        for i in 0..300 {
+            ca.set(
+                &format!("gap{round}-{i}"),
+                round,
+                0,
+                format!("v{i}").as_bytes(),
+            );
+        }
+        ca.req(format!("delete before{round}\r\n"), "DELETED\r\n");
+        relay.block(false);
+        wait_for(15, "A caught up again", || caught_up(&a));
+    }
+    assert_eq!(stat(&a, "full_syncs"), 2, "only the first connection's");
+    assert!(stat(&a, "partial_syncs") >= 6, "{:?}", rep_stats(&a));
+    assert!(relay.accepted.load(Ordering::Relaxed) >= 4);
+    wait_same(&a, &b, 10);
+    assert_eq!(b.conn().get("gap2-299"), Some((2, b"v299".to_vec())));
+}
+
+/// The backlog overflows while the link is down: that stream needs, and
+/// gets, a full sync; everything still arrives.
+#[test]
+fn a_backlog_overflow_forces_a_full_sync() {
+    let rb = free_port();
+    let b = host(rb, None, &[]);
+    let relay = Relay::new(rb);
+    let a = host(
+        free_port(),
+        Some(relay.port),
+        &["--replication-backlog", "128k"],
+    );
+    wait_for(10, "A streaming", || caught_up(&a));
+    let full0 = stat(&a, "full_syncs");
+    relay.block(true);
+    relay.cut();
+    wait_for(10, "A to see the link down", || !streaming(&a));
+    let mut ca = a.conn();
+    let v = vec![b'o'; 1000];
+    for i in 0..1000 {
+        ca.set(&format!("over{i}"), 0, 0, &v);
+    }
+    relay.block(false);
+    wait_for(20, "A caught up", || caught_up(&a));
+    assert!(stat(&a, "full_syncs") > full0, "{:?}", rep_stats(&a));
+    let d = wait_same(&a, &b, 10);
+    assert_eq!(d.len(), 1000);
+}
+
+/// Warm rejoin: a host started with a reachable partner serves clients
+/// only once the partner's full sync has filled it; its very first client
+/// request sees every item. The partner loses nothing.
+#[test]
+fn a_rejoining_host_serves_only_once_filled() {
+    let (ra, rb) = (free_port(), free_port());
+    let a = host(ra, Some(rb), &["--replication-rejoin-wait", "0"]);
+    let mut ca = a.conn();
+    let n = 20_000;
+    let v = vec![b'r'; 100];
+    let mut batch = Vec::new();
+    for i in 0..n {
+        batch.extend_from_slice(format!("set warm{i} 3 0 100 noreply\r\n").as_bytes());
+        batch.extend_from_slice(&v);
+        batch.extend_from_slice(b"\r\n");
+    }
+    ca.send(&batch);
+    ca.req("mn\r\n", "MN\r\n");
+    let before = dump(&a);
+    assert_eq!(before.len(), n);
+    let b = host(rb, Some(ra), &["--replication-rejoin-wait", "5"]);
+    // The first request B answers already sees everything.
+    let mut cb = b.conn();
+    assert_eq!(cb.get(&format!("warm{}", n - 1)), Some((3, v.clone())));
+    assert_eq!(stat(&b, "warm"), 1);
+    assert_eq!(stat(&b, "snapshot_items_applied") as usize, n);
+    assert_eq!(dump(&b), before);
+    assert_eq!(dump(&a), before, "the partner lost or changed nothing");
+}
+
+/// Sync mode: a write's reply comes only once the partner applied it, so
+/// a read on the partner right after the reply sees it (async mode fails
+/// this: its sender polls the backlog every 1-16 ms).
+#[test]
+fn sync_mode_replies_after_the_partner_applied() {
+    let (a, b) = pair(&["--replication-mode", "sync"]);
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    for i in 0..300 {
+        let k = format!("sync{i}");
+        ca.set(&k, i, 0, b"v");
+        assert_eq!(
+            cb.get(&k),
+            Some((i, b"v".to_vec())),
+            "{k} not on B at A's reply"
+        );
+        cb.req(format!("delete {k}\r\n"), "DELETED\r\n");
+        assert_eq!(ca.get(&k), None, "{k}: B's delete not on A at B's reply");
+    }
+    assert!(stat(&a, "sync_waits") >= 300);
+    assert_eq!(stat(&a, "sync_timeouts"), 0);
+    assert_eq!(stat(&a, "sync_async_now"), 0);
+}
+
+/// Sync mode with a blackholed partner: a write waits --replication-timeout,
+/// then the host runs async (counted) and replies at once; when the link
+/// flows again it returns to sync.
+#[test]
+fn sync_mode_degrades_to_async_and_back() {
+    let rb = free_port();
+    let b = host(rb, None, &[]);
+    let relay = Relay::new(rb);
+    let p = format!("127.0.0.1:{}", relay.port);
+    let a = Server::corecached(&[
+        "-t",
+        "2",
+        "--partner",
+        &p,
+        "--replication-mode",
+        "sync",
+        "--replication-timeout",
+        "300",
+    ]);
+    wait_for(10, "A streaming", || caught_up(&a));
+    let mut ca = a.conn();
+    ca.set("fast", 0, 0, b"1");
+    relay.pause(true);
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    ca.set("slow", 0, 0, b"2");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290),
+        "replied after {waited:?}"
+    );
+    assert_eq!(stat(&a, "sync_timeouts"), 1);
+    assert_eq!(stat(&a, "sync_async_now"), 1);
+    let t = Instant::now();
+    for i in 0..20 {
+        ca.set(&format!("async{i}"), 0, 0, b"3");
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "degraded writes must not wait"
+    );
+    relay.pause(false);
+    wait_for(10, "A caught up", || caught_up(&a));
+    ca.set("again", 0, 0, b"4");
+    assert_eq!(stat(&a, "sync_async_now"), 0, "back to sync");
+    assert_eq!(b.conn().get("async19"), Some((0, b"3".to_vec())));
+}
+
+/// touch and gat move an item's expiry on the partner too.
+/// Ignored: the store keeps an item's CAS on touch/gat (as memcached does),
+/// so their post-image has the version the partner already holds and
+/// `Shard::apply` drops it as Older (store-seam's documented limit).
+#[test]
+#[ignore = "store seam: touch/gat keep the CAS; apply drops equal-CAS post-images"]
+fn touch_and_gat_move_the_expiry_on_the_partner() {
+    let (a, b) = pair(&[]);
+    let mut c = a.conn();
+    c.set("touch", 0, 0, b"t");
+    c.set("gat", 0, 0, b"g");
+    wait_for(10, "A caught up", || caught_up(&a));
+    c.req("touch touch 500\r\n", "TOUCHED\r\n");
+    c.send("gat 600 gat\r\n");
+    c.read_end();
+    wait_for(10, "A caught up", || caught_up(&a));
+    let mut d = b.conn();
+    for (name, ttl) in [("touch", 500), ("gat", 600)] {
+        d.send(format!("mg {name} t\r\n"));
+        let l = d.line();
+        let t: i64 = l
+            .split(' ')
+            .find_map(|t| t.strip_prefix('t'))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(t > ttl - 5 && t <= ttl, "{name}: {l}");
+    }
+}
+
+/// A set on A and a later delete on B that cross on the wire: both hosts
+/// end without the key. (The store keeps no tombstones; without the
+/// receiver's record of recent removals B stored A's older item after its
+/// own delete, and the hosts diverged.)
+#[test]
+fn a_set_and_a_newer_delete_crossing_on_the_wire_converge() {
+    let (ra, rb) = (free_port(), free_port());
+    let (to_a, to_b) = (Relay::new(ra), Relay::new(rb));
+    let a = host(ra, Some(to_b.port), &["--replication-rejoin-wait", "0"]);
+    let b = host(rb, Some(to_a.port), &["--replication-rejoin-wait", "0"]);
+    wait_for(10, "both streaming", || caught_up(&a) && caught_up(&b));
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    for round in 0..5 {
+        let k = format!("cross{round}");
+        ca.set(&k, 0, 0, b"old");
+        wait_for(10, "the old value on B", || cb.get(&k).is_some());
+        to_a.pause(true);
+        to_b.pause(true);
+        std::thread::sleep(Duration::from_millis(20));
+        ca.set(&k, 0, 0, b"A-new");
+        std::thread::sleep(Duration::from_millis(5));
+        cb.req(format!("delete {k}\r\n"), "DELETED\r\n");
+        to_a.pause(false);
+        to_b.pause(false);
+        wait_for(10, "both caught up", || caught_up(&a) && caught_up(&b));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ca.gets(&k), None, "{k}: B's newer delete lost on A");
+        assert_eq!(cb.gets(&k), None, "{k}: A's older set resurrected on B");
+    }
+}

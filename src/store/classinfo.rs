@@ -54,16 +54,16 @@ impl ClassInfo {
 impl Shard {
     /// Per-class figures of the classes that have pages or items.
     pub fn class_info(&self) -> impl Iterator<Item = ClassInfo> + '_ {
-        let a = &self.e.a;
+        let arena = &self.engine.arena;
         let now = crate::time::now();
-        (0..a.classes.len()).filter_map(move |c| {
-            let cl = &a.classes[c];
+        (0..arena.classes.len()).filter_map(move |c| {
+            let cl = &arena.classes[c];
             if cl.pages.is_empty() && cl.st.items == 0 && cl.st.evicted == 0 {
                 return None;
             }
-            let large = c == a.large;
+            let large = c == arena.large;
             let total_pages = cl.pages.len() as u64;
-            let (free, end) = if large { (0, 0) } else { a.free_chunks(c) };
+            let (free, end) = if large { (0, 0) } else { arena.free_chunks(c) };
             let total_chunks = if large {
                 total_pages
             } else {
@@ -72,16 +72,16 @@ impl Shard {
             let used: u64 = cl
                 .pages
                 .iter()
-                .map(|&p| a.page(p as usize).used as u64)
+                .map(|&p| arena.page(p as usize).used as u64)
                 .sum();
-            let age = a
+            let age = arena
                 .hand(c)
-                .filter(|&h| a.bits(h) & super::slab::B_LINKED != 0)
-                .map_or(0, |h| now.saturating_sub(a.atime(h, now)) as u64);
+                .filter(|&item| arena.bits(item) & super::slab::B_LINKED != 0)
+                .map_or(0, |item| now.saturating_sub(arena.atime(item, now)) as u64);
             Some(ClassInfo {
                 id: c as u32 + 1,
                 chunk_size: if large {
-                    a.page_size as u64
+                    arena.page_size as u64
                 } else {
                     cl.size as u64
                 },

@@ -74,8 +74,8 @@ pub enum Reassign {
 }
 
 pub struct Engine {
-    pub a: Arena,
-    pub ix: Index,
+    pub arena: Arena,
+    pub index: Index,
     pub wheel: Wheel,
     pub hlc: Hlc,
     pub no_evict: bool,
@@ -114,8 +114,8 @@ impl Engine {
         hasher: ahash::RandomState,
     ) -> Engine {
         Engine {
-            a: Arena::shared(budget, cfg.chunk_size, cfg.growth_factor),
-            ix: Index::new(4096, hasher),
+            arena: Arena::shared(budget, cfg.chunk_size, cfg.growth_factor),
+            index: Index::new(4096, hasher),
             wheel: Wheel::new(0),
             hlc: Hlc::new(id, cfg.host_bit),
             no_evict: cfg.no_evict,
@@ -186,11 +186,12 @@ impl Engine {
     }
 
     #[inline]
-    pub fn dead(&self, h: u32, now: u32) -> Option<Dead> {
-        if is_expired(self.a.exptime(h), now) {
+    pub fn dead(&self, item: u32, now: u32) -> Option<Dead> {
+        if is_expired(self.arena.exptime(item), now) {
             Some(Dead::Expired)
         } else if self.flush_cas != 0
-            && (self.a.cas(h) <= self.flush_cas || self.a.atime(h, now) < self.flush_time)
+            && (self.arena.cas(item) <= self.flush_cas
+                || self.arena.atime(item, now) < self.flush_time)
         {
             Some(Dead::Flushed)
         } else {
@@ -205,46 +206,46 @@ impl Engine {
     #[inline]
     pub fn lookup(&mut self, hash: u64, key: &[u8], now: u32) -> Result<u32, Option<Dead>> {
         self.check_flush(now);
-        let h = self.ix.find(&self.a, hash, key);
-        if h == NONE {
+        let item = self.index.find(&self.arena, hash, key);
+        if item == NONE {
             return Err(None);
         }
-        if let Some(d) = self.dead(h, now) {
+        if let Some(d) = self.dead(item, now) {
             match d {
                 Dead::Expired => self.stats.get_expired += 1,
                 Dead::Flushed => self.stats.get_flushed += 1,
             }
-            self.unlink(h, hash);
+            self.unlink(item, hash);
             return Err(Some(d));
         }
-        Ok(h)
+        Ok(item)
     }
 
     // ---- linking ----
 
     #[inline]
-    fn class_of(&self, h: u32) -> usize {
-        self.a.page(Arena::page_of(h)).class as usize
+    fn class_of(&self, item: u32) -> usize {
+        self.arena.page(Arena::page_of(item)).class as usize
     }
 
     /// Index a freshly written item (its key is not indexed).
-    pub fn link(&mut self, h: u32, hash: u64) {
-        self.ix.insert(&mut self.a, hash, h);
-        self.linked(h);
+    pub fn link(&mut self, item: u32, hash: u64) {
+        self.index.insert(&mut self.arena, hash, item);
+        self.linked(item);
     }
 
     /// Bookkeeping for an item that just entered the index: linked bit,
     /// wheel, class and shard counters.
-    fn linked(&mut self, h: u32) {
-        let bits = self.a.bits(h);
-        self.a.set_bits(h, bits | B_LINKED);
-        let e = self.a.exptime(h);
+    fn linked(&mut self, item: u32) {
+        let bits = self.arena.bits(item);
+        self.arena.set_bits(item, bits | B_LINKED);
+        let e = self.arena.exptime(item);
         if e != 0 {
-            self.wheel.insert(&mut self.a, h, e);
+            self.wheel.insert(&mut self.arena, item, e);
         }
-        let size = self.a.size(h) as u64;
-        let c = self.class_of(h);
-        let st = &mut self.a.classes[c].st;
+        let size = self.arena.size(item) as u64;
+        let c = self.class_of(item);
+        let st = &mut self.arena.classes[c].st;
         st.items += 1;
         st.mem_requested += size;
         self.stats.curr_items += 1;
@@ -253,61 +254,61 @@ impl Engine {
     }
 
     /// Take an item out of the index and wheel and free its chunk.
-    pub fn unlink(&mut self, h: u32, hash: u64) {
-        let ok = self.ix.remove(&mut self.a, hash, h);
+    pub fn unlink(&mut self, item: u32, hash: u64) {
+        let ok = self.index.remove(&mut self.arena, hash, item);
         debug_assert!(ok, "unlink of an unindexed item");
-        self.unlink_rest(h);
+        self.unlink_rest(item);
     }
 
-    fn unlink_rest(&mut self, h: u32) {
-        let e = self.a.exptime(h);
+    fn unlink_rest(&mut self, item: u32) {
+        let e = self.arena.exptime(item);
         if e != 0 {
-            self.wheel.remove(&mut self.a, h, e);
+            self.wheel.remove(&mut self.arena, item, e);
         }
-        let size = self.a.size(h) as u64;
-        let c = self.class_of(h);
-        let st = &mut self.a.classes[c].st;
+        let size = self.arena.size(item) as u64;
+        let c = self.class_of(item);
+        let st = &mut self.arena.classes[c].st;
         st.items -= 1;
         st.mem_requested -= size;
         self.stats.curr_items -= 1;
         self.stats.bytes -= size;
-        self.a.free(h);
+        self.arena.free(item);
     }
 
     /// Unlink without knowing the hash.
-    fn unlink_any(&mut self, h: u32) {
-        let hash = self.ix.hash(self.a.key(h));
-        self.unlink(h, hash);
+    fn unlink_any(&mut self, item: u32) {
+        let hash = self.index.hash(self.arena.key(item));
+        self.unlink(item, hash);
     }
 
     /// Put a freshly written item in place of the old one (same key).
     pub fn relink(&mut self, old: u32, new: u32, hash: u64) {
-        self.ix.replace(&mut self.a, hash, old, new);
+        self.index.replace(&mut self.arena, hash, old, new);
         self.linked(new);
         self.unlink_rest(old);
     }
 
     /// Change an item's expiry, moving it in the wheel.
-    pub fn set_exptime(&mut self, h: u32, e: u32) {
-        let old = self.a.exptime(h);
+    pub fn set_exptime(&mut self, item: u32, e: u32) {
+        let old = self.arena.exptime(item);
         if old == e {
             return;
         }
         if old != 0 {
-            self.wheel.remove(&mut self.a, h, old);
+            self.wheel.remove(&mut self.arena, item, old);
         }
-        self.a.set_exptime(h, e);
+        self.arena.set_exptime(item, e);
         if e != 0 {
-            self.wheel.insert(&mut self.a, h, e);
+            self.wheel.insert(&mut self.arena, item, e);
         }
     }
 
     /// Mark an access: CLOCK reference bit, fetched bit, access time.
     #[inline]
-    pub fn touch_access(&mut self, h: u32, now: u32) -> bool {
-        let bits = self.a.bits(h);
-        self.a.set_bits(h, ref_access(bits) | B_FETCHED);
-        self.a.set_atime(h, now);
+    pub fn touch_access(&mut self, item: u32, now: u32) -> bool {
+        let bits = self.arena.bits(item);
+        self.arena.set_bits(item, ref_access(bits) | B_FETCHED);
+        self.arena.set_atime(item, now);
         bits & B_FETCHED != 0
     }
 
@@ -315,44 +316,44 @@ impl Engine {
 
     /// Per-class counters of the class an item of `total` bytes goes to.
     pub fn class_stats_for(&mut self, total: usize) -> &mut ClassStats {
-        let c = self.a.class_for(total);
-        &mut self.a.classes[c].st
+        let c = self.arena.class_for(total);
+        &mut self.arena.classes[c].st
     }
 
-    pub fn class_stats(&mut self, h: u32) -> &mut ClassStats {
-        let c = self.class_of(h);
-        &mut self.a.classes[c].st
+    pub fn class_stats(&mut self, item: u32) -> &mut ClassStats {
+        let c = self.class_of(item);
+        &mut self.arena.classes[c].st
     }
 
     /// A chunk for an item of `total` bytes, evicting if needed (never the
     /// item `protect`). None: out of memory.
     pub fn alloc(&mut self, total: usize, protect: u32, now: u32) -> Option<u32> {
-        let claimed = self.a.claimed;
+        let claimed = self.arena.claimed;
         let r = self.alloc_inner(total, protect, now);
-        if self.a.claimed != claimed {
+        if self.arena.claimed != claimed {
             self.refresh_stats();
         }
         r
     }
 
     fn alloc_inner(&mut self, total: usize, protect: u32, now: u32) -> Option<u32> {
-        let c = self.a.class_for(total);
-        if c == self.a.large {
+        let c = self.arena.class_for(total);
+        if c == self.arena.large {
             return self.alloc_large(total, protect, now);
         }
         let mut tries = 0;
         loop {
-            if let Some(h) = self.a.alloc_fast(c) {
-                return Some(h);
+            if let Some(item) = self.arena.alloc_fast(c) {
+                return Some(item);
             }
-            if self.a.try_claim(c) {
+            if self.arena.try_claim(c) {
                 continue;
             }
             tries += 1;
-            let usable = self.a.classes[c]
+            let usable = self.arena.classes[c]
                 .pages
                 .iter()
-                .any(|&p| !self.a.page(p as usize).draining);
+                .any(|&p| !self.arena.page(p as usize).draining);
             if !self.no_evict && tries < 64 {
                 if usable {
                     if self.evict_one(c, protect, now) {
@@ -363,35 +364,35 @@ impl Engine {
                 }
             }
             self.starved |= !self.no_evict;
-            self.a.classes[c].st.outofmemory += 1;
+            self.arena.classes[c].st.outofmemory += 1;
             return None;
         }
     }
 
     fn alloc_large(&mut self, total: usize, protect: u32, now: u32) -> Option<u32> {
         let need = large_bytes(total);
-        let large = self.a.large;
-        if need > self.a.budget.limit {
+        let large = self.arena.large;
+        if need > self.arena.budget.limit {
             // Larger than the whole of -m (possible with a big -I): evicting
             // everything would not make room, so refuse at once instead of
             // emptying the shard first. An item larger than this shard's
             // share but within -m fits the shared budget: the loop below
             // frees this shard's memory, and if that is not enough the shard
             // is marked starved so that the others give memory back.
-            self.a.classes[large].st.outofmemory += 1;
+            self.arena.classes[large].st.outofmemory += 1;
             return None;
         }
         let mut guard = 0usize;
         loop {
-            if let Some(h) = self.a.alloc_large(total) {
-                return Some(h);
+            if let Some(item) = self.arena.alloc_large(total) {
+                return Some(item);
             }
             guard += 1;
-            if self.no_evict || guard > 1_000_000 || self.a.claimed == 0 {
+            if self.no_evict || guard > 1_000_000 || self.arena.claimed == 0 {
                 // Nothing of ours to free (the other shards hold the budget):
                 // ask them for memory.
                 self.starved |= !self.no_evict;
-                self.a.classes[large].st.outofmemory += 1;
+                self.arena.classes[large].st.outofmemory += 1;
                 return None;
             }
             // Empty pages first, then other large items, then slab pages.
@@ -402,10 +403,10 @@ impl Engine {
                 continue;
             }
             let donor = (0..large)
-                .filter(|&c| !self.a.classes[c].pages.is_empty())
-                .max_by_key(|&c| self.a.classes[c].pages.len());
-            let Some(p) = donor.and_then(|d| self.a.victim_page(d, protect)) else {
-                self.a.classes[large].st.outofmemory += 1;
+                .filter(|&c| !self.arena.classes[c].pages.is_empty())
+                .max_by_key(|&c| self.arena.classes[c].pages.len());
+            let Some(p) = donor.and_then(|d| self.arena.victim_page(d, protect)) else {
+                self.arena.classes[large].st.outofmemory += 1;
                 return None;
             };
             self.drain_now(p, Dest::Release, now);
@@ -414,17 +415,17 @@ impl Engine {
 
     /// Release one page holding no items, if there is one.
     fn release_free_page(&mut self) -> bool {
-        for c in 0..self.a.large {
-            let found = self.a.classes[c]
+        for c in 0..self.arena.large {
+            let found = self.arena.classes[c]
                 .pages
                 .iter()
                 .map(|&p| p as usize)
                 .find(|&p| {
-                    let pg = self.a.page(p);
+                    let pg = self.arena.page(p);
                     pg.used == 0 && !pg.draining
                 });
             if let Some(p) = found {
-                self.a.release_page(p);
+                self.arena.release_page(p);
                 return true;
             }
         }
@@ -435,14 +436,15 @@ impl Engine {
     /// class with the most pages, now (memcached would grant the page over
     /// the limit; we stay within it).
     fn steal_page(&mut self, c: usize, protect: u32, now: u32) -> bool {
-        let donor = (0..self.a.large)
-            .filter(|&d| d != c && self.a.victim_page(d, protect).is_some())
-            .max_by_key(|&d| self.a.classes[d].pages.len());
-        let Some(p) = donor.and_then(|d| self.a.victim_page(d, protect)) else {
+        let donor = (0..self.arena.large)
+            .filter(|&d| d != c && self.arena.victim_page(d, protect).is_some())
+            .max_by_key(|&d| self.arena.classes[d].pages.len());
+        let Some(p) = donor.and_then(|d| self.arena.victim_page(d, protect)) else {
             // No slab page to take: free a large item's memory instead (when
             // this shard may claim the bytes it frees).
-            let may_claim = self.a.claimed < self.a.limit || self.a.budget.hungry() == 0;
-            return may_claim && self.evict_one(self.a.large, protect, now);
+            let may_claim =
+                self.arena.claimed < self.arena.limit || self.arena.budget.hungry() == 0;
+            return may_claim && self.evict_one(self.arena.large, protect, now);
         };
         self.drain_now(p, Dest::Class(c), now);
         true
@@ -450,11 +452,13 @@ impl Engine {
 
     /// Bytes held by large items.
     fn large_held(&self) -> usize {
-        let slab_pages: usize = self.a.classes[..self.a.large]
+        let slab_pages: usize = self.arena.classes[..self.arena.large]
             .iter()
             .map(|c| c.pages.len())
             .sum();
-        self.a.claimed.saturating_sub(slab_pages * self.a.page_size)
+        self.arena
+            .claimed
+            .saturating_sub(slab_pages * self.arena.page_size)
     }
 
     /// Empty page `p` right away and send it to `to`.
@@ -464,7 +468,7 @@ impl Engine {
                 self.mover = None;
             }
         }
-        self.a.begin_drain(p);
+        self.arena.begin_drain(p);
         let mut m = Move {
             page: p,
             to,
@@ -476,39 +480,39 @@ impl Engine {
     /// One CLOCK eviction in class `c`. False if nothing can be evicted.
     fn evict_one(&mut self, c: usize, protect: u32, now: u32) -> bool {
         let mut steps = 0usize;
-        let limit =
-            self.a.classes[c].per_page as usize * self.a.classes[c].pages.len() * 2 + SWEEP_MAX;
+        let limit = self.arena.classes[c].per_page as usize * self.arena.classes[c].pages.len() * 2
+            + SWEEP_MAX;
         while steps < limit {
-            let Some(h) = self.a.clock_next(c) else {
+            let Some(item) = self.arena.clock_next(c) else {
                 return false;
             };
             steps += 1;
-            let bits = self.a.bits(h);
-            if bits & B_LINKED == 0 || h == protect {
+            let bits = self.arena.bits(item);
+            if bits & B_LINKED == 0 || item == protect {
                 continue;
             }
-            if let Some(d) = self.dead(h, now) {
-                self.reclaim(h, d);
+            if let Some(d) = self.dead(item, now) {
+                self.reclaim(item, d);
                 return true;
             }
             let refs = ref_count(bits);
             if refs != 0 && steps < SWEEP_MAX {
-                self.a.set_bits(h, with_ref_count(bits, refs - 1));
+                self.arena.set_bits(item, with_ref_count(bits, refs - 1));
                 continue;
             }
-            self.evict(h, now);
+            self.evict(item, now);
             return true;
         }
         false
     }
 
     /// Evict a live item (counted as memcached counts evictions).
-    fn evict(&mut self, h: u32, now: u32) {
-        let bits = self.a.bits(h);
-        let exp = self.a.exptime(h);
-        let age = now.saturating_sub(self.a.atime(h, now));
-        let c = self.class_of(h);
-        let st = &mut self.a.classes[c].st;
+    fn evict(&mut self, item: u32, now: u32) {
+        let bits = self.arena.bits(item);
+        let exp = self.arena.exptime(item);
+        let age = now.saturating_sub(self.arena.atime(item, now));
+        let c = self.class_of(item);
+        let st = &mut self.arena.classes[c].st;
         st.evicted += 1;
         st.evicted_time = age;
         if exp != 0 {
@@ -522,16 +526,16 @@ impl Engine {
             st.evicted_active += 1;
             self.stats.evicted_active += 1;
         }
-        self.a.classes[c].win_evictions += 1;
+        self.arena.classes[c].win_evictions += 1;
         self.stats.evictions += 1;
-        self.unlink_any(h);
+        self.unlink_any(item);
     }
 
     /// Free a dead item found by background work or the CLOCK hand.
-    fn reclaim(&mut self, h: u32, why: Dead) {
+    fn reclaim(&mut self, item: u32, why: Dead) {
         if why == Dead::Expired {
-            let fetched = self.a.bits(h) & B_FETCHED != 0;
-            let st = self.class_stats(h);
+            let fetched = self.arena.bits(item) & B_FETCHED != 0;
+            let st = self.class_stats(item);
             st.reclaimed += 1;
             if !fetched {
                 st.expired_unfetched += 1;
@@ -541,7 +545,7 @@ impl Engine {
                 self.stats.expired_unfetched += 1;
             }
         }
-        self.unlink_any(h);
+        self.unlink_any(item);
     }
 
     // ---- page moves ----
@@ -549,42 +553,42 @@ impl Engine {
     /// Work on a page move; true when the page is done and handed over.
     fn move_step(&mut self, m: &mut Move, mut budget: usize, now: u32) -> bool {
         let p = m.page;
-        let c = self.a.page(p).class as usize;
-        while budget > 0 && m.cursor < self.a.page(p).carved {
-            let h = Arena::handle_at(p, m.cursor);
+        let c = self.arena.page(p).class as usize;
+        while budget > 0 && m.cursor < self.arena.page(p).carved {
+            let item = Arena::handle_at(p, m.cursor);
             m.cursor += 1;
             budget -= 1;
-            if self.a.bits(h) & B_LINKED == 0 {
+            if self.arena.bits(item) & B_LINKED == 0 {
                 continue;
             }
-            if let Some(d) = self.dead(h, now) {
-                self.reclaim(h, d);
+            if let Some(d) = self.dead(item, now) {
+                self.reclaim(item, d);
                 continue;
             }
             // Rescue into a free chunk of the same class if there is one.
-            if let Some(nh) = self.a.alloc_fast(c) {
-                self.a.copy_chunk(h, nh);
-                let hash = self.ix.hash(self.a.key(h));
-                self.ix.replace(&mut self.a, hash, h, nh);
-                let e = self.a.exptime(h);
+            if let Some(nh) = self.arena.alloc_fast(c) {
+                self.arena.copy_chunk(item, nh);
+                let hash = self.index.hash(self.arena.key(item));
+                self.index.replace(&mut self.arena, hash, item, nh);
+                let e = self.arena.exptime(item);
                 if e != 0 {
-                    self.wheel.remove(&mut self.a, h, e);
-                    self.wheel.insert(&mut self.a, nh, e);
+                    self.wheel.remove(&mut self.arena, item, e);
+                    self.wheel.insert(&mut self.arena, nh, e);
                 }
-                self.a.free(h);
+                self.arena.free(item);
                 self.stats.slab_reassign_rescues += 1;
                 continue;
             }
             self.stats.slab_reassign_evictions_nomem += 1;
-            self.evict(h, now);
+            self.evict(item, now);
         }
-        if m.cursor < self.a.page(p).carved {
+        if m.cursor < self.arena.page(p).carved {
             return false;
         }
-        debug_assert_eq!(self.a.page(p).used, 0);
+        debug_assert_eq!(self.arena.page(p).used, 0);
         match m.to {
-            Dest::Class(to) => self.a.reassign(p, to),
-            Dest::Release => self.a.release_page(p),
+            Dest::Class(to) => self.arena.reassign(p, to),
+            Dest::Release => self.arena.release_page(p),
         }
         self.stats.slabs_moved += 1;
         true
@@ -592,7 +596,7 @@ impl Engine {
 
     /// `slabs reassign src dst` (1-based class ids as shown; src -1 = any).
     pub fn reassign(&mut self, src: i64, dst: i64) -> Reassign {
-        let n = self.a.large as i64;
+        let n = self.arena.large as i64;
         if self.mover.is_some() {
             return Reassign::Busy;
         }
@@ -604,9 +608,9 @@ impl Engine {
         }
         let to = (dst - 1) as usize;
         let from = if src == -1 {
-            let pick = (0..self.a.large)
-                .filter(|&c| c != to && self.a.classes[c].pages.len() > 1)
-                .max_by_key(|&c| self.a.classes[c].pages.len());
+            let pick = (0..self.arena.large)
+                .filter(|&c| c != to && self.arena.classes[c].pages.len() > 1)
+                .max_by_key(|&c| self.arena.classes[c].pages.len());
             match pick {
                 Some(c) => c,
                 None => return Reassign::NoSpare,
@@ -614,10 +618,10 @@ impl Engine {
         } else {
             (src - 1) as usize
         };
-        if self.a.classes[from].pages.len() < 2 {
+        if self.arena.classes[from].pages.len() < 2 {
             return Reassign::NoSpare;
         }
-        let Some(p) = self.a.victim_page(from, NONE) else {
+        let Some(p) = self.arena.victim_page(from, NONE) else {
             return Reassign::NoSpare;
         };
         self.start_move(p, Dest::Class(to));
@@ -625,7 +629,7 @@ impl Engine {
     }
 
     fn start_move(&mut self, p: usize, to: Dest) {
-        self.a.begin_drain(p);
+        self.arena.begin_drain(p);
         self.mover = Some(Move {
             page: p,
             to,
@@ -635,7 +639,7 @@ impl Engine {
 
     /// Page moves the automover may start per window: 8 MiB worth.
     fn moves_max(&self) -> u32 {
-        MOVES_PER_WINDOW.max((MOVE_BYTES_PER_WINDOW / self.a.page_size) as u32)
+        MOVES_PER_WINDOW.max((MOVE_BYTES_PER_WINDOW / self.arena.page_size) as u32)
     }
 
     /// A class to take a page from for class `r` (or for the shared pool
@@ -645,15 +649,15 @@ impl Engine {
     /// the receiver) or it has not evicted for a while (memcached's automove
     /// moves pages from idle classes). Classes keep their last page.
     fn donor(&self, r: Option<usize>, dr: f64) -> Option<usize> {
-        let large = self.a.large;
+        let large = self.arena.large;
         let density = |cl: &super::slab::Class| cl.last_hits as f64 / cl.pages.len().max(1) as f64;
         let mut best: Option<(usize, u64)> = None;
         for d in 0..large {
-            let cl = &self.a.classes[d];
+            let cl = &self.arena.classes[d];
             if Some(d) == r || cl.pages.len() < 2 || cl.recv_window == self.window_start {
                 continue;
             }
-            let (free, _) = self.a.free_chunks(d);
+            let (free, _) = self.arena.free_chunks(d);
             if free >= cl.per_page as u64 && best.is_none_or(|(_, f)| free > f) {
                 best = Some((d, free));
             }
@@ -661,14 +665,14 @@ impl Engine {
         best.map(|(d, _)| d).or_else(|| {
             (0..large)
                 .filter(|&d| {
-                    let cl = &self.a.classes[d];
+                    let cl = &self.arena.classes[d];
                     Some(d) != r
                         && cl.pages.len() >= 2
                         && cl.recv_window != self.window_start
                         && (cl.idle_windows >= IDLE_WINDOWS || density(cl) * 2.0 < dr)
                 })
                 .min_by(|&x, &y| {
-                    density(&self.a.classes[x]).total_cmp(&density(&self.a.classes[y]))
+                    density(&self.arena.classes[x]).total_cmp(&density(&self.arena.classes[y]))
                 })
         })
     }
@@ -680,7 +684,7 @@ impl Engine {
             self.window_start = now;
             self.moves_in_window = 0;
             let mut evicted = 0;
-            for cl in self.a.classes.iter_mut() {
+            for cl in self.arena.classes.iter_mut() {
                 cl.last_evictions = cl.win_evictions;
                 evicted += cl.win_evictions;
                 cl.win_evictions = 0;
@@ -692,10 +696,10 @@ impl Engine {
                     0
                 };
             }
-            let hungry =
-                (evicted > 0 || self.starved) && self.a.claimed + self.a.page_size <= self.a.limit;
+            let hungry = (evicted > 0 || self.starved)
+                && self.arena.claimed + self.arena.page_size <= self.arena.limit;
             self.starved = false;
-            self.a.budget.set_hungry(self.hungry, hungry);
+            self.arena.budget.set_hungry(self.hungry, hungry);
             self.hungry = hungry;
         }
     }
@@ -708,22 +712,22 @@ impl Engine {
         if self.mover.is_some() {
             return false;
         }
-        let large = self.a.large;
-        let budget = self.a.budget.clone();
-        if self.a.debt > 0 {
+        let large = self.arena.large;
+        let budget = self.arena.budget.clone();
+        if self.arena.debt > 0 {
             if budget.claimed() <= budget.limit {
-                self.a.debt = 0;
+                self.arena.debt = 0;
             } else if self.release_free_page() {
                 // Repay pages granted on credit: free pages first.
                 return true;
-            } else if self.a.claimed >= self.a.limit {
+            } else if self.arena.claimed >= self.arena.limit {
                 // At or above its share: repay by emptying a page. Below its
                 // share a shard keeps its items; the shards above their
                 // share give memory back while it is hungry.
                 let donor = (0..large)
-                    .filter(|&c| self.a.victim_page(c, NONE).is_some())
-                    .max_by_key(|&c| self.a.classes[c].pages.len());
-                if let Some(p) = donor.and_then(|d| self.a.victim_page(d, NONE)) {
+                    .filter(|&c| self.arena.victim_page(c, NONE).is_some())
+                    .max_by_key(|&c| self.arena.classes[c].pages.len());
+                if let Some(p) = donor.and_then(|d| self.arena.victim_page(d, NONE)) {
                     self.start_move(p, Dest::Release);
                     return false;
                 }
@@ -733,7 +737,7 @@ impl Engine {
         if self.moves_in_window >= self.moves_max() {
             return false;
         }
-        if !self.hungry && budget.hungry() > 0 && self.a.claimed > self.a.limit {
+        if !self.hungry && budget.hungry() > 0 && self.arena.claimed > self.arena.limit {
             // Another shard, below its share, is evicting while this one
             // holds more than its share: give a page's worth back.
             self.moves_in_window += 1;
@@ -744,12 +748,14 @@ impl Engine {
             // A slab page, or a large item when large items hold more than
             // the donor class (large items start at half a page).
             let donor = self.donor(None, f64::INFINITY);
-            let slab_bytes = donor.map_or(0, |d| self.a.classes[d].pages.len() * self.a.page_size);
+            let slab_bytes = donor.map_or(0, |d| {
+                self.arena.classes[d].pages.len() * self.arena.page_size
+            });
             if self.large_held() > slab_bytes && self.evict_one(large, NONE, now) {
                 self.stats.pages_returned += 1;
                 return true;
             }
-            if let Some(p) = donor.and_then(|d| self.a.victim_page(d, NONE)) {
+            if let Some(p) = donor.and_then(|d| self.arena.victim_page(d, NONE)) {
                 self.stats.pages_returned += 1;
                 self.start_move(p, Dest::Release);
             }
@@ -762,9 +768,9 @@ impl Engine {
         let density = |cl: &super::slab::Class| cl.last_hits as f64 / cl.pages.len().max(1) as f64;
         // Receiver: an evicting class, the one whose pages earn the most.
         let Some(r) = (0..large)
-            .filter(|&c| self.a.classes[c].last_evictions > 0)
+            .filter(|&c| self.arena.classes[c].last_evictions > 0)
             .max_by(|&x, &y| {
-                let (cx, cy) = (&self.a.classes[x], &self.a.classes[y]);
+                let (cx, cy) = (&self.arena.classes[x], &self.arena.classes[y]);
                 density(cx)
                     .total_cmp(&density(cy))
                     .then(cx.last_evictions.cmp(&cy.last_evictions))
@@ -772,15 +778,15 @@ impl Engine {
         else {
             return false;
         };
-        let dr = density(&self.a.classes[r]);
+        let dr = density(&self.arena.classes[r]);
         if let Some(p) = self
             .donor(Some(r), dr)
-            .and_then(|d| self.a.victim_page(d, NONE))
+            .and_then(|d| self.arena.victim_page(d, NONE))
         {
             self.moves_in_window += 1;
             // A page's worth of the receiver's evictions is being served.
-            let per = self.a.classes[r].per_page as u64;
-            let cl = &mut self.a.classes[r];
+            let per = self.arena.classes[r].per_page as u64;
+            let cl = &mut self.arena.classes[r];
             cl.last_evictions = cl.last_evictions.saturating_sub(per);
             cl.recv_window = self.window_start;
             self.start_move(p, Dest::Class(r));
@@ -789,15 +795,15 @@ impl Engine {
         // No slab class can give a page: free a large item's memory for the
         // receiver if the large class is idle or earns under half as much
         // (large items start at half a page, so they may hold most bytes).
-        let lc = &self.a.classes[large];
+        let lc = &self.arena.classes[large];
         if !lc.pages.is_empty() && (lc.idle_windows >= IDLE_WINDOWS || density(lc) * 2.0 < dr) {
             // Not the large class's own pressure: keep its eviction count.
-            let before = self.a.classes[large].win_evictions;
+            let before = self.arena.classes[large].win_evictions;
             if self.evict_one(large, NONE, now) {
-                self.a.classes[large].win_evictions = before;
+                self.arena.classes[large].win_evictions = before;
                 self.moves_in_window += 1;
-                let per = self.a.classes[r].per_page as u64;
-                let cl = &mut self.a.classes[r];
+                let per = self.arena.classes[r].per_page as u64;
+                let cl = &mut self.arena.classes[r];
                 cl.last_evictions = cl.last_evictions.saturating_sub(per);
                 return true;
             }
@@ -814,46 +820,48 @@ impl Engine {
         let mut budget = SLICE;
         // Expiry.
         while budget > 0 {
-            match self.wheel.poll(&mut self.a, now) {
+            match self.wheel.poll(&mut self.arena, now) {
                 Poll::Idle => break,
                 Poll::Worked => spend(&mut budget, &start),
-                Poll::Expired(h) => {
+                Poll::Expired(item) => {
                     spend(&mut budget, &start);
-                    if self.a.bits(h) & B_LINKED == 0 {
+                    if self.arena.bits(item) & B_LINKED == 0 {
                         continue;
                     }
-                    let e = self.a.exptime(h);
+                    let e = self.arena.exptime(item);
                     if is_expired(e, now) {
-                        self.reclaim(h, Dead::Expired);
+                        self.reclaim(item, Dead::Expired);
                     } else if e != 0 {
                         // Not due (cannot happen: touch reschedules).
-                        self.wheel.insert(&mut self.a, h, e);
+                        self.wheel.insert(&mut self.arena, item, e);
                     }
                 }
             }
         }
         // Index growth.
-        if budget > 0 && self.ix.migrate(&mut self.a, MIGRATE_SLICE) {
+        if budget > 0 && self.index.migrate(&mut self.arena, MIGRATE_SLICE) {
             spend(&mut budget, &start);
         }
         // Flushed items.
         if let Some((mut p, mut i)) = self.sweep {
-            while budget > 0 && p < self.a.page_count() {
-                let carved = self.a.page(p).carved;
+            while budget > 0 && p < self.arena.page_count() {
+                let carved = self.arena.page(p).carved;
                 if i >= carved {
                     p += 1;
                     i = 0;
                     spend(&mut budget, &start);
                     continue;
                 }
-                let h = Arena::handle_at(p, i);
+                let item = Arena::handle_at(p, i);
                 i += 1;
                 spend(&mut budget, &start);
-                if self.a.bits(h) & B_LINKED != 0 && self.dead(h, now) == Some(Dead::Flushed) {
-                    self.unlink_any(h);
+                if self.arena.bits(item) & B_LINKED != 0
+                    && self.dead(item, now) == Some(Dead::Flushed)
+                {
+                    self.unlink_any(item);
                 }
             }
-            self.sweep = if p < self.a.page_count() {
+            self.sweep = if p < self.arena.page_count() {
                 Some((p, i))
             } else {
                 None
@@ -894,29 +902,29 @@ impl Engine {
         }
         self.refresh_stats();
         self.wheel.busy(now)
-            || self.ix.is_growing()
+            || self.index.is_growing()
             || self.sweep.is_some()
             || self.mover.is_some()
             || more_moves
     }
 
-    /// A get hit on item `h` (per-class counters and rebalancing input).
+    /// A get hit on `item` (per-class counters and rebalancing input).
     #[inline]
-    pub fn note_hit(&mut self, h: u32) {
-        let c = self.class_of(h);
-        let cl = &mut self.a.classes[c];
+    pub fn note_hit(&mut self, item: u32) {
+        let c = self.class_of(item);
+        let cl = &mut self.arena.classes[c];
         cl.st.get_hits += 1;
         cl.win_hits += 1;
     }
 
     /// Refresh the memory figures in the counters.
     pub fn refresh_stats(&mut self) {
-        self.stats.mem_claimed = self.a.claimed as u64;
-        self.stats.pages_borrowed = self.a.borrowed;
-        self.stats.index_bytes = self.ix.bytes() as u64;
-        self.stats.wheel_bytes = (self.wheel.bytes() + self.a.meta_bytes()) as u64;
-        self.stats.hash_power_level = self.ix.buckets().trailing_zeros() as u64;
-        self.stats.hash_is_expanding = self.ix.is_growing() as u64;
+        self.stats.mem_claimed = self.arena.claimed as u64;
+        self.stats.pages_borrowed = self.arena.borrowed;
+        self.stats.index_bytes = self.index.bytes() as u64;
+        self.stats.wheel_bytes = (self.wheel.bytes() + self.arena.meta_bytes()) as u64;
+        self.stats.hash_power_level = self.index.buckets().trailing_zeros() as u64;
+        self.stats.hash_is_expanding = self.index.is_growing() as u64;
     }
 }
 
@@ -1120,7 +1128,7 @@ mod tests {
         assert_eq!(&got[900_004..], b"tail");
         let claimed = s.stats().mem_claimed;
         s.delete(&DeleteRequest::new(b"big"), 10);
-        s.e.refresh_stats();
+        s.engine.refresh_stats();
         assert!(s.stats().mem_claimed < claimed);
         // too large for -I
         let huge = vec![0u8; (4 << 20) + 1];
@@ -1131,7 +1139,7 @@ mod tests {
                 set(&mut s, &format!("b{i}"), &big, 0, 10),
                 StoreResult::Stored { .. }
             ));
-            s.e.refresh_stats();
+            s.engine.refresh_stats();
             assert!(s.stats().mem_claimed as usize <= 16 * PAGE_SIZE);
         }
         assert!(has(&mut s, "b39", 10));
@@ -1203,7 +1211,7 @@ mod tests {
         }
         assert!(ratio > 0.95, "hit ratio after rebalancing: {ratio}");
         assert!(s.stats().slabs_moved >= 3);
-        s.e.refresh_stats();
+        s.engine.refresh_stats();
         assert!(
             s.stats().mem_claimed as usize <= 8 * PAGE_SIZE,
             "debt repaid"

@@ -14,7 +14,7 @@ use crate::item::item_fits;
 
 /// One shard of the key space.
 pub struct Shard {
-    pub(super) e: Engine,
+    pub(super) engine: Engine,
     /// Where client mutations are recorded (replication); None: nowhere.
     journal: Option<Box<dyn Journal>>,
 }
@@ -53,7 +53,7 @@ impl Shard {
     pub fn with_budget(id: usize, budget: std::sync::Arc<Budget>, cfg: &StoreConfig) -> Shard {
         let hasher = ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]);
         Shard {
-            e: Engine::new(id, budget, cfg, hasher),
+            engine: Engine::new(id, budget, cfg, hasher),
             journal: None,
         }
     }
@@ -71,21 +71,21 @@ impl Shard {
             return;
         }
         let change = match c {
-            Commit::Item(h) => {
-                let a = &self.e.a;
-                let (key, value) = a.key_value(h);
+            Commit::Item(item) => {
+                let arena = &self.engine.arena;
+                let (key, value) = arena.key_value(item);
                 Change::Item {
                     key,
                     value,
-                    flags: a.flags(h),
-                    exptime: a.exptime(h),
-                    cas: a.cas(h),
-                    stale: a.bits(h) & B_STALE != 0,
+                    flags: arena.flags(item),
+                    exptime: arena.exptime(item),
+                    cas: arena.cas(item),
+                    stale: arena.bits(item) & B_STALE != 0,
                 }
             }
             Commit::Removed(key) => Change::Removed {
                 key,
-                cas: self.e.hlc.next(),
+                cas: self.engine.hlc.next(),
             },
             Commit::Flush { at, cas } => Change::Flush { at, cas },
         };
@@ -99,21 +99,21 @@ impl Shard {
     /// local versions are larger; 0 takes the clock's next value.
     fn version(&mut self, given: u64) -> u64 {
         if given != 0 {
-            self.e.hlc.observe(given);
+            self.engine.hlc.observe(given);
             given
         } else {
-            self.e.hlc.next()
+            self.engine.hlc.next()
         }
     }
 
     pub fn stats(&self) -> &ShardStats {
-        &self.e.stats
+        &self.engine.stats
     }
 
     /// Zero the counters `stats reset` clears (gauges such as curr_items and
     /// bytes, and the per-class item counts, stay).
     pub fn reset_stats(&mut self) {
-        let s = &mut self.e.stats;
+        let s = &mut self.engine.stats;
         s.total_items = 0;
         s.evictions = 0;
         s.evicted_unfetched = 0;
@@ -127,8 +127,8 @@ impl Shard {
         s.slab_reassign_evictions_nomem = 0;
         s.pages_borrowed = 0;
         s.pages_returned = 0;
-        self.e.a.borrowed = 0;
-        for c in self.e.a.classes.iter_mut() {
+        self.engine.arena.borrowed = 0;
+        for c in self.engine.arena.classes.iter_mut() {
             c.st = ClassStats {
                 items: c.st.items,
                 mem_requested: c.st.mem_requested,
@@ -141,7 +141,7 @@ impl Shard {
     fn hash(&self, key: &[u8]) -> u64 {
         // The shard hashes keys itself (callers' hashes are for routing, and
         // tests pass 0): one short ahash.
-        self.e.ix.hash(key)
+        self.engine.index.hash(key)
     }
 
     /// Fetch a live item, marking it accessed; `touch` sets a new expiry.
@@ -152,27 +152,27 @@ impl Shard {
         touch: Option<u32>,
     ) -> Option<ItemRef<'a>> {
         let hash = self.hash(key);
-        let Ok(h) = self.e.lookup(hash, key, now) else {
+        let Ok(item) = self.engine.lookup(hash, key, now) else {
             return None;
         };
-        let fetched = self.e.touch_access(h, now);
+        let fetched = self.engine.touch_access(item, now);
         match touch {
             Some(exp) => {
-                self.e.set_exptime(h, exp);
-                self.e.class_stats(h).touch_hits += 1;
-                self.commit(Commit::Item(h));
+                self.engine.set_exptime(item, exp);
+                self.engine.class_stats(item).touch_hits += 1;
+                self.commit(Commit::Item(item));
             }
-            None => self.e.note_hit(h),
+            None => self.engine.note_hit(item),
         }
-        let a = &self.e.a;
-        let (key, value) = a.key_value(h);
-        let bits = a.bits(h);
+        let arena = &self.engine.arena;
+        let (key, value) = arena.key_value(item);
+        let bits = arena.bits(item);
         Some(ItemRef {
             key,
             value,
-            flags: a.flags(h),
-            cas: a.cas(h),
-            exptime: a.exptime(h),
+            flags: arena.flags(item),
+            cas: arena.cas(item),
+            exptime: arena.exptime(item),
             atime: now,
             fetched,
             stale: bits & B_STALE != 0,
@@ -184,13 +184,13 @@ impl Shard {
     /// evicting if needed but never the item `protect`. None: out of memory.
     fn write_new(&mut self, it: &Fresh<'_>, vlen: usize, protect: u32, now: u32) -> Option<u32> {
         let size = item_size(it.key.len(), vlen, it.flags);
-        let h = self.e.alloc(size, protect, now)?;
-        self.e
-            .a
-            .init_item(h, it.key, vlen, it.flags, it.exptime, now);
+        let item = self.engine.alloc(size, protect, now)?;
+        self.engine
+            .arena
+            .init_item(item, it.key, vlen, it.flags, it.exptime, now);
         let cas = self.version(it.cas);
-        self.e.a.set_cas(h, cas);
-        Some(h)
+        self.engine.arena.set_cas(item, cas);
+        Some(item)
     }
 
     /// Store `data` as a fresh item (replacing any under its key). On
@@ -203,31 +203,34 @@ impl Shard {
         now: u32,
         unlink_on_oom: bool,
     ) -> Result<u32, StoreResult> {
-        let Some(h) = self.write_new(it, data.len(), NONE, now) else {
+        let Some(item) = self.write_new(it, data.len(), NONE, now) else {
             if unlink_on_oom {
                 // memcached: a failed set must not leave stale data.
-                let old = self.e.ix.find(&self.e.a, hash, it.key);
+                let old = self.engine.index.find(&self.engine.arena, hash, it.key);
                 if old != NONE {
-                    self.e.unlink(old, hash);
+                    self.engine.unlink(old, hash);
                     self.commit(Commit::Removed(it.key));
                 }
             }
             return Err(StoreResult::OutOfMemory);
         };
-        self.e.a.value_mut(h).copy_from_slice(data);
-        self.install(h, hash);
-        Ok(h)
+        self.engine.arena.value_mut(item).copy_from_slice(data);
+        self.install(item, hash);
+        Ok(item)
     }
 
-    /// Link `h` under its key, replacing whatever item the key has now.
-    fn install(&mut self, h: u32, hash: u64) -> u64 {
-        let cur = self.e.ix.find(&self.e.a, hash, self.e.a.key(h));
+    /// Link `item` under its key, replacing whatever item the key has now.
+    fn install(&mut self, item: u32, hash: u64) -> u64 {
+        let cur = self
+            .engine
+            .index
+            .find(&self.engine.arena, hash, self.engine.arena.key(item));
         if cur == NONE {
-            self.e.link(h, hash);
+            self.engine.link(item, hash);
         } else {
-            self.e.relink(cur, h, hash);
+            self.engine.relink(cur, item, hash);
         }
-        self.e.a.cas(h)
+        self.engine.arena.cas(item)
     }
 
     /// set/add/replace/append/prepend/cas, meta `ms`, `lease-set`:
@@ -247,10 +250,10 @@ impl Shard {
             vivify,
         } = *req;
         let hash = self.hash(key);
-        self.e
+        self.engine
             .class_stats_for(item_size(key.len(), data.len(), flags))
             .cmd_set += 1;
-        if !item_fits(key.len(), flags, data.len(), self.e.max_item) {
+        if !item_fits(key.len(), flags, data.len(), self.engine.max_item) {
             return StoreResult::TooLarge;
         }
         let set = mode == StoreMode::Set;
@@ -262,7 +265,7 @@ impl Shard {
             exptime,
             cas: new_cas,
         };
-        let Ok(old) = self.e.lookup(hash, key, now) else {
+        let Ok(old) = self.engine.lookup(hash, key, now) else {
             let r = match mode {
                 _ if cas_mode => return StoreResult::NotFound,
                 StoreMode::Set | StoreMode::Add => self.put(&fresh, hash, data, now, set),
@@ -275,37 +278,38 @@ impl Shard {
             return self.stored(r);
         };
         if cas_mode {
-            let item_cas = self.e.a.cas(old);
+            let item_cas = self.engine.arena.cas(old);
             if item_cas == cas {
                 // match: store below
             } else if invalidate && cas < item_cas {
                 // Stale store: new value, old expiry, marked stale, win kept.
-                let exptime = self.e.a.exptime(old);
-                let win = self.e.a.bits(old) & B_WIN;
+                let exptime = self.engine.arena.exptime(old);
+                let win = self.engine.arena.bits(old) & B_WIN;
                 let r = self.put(&Fresh { exptime, ..fresh }, hash, data, now, false);
-                if let Ok(h) = r {
-                    let b = self.e.a.bits(h);
-                    self.e.a.set_bits(h, b | B_STALE | win);
+                if let Ok(item) = r {
+                    let b = self.engine.arena.bits(item);
+                    self.engine.arena.set_bits(item, b | B_STALE | win);
                 }
                 return self.stored(r);
             } else {
-                self.e.class_stats(old).cas_badval += 1;
+                self.engine.class_stats(old).cas_badval += 1;
                 return StoreResult::Exists;
             }
         }
         let r = match mode {
             StoreMode::Add => {
-                self.e.a.set_atime(old, now);
+                self.engine.arena.set_atime(old, now);
                 return StoreResult::NotStored;
             }
             StoreMode::Append | StoreMode::Prepend => {
-                if cas != 0 && self.e.a.cas(old) != cas {
+                if cas != 0 && self.engine.arena.cas(old) != cas {
                     return StoreResult::Exists;
                 }
-                let old_len = self.e.a.vlen(old);
+                let old_len = self.engine.arena.vlen(old);
                 let total = old_len + data.len();
-                let (flags, exptime) = (self.e.a.flags(old), self.e.a.exptime(old));
-                if !item_fits(key.len(), flags, total, self.e.max_item) {
+                let (flags, exptime) =
+                    (self.engine.arena.flags(old), self.engine.arena.exptime(old));
+                if !item_fits(key.len(), flags, total, self.engine.max_item) {
                     // memcached: the combined item cannot be allocated, so
                     // nothing is stored (NOT_STORED, not "too large").
                     return StoreResult::NotStored;
@@ -315,24 +319,24 @@ impl Shard {
                     exptime,
                     ..fresh
                 };
-                let Some(h) = self.write_new(&combined, total, old, now) else {
+                let Some(item) = self.write_new(&combined, total, old, now) else {
                     return StoreResult::OutOfMemory;
                 };
                 if mode == StoreMode::Append {
-                    self.e.a.copy_value(old, h, 0);
-                    self.e.a.value_mut(h)[old_len..].copy_from_slice(data);
+                    self.engine.arena.copy_value(old, item, 0);
+                    self.engine.arena.value_mut(item)[old_len..].copy_from_slice(data);
                 } else {
-                    self.e.a.copy_value(old, h, data.len());
-                    self.e.a.value_mut(h)[..data.len()].copy_from_slice(data);
+                    self.engine.arena.copy_value(old, item, data.len());
+                    self.engine.arena.value_mut(item)[..data.len()].copy_from_slice(data);
                 }
-                self.e.relink(old, h, hash);
-                Ok(h)
+                self.engine.relink(old, item, hash);
+                Ok(item)
             }
             _ => self.put(&fresh, hash, data, now, set),
         };
-        if let Ok(h) = r {
+        if let Ok(item) = r {
             if cas_mode {
-                self.e.class_stats(h).cas_hits += 1;
+                self.engine.class_stats(item).cas_hits += 1;
             }
         }
         self.stored(r)
@@ -341,11 +345,11 @@ impl Shard {
     /// The end of every store: commit the stored item.
     fn stored(&mut self, r: Result<u32, StoreResult>) -> StoreResult {
         match r {
-            Ok(h) => {
-                self.commit(Commit::Item(h));
+            Ok(item) => {
+                self.commit(Commit::Item(item));
                 StoreResult::Stored {
-                    cas: self.e.a.cas(h),
-                    len: self.e.a.vlen(h),
+                    cas: self.engine.arena.cas(item),
+                    len: self.engine.arena.vlen(item),
                 }
             }
             Err(e) => e,
@@ -358,14 +362,14 @@ impl Shard {
         let key = req.key;
         let opts = req;
         let hash = self.hash(key);
-        let Ok(mut h) = self.e.lookup(hash, key, now) else {
+        let Ok(mut item) = self.engine.lookup(hash, key, now) else {
             return DeleteResult::NotFound;
         };
-        let old_cas = self.e.a.cas(h);
+        let old_cas = self.engine.arena.cas(item);
         if opts.cas != 0 && old_cas != opts.cas {
             return DeleteResult::Exists;
         }
-        self.e.class_stats(h).delete_hits += 1;
+        self.engine.class_stats(item).delete_hits += 1;
         if opts.remove_value {
             let empty = Fresh {
                 key,
@@ -377,26 +381,26 @@ impl Shard {
                     old_cas
                 },
             };
-            let Some(nh) = self.write_new(&empty, 0, h, now) else {
+            let Some(new_item) = self.write_new(&empty, 0, item, now) else {
                 return DeleteResult::NotFound;
             };
-            self.e.relink(h, nh, hash);
-            h = nh;
+            self.engine.relink(item, new_item, hash);
+            item = new_item;
         }
         if opts.invalidate {
             let cas = self.version(opts.new_cas);
             if let Some(exp) = opts.touch {
-                self.e.set_exptime(h, exp);
+                self.engine.set_exptime(item, exp);
             }
-            let b = self.e.a.bits(h);
-            self.e.a.set_bits(h, (b | B_STALE) & !B_WIN);
-            self.e.a.set_cas(h, cas);
+            let b = self.engine.arena.bits(item);
+            self.engine.arena.set_bits(item, (b | B_STALE) & !B_WIN);
+            self.engine.arena.set_cas(item, cas);
         } else if !opts.remove_value {
-            self.e.unlink(h, hash);
+            self.engine.unlink(item, hash);
             self.commit(Commit::Removed(key));
             return DeleteResult::Deleted;
         }
-        self.commit(Commit::Item(h));
+        self.commit(Commit::Item(item));
         DeleteResult::Deleted
     }
 
@@ -417,8 +421,8 @@ impl Shard {
     ) -> Option<(ItemRef<'a>, MetaGetOutcome)> {
         let hash = self.hash(key);
         let mut out = MetaGetOutcome::default();
-        let h = match self.e.lookup(hash, key, now) {
-            Ok(h) => h,
+        let item = match self.engine.lookup(hash, key, now) {
+            Ok(item) => item,
             Err(_) => {
                 let empty = Fresh {
                     key,
@@ -426,20 +430,20 @@ impl Shard {
                     exptime: op.vivify?,
                     cas: op.new_cas,
                 };
-                let h = self.write_new(&empty, 0, NONE, now)?;
-                self.install(h, hash);
+                let item = self.write_new(&empty, 0, NONE, now)?;
+                self.install(item, hash);
                 out.created = true;
-                h
+                item
             }
         };
-        let bits = self.e.a.bits(h);
+        let bits = self.engine.arena.bits(item);
         let before = if out.created {
             (false, now, 0, false, false)
         } else {
             (
                 bits & B_FETCHED != 0,
-                self.e.a.atime(h, now),
-                self.e.a.exptime(h),
+                self.engine.arena.atime(item, now),
+                self.engine.arena.exptime(item),
                 bits & B_STALE != 0,
                 bits & B_WIN != 0,
             )
@@ -449,38 +453,38 @@ impl Shard {
         } else {
             let old_exp = before.2;
             if let Some(exp) = op.touch {
-                self.e.set_exptime(h, exp);
-                self.e.class_stats(h).touch_hits += 1;
+                self.engine.set_exptime(item, exp);
+                self.engine.class_stats(item).touch_hits += 1;
             }
             let cmp_exp = if op.recache_after_touch {
-                self.e.a.exptime(h)
+                self.engine.arena.exptime(item)
             } else {
                 old_exp
             };
             let recache = op.recache.is_some_and(|r| cmp_exp != 0 && cmp_exp < r);
             out.won = op.claim_win && !before.4 && (before.3 || recache);
         }
-        let mut bits = self.e.a.bits(h);
+        let mut bits = self.engine.arena.bits(item);
         if out.won {
             bits |= B_WIN;
         }
         if op.bump {
             bits = ref_access(bits) | B_FETCHED;
-            self.e.a.set_atime(h, now);
-            self.e.note_hit(h);
+            self.engine.arena.set_atime(item, now);
+            self.engine.note_hit(item);
         }
-        self.e.a.set_bits(h, bits);
+        self.engine.arena.set_bits(item, bits);
         if out.created || op.touch.is_some() {
-            self.commit(Commit::Item(h));
+            self.commit(Commit::Item(item));
         }
-        let a = &self.e.a;
-        let (key, value) = a.key_value(h);
+        let arena = &self.engine.arena;
+        let (key, value) = arena.key_value(item);
         Some((
             ItemRef {
                 key,
                 value,
-                flags: a.flags(h),
-                cas: a.cas(h),
+                flags: arena.flags(item),
+                cas: arena.cas(item),
                 exptime: before.2,
                 atime: before.1,
                 fetched: before.0,
@@ -497,7 +501,7 @@ impl Shard {
         let key = req.key;
         let hash = self.hash(key);
         let mut digits = [0u8; 20];
-        let Ok(h) = self.e.lookup(hash, key, now) else {
+        let Ok(item) = self.engine.lookup(hash, key, now) else {
             let Some((value, exptime)) = req.initial else {
                 return ArithResult::NotFound;
             };
@@ -508,12 +512,12 @@ impl Shard {
                 exptime,
                 cas: req.new_cas,
             };
-            let Some(h) = self.write_new(&created, d.len(), NONE, now) else {
+            let Some(item) = self.write_new(&created, d.len(), NONE, now) else {
                 return ArithResult::OutOfMemory;
             };
-            self.e.a.value_mut(h).copy_from_slice(d);
-            let cas = self.install(h, hash);
-            self.commit(Commit::Item(h));
+            self.engine.arena.value_mut(item).copy_from_slice(d);
+            let cas = self.install(item, hash);
+            self.commit(Commit::Item(item));
             return ArithResult::Value {
                 value,
                 cas,
@@ -522,13 +526,13 @@ impl Shard {
             };
         };
         // memcached: an empty value is non-numeric before any CAS compare.
-        if self.e.a.vlen(h) == 0 {
+        if self.engine.arena.vlen(item) == 0 {
             return ArithResult::NonNumeric;
         }
-        if req.cas != 0 && self.e.a.cas(h) != req.cas {
+        if req.cas != 0 && self.engine.arena.cas(item) != req.cas {
             return ArithResult::Exists;
         }
-        let Some(cur) = strtoull(self.e.a.value(h)) else {
+        let Some(cur) = strtoull(self.engine.arena.value(item)) else {
             return ArithResult::NonNumeric;
         };
         let value = if req.incr {
@@ -537,7 +541,7 @@ impl Shard {
             cur.saturating_sub(req.delta)
         };
         {
-            let st = self.e.class_stats(h);
+            let st = self.engine.class_stats(item);
             if req.incr {
                 st.incr_hits += 1;
             } else {
@@ -545,39 +549,39 @@ impl Shard {
             }
         }
         let d = fmt_u64(value, &mut digits);
-        self.e.a.set_atime(h, now);
-        let exptime = self.e.a.exptime(h);
-        let h = if d.len() <= self.e.a.vlen(h) {
+        self.engine.arena.set_atime(item, now);
+        let exptime = self.engine.arena.exptime(item);
+        let item = if d.len() <= self.engine.arena.vlen(item) {
             // memcached rewrites in place, padding with spaces.
             let n = d.len();
-            let v = self.e.a.value_mut(h);
+            let v = self.engine.arena.value_mut(item);
             v[..n].copy_from_slice(d);
             v[n..].fill(b' ');
             let cas = self.version(req.new_cas);
-            self.e.a.set_cas(h, cas);
-            h
+            self.engine.arena.set_cas(item, cas);
+            item
         } else {
             let grown = Fresh {
                 key,
-                flags: self.e.a.flags(h),
+                flags: self.engine.arena.flags(item),
                 exptime,
                 cas: req.new_cas,
             };
-            let Some(nh) = self.write_new(&grown, d.len(), h, now) else {
+            let Some(new_item) = self.write_new(&grown, d.len(), item, now) else {
                 return ArithResult::OutOfMemory;
             };
-            self.e.a.value_mut(nh).copy_from_slice(d);
-            self.e.relink(h, nh, hash);
-            nh
+            self.engine.arena.value_mut(new_item).copy_from_slice(d);
+            self.engine.relink(item, new_item, hash);
+            new_item
         };
         if let Some(exp) = req.touch {
-            self.e.set_exptime(h, exp);
-            self.e.class_stats(h).touch_hits += 1;
+            self.engine.set_exptime(item, exp);
+            self.engine.class_stats(item).touch_hits += 1;
         }
-        self.commit(Commit::Item(h));
+        self.commit(Commit::Item(item));
         ArithResult::Value {
             value,
-            cas: self.e.a.cas(h),
+            cas: self.engine.arena.cas(item),
             created: false,
             exptime,
         }
@@ -593,7 +597,7 @@ impl Shard {
         let cas = self.version(0);
         // Now: this version; later: the clock's value at that time.
         let version = if at <= now { cas } else { 0 };
-        self.e.flush_all(at, now, version, true);
+        self.engine.flush_all(at, now, version, true);
         self.commit(Commit::Flush { at, cas });
     }
 
@@ -621,11 +625,11 @@ impl Shard {
             } => {
                 let hash = self.hash(key);
                 self.version(cas);
-                let old = self.e.lookup(hash, key, now).ok();
-                if old.is_some_and(|h| self.e.a.cas(h) >= cas) {
+                let old = self.engine.lookup(hash, key, now).ok();
+                if old.is_some_and(|item| self.engine.arena.cas(item) >= cas) {
                     return Applied::Older;
                 }
-                let fits = item_fits(key.len(), flags, value.len(), self.e.max_item);
+                let fits = item_fits(key.len(), flags, value.len(), self.engine.max_item);
                 let new = if fits {
                     let it = Fresh {
                         key,
@@ -637,10 +641,10 @@ impl Shard {
                 } else {
                     None
                 };
-                let Some(h) = new else {
+                let Some(item) = new else {
                     // Never leave the older version behind a failed apply.
                     if let Some(old) = old {
-                        self.e.unlink(old, hash);
+                        self.engine.unlink(old, hash);
                     }
                     return if fits {
                         Applied::OutOfMemory
@@ -648,21 +652,21 @@ impl Shard {
                         Applied::TooLarge
                     };
                 };
-                self.e.a.value_mut(h).copy_from_slice(value);
+                self.engine.arena.value_mut(item).copy_from_slice(value);
                 if stale {
-                    let b = self.e.a.bits(h);
-                    self.e.a.set_bits(h, b | B_STALE);
+                    let b = self.engine.arena.bits(item);
+                    self.engine.arena.set_bits(item, b | B_STALE);
                 }
-                self.install(h, hash);
+                self.install(item, hash);
                 Applied::Stored
             }
             Change::Removed { key, cas } => {
                 let hash = self.hash(key);
                 self.version(cas);
-                match self.e.lookup(hash, key, now) {
-                    Ok(h) if self.e.a.cas(h) >= cas => Applied::Older,
-                    Ok(h) => {
-                        self.e.unlink(h, hash);
+                match self.engine.lookup(hash, key, now) {
+                    Ok(item) if self.engine.arena.cas(item) >= cas => Applied::Older,
+                    Ok(item) => {
+                        self.engine.unlink(item, hash);
                         Applied::Removed
                     }
                     Err(_) => Applied::Removed,
@@ -670,7 +674,7 @@ impl Shard {
             }
             Change::Flush { at, cas } => {
                 self.version(cas);
-                self.e.flush_all(at, now, cas, false);
+                self.engine.flush_all(at, now, cas, false);
                 Applied::Flushed
             }
         }
@@ -680,20 +684,20 @@ impl Shard {
     /// sweep, slab moves), one bounded slice. True if more work is waiting
     /// (call again soon).
     pub fn tick(&mut self, now: u32) -> bool {
-        self.e.tick(now)
+        self.engine.tick(now)
     }
 
     /// `slabs reassign` (1-based class ids; src -1 = any).
     pub fn reassign(&mut self, src: i64, dst: i64) -> Reassign {
-        self.e.reassign(src, dst)
+        self.engine.reassign(src, dst)
     }
 
     pub fn set_automove(&mut self, level: u8) {
-        self.e.automove = level;
+        self.engine.automove = level;
     }
 
     pub fn automove(&self) -> u8 {
-        self.e.automove
+        self.engine.automove
     }
 }
 

@@ -37,28 +37,28 @@ impl Shard {
         mut f: impl FnMut(&WalkItem<'_>),
     ) -> Option<usize> {
         // A delayed flush_all whose time has come applies first.
-        self.e.check_flush(now);
-        let e = &self.e;
+        self.engine.check_flush(now);
+        let engine = &self.engine;
         let mut b = from;
         for _ in 0..max_buckets {
-            let heads = e.ix.walk_heads(b)?;
-            for mut h in heads {
-                while h != NONE {
-                    if e.dead(h, now).is_none() {
-                        let bits = e.a.bits(h);
+            let heads = engine.index.walk_heads(b)?;
+            for mut item in heads {
+                while item != NONE {
+                    if engine.dead(item, now).is_none() {
+                        let bits = engine.arena.bits(item);
                         f(&WalkItem {
-                            key: e.a.key(h),
-                            value_len: e.a.vlen(h),
-                            value: e.a.value(h),
-                            flags: e.a.flags(h),
-                            cas: e.a.cas(h),
-                            exptime: e.a.exptime(h),
-                            atime: e.a.atime(h, now),
+                            key: engine.arena.key(item),
+                            value_len: engine.arena.vlen(item),
+                            value: engine.arena.value(item),
+                            flags: engine.arena.flags(item),
+                            cas: engine.arena.cas(item),
+                            exptime: engine.arena.exptime(item),
+                            atime: engine.arena.atime(item, now),
                             fetched: bits & B_FETCHED != 0,
                             stale: bits & B_STALE != 0,
                         });
                     }
-                    h = e.a.next(h);
+                    item = engine.arena.next(item);
                 }
             }
             b += 1;

@@ -327,8 +327,8 @@ proptest! {
             if i % 50 == 0 {
                 while s.tick(10) {}
             }
-            s.e.refresh_stats();
-            let a = &s.e.a;
+            s.engine.refresh_stats();
+            let a = &s.engine.arena;
             prop_assert!(a.claimed <= a.limit + a.debt_max, "claimed {}", a.claimed);
         }
     }

@@ -9,7 +9,7 @@ use super::hlc::Hlc;
 use super::index::Index;
 use super::slab::{
     large_bytes, ref_access, ref_count, with_ref_count, Arena, Budget, ClassStats, B_FETCHED,
-    B_LINKED, NONE,
+    B_LINKED, B_STALE, B_WIN, NONE,
 };
 use super::wheel::{Poll, Wheel};
 use super::{ShardStats, StoreConfig};
@@ -76,9 +76,9 @@ pub enum Reassign {
 pub struct Engine {
     pub arena: Arena,
     pub index: Index,
-    pub wheel: Wheel,
+    wheel: Wheel,
     pub hlc: Hlc,
-    pub no_evict: bool,
+    no_evict: bool,
     pub max_item: usize,
     pub stats: ShardStats,
     /// Items with a CAS at or below this are flushed (0 = none)...
@@ -310,6 +310,26 @@ impl Engine {
         self.arena.set_bits(item, ref_access(bits) | B_FETCHED);
         self.arena.set_atime(item, now);
         bits & B_FETCHED != 0
+    }
+
+    // ---- the meta protocol's item state (set by the shard) ----
+
+    /// Mark `item` stale (meta invalidation: `md I`, `ms I`, a stale apply).
+    pub fn mark_stale(&mut self, item: u32) {
+        let bits = self.arena.bits(item);
+        self.arena.set_bits(item, bits | B_STALE);
+    }
+
+    /// Hand out `item`'s recache win: later fetches see it taken.
+    pub fn set_win(&mut self, item: u32) {
+        let bits = self.arena.bits(item);
+        self.arena.set_bits(item, bits | B_WIN);
+    }
+
+    /// Take `item`'s recache win back (a fresh invalidation hands out a new one).
+    pub fn clear_win(&mut self, item: u32) {
+        let bits = self.arena.bits(item);
+        self.arena.set_bits(item, bits & !B_WIN);
     }
 
     // ---- allocation and eviction ----

@@ -4,7 +4,7 @@
 
 use super::engine::{Engine, Reassign};
 use super::journal::{Applied, Change, Journal};
-use super::slab::{item_size, ref_access, Budget, ClassStats, B_FETCHED, B_STALE, B_WIN, NONE};
+use super::slab::{item_size, Budget, ClassStats, B_FETCHED, B_STALE, B_WIN, NONE};
 use super::{
     ArithRequest, ArithResult, DeleteRequest, DeleteResult, ItemRef, MetaGet, MetaGetOutcome,
     ShardStats, StoreConfig, StoreMode, StoreRequest, StoreResult, SEEDS,
@@ -284,11 +284,13 @@ impl Shard {
             } else if invalidate && cas < item_cas {
                 // Stale store: new value, old expiry, marked stale, win kept.
                 let exptime = self.engine.arena.exptime(old);
-                let win = self.engine.arena.bits(old) & B_WIN;
+                let win = self.engine.arena.bits(old) & B_WIN != 0;
                 let r = self.put(&Fresh { exptime, ..fresh }, hash, data, now, false);
                 if let Ok(item) = r {
-                    let b = self.engine.arena.bits(item);
-                    self.engine.arena.set_bits(item, b | B_STALE | win);
+                    self.engine.mark_stale(item);
+                    if win {
+                        self.engine.set_win(item);
+                    }
                 }
                 return self.stored(r);
             } else {
@@ -392,8 +394,8 @@ impl Shard {
             if let Some(exp) = opts.touch {
                 self.engine.set_exptime(item, exp);
             }
-            let b = self.engine.arena.bits(item);
-            self.engine.arena.set_bits(item, (b | B_STALE) & !B_WIN);
+            self.engine.mark_stale(item);
+            self.engine.clear_win(item);
             self.engine.arena.set_cas(item, cas);
         } else if !opts.remove_value {
             self.engine.unlink(item, hash);
@@ -464,16 +466,13 @@ impl Shard {
             let recache = op.recache.is_some_and(|r| cmp_exp != 0 && cmp_exp < r);
             out.won = op.claim_win && !before.4 && (before.3 || recache);
         }
-        let mut bits = self.engine.arena.bits(item);
         if out.won {
-            bits |= B_WIN;
+            self.engine.set_win(item);
         }
         if op.bump {
-            bits = ref_access(bits) | B_FETCHED;
-            self.engine.arena.set_atime(item, now);
+            self.engine.touch_access(item, now);
             self.engine.note_hit(item);
         }
-        self.engine.arena.set_bits(item, bits);
         if out.created || op.touch.is_some() {
             self.commit(Commit::Item(item));
         }
@@ -654,8 +653,7 @@ impl Shard {
                 };
                 self.engine.arena.value_mut(item).copy_from_slice(value);
                 if stale {
-                    let b = self.engine.arena.bits(item);
-                    self.engine.arena.set_bits(item, b | B_STALE);
+                    self.engine.mark_stale(item);
                 }
                 self.install(item, hash);
                 Applied::Stored

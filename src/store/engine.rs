@@ -937,6 +937,33 @@ impl Engine {
         cl.win_hits += 1;
     }
 
+    /// Zero the counters `stats reset` clears (gauges such as curr_items and
+    /// bytes, and the per-class item counts, stay).
+    pub fn reset_stats(&mut self) {
+        let s = &mut self.stats;
+        s.total_items = 0;
+        s.evictions = 0;
+        s.evicted_unfetched = 0;
+        s.evicted_active = 0;
+        s.expired_unfetched = 0;
+        s.reclaimed = 0;
+        s.get_expired = 0;
+        s.get_flushed = 0;
+        s.slabs_moved = 0;
+        s.slab_reassign_rescues = 0;
+        s.slab_reassign_evictions_nomem = 0;
+        s.pages_borrowed = 0;
+        s.pages_returned = 0;
+        self.arena.borrowed = 0;
+        for c in self.arena.classes.iter_mut() {
+            c.st = ClassStats {
+                items: c.st.items,
+                mem_requested: c.st.mem_requested,
+                ..ClassStats::default()
+            };
+        }
+    }
+
     /// Refresh the memory figures in the counters.
     pub fn refresh_stats(&mut self) {
         self.stats.mem_claimed = self.arena.claimed as u64;

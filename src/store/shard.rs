@@ -4,7 +4,7 @@
 
 use super::engine::{Engine, Reassign};
 use super::journal::{Applied, Change, Journal};
-use super::slab::{item_size, Budget, ClassStats, B_FETCHED, B_STALE, B_WIN, NONE};
+use super::slab::{item_size, Budget, B_FETCHED, B_STALE, B_WIN, NONE};
 use super::{
     ArithRequest, ArithResult, DeleteRequest, DeleteResult, ItemRef, MetaGet, MetaGetOutcome,
     ShardStats, StoreConfig, StoreMode, StoreRequest, StoreResult, SEEDS,
@@ -113,28 +113,7 @@ impl Shard {
     /// Zero the counters `stats reset` clears (gauges such as curr_items and
     /// bytes, and the per-class item counts, stay).
     pub fn reset_stats(&mut self) {
-        let s = &mut self.engine.stats;
-        s.total_items = 0;
-        s.evictions = 0;
-        s.evicted_unfetched = 0;
-        s.evicted_active = 0;
-        s.expired_unfetched = 0;
-        s.reclaimed = 0;
-        s.get_expired = 0;
-        s.get_flushed = 0;
-        s.slabs_moved = 0;
-        s.slab_reassign_rescues = 0;
-        s.slab_reassign_evictions_nomem = 0;
-        s.pages_borrowed = 0;
-        s.pages_returned = 0;
-        self.engine.arena.borrowed = 0;
-        for c in self.engine.arena.classes.iter_mut() {
-            c.st = ClassStats {
-                items: c.st.items,
-                mem_requested: c.st.mem_requested,
-                ..ClassStats::default()
-            };
-        }
+        self.engine.reset_stats();
     }
 
     #[inline]

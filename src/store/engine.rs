@@ -77,10 +77,10 @@ pub struct Engine {
     pub arena: Arena,
     pub index: Index,
     wheel: Wheel,
-    pub hlc: Hlc,
+    hlc: Hlc,
     no_evict: bool,
-    pub max_item: usize,
-    pub stats: ShardStats,
+    max_item: usize,
+    stats: ShardStats,
     /// Items with a CAS at or below this are flushed (0 = none)...
     flush_cas: u64,
     /// ...and so are items last accessed before this second (items stored
@@ -96,7 +96,7 @@ pub struct Engine {
     sweep: Option<(usize, u32)>,
     mover: Option<Move>,
     /// `slabs automove` level (0 off, 1/2 on).
-    pub automove: u8,
+    automove: u8,
     window_start: u32,
     moves_in_window: u32,
     /// Below its share of the budget and evicting (or failing to allocate)
@@ -935,6 +935,37 @@ impl Engine {
         let cl = &mut self.arena.classes[c];
         cl.st.get_hits += 1;
         cl.win_hits += 1;
+    }
+
+    /// The shard's counters.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// The item size limit (`-I`), as `item::item_fits` takes it.
+    pub fn max_item(&self) -> usize {
+        self.max_item
+    }
+
+    /// `slabs automove` level (0 off, 1/2 on).
+    pub fn automove(&self) -> u8 {
+        self.automove
+    }
+
+    pub fn set_automove(&mut self, level: u8) {
+        self.automove = level;
+    }
+
+    /// A version from the shard's clock: a given version (a client's meta
+    /// `E`, a partner's change) is used as is and observed by the clock, so
+    /// later local versions are larger; 0 takes the clock's next value.
+    pub fn version(&mut self, given: u64) -> u64 {
+        if given != 0 {
+            self.hlc.observe(given);
+            given
+        } else {
+            self.hlc.next()
+        }
     }
 
     /// Zero the counters `stats reset` clears (gauges such as curr_items and

@@ -85,7 +85,7 @@ impl Shard {
             }
             Commit::Removed(key) => Change::Removed {
                 key,
-                cas: self.engine.hlc.next(),
+                cas: self.engine.version(0),
             },
             Commit::Flush { at, cas } => Change::Flush { at, cas },
         };
@@ -94,20 +94,14 @@ impl Shard {
         }
     }
 
-    /// The one version function: a given version (a client's meta `E`, a
-    /// partner's change) is used as is and observed by the clock, so later
-    /// local versions are larger; 0 takes the clock's next value.
+    /// The one version function (`Engine::version`): a given version is
+    /// used as is and observed by the clock; 0 takes the clock's next value.
     fn version(&mut self, given: u64) -> u64 {
-        if given != 0 {
-            self.engine.hlc.observe(given);
-            given
-        } else {
-            self.engine.hlc.next()
-        }
+        self.engine.version(given)
     }
 
     pub fn stats(&self) -> &ShardStats {
-        &self.engine.stats
+        self.engine.stats()
     }
 
     /// Zero the counters `stats reset` clears (gauges such as curr_items and
@@ -232,7 +226,7 @@ impl Shard {
         self.engine
             .class_stats_for(item_size(key.len(), data.len(), flags))
             .cmd_set += 1;
-        if !item_fits(key.len(), flags, data.len(), self.engine.max_item) {
+        if !item_fits(key.len(), flags, data.len(), self.engine.max_item()) {
             return StoreResult::TooLarge;
         }
         let set = mode == StoreMode::Set;
@@ -290,7 +284,7 @@ impl Shard {
                 let total = old_len + data.len();
                 let (flags, exptime) =
                     (self.engine.arena.flags(old), self.engine.arena.exptime(old));
-                if !item_fits(key.len(), flags, total, self.engine.max_item) {
+                if !item_fits(key.len(), flags, total, self.engine.max_item()) {
                     // memcached: the combined item cannot be allocated, so
                     // nothing is stored (NOT_STORED, not "too large").
                     return StoreResult::NotStored;
@@ -607,7 +601,7 @@ impl Shard {
                 if old.is_some_and(|item| self.engine.arena.cas(item) >= cas) {
                     return Applied::Older;
                 }
-                let fits = item_fits(key.len(), flags, value.len(), self.engine.max_item);
+                let fits = item_fits(key.len(), flags, value.len(), self.engine.max_item());
                 let new = if fits {
                     let it = Fresh {
                         key,
@@ -670,11 +664,11 @@ impl Shard {
     }
 
     pub fn set_automove(&mut self, level: u8) {
-        self.engine.automove = level;
+        self.engine.set_automove(level);
     }
 
     pub fn automove(&self) -> u8 {
-        self.engine.automove
+        self.engine.automove()
     }
 }
 

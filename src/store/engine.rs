@@ -75,7 +75,7 @@ pub enum Reassign {
 
 pub struct Engine {
     pub arena: Arena,
-    pub index: Index,
+    index: Index,
     wheel: Wheel,
     hlc: Hlc,
     no_evict: bool,
@@ -935,6 +935,22 @@ impl Engine {
         let cl = &mut self.arena.classes[c];
         cl.st.get_hits += 1;
         cl.win_hits += 1;
+    }
+
+    /// The hash of `key` (the index's hasher).
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        self.index.hash(key)
+    }
+
+    /// The indexed item under `key`, dead or alive, or `NONE`; reads only
+    /// (`lookup` is the command path's find).
+    pub fn find(&self, hash: u64, key: &[u8]) -> u32 {
+        self.index.find(&self.arena, hash, key)
+    }
+
+    /// For walking the index in slices (`Index::walk_heads`).
+    pub fn walk_heads(&self, b: usize) -> Option<[u32; 2]> {
+        self.index.walk_heads(b)
     }
 
     /// The shard's counters.

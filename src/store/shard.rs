@@ -114,7 +114,7 @@ impl Shard {
     fn hash(&self, key: &[u8]) -> u64 {
         // The shard hashes keys itself (callers' hashes are for routing, and
         // tests pass 0): one short ahash.
-        self.engine.index.hash(key)
+        self.engine.hash(key)
     }
 
     /// Fetch a live item, marking it accessed; `touch` sets a new expiry.
@@ -179,7 +179,7 @@ impl Shard {
         let Some(item) = self.write_new(it, data.len(), NONE, now) else {
             if unlink_on_oom {
                 // memcached: a failed set must not leave stale data.
-                let old = self.engine.index.find(&self.engine.arena, hash, it.key);
+                let old = self.engine.find(hash, it.key);
                 if old != NONE {
                     self.engine.unlink(old, hash);
                     self.commit(Commit::Removed(it.key));
@@ -194,10 +194,7 @@ impl Shard {
 
     /// Link `item` under its key, replacing whatever item the key has now.
     fn install(&mut self, item: u32, hash: u64) -> u64 {
-        let cur = self
-            .engine
-            .index
-            .find(&self.engine.arena, hash, self.engine.arena.key(item));
+        let cur = self.engine.find(hash, self.engine.arena.key(item));
         if cur == NONE {
             self.engine.link(item, hash);
         } else {

@@ -41,7 +41,7 @@ impl Shard {
         let engine = &self.engine;
         let mut b = from;
         for _ in 0..max_buckets {
-            let heads = engine.index.walk_heads(b)?;
+            let heads = engine.walk_heads(b)?;
             for mut item in heads {
                 while item != NONE {
                     if engine.dead(item, now).is_none() {

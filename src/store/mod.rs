@@ -7,20 +7,24 @@
 //! the owner (see docs/ARCHITECTURE.md for the measurement behind this).
 //! The owner core drives the shard's background work (expiry, rebalancing).
 
+mod classinfo;
 mod engine;
 mod hlc;
 mod index;
 mod journal;
 mod shard;
 mod slab;
+mod walk;
 mod wheel;
 
+pub use classinfo::ClassInfo;
 pub use engine::Reassign;
 #[cfg(test)]
 pub(crate) use journal::tests as journal_tests;
 pub use journal::{Applied, Change, Journal};
-pub use shard::{ClassInfo, Shard, WalkItem};
+pub use shard::Shard;
 pub use slab::{page_size_for, Budget, ClassStats, HDR as ITEM_HEADER_BYTES};
+pub use walk::WalkItem;
 
 use parking_lot::{Mutex, MutexGuard};
 

@@ -1,0 +1,228 @@
+//! Unit tests of the shard's command semantics.
+
+use super::*;
+use crate::store::{ArithRequest, DeleteRequest, MetaGet, StoreRequest};
+
+fn shard() -> Shard {
+    Shard::new(0, 1, &StoreConfig::default())
+}
+
+#[test]
+fn set_get_delete() {
+    let mut s = shard();
+    assert!(matches!(
+        s.store(
+            &StoreRequest {
+                flags: 5,
+                ..StoreRequest::new(StoreMode::Set, b"k", b"v")
+            },
+            10
+        ),
+        StoreResult::Stored { .. }
+    ));
+    let it = s.get(b"k", 10, None).unwrap();
+    assert_eq!((it.value, it.flags), (&b"v"[..], 5));
+    assert_eq!(
+        s.delete(&DeleteRequest::new(b"k"), 10),
+        DeleteResult::Deleted
+    );
+    assert!(s.get(b"k", 10, None).is_none());
+    assert_eq!(s.stats().bytes, 0);
+}
+
+#[test]
+fn arith_pads_like_memcached() {
+    let mut s = shard();
+    s.store(&StoreRequest::new(StoreMode::Set, b"n", b"100"), 10);
+    assert!(matches!(
+        s.arith(&ArithRequest::new(b"n", false, 1), 10),
+        ArithResult::Value { value: 99, .. }
+    ));
+    assert_eq!(s.get(b"n", 10, None).unwrap().value, b"99 ");
+    assert!(matches!(
+        s.arith(&ArithRequest::new(b"n", true, 901), 10),
+        ArithResult::Value { value: 1000, .. }
+    ));
+    assert_eq!(s.get(b"n", 10, None).unwrap().value, b"1000");
+    s.store(&StoreRequest::new(StoreMode::Set, b"x", b"abc"), 10);
+    assert_eq!(
+        s.arith(&ArithRequest::new(b"x", true, 1), 10),
+        ArithResult::NonNumeric
+    );
+}
+
+/// An item larger than the shard's share of memory is refused without
+/// evicting what the shard holds.
+#[test]
+fn item_larger_than_the_shard_is_refused_without_flushing() {
+    let cfg = StoreConfig {
+        mem_limit: 4 << 20,
+        max_item_size: 16 << 20,
+        ..StoreConfig::default()
+    };
+    let mut s = Shard::new(0, 1, &cfg);
+    for i in 0..100u32 {
+        let k = format!("k{i}");
+        assert!(matches!(
+            s.store(&StoreRequest::new(StoreMode::Set, k.as_bytes(), b"v"), 10),
+            StoreResult::Stored { .. }
+        ));
+    }
+    let big = vec![b'x'; 5 << 20];
+    assert_eq!(
+        s.store(&StoreRequest::new(StoreMode::Set, b"big", &big), 10),
+        StoreResult::OutOfMemory
+    );
+    assert_eq!(s.stats().curr_items, 100);
+    assert!(s.get(b"k7", 10, None).is_some());
+}
+
+/// The meta stale/win state machine, at the store level (the contract
+/// any shard implementation must keep).
+#[test]
+fn meta_win_and_stale_state_machine() {
+    let mut s = shard();
+    let peek = MetaGet::default();
+    let bump = MetaGet {
+        bump: true,
+        claim_win: true,
+        ..MetaGet::default()
+    };
+    // vivify on miss: created, won, empty, expiry set; then Z for others
+    let viv = MetaGet {
+        bump: true,
+        claim_win: true,
+        vivify: Some(40),
+        new_cas: 77,
+        ..MetaGet::default()
+    };
+    let (it, oc) = s.meta_get(b"k", 10, &viv).unwrap();
+    assert_eq!(
+        (oc.created, oc.won, it.win, it.value, it.cas),
+        (true, true, false, &b""[..], 77)
+    );
+    let (it, oc) = s.meta_get(b"k", 10, &viv).unwrap();
+    assert_eq!(
+        (oc.created, oc.won, it.win, it.exptime, it.fetched),
+        (false, false, true, 40, true)
+    );
+    // a store makes a fresh item: no win, not stale
+    s.store(
+        &StoreRequest {
+            exptime: 30,
+            ..StoreRequest::new(StoreMode::Set, b"k", b"v1")
+        },
+        10,
+    );
+    let (it, _) = s.meta_get(b"k", 10, &peek).unwrap();
+    assert!(!it.win && !it.stale && !it.fetched);
+    // recache: win below the threshold, once
+    let r = MetaGet {
+        recache: Some(50),
+        ..bump
+    };
+    assert!(s.meta_get(b"k", 10, &r).unwrap().1.won);
+    assert!(!s.meta_get(b"k", 10, &r).unwrap().1.won);
+    // touch before recache moves the expiry the check sees
+    s.store(
+        &StoreRequest {
+            exptime: 30,
+            ..StoreRequest::new(StoreMode::Set, b"k", b"v1")
+        },
+        10,
+    );
+    let t = MetaGet {
+        touch: Some(100),
+        recache_after_touch: true,
+        ..r
+    };
+    let (it, oc) = s.meta_get(b"k", 10, &t).unwrap();
+    assert_eq!((it.exptime, oc.won), (30, false));
+    // invalidate: stale, new CAS, win cleared; the first reader wins
+    let cas0 = s.meta_get(b"k", 10, &peek).unwrap().0.cas;
+    let inv = DeleteRequest {
+        invalidate: true,
+        touch: Some(60),
+        ..DeleteRequest::new(b"k")
+    };
+    assert_eq!(s.delete(&inv, 10), DeleteResult::Deleted);
+    // a probe (me, ma) sees the stale item but never takes its win
+    let (it, oc) = s.meta_get(b"k", 10, &peek).unwrap();
+    assert!(it.stale && !it.win && !oc.won);
+    let (it, oc) = s.meta_get(b"k", 10, &bump).unwrap();
+    assert!(it.stale && !it.win && oc.won && it.cas > cas0 && it.exptime == 60);
+    let (it, oc) = s.meta_get(b"k", 10, &bump).unwrap();
+    assert!(it.stale && it.win && !oc.won);
+    // a CAS store with an older CAS: Exists, unless invalidate (stale store)
+    let old = StoreRequest {
+        cas: cas0,
+        ..StoreRequest::new(StoreMode::Set, b"k", b"late")
+    };
+    let stale = StoreRequest {
+        invalidate: true,
+        ..old
+    };
+    assert_eq!(s.store(&old, 10), StoreResult::Exists);
+    assert!(matches!(s.store(&stale, 10), StoreResult::Stored { .. }));
+    let (it, _) = s.meta_get(b"k", 10, &peek).unwrap();
+    assert!(it.stale && it.win && it.value == b"late" && it.exptime == 60);
+    // x: empty value, kept item; E sets the CAS
+    let x = DeleteRequest {
+        remove_value: true,
+        new_cas: 9,
+        ..DeleteRequest::new(b"k")
+    };
+    assert_eq!(s.delete(&x, 10), DeleteResult::Deleted);
+    let (it, _) = s.meta_get(b"k", 10, &peek).unwrap();
+    assert_eq!(
+        (it.value, it.cas, it.stale, it.win),
+        (&b""[..], 9, false, false)
+    );
+    // append with N vivifies; append with a CAS on a miss is NotStored
+    let av = StoreRequest {
+        flags: 3,
+        vivify: Some(70),
+        ..StoreRequest::new(StoreMode::Append, b"a", b"ab")
+    };
+    let ac = StoreRequest {
+        cas: 5,
+        ..StoreRequest::new(StoreMode::Append, b"b", b"ab")
+    };
+    assert!(matches!(s.store(&av, 10), StoreResult::Stored { .. }));
+    assert_eq!(s.store(&ac, 10), StoreResult::NotStored);
+    // arith with an explicit CAS
+    s.store(&StoreRequest::new(StoreMode::Set, b"n", b"5"), 10);
+    assert_eq!(
+        s.arith(
+            &ArithRequest {
+                new_cas: 1234,
+                ..ArithRequest::new(b"n", true, 1)
+            },
+            10
+        ),
+        ArithResult::Value {
+            value: 6,
+            cas: 1234,
+            created: false,
+            exptime: 0,
+        }
+    );
+}
+
+#[test]
+fn evicts_within_limit() {
+    let cfg = StoreConfig {
+        mem_limit: 100_000,
+        ..Default::default()
+    };
+    let mut s = Shard::new(0, 1, &cfg);
+    for i in 0..10_000u32 {
+        let k = i.to_string();
+        s.store(
+            &StoreRequest::new(StoreMode::Set, k.as_bytes(), &[b'x'; 100]),
+            10,
+        );
+        assert!(s.stats().bytes <= 100_000);
+    }
+    assert!(s.stats().evictions > 0);
+}

@@ -8,6 +8,7 @@
 //! `meta_exec`, `stats_cmd`, `admin` → `env`. Nothing here imports from those.
 
 use super::Shared;
+use crate::protocol::meta::Reply;
 use crate::protocol::{Ctx, Response, StatValue};
 use crate::stats::WorkerStats;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
@@ -55,11 +56,7 @@ pub struct Env<'a> {
 #[inline]
 pub fn emit(ctx: &Ctx, r: Response<'_>, out: &mut Vec<u8>) {
     // `-C`: every CAS in a reply is 0.
-    let r = if super::ops::CAS_OFF.load(Relaxed) {
-        super::ops::no_cas(r)
-    } else {
-        r
-    };
+    let r = if CAS_OFF.load(Relaxed) { no_cas(r) } else { r };
     crate::protocol::encode(&r, ctx, out);
 }
 
@@ -116,6 +113,44 @@ pub static CRAWLER_TOCRAWL: AtomicU32 = AtomicU32::new(0);
 /// `lru_crawler sleep` and `tocrawl` as set (for `stats settings`).
 pub fn crawler_settings() -> (u32, u32) {
     (CRAWLER_SLEEP.load(Relaxed), CRAWLER_TOCRAWL.load(Relaxed))
+}
+
+/// `-C`: CAS is off (replies carry CAS 0; compares fail). Set once at
+/// start-up by `ops::init`.
+pub static CAS_OFF: AtomicBool = AtomicBool::new(false);
+
+/// A response as memcached sends it with `-C`: every CAS is 0.
+#[inline]
+pub fn no_cas(r: Response<'_>) -> Response<'_> {
+    match r {
+        Response::Value {
+            key,
+            flags,
+            data,
+            with_cas,
+            ..
+        } => Response::Value {
+            key,
+            flags,
+            cas: 0,
+            data,
+            with_cas,
+        },
+        Response::Stored { .. } => Response::Stored { cas: 0 },
+        Response::Touched { .. } => Response::Touched { cas: 0 },
+        Response::Numeric { value, .. } => Response::Numeric { value, cas: 0 },
+        r => r,
+    }
+}
+
+/// A meta reply with `-C`: `c` prints 0.
+#[inline]
+pub fn meta_reply<'a>(r: &Reply<'a>) -> Reply<'a> {
+    let mut r = *r;
+    if CAS_OFF.load(Relaxed) {
+        r.cas = 0;
+    }
+    r
 }
 
 #[cfg(test)]

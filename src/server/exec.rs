@@ -40,8 +40,10 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
     }
     // -C, -F, -X: requests those switches refuse or answer differently.
     if super::ops::GATED.load(Relaxed) {
-        if let Some(next) = super::ops::gate(req, env, conn, out) {
-            return next;
+        match super::ops::gate(req, env, out) {
+            None => {}
+            Some(super::ops::Gate::Done(next)) => return next,
+            Some(super::ops::Gate::Run(instead)) => return execute(&instead, env, conn, out),
         }
     }
     match req.cmd {

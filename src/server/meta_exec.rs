@@ -26,7 +26,7 @@ use crate::time;
 
 /// Encode a meta reply (with `-C`, its CAS is 0).
 fn encode(m: &MetaCommand<'_>, r: &Reply<'_>, out: &mut Vec<u8>) {
-    meta::encode(m, &super::ops::meta_reply(r), out);
+    meta::encode(m, &super::env::meta_reply(r), out);
 }
 
 pub fn execute(m: &MetaCommand<'_>, _ctx: &Ctx, env: &Env<'_>, out: &mut Vec<u8>) -> Next {

@@ -3,8 +3,8 @@
 //! `watch`), `-A` (the `shutdown` command).
 //!
 //! The executor calls [`gate`] first for every request, but only when one of
-//! the switches is set ([`GATED`], one relaxed load otherwise); the encoders
-//! call [`no_cas`] (through `env::emit`) when CAS is off.
+//! the switches is set ([`GATED`], one relaxed load otherwise); `env::emit`
+//! zeroes reply CAS values when CAS is off.
 
 use super::env::{emit, Env, Next, CRAWLER_ON, CRAWLER_SLEEP, CRAWLER_TOCRAWL};
 use crate::config::Config;
@@ -18,14 +18,12 @@ use crate::store::{DeleteResult, MetaGet, StoreResult};
 use crate::time;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-/// `-C`: CAS is off (replies carry CAS 0; compares fail).
-pub static CAS_OFF: AtomicBool = AtomicBool::new(false);
 /// Some switch is set: the executor asks [`gate`] about each request.
 pub static GATED: AtomicBool = AtomicBool::new(false);
 
 /// Apply the configuration's run-time switches (once, at start-up).
 pub fn init(cfg: &Config) {
-    CAS_OFF.store(!cfg.use_cas, Relaxed);
+    super::env::CAS_OFF.store(!cfg.use_cas, Relaxed);
     GATED.store(
         !cfg.use_cas || !cfg.flush_enabled || !cfg.dump_enabled,
         Relaxed,
@@ -36,40 +34,6 @@ pub fn init(cfg: &Config) {
     super::detail::init(cfg);
 }
 
-/// A response as memcached sends it with `-C`: every CAS is 0.
-#[inline]
-pub fn no_cas(r: Response<'_>) -> Response<'_> {
-    match r {
-        Response::Value {
-            key,
-            flags,
-            data,
-            with_cas,
-            ..
-        } => Response::Value {
-            key,
-            flags,
-            cas: 0,
-            data,
-            with_cas,
-        },
-        Response::Stored { .. } => Response::Stored { cas: 0 },
-        Response::Touched { .. } => Response::Touched { cas: 0 },
-        Response::Numeric { value, .. } => Response::Numeric { value, cas: 0 },
-        r => r,
-    }
-}
-
-/// A meta reply with `-C`: `c` prints 0.
-#[inline]
-pub fn meta_reply<'a>(r: &Reply<'a>) -> Reply<'a> {
-    let mut r = *r;
-    if CAS_OFF.load(Relaxed) {
-        r.cas = 0;
-    }
-    r
-}
-
 fn line(out: &mut Vec<u8>, ctx: &Ctx, s: &[u8]) {
     if !ctx.noreply {
         out.extend_from_slice(s);
@@ -77,13 +41,16 @@ fn line(out: &mut Vec<u8>, ctx: &Ctx, s: &[u8]) {
     }
 }
 
+/// What [`gate`] decided about a request.
+pub enum Gate<'a> {
+    /// Answered (or refused) here; the connection goes on with this.
+    Done(Next),
+    /// Run this request instead (memcached's `-C` reading of it).
+    Run(Request<'a>),
+}
+
 /// Refuse or answer a request a switch forbids; `None` lets it through.
-pub fn gate(
-    req: &Request<'_>,
-    env: &Env<'_>,
-    conn: &mut super::env::ConnState,
-    out: &mut Vec<u8>,
-) -> Option<Next> {
+pub fn gate<'a>(req: &Request<'a>, env: &Env<'_>, out: &mut Vec<u8>) -> Option<Gate<'a>> {
     let cfg = &env.shared.config;
     let ctx = &req.ctx;
     match req.cmd {
@@ -139,7 +106,7 @@ pub fn gate(
                 },
                 ctx: req.ctx,
             };
-            return Some(super::exec::execute(&req, env, conn, out));
+            return Some(Gate::Run(req));
         }
         Command::Store { mode, key, .. } if mode == StoreMode::Cas => {
             // memcached -C: items carry no CAS, a compare never matches.
@@ -175,10 +142,10 @@ pub fn gate(
                 out,
             );
         }
-        Command::Meta(ref m) => return meta_compare(m, env, out),
+        Command::Meta(ref m) => return meta_compare(m, env, out).map(Gate::Done),
         _ => return None,
     }
-    Some(Next::Continue)
+    Some(Gate::Done(Next::Continue))
 }
 
 /// Is `key` live? (Reads only: no bump, no counters.)

@@ -1,45 +1,14 @@
 //! What monitoring reads: the Prometheus memcached_exporter's parse rules
 //! (written from its public `pkg/exporter/exporter.go`: which keys it
 //! requires, which it parses as floats, timevals or yes/no), and Debian's
-//! memcached-tool `display`, `stats`, `settings`, `dump`.
+//! memcached-tool `display`, `stats`, `settings` (its `dump`: `admin.rs`). The `STAT name
+//! value` shape of every line is checked by `common::parse_stats`.
 
 use crate::common;
 
 use common::*;
 use std::collections::BTreeMap;
 use std::process::Command;
-
-fn lines(raw: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(raw)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// `stats [sub]` as "STAT name value" lines; every line must have exactly
-/// that shape (gomemcache's parser splits on spaces).
-fn stat_lines(c: &mut Conn, sub: &str) -> BTreeMap<String, String> {
-    let cmd = if sub.is_empty() {
-        "stats\r\n".to_string()
-    } else {
-        format!("stats {sub}\r\n")
-    };
-    c.send(cmd);
-    let raw = c.read_end();
-    let mut m = BTreeMap::new();
-    for l in lines(&raw) {
-        if l == "END" {
-            continue;
-        }
-        let parts: Vec<&str> = l.split(' ').collect();
-        assert!(
-            parts.len() == 3 && parts[0] == "STAT" && !parts[2].is_empty(),
-            "stats {sub}: not `STAT name value`: {l:?}"
-        );
-        m.insert(parts[1].to_string(), parts[2].to_string());
-    }
-    m
-}
 
 fn float(m: &BTreeMap<String, String>, k: &str) -> Option<f64> {
     m.get(k).map(|v| {
@@ -65,7 +34,7 @@ fn prometheus_exporter_parses_everything() {
     c.read_end();
     c.req("cas a 0 0 1 1\r\ny\r\n", "EXISTS\r\n");
     c.req("cas nope 0 0 1 1\r\ny\r\n", "NOT_FOUND\r\n");
-    let st = stat_lines(&mut c, "");
+    let st = c.stats("");
     // Required: the set metric is cmd_set minus the three CAS counters.
     for k in ["cmd_set", "cas_misses", "cas_hits", "cas_badval"] {
         assert!(float(&st, k).is_some(), "stats lacks {k}");
@@ -107,7 +76,7 @@ fn prometheus_exporter_parses_everything() {
     ] {
         assert!(float(&st, k).is_some(), "stats lacks {k}");
     }
-    let settings = stat_lines(&mut c, "settings");
+    let settings = c.stats("settings");
     assert_eq!(float(&settings, "maxconns"), Some(1024.0));
     if settings.get("lru_crawler").map(String::as_str) == Some("yes") {
         for k in ["lru_crawler_sleep", "lru_crawler_tocrawl"] {
@@ -125,7 +94,7 @@ fn prometheus_exporter_parses_everything() {
             assert!(v == "yes" || v == "no", "lru_maintainer_thread={v}");
         }
     }
-    let items = stat_lines(&mut c, "items");
+    let items = c.stats("items");
     assert!(!items.is_empty());
     for (k, v) in &items {
         let parts: Vec<&str> = k.split(':').collect();
@@ -133,7 +102,7 @@ fn prometheus_exporter_parses_everything() {
         parts[1].parse::<u32>().expect("class id");
         v.parse::<f64>().unwrap_or_else(|_| panic!("items {k}={v}"));
     }
-    let slabs = stat_lines(&mut c, "slabs");
+    let slabs = c.stats("slabs");
     let mut classes = 0;
     for (k, v) in &slabs {
         if let Some((class, field)) = k.split_once(':') {

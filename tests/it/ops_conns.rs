@@ -2,23 +2,19 @@
 //! memcached's fields, checked by one parser on both corecached and the
 //! real memcached 1.6.18.
 
-use crate::common::Server;
+use crate::common::{parse_stats, Server};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// fd → field → value, from `STAT <fd>:<field> <value>` lines.
-fn parse(text: &str) -> BTreeMap<u32, BTreeMap<String, String>> {
+/// fd → field → value, from `STAT <fd>:<field> <value>` lines (their
+/// shape checked by `common::parse_stats`).
+fn parse(raw: &[u8]) -> BTreeMap<u32, BTreeMap<String, String>> {
     let mut rows: BTreeMap<u32, BTreeMap<String, String>> = BTreeMap::new();
-    for l in text.lines() {
-        if l == "END" {
-            break;
-        }
-        let rest = l.strip_prefix("STAT ").expect("a STAT line");
-        let (name, value) = rest.split_once(' ').expect("name value");
+    for (name, value) in parse_stats(raw) {
         let (fd, field) = name.split_once(':').expect("fd:field");
         rows.entry(fd.parse().expect("numeric fd"))
             .or_default()
-            .insert(field.to_string(), value.to_string());
+            .insert(field.to_string(), value);
     }
     rows
 }
@@ -33,8 +29,9 @@ fn check(s: &Server) {
     std::thread::sleep(Duration::from_millis(2100));
     let mut me = s.conn();
     me.send("stats conns\r\n");
-    let text = String::from_utf8(me.read_until(b"END\r\n")).unwrap();
-    let rows = parse(&text);
+    let raw = me.read_until(b"END\r\n");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let rows = parse(&raw);
     let listen = format!("tcp:127.0.0.1:{port}");
     let listeners: Vec<_> = rows
         .values()

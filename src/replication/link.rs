@@ -128,6 +128,11 @@ fn repl(sh: &Shared) -> &Replication {
 }
 
 /// Largest frame payload accepted: the largest item plus room for a key.
+/// Largest handshake frame (HELLO, CHALLENGE, AUTH, READY; READY with 1024
+/// streams is about 9 KiB). A peer that has not proved the secret yet can
+/// make the host buffer no more than this.
+const HANDSHAKE_MAX: usize = 16 << 10;
+
 fn max_payload(sh: &Shared) -> usize {
     sh.config.max_item_size + (128 << 10)
 }
@@ -265,7 +270,7 @@ enum Local {
 
 async fn session(sh: &Arc<Shared>, partner: std::net::SocketAddr) -> Result<(), LinkError> {
     let r = repl(sh);
-    let max = max_payload(sh);
+    let max = HANDSHAKE_MAX;
     let hs = handshake_timeout(r);
     let deadline = Some(Instant::now() + hs);
     let mut stream = match monoio::time::timeout(hs, TcpStream::connect(partner)).await {
@@ -632,7 +637,7 @@ async fn refuse(s: &mut TcpStream, reason: u8) {
 
 async fn inbound(sh: Arc<Shared>, mut s: TcpStream, peer: std::net::SocketAddr) {
     let r = repl(&sh);
-    let max = max_payload(&sh);
+    let max = HANDSHAKE_MAX;
     let deadline = Some(Instant::now() + handshake_timeout(r));
     let mut buf = Vec::with_capacity(16 << 10);
     let secret = &r.cfg.secret.0;

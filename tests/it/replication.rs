@@ -372,6 +372,28 @@ fn a_peer_without_the_secret_is_refused_and_counted() {
 /// frame header with a huge length, a valid header then a hang-up) never
 /// crashes the host; it keeps serving clients and counts the bad frames.
 #[test]
+fn an_unauthenticated_peer_cannot_announce_a_large_frame() {
+    // -I 64m: a data frame may be that large, a handshake frame may not. A
+    // HELLO announcing 1 MiB is refused on its header (a protocol error,
+    // at once), not buffered while the host waits for the bytes.
+    let rb = free_port();
+    let b = host(rb, None, &["-m", "256", "-I", "64m"]);
+    let addr: SocketAddr = ([127, 0, 0, 1], rb).into();
+    let before = stat(&b, "bad_frames");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&[0xC7, b'R', 1, 1, 0, 0x10, 0, 0]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "the host waited for the payload"
+    );
+    assert_eq!(stat(&b, "bad_frames"), before + 1, "{:?}", rep_stats(&b));
+}
+
+#[test]
 fn garbage_on_the_replication_port_does_not_crash_the_host() {
     let rb = free_port();
     let mut b = host(rb, None, &[]);

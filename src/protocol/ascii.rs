@@ -126,7 +126,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         ),
         // memcached: `refresh_certs [noreply]`.
         b"refresh_certs" => {
-            let noreply = tokens(rest).next() == Some(b"noreply");
+            // memcached's set_noreply_maybe: the last token.
+            let noreply = tokens(rest).last() == Some(b"noreply");
             done(Command::RefreshCerts, consumed, noreply)
         }
         // mcrouter's text commands (memcached answers ERROR to these).

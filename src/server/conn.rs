@@ -183,12 +183,13 @@ async fn reject<S: Stream>(mut stream: S) {
 struct ConnGuard {
     w: Rc<Worker>,
     fd: i32,
+    info: std::sync::Arc<super::conns::ConnInfo>,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         let shared = &self.w.shared;
-        shared.conn_table.remove(self.fd);
+        shared.conn_table.remove(&self.info);
         if shared.verbosity.load(Relaxed) >= 2 {
             eprintln!("<{} connection closed.", self.fd);
         }
@@ -357,7 +358,11 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
     if w.shared.verbosity.load(Relaxed) >= 2 {
         eprintln!("<{fd} new client connection from {}", info.addr);
     }
-    let guard = ConnGuard { w, fd };
+    let guard = ConnGuard {
+        w,
+        fd,
+        info: info.clone(),
+    };
     let shared = &*guard.w.shared;
     let idle_timeout = match shared.config.ext.idle_timeout {
         0 => None,

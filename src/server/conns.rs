@@ -33,8 +33,11 @@ pub struct ConnTable {
 
 /// memcached's text form of a socket address.
 fn addr_text(a: &socket2::SockAddr) -> String {
-    if let Some(sa) = a.as_socket() {
-        return format!("tcp:{sa}");
+    // memcached names the family: `tcp:1.2.3.4:11211`, `tcp6:[::1]:11211`.
+    match a.as_socket() {
+        Some(sa @ std::net::SocketAddr::V4(_)) => return format!("tcp:{sa}"),
+        Some(sa @ std::net::SocketAddr::V6(_)) => return format!("tcp6:{sa}"),
+        None => {}
     }
     match a.as_pathname() {
         Some(p) => format!("unix:{}", p.display()),
@@ -73,8 +76,14 @@ impl ConnTable {
         info
     }
 
-    pub fn remove(&self, fd: RawFd) {
-        self.conns.lock().remove(&fd);
+    /// Forget a connection. Only its own row: once its socket is closed,
+    /// another loop may already have accepted a new connection with the
+    /// same fd number and registered it.
+    pub fn remove(&self, info: &Arc<ConnInfo>) {
+        let mut conns = self.conns.lock();
+        if conns.get(&info.fd).is_some_and(|c| Arc::ptr_eq(c, info)) {
+            conns.remove(&info.fd);
+        }
     }
 
     /// `stats conns` rows: (fd, addr, listen_addr or None for a listener,
@@ -154,4 +163,35 @@ pub(super) fn stats(
         put(b"secs_since_last_cmd", &n);
     }
     super::env::emit(ctx, Response::StatsEnd, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A closing connection removes its own row, not the row of a newer
+    /// connection that got the same fd number on another loop.
+    #[test]
+    fn remove_keeps_a_newer_connection_with_the_same_fd() {
+        let t = ConnTable::default();
+        // Not a socket: the addresses are empty, the rows are what counts.
+        let old = t.register(1_000_000, 5);
+        let new = t.register(1_000_000, 7);
+        t.remove(&old);
+        let rows = t.rows(-1, 10);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].4, 3, "the newer row (last command at 7) stays");
+        t.remove(&new);
+        assert!(t.rows(-1, 10).is_empty());
+    }
+
+    #[test]
+    fn addresses_as_memcached_prints_them() {
+        let v4: std::net::SocketAddr = "127.0.0.1:11211".parse().unwrap();
+        let v6: std::net::SocketAddr = "[::1]:11211".parse().unwrap();
+        assert_eq!(addr_text(&v4.into()), "tcp:127.0.0.1:11211");
+        assert_eq!(addr_text(&v6.into()), "tcp6:[::1]:11211");
+        let unix = socket2::SockAddr::unix("/run/cc.sock").unwrap();
+        assert_eq!(addr_text(&unix), "unix:/run/cc.sock");
+    }
 }

@@ -603,7 +603,16 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Listeners) {
     // work is waiting, so I/O runs between slices. Also watches shutdown.
     // With fewer shards than loops (small -m), loop i drives shard i and
     // the other loops only watch shutdown.
-    notify::loop_ready(&shared);
+    // Ready for systemd once this loop's listeners accept clients: after a
+    // warm rejoin from the partner, when there is one.
+    {
+        let shared = shared.clone();
+        monoio::spawn(async move {
+            if crate::replication::warm_up(&shared).await {
+                notify::loop_ready(&shared);
+            }
+        });
+    }
     let mut busy = false;
     let owns_shard = id < shared.store.shard_count();
     while !shared.shutdown.load(Ordering::Relaxed) {

@@ -57,6 +57,54 @@ fn ready_then_stopping_with_status() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
+/// A host rejoining its replication partner is READY only once it serves
+/// clients: here its partner never connects, so after the rejoin wait.
+#[test]
+fn ready_waits_for_the_warm_rejoin() {
+    let (sock, path) = notify_socket("rejoin");
+    let (listen, partner) = (common::free_port(), common::free_port());
+    let l = format!("127.0.0.1:{listen}");
+    let p = format!("127.0.0.1:{partner}");
+    let start = Instant::now();
+    let args = [
+        "-t",
+        "2",
+        "--replication-listen",
+        &l,
+        "--partner",
+        &p,
+        "--replication-rejoin-wait",
+        "2",
+    ];
+    // Started by hand: the harness would wait for the client port, which
+    // opens only after the rejoin wait too.
+    let mut child = std::process::Command::new(common::corecached_bin())
+        .args(args)
+        .args([
+            "-U",
+            "0",
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &common::free_port().to_string(),
+        ])
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = recv(&sock);
+    let waited = start.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with("READY=1"), "{first:?}");
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "READY after {waited:?}, before the rejoin wait"
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
 /// With `WatchdogSec=` (WATCHDOG_USEC) the server pings at half the
 /// interval; without it, it never does.
 #[test]

@@ -353,4 +353,7 @@ fn certificate_reload_keeps_connections() {
     let mut c = plain.conn();
     c.send("refresh_certs\r\n");
     assert_eq!(c.line(), "Error TLS not enabled");
+    // `noreply` is the last token, as memcached reads it.
+    c.send("refresh_certs x noreply\r\nversion\r\n");
+    assert!(c.line().starts_with("VERSION "));
 }

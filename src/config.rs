@@ -872,8 +872,14 @@ fn extended(
                 return Err(format!("Initial hashtable multiplier of {n} is too high"));
             }
             ext.hashpower = Some(n as u32);
+            noop(
+                "the index starts small and doubles in background slices; shown in stats settings",
+            );
         }
-        "no_hashexpand" => ext.hash_expand = false,
+        "no_hashexpand" => {
+            ext.hash_expand = false;
+            noop("the index always grows, in bounded background slices");
+        }
         "slab_reassign" => ext.slab_reassign = true,
         "no_slab_reassign" => ext.slab_reassign = false,
         "slab_automove" => {
@@ -892,6 +898,7 @@ fn extended(
                 return Err("slab_automove_ratio must be > 0 and < 1".into());
             }
             ext.slab_automove_ratio = r;
+            noop("automove here follows evictions in the ticker, without a ratio");
         }
         "slab_automove_window" => {
             let n = num(name)?;
@@ -899,6 +906,7 @@ fn extended(
                 return Err("slab_automove_window must be > 2".into());
             }
             ext.slab_automove_window = n as u32;
+            noop("automove here follows evictions in the ticker, without a window");
         }
         "lru_crawler" => ext.lru_crawler = true,
         "no_lru_crawler" => ext.lru_crawler = false,
@@ -917,7 +925,10 @@ fn extended(
             ext.lru_crawler_tocrawl = n as u32;
         }
         "maxconns_fast" => ext.maxconns_fast = true,
-        "no_maxconns_fast" => ext.maxconns_fast = false,
+        "no_maxconns_fast" => {
+            ext.maxconns_fast = false;
+            noop("a connection past -c always gets memcached's error line, then is closed");
+        }
         // memcached's checks, then no effect here.
         "hash_algorithm" => {
             if !matches!(need(name)?, "jenkins" | "murmur3" | "xxh3") {
@@ -1248,6 +1259,16 @@ mod tests {
             "sock_cookie_id=1",
         ] {
             assert!(run(&["-o", o]).is_ok(), "-o {o} refused");
+        }
+        // Settings kept for `stats settings` but without effect here warn.
+        for o in [
+            "hashpower=16",
+            "no_hashexpand",
+            "no_maxconns_fast",
+            "slab_automove_ratio=0.5",
+            "slab_automove_window=10",
+        ] {
+            assert_eq!(run(&["-o", o]).unwrap().warnings.len(), 1, "-o {o}");
         }
         let c = run(&[
             "-o",

@@ -207,6 +207,9 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
                 count_too_large(st);
             }
             if let Some(key) = unlink {
+                // memcached counts the set for its prefix before it finds
+                // the item too large.
+                super::detail::set(key);
                 let mut shard = store.lock(key);
                 shard.delete(&DeleteRequest::new(key), time::now());
             }
@@ -333,6 +336,9 @@ fn slabs(args: &[u8], env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
     let argc = tokens(args).count();
     let reply: &[u8] = match t.next() {
         Some(b"reassign") if argc != 3 => b"ERROR",
+        Some(b"reassign") if !env.shared.config.ext.slab_reassign => {
+            b"CLIENT_ERROR slab reassignment disabled"
+        }
         Some(b"reassign") => match (num(t.next()), num(t.next())) {
             (Some(src), Some(dst)) => match store.reassign(src, dst) {
                 Reassign::Ok => b"OK",

@@ -82,3 +82,26 @@ fn detail_counts_like_memcached() {
             .req(bad, "CLIENT_ERROR usage: stats detail on|off|dump\r\n");
     }
 }
+
+/// A set refused as too large is still counted for its prefix (memcached
+/// counts the set when it reads the command).
+#[test]
+fn too_large_set_is_counted_like_memcached() {
+    let cc = Server::corecached(&["-t", "1"]);
+    let mc = Server::memcached(&[]);
+    for s in [&cc, &mc] {
+        let mut c = s.conn();
+        c.req("stats detail on\r\n", "OK\r\n");
+        let big = vec![b'x'; 2 << 20];
+        c.send(format!("set big:k 0 0 {}\r\n", big.len()));
+        c.send(&big);
+        c.send("\r\n");
+        assert_eq!(c.line(), "SERVER_ERROR object too large for cache");
+    }
+    let (ours, theirs) = (dump(&cc), dump(&mc));
+    assert_eq!(ours, theirs);
+    assert!(
+        ours.contains("PREFIX big get 0 hit 0 set 1 del 0"),
+        "{ours:?}"
+    );
+}

@@ -250,3 +250,25 @@ fn no_cas_keeps_the_sasl_login() {
     assert_eq!((r.status, &r.value[..]), (0, &b"v"[..]));
     let _ = std::fs::remove_file(&path);
 }
+
+/// `-o no_slab_reassign`: `slabs reassign` is refused as memcached refuses
+/// it (with it on, the same command reaches the page mover).
+#[test]
+fn no_slab_reassign_refuses_reassign_like_memcached() {
+    let cc = Server::corecached(&["-t", "1", "-o", "no_slab_reassign"]);
+    let mc = Server::memcached(&["-o", "no_slab_reassign"]);
+    for s in [&cc, &mc] {
+        let mut c = s.conn();
+        c.send("slabs reassign 1 2\r\n");
+        assert_eq!(
+            c.line(),
+            "CLIENT_ERROR slab reassignment disabled",
+            "{:?}",
+            s.kind
+        );
+    }
+    let on = Server::corecached(&["-t", "1"]);
+    let mut c = on.conn();
+    c.send("slabs reassign 1 2\r\n");
+    assert_ne!(c.line(), "CLIENT_ERROR slab reassignment disabled");
+}

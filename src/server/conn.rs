@@ -31,6 +31,7 @@
 //!   into a reset that can destroy the reply.
 
 use super::env::{self, ConnState, Env, Next};
+use super::watch::{as_client, CloseReason};
 use super::exec::{execute, resume};
 use super::Worker;
 use crate::config::Protocol;
@@ -184,11 +185,16 @@ struct ConnGuard {
     w: Rc<Worker>,
     fd: i32,
     info: std::sync::Arc<super::conns::ConnInfo>,
+    /// Why it closed, for `watch connevents` (memcached's reasons).
+    reason: std::cell::Cell<CloseReason>,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         let shared = &self.w.shared;
+        shared
+            .watch
+            .conn_event(&self.info.addr, self.fd, Some(self.reason.get()));
         shared.conn_table.remove(&self.info);
         if shared.verbosity.load(Relaxed) >= 2 {
             eprintln!("<{} connection closed.", self.fd);
@@ -362,8 +368,10 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
         w,
         fd,
         info: info.clone(),
+        reason: std::cell::Cell::new(CloseReason::Error),
     };
     let shared = &*guard.w.shared;
+    shared.watch.conn_event(&info.addr, fd, None);
     let idle_timeout = match shared.config.ext.idle_timeout {
         0 => None,
         secs => Some(Duration::from_secs(secs as u64)),
@@ -392,6 +400,7 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
         fd,
         ..ConnState::default()
     };
+    let mut conn_state = super::conns::READ;
     loop {
         meter.sync(&rbuf, &wbuf);
         if let Err(why) = make_room(&mut rbuf, need, st, limit) {
@@ -441,6 +450,7 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
             Some(t) => match monoio::time::timeout(t, stream.read(rbuf.slice_mut(len..))).await {
                 Ok(r) => r,
                 Err(_) => {
+                    guard.reason.set(CloseReason::IdleTimeout);
                     st.idle_kicks.fetch_add(1, Relaxed);
                     if shared.verbosity.load(Relaxed) >= 2 {
                         eprintln!("<{fd} idle timeout: closing");
@@ -451,7 +461,11 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
         };
         rbuf = b.into_inner();
         match res {
-            Ok(0) | Err(_) => break,
+            Ok(0) => {
+                guard.reason.set(CloseReason::Normal);
+                break;
+            }
+            Err(_) => break,
             Ok(n) => bump(&env.stats.bytes_read, n as u64),
         }
         info.last_cmd.store(time::now(), Relaxed);
@@ -489,7 +503,9 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
                     pos += used;
                     work += used;
                     reqs += 1;
-                    let mut next = execute(&req, &env, &mut state, &mut wbuf);
+                    let mut next = as_client(&shared.watch, fd, || {
+                        execute(&req, &env, &mut state, &mut wbuf)
+                    });
                     // A multi-get: write what it has so far, let the other
                     // connections run, go on with its next slice of keys.
                     while let Next::More(at) = next {
@@ -502,15 +518,36 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
                         }
                         yield_now(&env).await;
                         work = 0;
-                        next = resume(&req, &env, at, &mut wbuf);
+                        next = as_client(&shared.watch, fd, || resume(&req, &env, at, &mut wbuf));
                     }
                     match next {
                         Next::Continue | Next::More(_) => {}
                         Next::Skip(n) => skip = n,
                         Next::Close => {
+                            guard.reason.set(match req.cmd {
+                                Command::Quit => CloseReason::Normal,
+                                Command::Ops {
+                                    name: b"shutdown", ..
+                                } => CloseReason::Shutdown,
+                                _ => CloseReason::Error,
+                            });
                             close = true;
                             break;
                         }
+                    }
+                    if let Some(w) = state.watch.take() {
+                        // `watch`: what this read holds after it is dropped
+                        // (memcached stops reading commands); the replies
+                        // before it go out, then only log lines.
+                        meter.sync(&rbuf, &wbuf);
+                        if !wbuf.is_empty() && flush(&mut stream, &mut wbuf, &env).await.is_none() {
+                            return;
+                        }
+                        release(&mut rbuf, &mut wbuf, &mut meter);
+                        info.state.store(super::conns::WATCH, Relaxed);
+                        super::watch::stream(&mut stream, fd, w, shared).await;
+                        guard.reason.set(CloseReason::Normal);
+                        return;
                     }
                 }
             }
@@ -528,6 +565,17 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
             }
         }
         rbuf.drain(..pos);
+        // `stats conns`: waiting for a value's data (memcached's conn_nread)
+        // or for a command.
+        let st_now = if need.is_some() {
+            super::conns::NREAD
+        } else {
+            super::conns::READ
+        };
+        if st_now != conn_state {
+            conn_state = st_now;
+            info.state.store(st_now, Relaxed);
+        }
         // `need` counted from the request's start, which is now the front.
         meter.sync(&rbuf, &wbuf);
         if !wbuf.is_empty() {

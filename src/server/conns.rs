@@ -9,7 +9,7 @@
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// One connection's row.
@@ -21,7 +21,16 @@ pub struct ConnInfo {
     pub listen_addr: String,
     /// Relative time (`crate::time`) of the last request read.
     pub last_cmd: AtomicU32,
+    /// What it waits for: [`READ`], [`NREAD`] or [`WATCH`].
+    pub state: AtomicU8,
 }
+
+/// Waiting for a command (memcached's `conn_read`).
+pub const READ: u8 = 0;
+/// Waiting for the rest of a value (`conn_nread`).
+pub const NREAD: u8 = 1;
+/// A `watch` log stream (`conn_watch`).
+pub const WATCH: u8 = 2;
 
 /// All connections and listeners of the process.
 #[derive(Default)]
@@ -71,6 +80,7 @@ impl ConnTable {
             addr: peer,
             listen_addr: local,
             last_cmd: AtomicU32::new(now),
+            state: AtomicU8::new(READ),
         });
         self.conns.lock().insert(fd, info.clone());
         info
@@ -88,7 +98,8 @@ impl ConnTable {
 
     /// `stats conns` rows: (fd, addr, listen_addr or None for a listener,
     /// state, seconds since the last command). `me` is the asking
-    /// connection (state `conn_parse_cmd`; the others wait in `conn_read`).
+    /// connection (state `conn_parse_cmd`; the others wait in `conn_read`,
+    /// for a value's data in `conn_nread`, or watch in `conn_watch`).
     pub fn rows(
         &self,
         me: RawFd,
@@ -109,10 +120,11 @@ impl ConnTable {
             })
             .collect();
         for c in self.conns.lock().values() {
-            let state = if c.fd == me {
-                "conn_parse_cmd"
-            } else {
-                "conn_read"
+            let state = match c.state.load(Relaxed) {
+                _ if c.fd == me => "conn_parse_cmd",
+                NREAD => "conn_nread",
+                WATCH => "conn_watch",
+                _ => "conn_read",
             };
             let idle = now.saturating_sub(c.last_cmd.load(Relaxed));
             rows.push((

@@ -44,6 +44,9 @@ pub struct ConnState {
     pub sasl_started: bool,
     /// The connection's socket (`stats conns` marks the asking one).
     pub fd: i32,
+    /// `watch` made this connection a watcher: it stops taking commands
+    /// and streams log lines.
+    pub watch: Option<std::sync::Arc<super::watch::Watcher>>,
 }
 
 /// Everything a request may touch.

@@ -60,6 +60,9 @@ pub struct Shared {
     pub heartbeats: Box<[AtomicU64]>,
     /// Partner replication, when `--partner` or `--replication-listen`.
     pub replication: Option<crate::replication::Replication>,
+    /// `watch` log streams (the store reports lookups, stores and
+    /// evictions to it).
+    pub watch: Arc<watch::Watchers>,
 }
 
 /// One loop's listening sockets.
@@ -415,7 +418,13 @@ pub fn run(config: Config) -> i32 {
             }
         },
     };
+    let watchers = Arc::new(watch::Watchers::new(
+        config.chunk_size,
+        config.growth_factor,
+    ));
+    store.observe(Some(watchers.clone()));
     let shared = Arc::new(Shared {
+        watch: watchers,
         replication,
         store,
         stats: Stats::new(threads),

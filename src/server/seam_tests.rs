@@ -33,6 +33,7 @@ fn shared() -> Shared {
         loops_ready: Default::default(),
         heartbeats: Box::new([]),
         replication: None,
+        watch: std::sync::Arc::new(super::watch::Watchers::new(48, 1.25)),
     }
 }
 

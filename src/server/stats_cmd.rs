@@ -193,10 +193,18 @@ const GENERAL: &[Row] = &[
     zero!(lru_maintainer_juggles),
     zero!(malloc_fails),
     zero!(log_worker_dropped),
-    zero!(log_worker_written),
-    zero!(log_watcher_skipped),
-    zero!(log_watcher_sent),
-    zero!(log_watchers),
+    ("log_worker_written", |s: &Sources<'_>| {
+        V::U64(s.sh.watch.written.load(Relaxed))
+    }),
+    ("log_watcher_skipped", |s: &Sources<'_>| {
+        V::U64(s.sh.watch.skipped.load(Relaxed))
+    }),
+    ("log_watcher_sent", |s: &Sources<'_>| {
+        V::U64(s.sh.watch.sent.load(Relaxed))
+    }),
+    ("log_watchers", |s: &Sources<'_>| {
+        V::U64(s.sh.watch.count() as u64)
+    }),
     zero!(unexpected_napi_ids),
     zero!(round_robin_fallback),
     item!(bytes),

@@ -7,6 +7,7 @@
 
 use super::hlc::Hlc;
 use super::index::Index;
+use super::observe::{Evicted, Found, Looked};
 use super::slab::{
     large_bytes, ref_access, ref_count, with_ref_count, Arena, Budget, ClassStats, B_FETCHED,
     B_LINKED, B_STALE, B_WIN, NONE,
@@ -104,6 +105,8 @@ pub struct Engine {
     hungry: bool,
     /// An allocation failed in this window for want of memory.
     starved: bool,
+    /// Told of lookups and evictions (the server's `watch`), if set.
+    pub observer: Option<std::sync::Arc<dyn super::observe::Observer>>,
 }
 
 impl Engine {
@@ -133,6 +136,7 @@ impl Engine {
             moves_in_window: 0,
             hungry: false,
             starved: false,
+            observer: None,
         }
     }
 
@@ -207,18 +211,60 @@ impl Engine {
     pub fn lookup(&mut self, hash: u64, key: &[u8], now: u32) -> Result<u32, Option<Dead>> {
         self.check_flush(now);
         let item = self.index.find(&self.arena, hash, key);
-        if item == NONE {
-            return Err(None);
-        }
-        if let Some(d) = self.dead(item, now) {
+        let r = if item == NONE {
+            Err(None)
+        } else if let Some(d) = self.dead(item, now) {
             match d {
                 Dead::Expired => self.stats.get_expired += 1,
                 Dead::Flushed => self.stats.get_flushed += 1,
             }
             self.unlink(item, hash);
-            return Err(Some(d));
+            Err(Some(d))
+        } else {
+            Ok(item)
+        };
+        if let Some(o) = &self.observer {
+            if o.lookups() {
+                self.report_lookup(key, r);
+            }
         }
-        Ok(item)
+        r
+    }
+
+    /// Tell the observer what a lookup found.
+    #[cold]
+    fn report_lookup(&self, key: &[u8], r: Result<u32, Option<Dead>>) {
+        let (found, value_len, flags) = match r {
+            Ok(item) => (Found::Hit, self.arena.vlen(item), self.arena.flags(item)),
+            Err(None) => (Found::Missing, 0, 0),
+            Err(Some(Dead::Expired)) => (Found::Expired, 0, 0),
+            Err(Some(Dead::Flushed)) => (Found::Flushed, 0, 0),
+        };
+        if let Some(o) = &self.observer {
+            o.looked(&Looked {
+                key,
+                found,
+                value_len,
+                flags,
+            });
+        }
+    }
+
+    /// Tell the observer about an item about to be evicted.
+    #[cold]
+    fn report_eviction(&self, item: u32, now: u32) {
+        if let Some(o) = &self.observer {
+            let (key, value) = self.arena.key_value(item);
+            o.evicted(&Evicted {
+                key,
+                value_len: value.len(),
+                flags: self.arena.flags(item),
+                fetched: self.arena.bits(item) & B_FETCHED != 0,
+                exptime: self.arena.exptime(item),
+                atime: self.arena.atime(item, now),
+                now,
+            });
+        }
     }
 
     // ---- linking ----
@@ -519,6 +565,9 @@ impl Engine {
             if refs != 0 && steps < SWEEP_MAX {
                 self.arena.set_bits(item, with_ref_count(bits, refs - 1));
                 continue;
+            }
+            if self.observer.as_ref().is_some_and(|o| o.evictions()) {
+                self.report_eviction(item, now);
             }
             self.evict(item, now);
             return true;

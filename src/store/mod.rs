@@ -12,6 +12,7 @@ mod engine;
 mod hlc;
 mod index;
 mod journal;
+pub mod observe;
 mod shard;
 mod slab;
 mod walk;
@@ -429,6 +430,13 @@ impl Store {
     #[inline]
     pub fn lock(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
         self.shards[self.shard_of(self.hash(key))].lock()
+    }
+
+    /// Report every shard's lookups and evictions to `o` (None: to no one).
+    pub fn observe(&self, o: Option<std::sync::Arc<dyn observe::Observer>>) {
+        for s in self.shards.iter() {
+            s.lock().set_observer(o.clone());
+        }
     }
 
     /// Lock shard `i` (background work, stats).

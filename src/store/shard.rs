@@ -63,6 +63,11 @@ impl Shard {
         self.journal = journal;
     }
 
+    /// Report lookups and evictions to `o` (see `observe`).
+    pub fn set_observer(&mut self, o: Option<std::sync::Arc<dyn super::observe::Observer>>) {
+        self.engine.observer = o;
+    }
+
     /// The commit point: every client mutation ends here, once, after the
     /// change is made (see `journal.rs`). Without a journal: one branch.
     #[inline]
@@ -208,6 +213,44 @@ impl Shard {
     /// extras. A successful store makes a fresh item (not stale, no win
     /// handed out) unless `invalidate` stored it stale.
     pub fn store(&mut self, req: &StoreRequest<'_>, now: u32) -> StoreResult {
+        let r = self.store_inner(req, now);
+        if self.engine.observer.as_ref().is_some_and(|o| o.stores()) {
+            self.report_store(req, r, now);
+        }
+        r
+    }
+
+    /// Tell the observer what a store did: the stored item's length, flags
+    /// and expiry (an append's combined item), else the request's.
+    #[cold]
+    fn report_store(&self, req: &StoreRequest<'_>, result: StoreResult, now: u32) {
+        let Some(o) = &self.engine.observer else {
+            return;
+        };
+        let mut s = super::observe::Stored {
+            key: req.key,
+            mode: req.mode,
+            result,
+            value_len: req.data.len(),
+            flags: req.flags,
+            exptime: req.exptime,
+            now,
+        };
+        if req.cas != 0 && matches!(req.mode, StoreMode::Set | StoreMode::Replace) {
+            s.mode = StoreMode::Cas;
+        }
+        if let StoreResult::Stored { len, .. } = result {
+            let item = self.engine.find(self.engine.hash(req.key), req.key);
+            if item != NONE {
+                s.value_len = len;
+                s.flags = self.engine.arena.flags(item);
+                s.exptime = self.engine.arena.exptime(item);
+            }
+        }
+        o.stored(&s);
+    }
+
+    fn store_inner(&mut self, req: &StoreRequest<'_>, now: u32) -> StoreResult {
         let StoreRequest {
             mode,
             key,

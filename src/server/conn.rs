@@ -31,8 +31,8 @@
 //!   into a reset that can destroy the reply.
 
 use super::env::{self, ConnState, Env, Next};
-use super::watch::{as_client, CloseReason};
 use super::exec::{execute, resume};
+use super::watch::{as_client, CloseReason};
 use super::Worker;
 use crate::config::Protocol;
 use crate::protocol::{ascii, binary, Command, ErrorKind, Limits, Parsed, Proto, Response};

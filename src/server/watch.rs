@@ -177,7 +177,10 @@ impl Watchers {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         // memcached: `ts=%lld.%d` (microseconds not zero-padded).
-        l.s("ts=").n(ts.as_secs()).s(".").n(ts.subsec_micros() as u64);
+        l.s("ts=")
+            .n(ts.as_secs())
+            .s(".")
+            .n(ts.subsec_micros() as u64);
         l.s(" gid=").n(gid).s(" ");
         body(&mut l);
         l.s("\n");
@@ -313,7 +316,10 @@ impl Observer for Watchers {
         };
         let clsid = self.clsid(x.key.len(), x.value_len, x.flags);
         self.emit(MUTATIONS, |l| {
-            l.s("type=item_store key=").key(x.key).s(" status=").s(status);
+            l.s("type=item_store key=")
+                .key(x.key)
+                .s(" status=")
+                .s(status);
             l.s(" cmd=").s(cmd).s(" ttl=").n(ttl as u64);
             l.s(" clsid=").n(clsid).s(" cfd=").i(fd as i64);
             l.s(" size=").n(x.value_len as u64);
@@ -329,7 +335,10 @@ impl Observer for Watchers {
         self.emit(EVICTIONS, |l| {
             l.s("type=eviction key=").key(x.key);
             l.s(" fetch=").s(if x.fetched { "yes" } else { "no" });
-            l.s(" ttl=").i(ttl).s(" la=").i(x.now as i64 - x.atime as i64);
+            l.s(" ttl=")
+                .i(ttl)
+                .s(" la=")
+                .i(x.now as i64 - x.atime as i64);
             l.s(" clsid=").n(clsid).s(" size=").n(x.value_len as u64);
         });
     }
@@ -487,14 +496,7 @@ fn peer_gone(fd: i32) -> bool {
     for _ in 0..64 {
         // SAFETY: a non-blocking recv into a stack buffer of the given
         // length, on the open socket of the watcher's own connection.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
         if n == 0 {
             return true;
         }

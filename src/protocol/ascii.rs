@@ -116,7 +116,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         }
         b"slabs" => done(Command::Slabs { args: rest }, consumed, false),
         b"lru_crawler" => done(Command::LruCrawler { args: rest }, consumed, false),
-        b"shutdown" | b"watch" => done(
+        b"shutdown" | b"watch" | b"cache_memlimit" => done(
             Command::Ops {
                 name: cmd,
                 args: rest,

@@ -221,7 +221,45 @@ pub fn shutdown(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) -> Next {
     }
 }
 
-/// `shutdown ...` and `watch ...`.
+/// `cache_memlimit <MiB> [noreply]`: memcached's replies; a new limit for
+/// the shared page budget. Growing takes effect at once; shrinking frees
+/// the page pool at once and the shards' tickers give pages back (evicting
+/// as needed) until the budget is within the new limit.
+pub fn memlimit(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) -> Next {
+    // memcached: one or two words after the command, else a plain ERROR.
+    let f = fields::<2>(args);
+    if f.n == 0 || f.n > 2 {
+        line(out, &Ctx::default(), b"ERROR");
+        return Next::Continue;
+    }
+    let ctx = Ctx {
+        noreply: f.v[f.n - 1] == b"noreply",
+        ..Ctx::default()
+    };
+    match crate::protocol::strtoul32(f.v[0]) {
+        None => line(out, &ctx, b"ERROR"),
+        Some(m) if m < 8 => line(
+            out,
+            &ctx,
+            b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
+        ),
+        Some(m) if m > 1_000_000_000 => line(
+            out,
+            &ctx,
+            b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes",
+        ),
+        Some(m) => {
+            env.shared.store.budget().set_limit((m as usize) << 20);
+            if env.shared.verbosity.load(Relaxed) > 0 {
+                eprintln!("maxbytes adjusted to {m}m");
+            }
+            line(out, &ctx, b"OK");
+        }
+    }
+    Next::Continue
+}
+
+/// `shutdown ...`, `watch ...` and `cache_memlimit ...`.
 pub fn command(
     name: &[u8],
     args: &[u8],
@@ -231,6 +269,7 @@ pub fn command(
 ) -> Next {
     match name {
         b"shutdown" => shutdown(args, env, out),
+        b"cache_memlimit" => memlimit(args, env, out),
         _ => super::watch::command(args, env, conn, out),
     }
 }

@@ -170,7 +170,7 @@ const GENERAL: &[Row] = &[
     counter!(bytes_read),
     counter!(bytes_written),
     ("limit_maxbytes", |s| {
-        V::U64(s.sh.config.memory_limit as u64)
+        V::U64(s.sh.store.budget().limit() as u64)
     }),
     ("accepting_conns", |_| V::U64(1)),
     zero!(listen_disabled_num),
@@ -270,8 +270,9 @@ fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         .first()
         .map(|a| a.to_string())
         .unwrap_or_else(|| "NULL".into());
+    let maxbytes = env.shared.store.budget().limit() as u64; // cache_memlimit
     let mut s = |name, v| stat(ctx, name, v, out);
-    s("maxbytes", V::U64(cfg.memory_limit as u64));
+    s("maxbytes", V::U64(maxbytes));
     s("maxconns", V::U64(cfg.conn_limit as u64));
     s("tcpport", V::U64(cfg.port as u64));
     s("udpport", V::U64(0));

@@ -438,7 +438,7 @@ impl Engine {
     fn alloc_large(&mut self, total: usize, protect: u32, now: u32) -> Option<u32> {
         let need = large_bytes(total);
         let large = self.arena.large;
-        if need > self.arena.budget.limit {
+        if need > self.arena.budget.limit() {
             // Larger than the whole of -m (possible with a big -I): evicting
             // everything would not make room, so refuse at once instead of
             // emptying the shard first. An item larger than this shard's
@@ -784,7 +784,7 @@ impl Engine {
         let large = self.arena.large;
         let budget = self.arena.budget.clone();
         if self.arena.debt > 0 {
-            if budget.claimed() <= budget.limit {
+            if budget.claimed() <= budget.limit() {
                 self.arena.debt = 0;
             } else if self.release_free_page() {
                 // Repay pages granted on credit: free pages first.
@@ -803,6 +803,16 @@ impl Engine {
                 return self.evict_one(large, NONE, now);
             }
         }
+        if budget.claimed() > budget.limit() && self.arena.claimed > self.arena.limit {
+            // `cache_memlimit` shrank the budget below what the shards
+            // hold: a shard above its new share gives memory back, every
+            // slice, without the rebalancing rate limit (memory is over -m).
+            // With -M nothing is evicted: only free pages go back.
+            if self.no_evict {
+                return self.release_free_page();
+            }
+            return self.give_back(true, now);
+        }
         if self.moves_in_window >= self.moves_max() {
             return false;
         }
@@ -810,25 +820,7 @@ impl Engine {
             // Another shard, below its share, is evicting while this one
             // holds more than its share: give a page's worth back.
             self.moves_in_window += 1;
-            if self.release_free_page() {
-                self.stats.pages_returned += 1;
-                return true;
-            }
-            // A slab page, or a large item when large items hold more than
-            // the donor class (large items start at half a page).
-            let donor = self.donor(None, f64::INFINITY);
-            let slab_bytes = donor.map_or(0, |d| {
-                self.arena.classes[d].pages.len() * self.arena.page_size
-            });
-            if self.large_held() > slab_bytes && self.evict_one(large, NONE, now) {
-                self.stats.pages_returned += 1;
-                return true;
-            }
-            if let Some(p) = donor.and_then(|d| self.arena.victim_page(d, NONE)) {
-                self.stats.pages_returned += 1;
-                self.start_move(p, Dest::Release);
-            }
-            return false;
+            return self.give_back(false, now);
         }
         if self.automove == 0 || self.no_evict {
             return false;
@@ -880,11 +872,47 @@ impl Engine {
         false
     }
 
+    /// Give a page's worth of memory back to the shared budget: a free
+    /// page, else a large item when large items hold more than the donor
+    /// class (large items start at half a page), else the donor class's
+    /// emptiest page (a move that rescues or evicts its items); `over`
+    /// (the budget is over its limit): if no class qualifies as a donor,
+    /// the class with the most pages gives. True when memory was freed at
+    /// once.
+    fn give_back(&mut self, over: bool, now: u32) -> bool {
+        let large = self.arena.large;
+        if self.release_free_page() {
+            self.stats.pages_returned += 1;
+            return true;
+        }
+        let donor = self.donor(None, f64::INFINITY).or_else(|| {
+            over.then(|| {
+                (0..large)
+                    .filter(|&c| self.arena.victim_page(c, NONE).is_some())
+                    .max_by_key(|&c| self.arena.classes[c].pages.len())
+            })?
+        });
+        let slab_bytes = donor.map_or(0, |d| {
+            self.arena.classes[d].pages.len() * self.arena.page_size
+        });
+        if self.large_held() > slab_bytes && self.evict_one(large, NONE, now) {
+            self.stats.pages_returned += 1;
+            return true;
+        }
+        if let Some(p) = donor.and_then(|d| self.arena.victim_page(d, NONE)) {
+            self.stats.pages_returned += 1;
+            self.start_move(p, Dest::Release);
+        }
+        false
+    }
+
     // ---- background work ----
 
     /// One slice of background work. Returns true if more is waiting.
     pub fn tick(&mut self, now: u32) -> bool {
         self.check_flush(now);
+        // `cache_memlimit` may have changed the shared limit.
+        self.arena.limit = self.arena.budget.share();
         let start = std::time::Instant::now();
         let mut budget = SLICE;
         // Expiry.

@@ -223,8 +223,8 @@ impl Page {
 /// `claimed + pooled` never exceeds `limit` (plus the first-page credit), so
 /// the resident set stays bounded by `-m`.
 pub struct Budget {
-    /// `-m`, bytes.
-    pub limit: usize,
+    /// `-m`, bytes (changed at run time by `cache_memlimit`).
+    limit: AtomicUsize,
     /// Size of a slab page.
     pub page_size: usize,
     /// Number of shards sharing it (a shard's fair share is `limit / shards`).
@@ -240,13 +240,35 @@ impl Budget {
     pub fn new(limit: usize, shards: usize) -> Budget {
         let shards = shards.max(1);
         Budget {
-            limit,
+            limit: AtomicUsize::new(limit),
             page_size: page_size_for(limit / shards),
             shards,
             claimed: AtomicUsize::new(0),
             pool: Mutex::new(Vec::new()),
             hungry: AtomicUsize::new(0),
         }
+    }
+
+    /// The limit (`-m`), bytes.
+    #[inline]
+    pub fn limit(&self) -> usize {
+        self.limit.load(Relaxed)
+    }
+
+    /// `cache_memlimit`: a new limit. Growing lets shards claim more at
+    /// once; shrinking frees pooled pages here (outside the pool's lock)
+    /// and leaves the claimed memory to the shards' tickers, which give
+    /// pages back while the budget is over its limit (`Engine::plan_move`).
+    /// The page size stays what `-m` made it.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Relaxed);
+        self.trim(limit, 0);
+    }
+
+    /// A shard's fair share of the limit.
+    #[inline]
+    pub fn share(&self) -> usize {
+        self.limit() / self.shards
     }
 
     /// Bytes claimed by all shards.
@@ -262,7 +284,7 @@ impl Budget {
     /// with `page_mem`). Dropped pages are freed outside the lock.
     #[inline]
     pub fn take(&self, bytes: usize, over: usize) -> bool {
-        let cap = self.limit + over;
+        let cap = self.limit() + over;
         let ok = self
             .claimed
             .fetch_update(Relaxed, Relaxed, |c| {
@@ -315,7 +337,7 @@ impl Budget {
             return;
         }
         let mut pool = self.pool.lock();
-        if self.claimed() + (pool.len() + 1) * self.page_size <= self.limit {
+        if self.claimed() + (pool.len() + 1) * self.page_size <= self.limit() {
             pool.push(mem);
             return;
         }
@@ -406,7 +428,7 @@ impl Arena {
     /// One shard's arena drawing on a shared budget.
     pub fn shared(budget: std::sync::Arc<Budget>, min_data: usize, factor: f64) -> Arena {
         let page_size = budget.page_size;
-        let limit = budget.limit / budget.shards;
+        let limit = budget.share();
         let sizes = class_sizes(page_size, min_data, factor);
         let mk = |size: u32, per_page: u32| Class {
             size,

@@ -38,6 +38,7 @@ mod observability;
 mod ops_conns;
 mod ops_detail;
 mod ops_flags;
+mod ops_memlimit;
 mod ops_watch;
 mod replication;
 mod security_parse;

@@ -52,10 +52,10 @@ fn key(buf: &mut Vec<u8>, k: u64) {
 fn check_budget(store: &Store, slack: usize) {
     let b = store.budget();
     assert!(
-        b.claimed() <= b.limit + slack,
+        b.claimed() <= b.limit() + slack,
         "claimed {} over -m {} + credit {slack}",
         b.claimed(),
-        b.limit
+        b.limit()
     );
 }
 
@@ -309,7 +309,7 @@ proptest! {
                 }
             }
             let b = store.budget();
-            prop_assert!(b.claimed() <= b.limit + slack, "claimed {}", b.claimed());
+            prop_assert!(b.claimed() <= b.limit() + slack, "claimed {}", b.claimed());
         }
         let sum: u64 = (0..shards).map(|i| shard_claimed(&store, i)).sum();
         prop_assert_eq!(sum as usize, store.budget().claimed());

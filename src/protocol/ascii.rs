@@ -528,13 +528,12 @@ fn flush_all(rest: &[u8], consumed: usize) -> Parsed<'_> {
     }
     let noreply = t.n > 0 && t.v[t.n - 1] == b"noreply";
     let args = t.n - noreply as usize;
+    // memcached counts the command and applies `-F` before it reads the
+    // delay: an unreadable one is refused by the executor.
     let delay = if args >= 1 {
-        match strtol32(t.v[0]) {
-            Some(d) => d as i64,
-            None => return done(Command::Error(ErrorKind::InvalidExptime), consumed, noreply),
-        }
+        strtol32(t.v[0]).map(|d| d as i64)
     } else {
-        0
+        Some(0)
     };
     done(Command::FlushAll { delay }, consumed, noreply)
 }

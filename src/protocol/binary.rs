@@ -434,7 +434,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         }
         op::QUIT | op::QUITQ => Command::Quit,
         op::FLUSH | op::FLUSHQ => Command::FlushAll {
-            delay: if ext == 4 { be32(extras) as i64 } else { 0 },
+            delay: Some(if ext == 4 { be32(extras) as i64 } else { 0 }),
         },
         op::NOOP => Command::Noop,
         op::VERSION => Command::Version,
@@ -880,10 +880,13 @@ mod tests {
             }
         ));
         let b = pkt(op::FLUSH, &30u32.to_be_bytes(), b"", b"", 0);
-        assert!(matches!(done(&b).0.cmd, Command::FlushAll { delay: 30 }));
+        assert!(matches!(
+            done(&b).0.cmd,
+            Command::FlushAll { delay: Some(30) }
+        ));
         let b = pkt(op::FLUSHQ, b"", b"", b"", 0);
         let (r, _) = done(&b);
-        assert!(r.ctx.noreply && matches!(r.cmd, Command::FlushAll { delay: 0 }));
+        assert!(r.ctx.noreply && matches!(r.cmd, Command::FlushAll { delay: Some(0) }));
         assert!(matches!(
             done(&pkt(op::NOOP, b"", b"", b"", 0)).0.cmd,
             Command::Noop

@@ -142,9 +142,11 @@ pub enum Command<'a> {
         key: &'a [u8],
         exptime: i64,
     },
-    /// flush_all; delay in seconds (0 = now).
+    /// flush_all; delay in seconds (0 = now). None: a text delay that is
+    /// not a number (memcached counts the command, then refuses it with
+    /// `CLIENT_ERROR invalid exptime argument` -- after `-F`'s refusal).
     FlushAll {
-        delay: i64,
+        delay: Option<i64>,
     },
     Version,
     /// `refresh_certs`: read the TLS certificate files again.

@@ -98,22 +98,18 @@ pub fn lease_set(
 ) {
     let now = time::now();
     let exp = time::exptime_to_rel(exptime, now);
-    let mut shard = env.shared.store.lock(key);
-    let leased = shard
-        .meta_get(key, now, &MetaGet::default())
-        .map(|(it, _)| (it.stale || it.win) && it.cas == token);
-    let r = if token > HOT_MISS && leased == Some(true) {
+    let r = if token > HOT_MISS {
         let req = StoreRequest {
             flags,
             exptime: exp,
             cas: token,
             ..StoreRequest::new(StoreMode::Set, key, data)
         };
-        shard.store(&req, now)
+        // one shard call: the lease check and the store
+        env.shared.store.lock(key).lease_set(&req, now)
     } else {
         StoreResult::NotStored
     };
-    drop(shard);
     count_store(env.stats, StoreMode::Set, false, &r);
     let resp = match r {
         StoreResult::Stored { cas, .. } => Response::Stored { cas },

@@ -400,7 +400,7 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
         fd,
         ..ConnState::default()
     };
-    let mut conn_state = super::conns::READ;
+    let mut conn_state = super::conns::NEW;
     loop {
         meter.sync(&rbuf, &wbuf);
         if let Err(why) = make_room(&mut rbuf, need, st, limit) {

@@ -21,10 +21,12 @@ pub struct ConnInfo {
     pub listen_addr: String,
     /// Relative time (`crate::time`) of the last request read.
     pub last_cmd: AtomicU32,
-    /// What it waits for: [`READ`], [`NREAD`] or [`WATCH`].
+    /// What it waits for: [`NEW`], [`READ`], [`NREAD`] or [`WATCH`].
     pub state: AtomicU8,
 }
 
+/// Has not sent anything yet (memcached's `conn_new_cmd`).
+pub const NEW: u8 = 3;
 /// Waiting for a command (memcached's `conn_read`).
 pub const READ: u8 = 0;
 /// Waiting for the rest of a value (`conn_nread`).
@@ -80,7 +82,7 @@ impl ConnTable {
             addr: peer,
             listen_addr: local,
             last_cmd: AtomicU32::new(now),
-            state: AtomicU8::new(READ),
+            state: AtomicU8::new(NEW),
         });
         self.conns.lock().insert(fd, info.clone());
         info
@@ -99,7 +101,8 @@ impl ConnTable {
     /// `stats conns` rows: (fd, addr, listen_addr or None for a listener,
     /// state, seconds since the last command). `me` is the asking
     /// connection (state `conn_parse_cmd`; the others wait in `conn_read`,
-    /// for a value's data in `conn_nread`, or watch in `conn_watch`).
+    /// for a value's data in `conn_nread`, or watch in `conn_watch`; one
+    /// that never spoke is `conn_new_cmd`).
     pub fn rows(
         &self,
         me: RawFd,
@@ -124,6 +127,7 @@ impl ConnTable {
                 _ if c.fd == me => "conn_parse_cmd",
                 NREAD => "conn_nread",
                 WATCH => "conn_watch",
+                NEW => "conn_new_cmd",
                 _ => "conn_read",
             };
             let idle = now.saturating_sub(c.last_cmd.load(Relaxed));

@@ -139,6 +139,10 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
         }
         Command::FlushAll { delay } => {
             bump(&st.cmd_flush, 1);
+            let Some(delay) = delay else {
+                emit(ctx, Response::Error(ErrorKind::InvalidExptime), out);
+                return Next::Continue;
+            };
             let now = time::now();
             let at = if delay > 0 {
                 time::exptime_to_rel(delay, now)

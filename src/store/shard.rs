@@ -250,6 +250,22 @@ impl Shard {
         o.stored(&s);
     }
 
+    /// mcrouter's `lease-set`, one call: `req` (a set comparing `req.cas`,
+    /// the lease token) is stored only over a live item whose lease is out
+    /// (stale, or a win handed out) and whose CAS is the token; otherwise
+    /// `NotStored`.
+    pub fn lease_set(&mut self, req: &StoreRequest<'_>, now: u32) -> StoreResult {
+        let hash = self.hash(req.key);
+        let Ok(item) = self.engine.lookup(hash, req.key, now) else {
+            return StoreResult::NotStored;
+        };
+        let arena = &self.engine.arena;
+        if arena.bits(item) & (B_STALE | B_WIN) == 0 || arena.cas(item) != req.cas {
+            return StoreResult::NotStored;
+        }
+        self.store(req, now)
+    }
+
     fn store_inner(&mut self, req: &StoreRequest<'_>, now: u32) -> StoreResult {
         let StoreRequest {
             mode,

@@ -73,3 +73,50 @@ fn stats_conns_lists_every_connection() {
     check(&Server::memcached(&[]));
     check(&Server::corecached(&["-t", "2"]));
 }
+
+/// Each connection's `state` as memcached names it: one that never spoke
+/// `conn_new_cmd`, one waiting for its next command `conn_read` (also
+/// after part of a line), one in the middle of a value `conn_nread`, a
+/// watcher `conn_watch`, the asker `conn_parse_cmd`.
+fn states(k: crate::common::Kind) -> Vec<(String, String)> {
+    use std::io::{Read, Write};
+    let s = Server::start_kind(k, &["-t", "2"]);
+    let silent = s.tcp();
+    let mut spoke = s.conn();
+    spoke.req("version\r\n", "");
+    let _ = spoke.line();
+    let mut partial = s.tcp();
+    partial.write_all(b"get").unwrap();
+    let mut value = s.tcp();
+    value.write_all(b"set x 0 0 10\r\nab").unwrap();
+    let mut watcher = s.tcp();
+    watcher.write_all(b"watch\r\n").unwrap();
+    let mut ok = [0u8; 4];
+    watcher.read_exact(&mut ok).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut me = s.conn();
+    me.send("stats conns\r\n");
+    let rows = parse(&me.read_until(b"END\r\n"));
+    let state = |a: std::net::SocketAddr| {
+        let want = format!("tcp:{a}");
+        rows.values().find(|r| r["addr"] == want).unwrap()["state"].clone()
+    };
+    [
+        ("never spoke", silent.local_addr()),
+        ("spoke", spoke.s.local_addr()),
+        ("part of a line", partial.local_addr()),
+        ("part of a value", value.local_addr()),
+        ("watcher", watcher.local_addr()),
+        ("asker", me.s.local_addr()),
+    ]
+    .into_iter()
+    .map(|(what, a)| (what.to_string(), state(a.unwrap())))
+    .collect()
+}
+
+#[test]
+fn connection_states_match_memcached() {
+    let want = states(crate::common::Kind::Memcached);
+    assert_eq!(want[0].1, "conn_new_cmd");
+    assert_eq!(states(crate::common::Kind::Corecached), want);
+}

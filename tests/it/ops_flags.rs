@@ -272,3 +272,48 @@ fn no_slab_reassign_refuses_reassign_like_memcached() {
     c.send("slabs reassign 1 2\r\n");
     assert_ne!(c.line(), "CLIENT_ERROR slab reassignment disabled");
 }
+
+/// `flush_all` under `-F` and not: memcached counts the command and applies
+/// `-F` before it reads the delay, so an unreadable delay is refused as
+/// "not allowed" under `-F` and counted in `cmd_flush` either way; a wrong
+/// word count is a plain ERROR first.
+#[test]
+fn flush_all_errors_in_memcached_order() {
+    let run = |k: common::Kind, args: &[&str]| {
+        let s = Server::start_kind(k, args);
+        let mut c = s.conn();
+        let mut out = Vec::new();
+        for req in [
+            "flush_all abc",
+            "flush_all abc noreply",
+            "flush_all -1",
+            "flush_all 10",
+            "flush_all 10 noreply",
+            "flush_all 1 2",
+            "flush_all 1 2 3",
+            "flush_all 99999999999",
+            "flush_all",
+        ] {
+            c.send(format!("{req}\r\nversion\r\n"));
+            let mut got = Vec::new();
+            loop {
+                let l = c.line();
+                if l.starts_with("VERSION ") {
+                    break;
+                }
+                got.push(l);
+            }
+            out.push(format!("{req} -> {got:?}"));
+        }
+        c.send("stats\r\n");
+        out.push(format!(
+            "cmd_flush {}",
+            common::parse_stats(&c.read_end())["cmd_flush"]
+        ));
+        out
+    };
+    for args in [&["-F"][..], &[][..]] {
+        let want = run(common::Kind::Memcached, args);
+        assert_eq!(run(common::Kind::Corecached, args), want, "{args:?}");
+    }
+}

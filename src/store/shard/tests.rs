@@ -226,3 +226,41 @@ fn evicts_within_limit() {
     }
     assert!(s.stats().evictions > 0);
 }
+
+/// mcrouter's `lease-set` in one shard call: stored only over an item
+/// whose lease is out (stale here) and whose CAS is the token.
+#[test]
+fn lease_set_needs_an_outstanding_lease() {
+    let mut s = shard();
+    let set = |token| StoreRequest {
+        cas: token,
+        ..StoreRequest::new(StoreMode::Set, b"k", b"new")
+    };
+    assert_eq!(s.lease_set(&set(5), 10), StoreResult::NotStored, "missing");
+    let StoreResult::Stored { cas, .. } =
+        s.store(&StoreRequest::new(StoreMode::Set, b"k", b"v"), 10)
+    else {
+        panic!("stored")
+    };
+    assert_eq!(
+        s.lease_set(&set(cas), 10),
+        StoreResult::NotStored,
+        "no lease out"
+    );
+    let inval = DeleteRequest {
+        invalidate: true,
+        ..DeleteRequest::new(b"k")
+    };
+    s.delete(&inval, 10);
+    let cas = s.get(b"k", 10, None).unwrap().cas;
+    assert_eq!(
+        s.lease_set(&set(cas + 1), 10),
+        StoreResult::NotStored,
+        "wrong token"
+    );
+    assert!(matches!(
+        s.lease_set(&set(cas), 10),
+        StoreResult::Stored { .. }
+    ));
+    assert_eq!(s.get(b"k", 10, None).unwrap().value, b"new");
+}

@@ -803,7 +803,7 @@ impl Engine {
                 return self.evict_one(large, NONE, now);
             }
         }
-        if budget.claimed() > budget.limit() && self.arena.claimed > self.arena.limit {
+        if budget.shrinking() && self.arena.claimed > self.arena.limit {
             // `cache_memlimit` shrank the budget below what the shards
             // hold: a shard above its new share gives memory back, every
             // slice, without the rebalancing rate limit (memory is over -m).

@@ -597,6 +597,44 @@ mod tests {
         s.store(&StoreRequest::new(StoreMode::Set, k.as_bytes(), v), now)
     }
 
+    /// `cache_memlimit`: a lower limit is reached by the shards' own ticks
+    /// (pages given back, items evicted), a higher one admits more.
+    #[test]
+    fn a_lowered_limit_is_reached_by_ticks_and_a_raised_one_admits_more() {
+        let store = Store::new(StoreConfig {
+            mem_limit: 64 << 20,
+            shards: 2,
+            ..Default::default()
+        });
+        let v = vec![b'v'; 1000];
+        for i in 0..80_000 {
+            set(&store, &format!("k{i}"), &v, 10);
+        }
+        assert!(store.budget().claimed() > 60 << 20);
+        store.budget().set_limit(8 << 20);
+        assert!(store.budget().shrinking());
+        let mut rounds = 0;
+        while store.budget().claimed() > 8 << 20 {
+            rounds += 1;
+            assert!(rounds < 1000, "claimed {}", store.budget().claimed());
+            for i in 0..2 {
+                store.lock_shard(i).tick(11);
+            }
+        }
+        assert!(!store.budget().shrinking());
+        let held = store.stats().curr_items;
+        // new sets stay within the lower limit
+        for i in 0..10_000 {
+            set(&store, &format!("n{i}"), &v, 12);
+        }
+        assert!(store.budget().claimed() <= 8 << 20);
+        store.budget().set_limit(64 << 20);
+        for i in 0..40_000 {
+            set(&store, &format!("m{i}"), &v, 13);
+        }
+        assert!(store.stats().curr_items > 3 * held, "{held}");
+    }
+
     /// Pooled pages are resident memory: freed large items of exactly one
     /// page go to the pool, and large items of another size must not then
     /// claim the budget afresh beside them (the resident set reached 2x -m).

@@ -234,6 +234,9 @@ pub struct Budget {
     /// Shards below their share that had to evict in their last window:
     /// while any is, shards above their share give pages back and claim none.
     hungry: AtomicUsize,
+    /// `cache_memlimit` lowered the limit and the shards still hold more
+    /// (cleared by the first shard that sees the budget within it).
+    shrinking: std::sync::atomic::AtomicBool,
 }
 
 impl Budget {
@@ -246,6 +249,7 @@ impl Budget {
             claimed: AtomicUsize::new(0),
             pool: Mutex::new(Vec::new()),
             hungry: AtomicUsize::new(0),
+            shrinking: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -263,6 +267,20 @@ impl Budget {
     pub fn set_limit(&self, limit: usize) {
         self.limit.store(limit, Relaxed);
         self.trim(limit, 0);
+        self.shrinking.store(self.claimed() > limit, Relaxed);
+    }
+
+    /// Over a limit `cache_memlimit` lowered? (Clears itself once within.)
+    #[inline]
+    pub fn shrinking(&self) -> bool {
+        if !self.shrinking.load(Relaxed) {
+            return false;
+        }
+        if self.claimed() <= self.limit() {
+            self.shrinking.store(false, Relaxed);
+            return false;
+        }
+        true
     }
 
     /// A shard's fair share of the limit.

@@ -324,8 +324,10 @@ def gen_text_cmd(rng, first):
         if rng.random() < 0.1:
             toks = ["verbosity"]
         return Cmd(join(spaced(toks + noreply), eol(rng)))
-    if r < 0.84:
+    if r < 0.835:
         return Cmd(join(b"version", eol(rng)))
+    if r < 0.84:
+        return Cmd(join(b"quit", eol(rng)))
     if r < 0.86:
         return Cmd(join(rng.choice([b"", b"  ", b"bogus", b"GET a", b"sets a 0 0 1", b"get",
                                     b"incr", b"quit x"]), eol(rng)))

@@ -97,8 +97,7 @@ MASKS = """
  bin-sasl-step: SASL Step (0x22) not generated: row "Binary SASL Step".
  version: VERSION strings masked: row "version".
  ma-ttl: ma never carries T or E: row "Meta ma with T/E on an existing item".
- me: ME exp= masked (row "Meta me TTL"), cls= and size= masked (rows "Page
-   size, slab_chunk_max, large items": our classes are our own).
+ me: ME exp= masked unless -1 (row "Meta me TTL").
  meta-k-b: base64 keys decode to bytes no text or binary key uses, so `k`
    always meets an item stored with `b`: row "Meta k when the request used b".
  newer-meta: no E flag, no md x, no ms s, no ms N: row "Meta E on every
@@ -830,8 +829,8 @@ def norm_text(data, nm):
                     toks[k] = b"cas=" + nm.cas(v).encode()
                 elif name == b"la" and v.isdigit():
                     toks[k] = nm.slacked("la=", v).encode()
-                elif name in (b"exp", b"cls", b"size"):  # mask me
-                    toks[k] = name + b"=*"
+                elif name == b"exp" and v != b"-1":  # mask me
+                    toks[k] = b"exp=*"
         out.append(repr(b" ".join(toks) + line[len(body):]))
         if nblock is not None and len(data) - i >= nblock + 2:
             out.append(f"<{nblock} bytes {hash(data[i:i + nblock + 2]) & 0xffffffff:08x}>"

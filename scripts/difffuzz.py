@@ -892,6 +892,9 @@ class Pair:
         a = self.args
         self.ref = servers.Server(a.ref, SERVER_FLAGS + a.ref_args.split()).start()
         self.test = servers.Server(a.test, SERVER_FLAGS + a.test_args.split()).start()
+        # mask ttl-past: a TTL already past prints as "1 - the server's clock";
+        # a server up for less than 3 s could print t-1, which means "no TTL"
+        time.sleep(3)
 
     def stop(self):
         for s in (self.ref, self.test):

@@ -299,8 +299,9 @@ def gen_text_cmd(rng, first):
         toks = [cmd]
         if cmd.startswith("gat"):
             toks.append(num(ch(rng, EXP_OK, EXP_EDGE)))
-            # mask gat-long-line: a gat/gats line stays under 2048 bytes (memcached
-            # closes on a longer one whose newline comes in a later read)
+            # mask long-line: a gat/gats line stays under 2048 bytes (both close on a
+            # longer one whose newline comes in a later read; memcached loses the
+            # replies to the requests before it)
             while len(keys) > 1 and sum(len(k) + 1 for k in keys) > 1900:
                 keys.pop()
         return Cmd(join(spaced(toks + keys), eol(rng)))

@@ -61,10 +61,11 @@ import servers  # noqa: E402  (scripts/servers.py, the one server launcher)
 IDLE = 0.25  # s without a byte, when the sentinel's reply does not come
 READ_CAP = 15.0  # s for one send's replies, whatever happens
 TTL_SLACK = 2  # s: meta t / l / la may differ by this much
-SERVER_FLAGS = ["-t", "2", "-m", "64", "-I", "1m"]
+SERVER_FLAGS = ["-t", "2", "-m", "64"]
 SENTINEL_TEXT = b"mn\r\n"
 SENTINEL_OPAQUE = 0xFEEDF00D
 MIB = 1 << 20
+ITEM_MAX = [MIB]  # -I, set by --item-max: values are made around it
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
 
@@ -159,7 +160,8 @@ def value_bytes(rng):
     if r < 0.3:
         return rng.choice(NUM_VALUES)
     if r < 0.33:
-        return b"x" * rng.choice([MIB - d for d in range(40, 90, 3)] + [MIB, MIB + 1, 3 * MIB // 2])
+        im = ITEM_MAX[0]
+        return b"x" * rng.choice([im - d for d in range(40, 90, 3)] + [im, im + 1, 3 * im // 2])
     if r < 0.36:
         return b"line\r\nEND\r\nVALUE a 0 1\r\n"  # reply-looking data
     n = rng.choice([0, 1, 2, 3, 5, 10, 30, 100, 1000])
@@ -895,8 +897,9 @@ class Pair:
     def start(self):
         self.stop()
         a = self.args
-        self.ref = servers.Server(a.ref, SERVER_FLAGS + a.ref_args.split()).start()
-        self.test = servers.Server(a.test, SERVER_FLAGS + a.test_args.split()).start()
+        both = SERVER_FLAGS + ["-I", str(a.item_max)] + a.server_args.split()
+        self.ref = servers.Server(a.ref, both + a.ref_args.split()).start()
+        self.test = servers.Server(a.test, both + a.test_args.split()).start()
         # mask ttl-past: a TTL already past prints as "1 - the server's clock";
         # a server up for less than 3 s could print t-1, which means "no TTL"
         time.sleep(3)
@@ -994,10 +997,14 @@ def main(argv=None):
     ap.add_argument("--ref-args", default="")
     ap.add_argument("--test", default="corecached", choices=servers.KINDS)
     ap.add_argument("--test-args", default="")
+    ap.add_argument("--item-max", type=int, default=MIB,
+                    help="-I for both servers, in bytes (default 1 MiB); values are made around it")
+    ap.add_argument("--server-args", default="", help="more flags for both servers")
     ap.add_argument("--no-shrink", action="store_true")
     ap.add_argument("--max-diffs", type=int, default=20, help="stop after this many differences")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     a = ap.parse_args(argv)
+    ITEM_MAX[0] = a.item_max
 
     if a.seed is not None:
         seeds = [a.seed]

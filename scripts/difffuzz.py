@@ -391,6 +391,8 @@ def pick_flags(rng, simple, valued, b64):
 
 
 def meta_line(verb, key, extra, flags):
+    if not key:  # the first flag becomes the key: never one whose value differs per server
+        flags = [f for f in flags if isinstance(f, bytes)]
     parts = [verb.encode(), b" ", key.encode()]
     for e in extra:
         parts += [b" ", e]

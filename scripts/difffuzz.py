@@ -54,6 +54,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import servers  # noqa: E402  (scripts/servers.py, the one server launcher)
@@ -242,7 +243,7 @@ def gen_text(rng, first):
     if r < 0.06 and sp:  # spaces are separators, however many
         i = rng.choice(sp)
         cmd.parts[0] = head[:i] + rng.choice([b"  ", b"   "]) + head[i:]
-    elif r < 0.10 and sp and cmd.note not in ("block", "nomut"):
+    elif r < 0.10 and sp and sp[0] + 1 < head.find(b"\n") and cmd.note not in ("block", "nomut"):
         # one byte after the command name changed (never on a line with a data
         # block: the token count must not move, see silent-block)
         i = rng.randrange(sp[0] + 1, head.find(b"\n"))  # (mask long-line: the newline stays)
@@ -609,7 +610,7 @@ def generate(seed):
     for conn in range(rng.choice([1, 1, 2, 3])):
         proto = "b" if rng.random() < 0.35 else "t"
         for send in range(rng.randint(1, 7)):
-            n = rng.choice([1, 1, 1, 2, 3, 5])
+            n = rng.choice([1, 1, 1, 2, 3, 5]) if rng.random() > 0.04 else rng.randint(15, 40)
             for i in range(n):
                 while True:
                     cmd = gen_bin(rng) if proto == "b" else gen_text(rng, first=(i == 0))
@@ -625,8 +626,11 @@ def generate(seed):
                     break
             if recs[-1][3].note == "short":
                 break
-            if rng.random() < 0.1:
-                splits[(conn, send)] = rng.random()
+            r = rng.random()
+            if r < 0.1:
+                splits[(conn, send)] = rng.random()  # two writes, cut there
+            elif r < 0.14:
+                splits[(conn, send)] = -1.0  # trickled: writes of 1-7 bytes
     return Seq(seed, recs, splits)
 
 
@@ -651,7 +655,8 @@ def describe(seq):
         lines.append(f"  connection {conn} ({'binary' if proto == 'b' else 'text'}):")
         for send, cmds in sends:
             sp = seq.splits.get((conn, send))
-            lines.append(f"    send {send}" + (f" (split at {sp:.2f})" if sp is not None else "") + ":")
+            how = "" if sp is None else " (trickled)" if sp < 0 else f" (split at {sp:.2f})"
+            lines.append(f"    send {send}{how}:")
             for c in cmds:
                 shown = []
                 for p in c.parts:
@@ -739,7 +744,17 @@ class Run:
                     expect += 1 + sum(c.mn for c in cmds)
                     sp = self.seq.splits.get((conn, send))
                     try:
-                        if sp is not None and len(data) > 1:
+                        if sp == -1.0 and len(data) <= 4096:
+                            tr = random.Random(self.seq.seed * 10007 + conn * 101 + send)
+                            i = 0
+                            while i < len(data):
+                                n = tr.randint(1, 7)
+                                s.sendall(data[i:i + n])
+                                i += n
+                                time.sleep(0.0005)
+                            s.sendall(sentinel)
+                        elif sp is not None and len(data) > 1:
+                            sp = 0.5 if sp < 0 else sp
                             cut = max(1, int(len(data) * sp))
                             s.sendall(data[:cut])
                             time.sleep(0.003)
@@ -1034,13 +1049,19 @@ def main(argv=None):
                 break
             if first_seed is None:
                 first_seed = sd
-            seq = generate(sd)
-            bad, (r, t, nr, nt) = differs(pair, seq)
-            nseq += 1
-            ncmd += t.cmds_sent
-            if bad:
-                # confirm once (timing noise is not a difference)
+            try:
+                seq = generate(sd)
                 bad, (r, t, nr, nt) = differs(pair, seq)
+                nseq += 1
+                ncmd += t.cmds_sent
+                if bad:
+                    # confirm once (timing noise is not a difference)
+                    bad, (r, t, nr, nt) = differs(pair, seq)
+            except Exception:  # a fuzzer bug: say so, count it, go on with fresh servers
+                print(f"\n!! FUZZER ERROR at seed {sd}:\n{traceback.format_exc()}", flush=True)
+                diffs.append(sd)
+                pair.start()
+                continue
             if bad:
                 small = seq if a.no_shrink else shrink(pair, seq)
                 bad2, (r2, t2, nr2, nt2) = differs(pair, small)

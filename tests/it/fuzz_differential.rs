@@ -88,6 +88,9 @@ fn binary_increment_on_a_value_memcached_chunks_is_non_numeric() {
     let mc = Server::memcached(&[]);
     let cc = Server::corecached(&["-t", "2"]);
     let want = statuses(&mc);
-    assert_eq!(want[2].2, 0x06, "memcached: chunked value is non-numeric: {want:?}");
+    assert_eq!(
+        want[2].2, 0x06,
+        "memcached: chunked value is non-numeric: {want:?}"
+    );
     assert_eq!(statuses(&cc), want);
 }

@@ -114,15 +114,15 @@ MASKS = """
 
 SILENT = b"verbosity 0 noreply"  # mask silent-block
 TEXT_KEYS = ["a", "b", "k1", "key:2", "foo", "n", "x" * 250, "k\x7f", "caf\xe9", "e0"]
-# mask blank-number: a value that is empty or only whitespace is stored only
-# under "e0", which incr/decr/ma never touch (memcached's strtoull reads past
-# such a value into leftover bytes: row "incr/decr on an empty or blank value")
+# mask blank-number: a value of only whitespace is stored only under "e0",
+# which incr/decr/ma never touch (memcached's strtoull reads past such a value
+# into leftover bytes: row "incr/decr of an all-whitespace value")
 BLANK_KEY = "e0"
 ARITH_KEYS = [k for k in TEXT_KEYS if k != BLANK_KEY]
 
 
 def unblank(key, val):
-    if key not in (BLANK_KEY, BLANK_KEY.encode()) and not val.strip():
+    if key not in (BLANK_KEY, BLANK_KEY.encode()) and val and not val.strip():
         return val + b"w"
     return val
 # mask meta-k-b: decoded bytes no text key has (a space or control byte)
@@ -422,7 +422,7 @@ def gen_meta(rng):
     r = rng.random()
     key, b64 = meta_key(rng)
     if r < 0.35:
-        # mask mg-opaque: no opaque over 32 bytes on mg
+        # mask meta-opaque: no opaque over 32 bytes on mg
         flags = pick_flags(rng, list("cfhklqstuv"),
                            [("O", lambda g, c: opaque_tok(g, long_ok=False)), ("N", ttl_tok),
                             ("R", recache_tok), ("T", ttl_tok)], b64)
@@ -458,6 +458,9 @@ def gen_meta(rng):
                             ("M", lambda g, c: (b"M", g.choice([b"I", b"+", b"D", b"-", b"i", b"d",
                                                                  b"x", b"II"])))], b64)
         flags = no_k_on_vivify(flags)
+        if any(f[:1] == b"N" or (isinstance(f, tuple) and f[0] == b"N") for f in flags):
+            # mask meta-opaque: no opaque over 32 bytes on an ma that may create
+            flags = [b"O1" if f == b"O" + b"x" * 32 else f for f in flags]
         return Cmd(meta_line("ma", key, [], flags) + [b"\r\n"])
     if r < 0.96:
         return Cmd(meta_line("me", key, [], [b"b"] if b64 else []) + [b"\r\n"])
@@ -815,6 +818,13 @@ class Norm:
         return prefix + "~"
 
 
+# mask number-padding: a value that is a number, space-padded or not (an
+# incr/decr result shorter than the value: memcached pads it in place, or
+# stores it unpadded when a reply of an mg of the same read still holds the
+# item; corecached always pads: row "incr/decr result shorter than the value")
+NUMBER = re.compile(rb"\d+ *")
+
+
 def norm_text(data, nm):
     i = 0
     out = nm.text
@@ -855,11 +865,17 @@ def norm_text(data, nm):
                     toks[k] = nm.slacked("la=", v).encode()
                 elif name == b"exp" and v != b"-1":  # mask me
                     toks[k] = b"exp=*"
-        out.append(repr(b" ".join(toks) + line[len(body):]))
+        block = None
         if nblock is not None and len(data) - i >= nblock + 2:
-            out.append(f"<{nblock} bytes {hash(data[i:i + nblock + 2]) & 0xffffffff:08x}>"
-                       if nblock > 200 else repr(data[i:i + nblock + 2]))
+            block = data[i:i + nblock + 2]
             i += nblock + 2
+            if NUMBER.fullmatch(block[:-2]):  # mask number-padding
+                block = block[:-2].rstrip(b" ") + b"\r\n"
+                toks[1 if head == b"VA" else 3] = b"#"
+        out.append(repr(b" ".join(toks) + line[len(body):]))
+        if block is not None:
+            out.append(f"<{nblock} bytes {hash(block) & 0xffffffff:08x}>"
+                       if nblock > 200 else repr(block))
 
 
 def norm_bin(data, nm):
@@ -870,6 +886,8 @@ def norm_bin(data, nm):
             continue
         if op == 0x0b and st == 0:  # mask version
             body = b"<v>"
+        if st == 0 and NUMBER.fullmatch(body[el + kl:]):  # mask number-padding
+            body = body[:el + kl] + body[el + kl:].rstrip(b" ")
         out.append(f"op={op:#04x} st={st:#06x} opq={opq:#x} cas={nm.cas(cas)} kl={kl} el={el} "
                    f"body={body[:200]!r}{'...%d' % len(body) if len(body) > 200 else ''}")
     if end < len(data):

@@ -370,10 +370,11 @@ def opaque_tok(rng, long_ok=True):
 
 
 def no_k_on_vivify(flags):
-    """mask meta-k-b: memcached echoes a key vivified by N under b raw."""
+    """mask meta-k-b: memcached creates an item vivified by N under b without
+    its binary-key mark, and `k` then echoes it raw: no N with b."""
     names = {f[:1] if isinstance(f, bytes) else f[0] for f in flags}
     if b"b" in names and b"N" in names:
-        return [f for f in flags if f != b"k"]
+        return [f for f in flags if (f[:1] if isinstance(f, bytes) else f[0]) != b"N"]
     return flags
 
 

@@ -74,40 +74,61 @@ U64 = (1 << 64) - 1
 # row of docs/COMPATIBILITY.md ("Differences" table unless said):
 MASKS = """
  silent-block: a text storage line or ms with a bad field carries the data
-   block `verbosity 0 noreply` (19 bytes), which is a silent command: row
-   "Text storage line with a bad field ..." and "Meta ms with a key > 250
-   bytes or too many flags" (memcached runs the block as commands, we
-   swallow it).
- huge-length: text lengths between -I + 16 MiB and 2147483645 are not
-   generated: row "A text data block announced past -I + 16 MiB".
- binary-body: binary bodies past -I + 16 MiB are not generated, bodies over
-   -I are always sent whole: rows "Binary value body past -I + 16 MiB" and
-   "Binary body over -I but within -I + 16 MiB".
+   block `verbosity 0 noreply` (19 bytes), a silent command, and its length
+   token stays in place: rows "Text storage line with a bad field ..." and
+   "Meta ms with a key > 250 bytes or too many flags" (memcached runs the
+   block as commands, we swallow it).
+ huge-length: no text length between -I + 16 MiB and 2147483645: row "A text
+   data block announced past -I + 16 MiB".
+ binary-body, reply-after-swallow: binary bodies stay under -I + 16 MiB, and
+   a body or text block over -I is always sent whole: rows "Binary value body
+   past -I + 16 MiB" and "Binary body over -I ...; text data block over -I".
+ long-line: no line over 2048 bytes without its newline after other requests
+   of a read (refused blocks are cut to 1000 bytes, gat/gats lines stay under
+   2048 bytes, a mutation never removes a newline, no bad magic first on a
+   connection): row "A text line of more than 2048 bytes ...".
  http: no HTTP request lines: row "HTTP request line ...".
- multiget: no get line over 1 MiB; a get with a 251-byte key only as the
-   first command of a send: rows "Multi-get line longer than 1 MiB" and
-   "Multi-get with a key > 250 bytes after other requests".
- bin-verbosity: binary Verbosity (0x1b) not generated: row "Binary
-   Verbosity (0x1b)".
+ multiget: no get line over 1 MiB; a get with a 251-byte key only first in a
+   send: rows "Multi-get line longer than 1 MiB", "Multi-get with a key > 250
+   bytes after other requests".
+ bin-verbosity: no binary Verbosity (0x1b): row "Binary Verbosity (0x1b)".
  bin-unknown: unknown binary opcodes carry no key and no body: row "Binary
    unknown opcode with a key/body".
  bin-stat-touch-body: binary Stat/Touch never carry extra body bytes: row
    "Binary Stat/Touch with extra body bytes".
- bin-bad-magic: a binary request with a bad magic byte only as the first
-   request of a send: row "Binary request with a bad magic byte after other
-   pipelined requests" (memcached loses the earlier replies).
- bin-sasl-step: SASL Step (0x22) not generated: row "Binary SASL Step".
+ bin-bad-magic: a bad magic byte only first in a send (and not in the first
+   send): row "Binary request with a bad magic byte after other requests".
+ bin-keylen: a header whose key + extras exceed its body is followed by its
+   key bytes: row "Binary header whose key + extras are longer than its body".
+ bin-partial-header, bin-reply-held: a binary body shorter than announced
+   comes first in its send, swallows the whole sentinel and ends the
+   connection: rows "Binary: fewer than 24 bytes whose first byte is not
+   0x80" and "Replies to earlier binary requests while a later request's
+   body has not fully arrived".
+ bin-sasl-step: no SASL Step (0x22): row "Binary SASL Step".
  version: VERSION strings masked: row "version".
+ stats: binary Stat rows not compared (the terminator is); no text stats.
  ma-ttl: ma never carries T or E: row "Meta ma with T/E on an existing item".
- me: ME exp= masked unless -1 (row "Meta me TTL").
- meta-k-b: base64 keys decode to bytes no text or binary key uses, so `k`
-   always meets an item stored with `b`: row "Meta k when the request used b".
+ me: ME exp= masked unless -1: row "Meta me TTL".
+ meta-k-b: base64 keys decode to bytes no text or binary key uses, and no N
+   goes with b: row "Meta k when the request used b".
+ meta-opaque: no opaque over 32 bytes on mg, nor on an ma with N: row "Meta
+   mg / ma with an opaque (O) over 32 bytes".
  newer-meta: no E flag, no md x, no ms s, no ms N: row "Meta E on every
    command, md x, ms s, ms N".
- stats: binary Stat replies collapsed to their terminator; text stats not
-   generated (rows on stats: values and fields differ).
- flush-delay: flush_all delays of 1..999 s are not generated (timing: the
-   two servers would flush at different moments).
+ ttl-past: a TTL already past prints as a wrapped u32 in memcached and
+   negative here; both count as "past": row "Meta t of an item whose TTL is
+   already past".
+ flush-delay: no flush_all delay in the future nor an absolute time in the
+   past, no mutated flush_all line: rows "flush_all <delay> after an earlier
+   flush_all", "flush_all <t> with an absolute Unix time in the past".
+ blank-number: all-whitespace values only under the key e0, which incr/decr/
+   ma never touch: row "incr/decr of an all-whitespace value".
+ number-padding: a number value is compared without its trailing spaces and
+   length: row "incr/decr result shorter than the stored value".
+Timing, not differences: no TTL of 1-2 s, R tokens away from the TTLs set,
+TTL and last-access numbers within 2 s, servers up 3 s before the first
+sequence.
 """
 
 # ---------------------------------------------------------------- values --

@@ -1060,7 +1060,11 @@ def main(argv=None):
     ap.add_argument("--no-shrink", action="store_true")
     ap.add_argument("--max-diffs", type=int, default=20, help="stop after this many differences")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    ap.add_argument("--masks", action="store_true", help="print what is masked and why")
     a = ap.parse_args(argv)
+    if a.masks:
+        print(MASKS.strip("\n"))
+        return 0
     ITEM_MAX[0] = a.item_max
 
     if a.seed is not None:

@@ -49,6 +49,7 @@ import base64
 import os
 import random
 import re
+import signal
 import socket
 import struct
 import sys
@@ -1079,6 +1080,9 @@ def main(argv=None):
             print(describe(generate(sd)))
         return 0
 
+    # a timeout or ^C stops the servers too (servers.py stops them at exit)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     names = (f"{a.ref} {a.ref_args}".strip(), f"{a.test} {a.test_args}".strip())
     pair = Pair(a)
     pair.start()

@@ -61,6 +61,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import servers  # noqa: E402  (scripts/servers.py, the one server launcher)
 
 IDLE = 0.25  # s without a byte, when the sentinel's reply does not come
+FIRST_WAIT = 1.0  # s for the first byte of a send's replies
 READ_CAP = 15.0  # s for one send's replies, whatever happens
 TTL_SLACK = 2  # s: meta t / l / la may differ by this much
 SERVER_FLAGS = ["-t", "2", "-m", "64"]
@@ -88,9 +89,13 @@ MASKS = """
    of a read (refused blocks are cut to 1000 bytes, gat/gats lines stay under
    2048 bytes, a mutation never removes a newline, no bad magic first on a
    connection): row "A text line of more than 2048 bytes ...".
+ lost-replies: where memcached closes a connection without a byte for the
+   last send, our replies to that send before the same close are not
+   compared (rows on requests "after other requests of the same read":
+   memcached loses the replies queued before a close).
  http: no HTTP request lines: row "HTTP request line ...".
  multiget: no get line over 1 MiB; a get with a 251-byte key only first in a
-   send: rows "Multi-get line longer than 1 MiB", "Multi-get with a key > 250
+   send, and a mutation never merges two keys: rows "Multi-get line longer than 1 MiB", "Multi-get with a key > 250
    bytes after other requests".
  bin-verbosity: no binary Verbosity (0x1b): row "Binary Verbosity (0x1b)".
  bin-unknown: unknown binary opcodes carry no key and no body: row "Binary
@@ -268,7 +273,9 @@ def gen_text(rng, first):
     elif r < 0.10 and sp and sp[0] + 1 < head.find(b"\n") and cmd.note not in ("block", "nomut"):
         # one byte after the command name changed (never on a line with a data
         # block: the token count must not move, see silent-block)
-        i = rng.randrange(sp[0] + 1, head.find(b"\n"))  # (mask long-line: the newline stays)
+        # (mask long-line: the newline stays; mask multiget: a space stays, so no
+        # two keys merge into one over 250 bytes)
+        i = rng.choice([j for j in range(sp[0] + 1, head.find(b"\n")) if head[j] != 0x20] or [sp[0] + 1])
         cmd.parts[0] = head[:i] + rng.choice([b"0", b"9", b"-", b"x", b"\x00", b"\r", b"\t", b"\xff",
                                               b" "]) + head[i + 1:]
     return cmd
@@ -746,6 +753,7 @@ class Run:
         self.port = port
         self.seq = seq
         self.streams = []  # per connection: bytes, ending with b"<CLOSED>" if the server closed
+        self.last_send = []  # per connection: where the replies to its last send begin
         self.cmds_sent = 0
         self.error = None
 
@@ -763,6 +771,7 @@ class Run:
             buf = bytearray()
             closed = False
             expect = 0
+            last = 0
             try:
                 for send, cmds in sends:
                     data = b"".join(render(c.parts, cas_seen) for c in cmds)
@@ -791,6 +800,7 @@ class Run:
                         closed = True
                     self.cmds_sent += len(cmds)
                     start = len(buf)
+                    last = start
                     closed = self._read(s, buf, proto, expect) or closed
                     learn_cas(proto, bytes(buf[start:]), cas_seen)
                     if closed:
@@ -800,14 +810,17 @@ class Run:
             finally:
                 s.close()
             self.streams.append(bytes(buf) + (b"<CLOSED>" if closed else b""))
+            self.last_send.append(last)
 
     def _read(self, s, buf, proto, expect):
         """Read until `expect` sentinels arrived, EOF (True), or IDLE s of silence."""
         deadline = time.monotonic() + READ_CAP
+        got_any = False
         while time.monotonic() < deadline:
             if (count_bin_sentinels(buf) if proto == "b" else count_text_mn(buf)) >= expect:
                 return False
-            s.settimeout(IDLE)
+            # a loaded machine may take a while for the first byte
+            s.settimeout(IDLE if got_any else FIRST_WAIT)
             try:
                 chunk = s.recv(1 << 20)
             except socket.timeout:
@@ -817,6 +830,7 @@ class Run:
             if not chunk:
                 return True
             buf += chunk
+            got_any = True
         return False
 
 
@@ -999,8 +1013,20 @@ class Pair:
         return runs
 
 
+def lost_replies(r, t):
+    """mask lost-replies: where memcached closed a connection without a byte
+    for the last send, corecached's replies to that send (before the same
+    close) are not compared: memcached loses the replies queued before a
+    close (rows "... after other requests of the same read")."""
+    for k, (a, b) in enumerate(zip(r.streams, t.streams)):
+        if (a.endswith(b"<CLOSED>") and b.endswith(b"<CLOSED>") and k < len(r.last_send)
+                and len(a) - 8 == r.last_send[k] and len(b) - 8 > t.last_send[k]):
+            t.streams[k] = b[:t.last_send[k]] + b"<CLOSED>"
+
+
 def differs(pair, seq):
     r, t = pair.run(seq)
+    lost_replies(r, t)
     nr, nt = normalise(r), normalise(t)
     return (not same(nr, nt)), (r, t, nr, nt)
 

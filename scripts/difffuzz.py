@@ -159,7 +159,8 @@ FLAGS_OK = [0, 1, 42, 65535]
 FLAGS_EDGE = [U32, U32 + 1, -1, U64, U64 + 1, "abc", "1a", "+5", "0x10", "007"]
 EXP_OK = [0, 0, 0, 100, 3600, 2592000]
 EXP_EDGE = [-1, 2592001, 2**31 - 1, 2**31, -2**31, -2**31 - 1, 2**63 - 1, 2**63,
-            "abc", "1x", ("now", 3600), ("now", -100), U32, U32 + 1]
+            "abc", "1x", ("now", 3600), ("now", -100), U32, 2**32 + 100]
+# (2^32 + 1 would wrap to a TTL of 1 s: timing, see the end of MASKS)
 DELTA = [0, 1, 7, 1000, U64, U64 + 1, U64 - 1, -1, "abc", "1a", "0x1"]
 CAS_EDGE = [0, 1, U64, U64 + 1, -1, "abc"]
 NUM_VALUES = [b"0", b"1", b"9", b"18446744073709551615", b"18446744073709551614",
@@ -169,7 +170,7 @@ NUM_VALUES = [b"0", b"1", b"9", b"18446744073709551615", b"18446744073709551614"
 # flush removed visible again), none in the absolute past (memcached does not
 # flush): rows "flush_all with a delay" and "flush_all with an absolute time
 # in the past".
-FLUSH_DELAYS = [None, None, 0, -1, 2**31, U32 + 1, -2**31, "abc", "1x"]
+FLUSH_DELAYS = [None, None, 0, -1, 2**31, U32, -2**31, "abc", "1x"]  # (2^32 + 1 wraps to 1 s)
 
 
 def ch(rng, *lists, edge=0.15):

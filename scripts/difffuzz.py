@@ -130,6 +130,8 @@ MASKS = """
    flush_all", "flush_all <t> with an absolute Unix time in the past".
  blank-number: all-whitespace values only under the key e0, which incr/decr/
    ma never touch: row "incr/decr of an all-whitespace value".
+ cas-order: with I (ms, md), C never carries a CAS the server returned
+   (it may be another key's): row "CAS values of different keys".
  number-padding: a number value is compared without its trailing spaces and
    length: row "incr/decr result shorter than the stored value".
 Timing, not differences: no TTL of 1-2 s, R tokens away from the TTLs set,
@@ -399,6 +401,16 @@ def opaque_tok(rng, long_ok=True):
     return (b"O", rng.choice([b"1", b"abc", b"x" * 31, b"x" * 32 if long_ok else b"2", b""]))
 
 
+def no_cross_key_order(flags):
+    """mask cas-order: with I, C compares "less than"; the CAS a server
+    returned last may be another key's, and CAS values of different keys are
+    ordered in memcached (one counter), not here (a clock per shard): row
+    "CAS values of different keys". Such a C becomes C1."""
+    if b"I" in flags:
+        return [b"C1" if isinstance(f, tuple) and f[0] == b"C" else f for f in flags]
+    return flags
+
+
 def no_k_on_vivify(flags):
     """mask meta-k-b: memcached creates an item vivified by N under b without
     its binary-key mark, and `k` then echoes it raw: no N with b."""
@@ -465,6 +477,7 @@ def gen_meta(rng):
                             ("F", num_tok(FLAGS_EDGE, FLAGS_OK)),
                             ("M", lambda g, c: (b"M", g.choice([b"E", b"S", b"A", b"P", b"R", b"s", b"a",
                                                                  b"X", b"SS", b""])))], b64)
+        flags = no_cross_key_order(flags)
         val = unblank(key, value_bytes(rng))
         length = None
         if len(key) > 250 or not key or len(flags) > 20:
@@ -479,6 +492,7 @@ def gen_meta(rng):
     if r < 0.78:  # mask newer-meta: no md x
         flags = pick_flags(rng, list("Ikq"),
                            [("O", lambda g, c: opaque_tok(g)), ("T", ttl_tok), ("C", cas_tok)], b64)
+        flags = no_cross_key_order(flags)
         return Cmd(meta_line("md", key, [], flags) + [b"\r\n"])
     if r < 0.92:  # mask ma-ttl: no T, no E
         if key == BLANK_KEY:  # mask blank-number

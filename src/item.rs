@@ -21,6 +21,18 @@ pub fn total(key_len: usize, flags: u32, value_len: usize) -> usize {
     HEADER + CAS + key_len + 1 + value_len + 2 + if flags != 0 { 4 } else { 0 }
 }
 
+/// memcached's default `slab_chunk_max` (half a 1 MiB page): an item whose
+/// [`total`] is larger is stored in chunks, and memcached's incr/decr refuse
+/// a chunked value as non-numeric ("too large to be a number") before any
+/// CAS compare.
+pub const CHUNK_MAX: usize = 512 * 1024;
+
+/// Would memcached store this item in chunks (see [`CHUNK_MAX`])?
+#[inline]
+pub fn chunked(key_len: usize, flags: u32, value_len: usize) -> bool {
+    total(key_len, flags, value_len) > CHUNK_MAX
+}
+
 /// Does an item with this key, client flags and value fit `-I`
 /// (`max_item`)? With `-I 1m`, a 3-byte key and flags 0 the largest value
 /// is 1 MiB - 62 bytes; non-zero flags take 4 bytes more.

@@ -71,7 +71,7 @@ pub fn stat<'a>(ctx: &Ctx, name: &'a str, value: StatValue<'a>, out: &mut Vec<u8
 // ---- memcached's item geometry ----
 
 /// memcached's default `slab_chunk_max` (half a 1 MiB page).
-const SLAB_CHUNK_MAX: u64 = 512 * 1024;
+const SLAB_CHUNK_MAX: u64 = crate::item::CHUNK_MAX as u64;
 
 /// memcached's ITEM_ntotal: 48-byte header, 8-byte CAS, key + NUL,
 /// value + CRLF, 4 bytes of client flags when they are non-zero.

@@ -553,8 +553,10 @@ impl Shard {
                 exptime,
             };
         };
-        // memcached: an empty value is non-numeric before any CAS compare.
-        if self.engine.arena.vlen(item) == 0 {
+        // memcached: an empty value, or one it stores in chunks (too large
+        // to be a number), is non-numeric before any CAS compare.
+        let vlen = self.engine.arena.vlen(item);
+        if vlen == 0 || crate::item::chunked(key.len(), self.engine.arena.flags(item), vlen) {
             return ArithResult::NonNumeric;
         }
         if req.cas != 0 && self.engine.arena.cas(item) != req.cas {

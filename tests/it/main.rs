@@ -29,6 +29,7 @@ mod cas_versions;
 mod cli;
 mod cli_flags;
 mod conn_limits;
+mod fuzz_differential;
 mod mcrouter;
 mod memory_fill_mixed;
 mod meta;

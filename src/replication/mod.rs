@@ -583,7 +583,27 @@ pub fn stats(r: Option<&Replication>, out: &mut dyn FnMut(&str, V<'_>)) {
     }
 }
 
+/// Bind the replication listener. A host restarted right after a crash may
+/// find its old listener still open for a moment (most likely because the
+/// kernel closes the files of a dead process's io_uring in a worker after the
+/// process is gone), and the
+/// replication listener (unlike the client ones) has no SO_REUSEPORT, so the
+/// bind failed with "Address already in use" in ~1 of 5 quick restarts
+/// (scripts/soak --pair). Retry for up to 2 s before giving up.
 fn bind(a: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let mut tries = 0;
+    loop {
+        match bind_once(a) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 40 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn bind_once(a: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(a), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;

@@ -635,7 +635,20 @@ impl Engine {
                 continue;
             }
             // Rescue into a free chunk of the same class if there is one.
-            if let Some(nh) = self.arena.alloc_fast(c) {
+            // An item in use (referenced, or stored or read within the last
+            // second) is rescued even without one: the class's CLOCK evicts a
+            // colder item elsewhere (never on this draining page) to make
+            // room. Evicting the page's items regardless dropped ~21,000
+            // items in use in 25 s of scripts/soak's load (`-m 32`, 450 page
+            // moves), some of them stored a moment before.
+            let bits = self.arena.bits(item);
+            let in_use =
+                ref_count(bits) != 0 || now.saturating_sub(self.arena.atime(item, now)) <= 1;
+            let mut spare = self.arena.alloc_fast(c);
+            if spare.is_none() && in_use && self.evict_one(c, item, now) {
+                spare = self.arena.alloc_fast(c);
+            }
+            if let Some(nh) = spare {
                 self.arena.copy_chunk(item, nh);
                 let hash = self.index.hash(self.arena.key(item));
                 self.index.replace(&mut self.arena, hash, item, nh);
@@ -1331,7 +1344,8 @@ mod tests {
         assert_eq!(s.reassign(dst as i64, src.id as i64), Reassign::NoSpare);
         assert_eq!(s.reassign(src.id as i64, dst as i64), Reassign::Ok);
         assert_eq!(s.reassign(src.id as i64, dst as i64), Reassign::Busy);
-        tick_all(&mut s, 10);
+        // 90 s later nothing on the page is in use: its items are evicted
+        tick_all(&mut s, 100);
         let after: Vec<ClassInfo> = s.class_info().collect();
         let a = after.iter().find(|c| c.id == src.id).unwrap();
         let b = after.iter().find(|c| c.id == dst).unwrap();
@@ -1340,13 +1354,39 @@ mod tests {
         assert_eq!(s.stats().slabs_moved, 1);
         // every item is still either reachable or was counted as evicted
         let alive = (0..30_000)
-            .filter(|i| has(&mut s, &format!("k{i}"), 10))
+            .filter(|i| has(&mut s, &format!("k{i}"), 100))
             .count() as u64;
         assert_eq!(alive, s.stats().curr_items);
+        assert!(s.stats().slab_reassign_evictions_nomem > 0);
         assert_eq!(
             alive + s.stats().slab_reassign_evictions_nomem,
             src.st.items
         );
+    }
+
+    /// Items in use (stored this second) on a page being moved are rescued:
+    /// the class evicts colder items elsewhere instead, so none of the
+    /// page's items is lost and the one set just now stays readable.
+    #[test]
+    fn a_page_move_rescues_items_in_use() {
+        let mut s = Shard::new(0, 1, &cfg(8 * PAGE_SIZE));
+        let v = [b'v'; 100];
+        for i in 0..30_000 {
+            set(&mut s, &format!("k{i}"), &v, 0, 10);
+        }
+        let src = s.class_info().find(|c| c.total_pages > 1).unwrap();
+        assert_eq!(s.reassign(src.id as i64, src.id as i64 + 10), Reassign::Ok);
+        tick_all(&mut s, 10);
+        assert_eq!(s.stats().slabs_moved, 1);
+        assert_eq!(s.stats().slab_reassign_evictions_nomem, 0);
+        assert!(s.stats().slab_reassign_rescues > 0);
+        assert!(has(&mut s, "k29999", 10));
+        let alive = (0..30_000)
+            .filter(|i| has(&mut s, &format!("k{i}"), 10))
+            .count() as u64;
+        assert_eq!(alive, s.stats().curr_items);
+        let evicted = src.st.items - alive;
+        assert!(evicted > 0 && evicted <= s.stats().evictions, "{evicted}");
     }
 
     #[test]

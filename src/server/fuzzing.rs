@@ -220,6 +220,18 @@ thread_local! {
     static NOT_A_SOCKET: std::fs::File = std::fs::File::open("/dev/null").expect("/dev/null");
 }
 
+/// The process-wide switches a previous connection may have flipped
+/// (`stats detail on`, `lru_crawler disable|sleep|tocrawl`), back to a
+/// fresh server's, so each run depends on its own input only.
+fn reset_switches(config: &Config) {
+    use std::sync::atomic::Ordering::Relaxed;
+    super::detail::init(config);
+    super::detail::clear();
+    super::env::CRAWLER_ON.store(true, Relaxed);
+    super::env::CRAWLER_SLEEP.store(100, Relaxed);
+    super::env::CRAWLER_TOCRAWL.store(0, Relaxed);
+}
+
 /// Run one connection over `chunks`, then the probe if it is still open and
 /// between requests. A fresh store and stats each time.
 pub fn run(chunks: &[&[u8]]) -> Outcome {
@@ -240,9 +252,11 @@ pub fn run(chunks: &[&[u8]]) -> Outcome {
         ..Pipe::default()
     }));
     let fd = NOT_A_SOCKET.with(|f| f.as_raw_fd());
+    let shared = shared();
+    reset_switches(&shared.config);
     let worker = Rc::new(Worker {
         id: 0,
-        shared: Arc::new(shared()),
+        shared: Arc::new(shared),
         conns: RefCell::new(HashSet::new()),
     });
     let at_read = {

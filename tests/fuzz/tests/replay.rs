@@ -2,6 +2,7 @@
 //! (regressions/<target>/) through its target, without afl: the targets'
 //! assertions run as they do under the fuzzer. Part of `cargo test`.
 
+use corecached::protocol::{binary, Proto};
 use corecached::server::fuzzing;
 use std::path::{Path, PathBuf};
 
@@ -77,9 +78,67 @@ fn harness_runs_the_real_connection() {
         o.output,
         [fuzzing::PROBE_BINARY_REPLY, fuzzing::PROBE_BINARY_REPLY].concat()
     );
+    // a multi-get larger than the output high-water mark is written in
+    // pieces: no write holds much more than WBUF_HIGH (256 KiB)
+    let mut input = b"set k 0 0 2000\r\n".to_vec();
+    input.extend_from_slice(&[b'x'; 2000]);
+    input.extend_from_slice(b"\r\nget");
+    input.extend_from_slice(&b" k".repeat(400));
+    input.extend_from_slice(b"\r\n");
+    let o = fuzzing::run(&[&input]);
+    assert!(o.output.len() > 800_000, "{}", o.output.len());
+    assert!(o.max_write <= (256 << 10) + 2100, "{}", o.max_write);
+    assert_eq!(o.probe_reply(), Some(&b"MN\r\n"[..]));
     // the chunking the conn target uses covers all the input
     let data = b"\x07get a b c\r\nset k 0 0 3\r\nabc\r\n";
     let c = corecached_fuzz::chunks(data);
     assert!(c.len() > 1);
     assert_eq!(c.concat(), &data[1..]);
+}
+
+/// An error reply among a connection's replies: a text `...ERROR` line, a
+/// binary response with a non-zero status.
+fn had_error(out: &[u8], proto: Option<Proto>) -> bool {
+    if proto != Some(Proto::Binary) {
+        return out.windows(5).any(|w| w == b"ERROR");
+    }
+    let mut at = 0;
+    while at + 24 <= out.len() {
+        let h = binary::Header::decode(&out[at..]);
+        if h.status != 0 {
+            return true;
+        }
+        at += 24 + h.bodylen as usize;
+    }
+    false
+}
+
+/// The `conn` target's probe is not vacuous: over the corpus most runs end
+/// open and between requests (the probe is sent and checked), some end
+/// closed by the server, some in the middle of a request.
+#[test]
+fn conn_corpus_reaches_the_probe() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/conn");
+    let (mut probed, mut closed, mut pending, mut errors_then_probe) = (0, 0, 0, 0);
+    for f in files(&dir) {
+        let data = std::fs::read(&f).expect("read corpus file");
+        let o = fuzzing::run(&corecached_fuzz::chunks(&data));
+        match o.probe_at {
+            Some(at) => {
+                probed += 1;
+                if had_error(&o.output[..at], o.proto) {
+                    errors_then_probe += 1;
+                }
+            }
+            None if o.closed_by_server => closed += 1,
+            None => pending += 1,
+        }
+    }
+    let total = probed + closed + pending;
+    eprintln!("conn corpus: {total} runs, probe {probed} ({errors_then_probe} after an error), closed {closed}, pending {pending}");
+    assert!(
+        probed * 2 >= total,
+        "probe sent in {probed} of {total} runs"
+    );
+    assert!(errors_then_probe > 0 && closed > 0);
 }

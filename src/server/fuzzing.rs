@@ -45,7 +45,11 @@ pub const PROBE_BINARY_REPLY: &[u8] = &[
 
 /// The server's arguments for a harness connection: the defaults, with a
 /// small memory limit so eviction is reachable.
-const ARGS: [&str; 3] = ["corecached", "-m", "2"];
+pub const ARGS: &[&str] = &["corecached", "-m", "2"];
+/// The same with a 1 KiB `-I` (values past it are refused and swallowed
+/// even in small inputs) and `-R 2` (the connection yields every two
+/// requests).
+pub const SMALL_ARGS: &[&str] = &["corecached", "-m", "2", "-I", "1k", "-R", "2"];
 
 /// What one connection did.
 #[derive(Debug, Default)]
@@ -88,23 +92,31 @@ pub fn output_bound(max_item_size: usize, slack: usize) -> usize {
     WBUF_HIGH + max_item_size + slack
 }
 
-/// `-I` of the harness's server.
-pub fn max_item_size() -> usize {
-    config().max_item_size
+/// `-I` of the harness's server run with `args`.
+pub fn max_item_size(args: &'static [&'static str]) -> usize {
+    config(args).max_item_size
 }
 
-fn config() -> Config {
+/// The configuration `args` parse to (parsed once per thread).
+fn config(args: &'static [&'static str]) -> Config {
     thread_local! {
-        static CONFIG: Config = match Config::from_args(ARGS) {
-            Parsed::Run(c) => *c,
-            Parsed::Exit(msg, _) => panic!("harness config: {msg}"),
-        };
+        static CONFIGS: RefCell<Vec<(&'static [&'static str], Config)>> = const { RefCell::new(Vec::new()) };
     }
-    CONFIG.with(|c| c.clone())
+    CONFIGS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((_, cfg)) = c.iter().find(|(a, _)| *a == args) {
+            return cfg.clone();
+        }
+        let cfg = match Config::from_args(args) {
+            Parsed::Run(cfg) => *cfg,
+            Parsed::Exit(msg, _) => panic!("harness config {args:?}: {msg}"),
+        };
+        c.push((args, cfg.clone()));
+        cfg
+    })
 }
 
-fn shared() -> Shared {
-    let config = config();
+fn shared(config: Config) -> Shared {
     let store = Store::new(StoreConfig::for_server(
         config.memory_limit,
         1,
@@ -233,8 +245,14 @@ fn reset_switches(config: &Config) {
 }
 
 /// Run one connection over `chunks`, then the probe if it is still open and
-/// between requests. A fresh store and stats each time.
+/// between requests. A fresh store and stats each time; the server's
+/// configuration is [`ARGS`].
 pub fn run(chunks: &[&[u8]]) -> Outcome {
+    run_with(ARGS, chunks)
+}
+
+/// [`run`] with the server configured by `args` (e.g. [`SMALL_ARGS`]).
+pub fn run_with(args: &'static [&'static str], chunks: &[&[u8]]) -> Outcome {
     let proto = chunks
         .iter()
         .find_map(|c| c.first())
@@ -252,7 +270,7 @@ pub fn run(chunks: &[&[u8]]) -> Outcome {
         ..Pipe::default()
     }));
     let fd = NOT_A_SOCKET.with(|f| f.as_raw_fd());
-    let shared = shared();
+    let shared = shared(config(args));
     reset_switches(&shared.config);
     let worker = Rc::new(Worker {
         id: 0,

@@ -268,6 +268,7 @@ def main():
         for split in (0, 3, 7, 11):
             conn.append(bytes([split]) + s)
     write(out, "conn", conn)
+    write(out, "conn_small", conn)
 
 
 if __name__ == "__main__":

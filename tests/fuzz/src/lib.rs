@@ -10,7 +10,7 @@
 //! - [`encode`]: the encoders fed `Response` values (and meta replies) built
 //!   from the bytes. Binary output is well-framed packets echoing the
 //!   request's opcode and opaque; text output is whole lines.
-//! - [`conn`]: one connection's full path (read loop, parse, execute against
+//! - [`conn`], [`conn_small`]: one connection's full path (read loop, parse, execute against
 //!   a small real store, encode, write) over the bytes split into reads at
 //!   points the bytes choose, with no socket
 //!   (`corecached::server::fuzzing`). No write exceeds the connection's
@@ -32,12 +32,13 @@ use corecached::server::fuzzing;
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name scripts/fuzz and the corpus directories use.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("ascii", ascii),
     ("binary", binary),
     ("meta", meta),
     ("encode", encode),
     ("conn", conn),
+    ("conn_small", conn_small),
 ];
 
 /// The target called `name`.
@@ -429,10 +430,20 @@ pub fn chunks(data: &[u8]) -> Vec<&[u8]> {
 const OUTPUT_SLACK: usize = 64 * 1024;
 
 /// One connection's full path over the bytes (see [`chunks`] for the
-/// splitting).
+/// splitting), the server configured as `fuzzing::ARGS`.
 pub fn conn(data: &[u8]) {
-    let o = fuzzing::run(&chunks(data));
-    let bound = fuzzing::output_bound(fuzzing::max_item_size(), OUTPUT_SLACK);
+    conn_with(fuzzing::ARGS, data)
+}
+
+/// [`conn`] with a 1 KiB `-I` and `-R 2` (`fuzzing::SMALL_ARGS`): refused
+/// values and yields within small inputs.
+pub fn conn_small(data: &[u8]) {
+    conn_with(fuzzing::SMALL_ARGS, data)
+}
+
+fn conn_with(args: &'static [&'static str], data: &[u8]) {
+    let o = fuzzing::run_with(args, &chunks(data));
+    let bound = fuzzing::output_bound(fuzzing::max_item_size(args), OUTPUT_SLACK);
     assert!(
         o.max_write <= bound,
         "a write of {} bytes, bound {bound}",

@@ -13,12 +13,18 @@
 //! requests (nothing buffered, nothing left to swallow), a probe request is
 //! sent: `mn` on a text connection, a NOOP on a binary one. Its reply is
 //! returned separately, so a target can check that the connection still
-//! answers after whatever came before.
+//! answers after whatever came before. If the input ended inside a request,
+//! the harness first finishes it (at most [`MAX_FILLS`] times, at most
+//! [`MAX_FILL`] bytes each): the bytes a data block still being swallowed
+//! needs, or what the server's own parser says the pending request lacks
+//! (filler ending in CRLF for text, zeros for binary), or a CRLF ending a
+//! text line -- then the probe, once the connection is between requests.
 
 use super::conn::{serve_with, WBUF_HIGH};
 use super::{Shared, Worker};
 use crate::config::{Config, Parsed};
 use crate::protocol::Proto;
+use crate::protocol::{ascii, binary, Limits, Parsed as ParsedReq};
 use crate::stats::Stats;
 use crate::store::{Store, StoreConfig};
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
@@ -51,6 +57,11 @@ pub const ARGS: &[&str] = &["corecached", "-m", "2"];
 /// requests).
 pub const SMALL_ARGS: &[&str] = &["corecached", "-m", "2", "-I", "1k", "-R", "2"];
 
+/// At most this many fills finish a request the input left pending...
+pub const MAX_FILLS: usize = 4;
+/// ...each at most this long (a larger pending block gets no probe).
+pub const MAX_FILL: usize = 1 << 20;
+
 /// What one connection did.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -60,6 +71,8 @@ pub struct Outcome {
     pub max_write: usize,
     /// The connection's protocol (from the first input byte).
     pub proto: Option<Proto>,
+    /// Bytes the harness sent to finish a request the input left pending.
+    pub filled: usize,
     /// The probe was sent (the connection was open and between requests
     /// after the input); the probe's reply is `output[probe_at..]`.
     pub probe_at: Option<usize>,
@@ -145,6 +158,7 @@ struct Pipe {
     /// The probe to send on the next read, once armed.
     probe: Option<&'static [u8]>,
     probe_sent: bool,
+    fills: usize,
     /// The connection asked for more after the whole input.
     read_on: bool,
     out: Outcome,
@@ -244,6 +258,40 @@ fn reset_switches(config: &Config) {
     super::env::CRAWLER_TOCRAWL.store(0, Relaxed);
 }
 
+/// The bytes that finish what the connection has pending: the rest of a
+/// data block being swallowed, the rest of a request the parser knows the
+/// size of (filler ending in CRLF for text, zeros for binary), the rest of
+/// a binary header, or a CRLF ending a text line.
+fn fill(buffered: &[u8], skip: usize, proto: Option<Proto>, limits: &Limits) -> Option<Vec<u8>> {
+    let binary = proto == Some(Proto::Binary);
+    let n = if skip > 0 {
+        skip
+    } else {
+        let parsed = if binary {
+            binary::parse(buffered, limits)
+        } else {
+            ascii::parse(buffered, limits)
+        };
+        match parsed {
+            ParsedReq::Incomplete { need: Some(n) } if n > buffered.len() => n - buffered.len(),
+            ParsedReq::Incomplete { .. } if binary => {
+                binary::HEADER_LEN.saturating_sub(buffered.len()).max(1)
+            }
+            ParsedReq::Incomplete { .. } => return Some(b"\r\n".to_vec()),
+            ParsedReq::Done(..) => return None,
+        }
+    };
+    if n > MAX_FILL {
+        return None;
+    }
+    let mut v = vec![if binary { 0 } else { b'x' }; n];
+    if !binary && skip == 0 {
+        let crlf = &b"\r\n"[2usize.saturating_sub(n)..];
+        v[n - crlf.len()..].copy_from_slice(crlf);
+    }
+    Some(v)
+}
+
 /// Run one connection over `chunks`, then the probe if it is still open and
 /// between requests. A fresh store and stats each time; the server's
 /// configuration is [`ARGS`].
@@ -279,16 +327,27 @@ pub fn run_with(args: &'static [&'static str], chunks: &[&[u8]]) -> Outcome {
     });
     let at_read = {
         let pipe = pipe.clone();
+        let limits = Limits {
+            max_item_size: worker.shared.config.max_item_size,
+        };
         move |buffered: &[u8], skip: usize| {
             let mut p = pipe.borrow_mut();
-            if p.input.is_empty() {
-                p.read_on = true;
+            if !p.input.is_empty() || p.probe_sent {
+                return;
             }
-            if p.input.is_empty() && !p.probe_sent && buffered.is_empty() && skip == 0 {
+            p.read_on = true;
+            if buffered.is_empty() && skip == 0 {
                 p.probe = Some(match proto {
                     Some(Proto::Binary) => PROBE_BINARY,
                     _ => PROBE_TEXT,
                 });
+            } else if p.fills < MAX_FILLS {
+                if let Some(fill) = fill(buffered, skip, proto, &limits) {
+                    p.fills += 1;
+                    p.out.filled += fill.len();
+                    p.input.push_back(fill);
+                    p.read_on = false;
+                }
             }
         }
     };

@@ -60,10 +60,17 @@ fn harness_runs_the_real_connection() {
     // split anywhere: the same replies
     let o = fuzzing::run(&[b"se", b"t a 0 0 1\r", b"\nx", b"\r\nget a\r\n"]);
     assert_eq!(o.output, b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\nMN\r\n");
-    // mid data block: no probe
+    // mid data block: the harness finishes the block, then probes
     let o = fuzzing::run(&[b"set a 0 0 5\r\nxy"]);
-    assert_eq!(o.output, b"");
+    assert_eq!(o.output, b"STORED\r\nMN\r\n");
+    assert_eq!(o.filled, 5);
+    // mid line: a CRLF ends it
+    let o = fuzzing::run(&[b"get a"]);
+    assert_eq!(o.output, b"END\r\nMN\r\n");
+    // too much pending (a block announced at 2 MiB, swallowed): no probe
+    let o = fuzzing::run(&[b"set a 0 0 2097152\r\nxy"]);
     assert_eq!(o.probe_at, None);
+    assert!(!o.closed_by_server);
     // a refused value is swallowed, then the connection answers
     let o = fuzzing::run(&[b"set a 0 0 -1\r\nget a\r\n"]);
     assert_eq!(o.probe_reply(), Some(&b"MN\r\n"[..]));
@@ -114,18 +121,20 @@ fn had_error(out: &[u8], proto: Option<Proto>) -> bool {
 }
 
 /// The `conn` target's probe is not vacuous: over the corpus most runs end
-/// open and between requests (the probe is sent and checked), some end
-/// closed by the server, some in the middle of a request.
+/// open and between requests (the probe is sent and checked), some of them
+/// after an error reply, some after the harness finished a pending request;
+/// some end closed by the server.
 #[test]
 fn conn_corpus_reaches_the_probe() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/conn");
-    let (mut probed, mut closed, mut pending, mut errors_then_probe) = (0, 0, 0, 0);
+    let (mut probed, mut closed, mut pending, mut errors_then_probe, mut filled) = (0, 0, 0, 0, 0);
     for f in files(&dir) {
         let data = std::fs::read(&f).expect("read corpus file");
         let o = fuzzing::run(&corecached_fuzz::chunks(&data));
         match o.probe_at {
             Some(at) => {
                 probed += 1;
+                filled += (o.filled > 0) as usize;
                 if had_error(&o.output[..at], o.proto) {
                     errors_then_probe += 1;
                 }
@@ -135,10 +144,12 @@ fn conn_corpus_reaches_the_probe() {
         }
     }
     let total = probed + closed + pending;
-    eprintln!("conn corpus: {total} runs, probe {probed} ({errors_then_probe} after an error), closed {closed}, pending {pending}");
+    eprintln!(
+        "conn corpus: {total} runs, probe {probed} ({errors_then_probe} after an error, {filled} after a fill), closed {closed}, pending {pending}"
+    );
     assert!(
         probed * 2 >= total,
         "probe sent in {probed} of {total} runs"
     );
-    assert!(errors_then_probe > 0 && closed > 0);
+    assert!(errors_then_probe > 0 && filled > 0 && closed > 0);
 }

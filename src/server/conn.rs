@@ -57,7 +57,7 @@ const MIN_READ: usize = 4 * 1024;
 /// Largest single growth step of a read buffer.
 const GROW_STEP: usize = 1024 * 1024;
 /// Pending output above this is written before more requests are executed.
-const WBUF_HIGH: usize = 256 * 1024;
+pub(super) const WBUF_HIGH: usize = 256 * 1024;
 /// Each buffer's allowance: only bytes beyond it count against
 /// `read_buf_mem_limit`, so connections that merely exist (bounded by `-c`)
 /// never use up the limit.
@@ -358,7 +358,21 @@ fn refuse_value(
     Some((used, skip))
 }
 
-async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
+async fn serve<S: Stream>(stream: S, fd: i32, w: Rc<Worker>) {
+    serve_with(stream, fd, w, |_, _| {}).await
+}
+
+/// [`serve`], telling `at_read` before each read what is buffered: the
+/// bytes of a request not yet complete and how many bytes of a data block
+/// are still to be swallowed (both empty: the connection is between
+/// requests). The fuzzing harness (`super::fuzzing`) drives a connection
+/// through this; `serve` passes a no-op.
+pub(super) async fn serve_with<S: Stream>(
+    mut stream: S,
+    fd: i32,
+    w: Rc<Worker>,
+    mut at_read: impl FnMut(&[u8], usize),
+) {
     w.conns.borrow_mut().insert(fd);
     let info = w.shared.conn_table.register(fd, time::now());
     if w.shared.verbosity.load(Relaxed) >= 2 {
@@ -441,6 +455,7 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
             }
             continue;
         }
+        at_read(&rbuf, skip);
         // Read into the spare capacity after what is already buffered.
         let len = rbuf.len();
         let (res, b) = match idle_timeout {

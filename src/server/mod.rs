@@ -14,6 +14,9 @@ mod conns;
 mod detail;
 mod env;
 pub mod exec;
+/// A connection without a socket, for the fuzz targets (tests/fuzz).
+#[doc(hidden)]
+pub mod fuzzing;
 mod meta_exec;
 mod notify;
 mod ops;

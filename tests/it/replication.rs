@@ -764,33 +764,120 @@ fn sync_mode_degrades_to_async_and_back() {
     assert_eq!(b.conn().get("async19"), Some((0, b"3".to_vec())));
 }
 
-/// touch and gat move an item's expiry on the partner too.
-/// Ignored: the store keeps an item's CAS on touch/gat (as memcached does),
-/// so their post-image has the version the partner already holds and
-/// `Shard::apply` drops it as Older (store-seam's documented limit).
+/// The remaining TTL of `key` as `mg key t` reports it (-1: none).
+fn ttl(c: &mut Conn, key: &str) -> i64 {
+    c.send(format!("mg {key} t\r\n"));
+    let l = c.line();
+    l.split(' ')
+        .find_map(|t| t.strip_prefix('t'))
+        .unwrap_or_else(|| panic!("{key}: {l}"))
+        .parse()
+        .unwrap()
+}
+
+/// touch, gat, `mg T` and `md x` keep an item's CAS (as memcached does);
+/// they travel as a revision of that CAS and move the expiry (and for
+/// `md x` the value and flags) on the partner too, the CAS kept on both.
+/// (Before revisions the partner dropped them as "not newer" by CAS.)
 #[test]
-#[ignore = "store seam: touch/gat keep the CAS; apply drops equal-CAS post-images"]
 fn touch_and_gat_move_the_expiry_on_the_partner() {
     let (a, b) = pair(&[]);
     let mut c = a.conn();
-    c.set("touch", 0, 0, b"t");
-    c.set("gat", 0, 0, b"g");
+    for k in ["touch", "gat", "mgt", "mdx"] {
+        c.set(k, 5, 0, b"t");
+    }
     wait_for(10, "A caught up", || caught_up(&a));
     c.req("touch touch 500\r\n", "TOUCHED\r\n");
     c.send("gat 600 gat\r\n");
     c.read_end();
+    c.req("mg mgt T700\r\n", "HD\r\n");
+    c.req("md mdx x T800 F9\r\n", "HD\r\n");
     wait_for(10, "A caught up", || caught_up(&a));
     let mut d = b.conn();
-    for (name, ttl) in [("touch", 500), ("gat", 600)] {
-        d.send(format!("mg {name} t\r\n"));
-        let l = d.line();
-        let t: i64 = l
-            .split(' ')
-            .find_map(|t| t.strip_prefix('t'))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(t > ttl - 5 && t <= ttl, "{name}: {l}");
+    for (name, want) in [("touch", 500), ("gat", 600), ("mgt", 700), ("mdx", 800)] {
+        let t = ttl(&mut d, name);
+        assert!(t > want - 5 && t <= want, "{name}: ttl {t} on B");
+        assert_eq!(
+            c.gets(name).unwrap().2,
+            d.gets(name).unwrap().2,
+            "{name}: CAS differs"
+        );
+    }
+    assert_eq!(d.gets("mdx").map(|g| (g.0, g.1)), Some((9, vec![])));
+    assert_eq!(
+        d.gets("touch").map(|g| (g.0, g.1)),
+        Some((5, b"t".to_vec()))
+    );
+    assert_eq!(stat(&b, "conflicts"), 0);
+    // And back: a touch on B reaches A.
+    d.req("touch touch 900\r\n", "TOUCHED\r\n");
+    wait_for(10, "B caught up", || caught_up(&b));
+    let t = ttl(&mut c, "touch");
+    assert!(t > 895 && t <= 900, "ttl {t} on A");
+}
+
+/// Crossing changes of one item: touches of the same CAS on both hosts at
+/// once end with the same expiry on both (the newer revision wins on both);
+/// a touch on A crossing a set on B ends with B's item on both (a new CAS
+/// beats any revision of an older one).
+#[test]
+fn crossing_touches_and_sets_converge() {
+    let (ra, rb) = (free_port(), free_port());
+    let (to_a, to_b) = (Relay::new(ra), Relay::new(rb));
+    let a = host(ra, Some(to_b.port), &["--replication-rejoin-wait", "0"]);
+    let b = host(rb, Some(to_a.port), &["--replication-rejoin-wait", "0"]);
+    wait_for(10, "both streaming", || caught_up(&a) && caught_up(&b));
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    let pause = |on: bool| {
+        to_a.pause(on);
+        to_b.pause(on);
+        if on {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for round in 0..4 {
+        let k = format!("tt{round}");
+        ca.set(&k, 0, 0, b"v");
+        wait_for(10, "the item on B", || cb.get(&k).is_some());
+        pause(true);
+        // Alternate which host touches last (the newer revision).
+        let (first, second) = if round % 2 == 0 {
+            (&mut ca, &mut cb)
+        } else {
+            (&mut cb, &mut ca)
+        };
+        first.req(format!("touch {k} 1000\r\n"), "TOUCHED\r\n");
+        std::thread::sleep(Duration::from_millis(5));
+        second.req(format!("touch {k} 2000\r\n"), "TOUCHED\r\n");
+        pause(false);
+        wait_for(10, "both caught up", || caught_up(&a) && caught_up(&b));
+        let (ta, tb) = (ttl(&mut ca, &k), ttl(&mut cb, &k));
+        assert!(
+            ta > 1990 && tb > 1990,
+            "{k}: the later touch must win on both: A {ta}, B {tb}"
+        );
+        assert_eq!(ca.gets(&k), cb.gets(&k));
+    }
+    for round in 0..4 {
+        let k = format!("ts{round}");
+        ca.set(&k, 0, 0, b"old");
+        wait_for(10, "the item on B", || cb.get(&k).is_some());
+        pause(true);
+        ca.req(format!("touch {k} 1000\r\n"), "TOUCHED\r\n");
+        cb.req(format!("set {k} 7 3000 5\r\nB-new\r\n"), "STORED\r\n");
+        pause(false);
+        wait_for(10, "both caught up", || caught_up(&a) && caught_up(&b));
+        let ga = ca.gets(&k);
+        assert_eq!(
+            ga.as_ref().map(|g| (g.0, g.1.clone())),
+            Some((7, b"B-new".to_vec()))
+        );
+        assert_eq!(ga, cb.gets(&k), "{k}");
+        let (ta, tb) = (ttl(&mut ca, &k), ttl(&mut cb, &k));
+        assert!(
+            ta > 2990 && tb > 2990,
+            "{k}: B's set's expiry: A {ta}, B {tb}"
+        );
     }
 }
 

@@ -361,6 +361,21 @@ pub(crate) fn from_wire<'a>(w: &WireChange<'a>) -> Change<'a> {
     }
 }
 
+thread_local! {
+    /// Set by a journal record on this thread (the thread of the client
+    /// connection whose request made the change); taken by the connection
+    /// right after the request (`journaled`).
+    static JOURNALED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Did a request executed on this thread since the last call journal a
+/// change? Sync mode waits for the partner's ack only before replies
+/// that follow such a request: reads never wait.
+#[inline]
+pub fn journaled() -> bool {
+    JOURNALED.with(|j| j.replace(false))
+}
+
 /// The journal of one shard: every client mutation's post-image goes into
 /// the stream's ring. Called under the shard lock; no allocation, no wait
 /// beyond the ring's own short mutex.
@@ -388,6 +403,7 @@ impl Journal for StreamJournal {
         let w = to_wire(change);
         let seq = self.ring.lock().push(self.stream, &w, now_ms());
         self.journaled.store(seq, Relaxed);
+        JOURNALED.with(|j| j.set(true));
     }
 }
 
@@ -543,18 +559,20 @@ impl Replication {
 }
 
 impl Replication {
-    /// Sync mode: before a connection writes its replies, wait until the
-    /// partner acknowledged every record journaled so far (this client's
-    /// writes among them), at most `--replication-timeout`. On timeout, or
-    /// with the partner not streaming, fall back to async (counted, logged)
-    /// until every stream is streaming and caught up again. Returns at once
-    /// in async mode or when nothing is unacknowledged.
+    /// Remember what was journaled when sync mode gave up.
     fn mark_degraded(&self) {
         for s in self.streams.iter() {
             s.degrade_mark.store(s.journaled.load(Relaxed), Relaxed);
         }
     }
 
+    /// Sync mode: before a connection writes replies that include a
+    /// write's (see `journaled`), wait until the partner acknowledged every
+    /// record journaled so far (this client's writes among them), at most
+    /// `--replication-timeout`. On timeout, or
+    /// with the partner not streaming, fall back to async (counted, logged)
+    /// until every stream is streaming and caught up again. Returns at once
+    /// in async mode or when nothing is unacknowledged.
     pub async fn sync_wait(&self) {
         if !self.sync {
             return;

@@ -392,13 +392,19 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
         fd,
         ..ConnState::default()
     };
+    // Sync replication: the replies written next include a write's, so
+    // they wait for the partner's ack first (reads alone never wait).
+    let sync = shared.replication.as_ref().is_some_and(|r| r.sync);
+    let mut wrote = false;
     loop {
         meter.sync(&rbuf, &wbuf);
         if let Err(why) = make_room(&mut rbuf, need, st, limit) {
             st.read_buf_oom.fetch_add(1, Relaxed);
             let refused = match (why, proto) {
                 (NoRoom::Limit, Some(p)) if need.is_some() => {
-                    refuse_value(&rbuf, p, &env, &mut state, &mut wbuf)
+                    let r = refuse_value(&rbuf, p, &env, &mut state, &mut wbuf);
+                    wrote |= sync && crate::replication::journaled();
+                    r
                 }
                 _ => None,
             };
@@ -409,7 +415,10 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
                     let e = ErrorKind::Server("SERVER_ERROR out of memory reading request");
                     env::emit(&Default::default(), Response::Error(e), &mut wbuf);
                 }
-                if flush(&mut stream, &mut wbuf, &env).await.is_some() {
+                if flush(&mut stream, &mut wbuf, &env, &mut wrote)
+                    .await
+                    .is_some()
+                {
                     release(&mut rbuf, &mut wbuf, &mut meter);
                     close_gracefully(stream, fd, rbuf).await;
                 }
@@ -427,7 +436,10 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
             if rbuf.is_empty() && rbuf.capacity() > RBUF_INIT && !fresh(&mut rbuf) {
                 return;
             }
-            if flush(&mut stream, &mut wbuf, &env).await.is_none() {
+            if flush(&mut stream, &mut wbuf, &env, &mut wrote)
+                .await
+                .is_none()
+            {
                 return;
             }
             continue;
@@ -490,12 +502,13 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
                     work += used;
                     reqs += 1;
                     let mut next = execute(&req, &env, &mut state, &mut wbuf);
+                    wrote |= sync && crate::replication::journaled();
                     // A multi-get: write what it has so far, let the other
                     // connections run, go on with its next slice of keys.
                     while let Next::More(at) = next {
                         if wbuf.len() >= WBUF_HIGH {
                             meter.sync(&rbuf, &wbuf);
-                            match flush(&mut stream, &mut wbuf, &env).await {
+                            match flush(&mut stream, &mut wbuf, &env, &mut wrote).await {
                                 Some(_) => {}
                                 None => return,
                             }
@@ -503,6 +516,7 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
                         yield_now(&env).await;
                         work = 0;
                         next = resume(&req, &env, at, &mut wbuf);
+                        wrote |= sync && crate::replication::journaled();
                     }
                     match next {
                         Next::Continue | Next::More(_) => {}
@@ -516,7 +530,7 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
             }
             if wbuf.len() >= WBUF_HIGH {
                 meter.sync(&rbuf, &wbuf);
-                match flush(&mut stream, &mut wbuf, &env).await {
+                match flush(&mut stream, &mut wbuf, &env, &mut wrote).await {
                     Some(n) => work += n,
                     None => return,
                 }
@@ -531,7 +545,7 @@ async fn serve<S: Stream>(mut stream: S, fd: i32, w: Rc<Worker>) {
         // `need` counted from the request's start, which is now the front.
         meter.sync(&rbuf, &wbuf);
         if !wbuf.is_empty() {
-            match flush(&mut stream, &mut wbuf, &env).await {
+            match flush(&mut stream, &mut wbuf, &env, &mut wrote).await {
                 Some(n) => work += n,
                 None => return,
             }
@@ -566,9 +580,19 @@ fn release(rbuf: &mut Vec<u8>, wbuf: &mut Vec<u8>, meter: &mut Meter<'_>) {
 }
 
 /// Write all pending output; the byte count, or `None` if the peer is gone.
-async fn flush<S: Stream>(stream: &mut S, wbuf: &mut Vec<u8>, env: &Env<'_>) -> Option<usize> {
-    if let Some(r) = env.shared.replication.as_ref().filter(|r| r.sync) {
-        r.sync_wait().await; // sync replication: the partner has it first
+/// In sync replication mode, output that includes a write's reply
+/// (`wrote`: a request executed since the last flush journaled a change)
+/// waits for the partner's ack first; output of reads alone goes at once.
+async fn flush<S: Stream>(
+    stream: &mut S,
+    wbuf: &mut Vec<u8>,
+    env: &Env<'_>,
+    wrote: &mut bool,
+) -> Option<usize> {
+    if std::mem::take(wrote) {
+        if let Some(r) = env.shared.replication.as_ref() {
+            r.sync_wait().await; // sync replication: the partner has it first
+        }
     }
     let (res, mut b) = stream.write_all(std::mem::take(wbuf)).await;
     b.clear();

@@ -764,6 +764,79 @@ fn sync_mode_degrades_to_async_and_back() {
     assert_eq!(b.conn().get("async19"), Some((0, b"3".to_vec())));
 }
 
+/// Sends SIGCONT to a stopped host when dropped (also when a test fails).
+struct Stopped<'a>(&'a Server);
+
+impl<'a> Stopped<'a> {
+    fn new(s: &'a Server) -> Stopped<'a> {
+        s.signal(libc::SIGSTOP);
+        Stopped(s)
+    }
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.signal(libc::SIGCONT);
+    }
+}
+
+/// Sync mode waits for the partner's ack only before a write's reply:
+/// with the partner stopped (SIGSTOP, its link still open), a set waits
+/// the timeout while gets, `mg` and binary gets on other connections, sent
+/// during that wait, are answered at once. (Before, every reply waited
+/// while any write was unacknowledged, so these reads waited too.)
+#[test]
+fn sync_mode_reads_do_not_wait_for_the_partner() {
+    let (a, b) = pair(&[
+        "--replication-mode",
+        "sync",
+        "--replication-timeout",
+        "1500",
+    ]);
+    let mut ca = a.conn();
+    ca.set("r", 4, 0, b"read me");
+    assert_eq!(stat(&a, "sync_timeouts"), 0);
+    let stopped = Stopped::new(&b);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut w = a.conn();
+    let writer = std::thread::spawn(move || {
+        let t = Instant::now();
+        w.set("w", 0, 0, b"written");
+        t.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut reader = a.conn();
+    let t = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(reader.get("r"), Some((4, b"read me".to_vec())));
+        reader.req("mg r v\r\n", "VA 7\r\nread me\r\n");
+        assert_eq!(ca.get("r"), Some((4, b"read me".to_vec())));
+    }
+    // binary get
+    let mut bin = a.tcp();
+    let mut req = vec![0x80u8, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+    req.extend_from_slice(&[0; 8]);
+    req.push(b'r');
+    bin.write_all(&req).unwrap();
+    let mut head = [0u8; 24];
+    bin.read_exact(&mut head).unwrap();
+    assert_eq!(&head[6..8], &[0, 0], "binary get status");
+    let read = t.elapsed();
+    assert!(
+        read < Duration::from_millis(500),
+        "31 reads took {read:?} with the partner stopped"
+    );
+    let wrote = writer.join().unwrap();
+    assert!(
+        wrote >= Duration::from_millis(1400),
+        "the set replied after {wrote:?}, before the timeout"
+    );
+    assert!(read + Duration::from_millis(200) < wrote);
+    drop(stopped);
+    wait_for(10, "A caught up", || caught_up(&a));
+    assert_eq!(b.conn().get("w"), Some((0, b"written".to_vec())));
+}
+
 /// The remaining TTL of `key` as `mg key t` reports it (-1: none).
 fn ttl(c: &mut Conn, key: &str) -> i64 {
     c.send(format!("mg {key} t\r\n"));

@@ -984,3 +984,62 @@ fn a_set_and_a_newer_delete_crossing_on_the_wire_converge() {
         assert_eq!(cb.gets(&k), None, "{k}: A's older set resurrected on B");
     }
 }
+
+/// Async mode: the partner is killed with SIGKILL in the middle of a write
+/// burst on A (and with writes of its own), restarted with the same flags
+/// while A keeps writing: within a bounded time both hosts hold the same
+/// items, every one of A's writes among them (A's stream full-syncs into
+/// the new run of B, B's own empty store never wipes A's newer items).
+#[test]
+fn a_partner_killed_mid_burst_and_restarted_converges() {
+    let (ra, rb) = (free_port(), free_port());
+    let a = host(ra, Some(rb), &[]);
+    let mut b = host(rb, Some(ra), &[]);
+    wait_for(10, "both streaming", || streaming(&a) && streaming(&b));
+    let mut cb = b.conn();
+    for i in 0..500 {
+        cb.set(&format!("fromB{i}"), 1, 0, b"b");
+    }
+    let n = 40_000usize;
+    let progress = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let mut ca = a.conn();
+        let progress = progress.clone();
+        std::thread::spawn(move || {
+            let v = [b'x'; 200];
+            for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+                let mut batch = Vec::new();
+                for i in chunk {
+                    batch.extend_from_slice(format!("set burst{i} 0 0 200 noreply\r\n").as_bytes());
+                    batch.extend_from_slice(&v);
+                    batch.extend_from_slice(b"\r\n");
+                }
+                ca.send(&batch);
+                ca.req("mn\r\n", "MN\r\n");
+                progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    wait_for(20, "the burst under way", || {
+        progress.load(Ordering::Relaxed) >= 5_000
+    });
+    b.signal(libc::SIGKILL);
+    assert!(b.wait_exit(Duration::from_secs(5)).is_some());
+    let at_kill = progress.load(Ordering::Relaxed) as usize;
+    assert!(at_kill < n, "the burst ended before the kill");
+    std::thread::sleep(Duration::from_millis(300));
+    let full0 = stat(&a, "full_syncs");
+    b = host(rb, Some(ra), &[]);
+    writer.join().unwrap();
+    wait_for(30, "A caught up with the new B", || caught_up(&a));
+    let d = wait_same(&a, &b, 30);
+    for i in (0..n).step_by(97).chain([n - 1]) {
+        assert!(d.contains_key(&format!("burst{i}")), "burst{i} lost");
+    }
+    assert_eq!(d.keys().filter(|k| k.starts_with("burst")).count(), n);
+    assert!(
+        stat(&a, "full_syncs") > full0,
+        "a new run of B gets a full sync"
+    );
+}

@@ -39,6 +39,7 @@ mod ops_conns;
 mod ops_detail;
 mod ops_flags;
 mod replication;
+mod replication_examples;
 mod security_parse;
 mod shard_count;
 mod stats_counters;

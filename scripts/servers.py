@@ -128,10 +128,13 @@ class Server:
 
     `log` is a path for the server's stdout+stderr (default: a temporary file,
     removed on stop); `wrapper` is a command that execs the server (e.g.
-    `["taskset", "-c", "0"]`), so `pid` is the server's.
+    `["taskset", "-c", "0"]`), so `pid` is the server's; `port` is a fixed
+    client port (default: a free one per attempt), e.g. to restart a server
+    where its clients know it.
     """
 
-    def __init__(self, kind=None, args=(), binary=None, wrapper=(), env=None, log=None):
+    def __init__(self, kind=None, args=(), binary=None, wrapper=(), env=None, log=None,
+                 port=None):
         self.kind = kind or server_kind()
         self.args = list(args)
         self.binary = binary
@@ -139,6 +142,7 @@ class Server:
         self.env = env
         self.log_path = log
         self.proc = None
+        self.fixed_port = port
         self.port = None
         self.argv = None
         self._log = None
@@ -163,7 +167,7 @@ class Server:
         raise last
 
     def _start_once(self, timeout):
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         self.argv = server_argv(self.kind, self.port, self.args, self.binary, self.wrapper)
         if self.log_path:
             self._log = open(self.log_path, "w+b")

@@ -1,11 +1,18 @@
 //! The get/set path of a shard makes no heap allocation: items are bytes in
-//! slab chunks, lookups walk the index in place, values are borrowed.
+//! slab chunks, lookups walk the index in place, values are borrowed. With
+//! replication's journal attached (a host with `--partner`), every client
+//! mutation is also framed into the stream's backlog ring: no allocation
+//! either.
 //!
 //! A counting global allocator counts allocations made by this test's thread
 //! while the measured section runs.
 
-use corecached::store::StoreMode;
-use corecached::store::{ArithRequest, ArithResult, Shard, StoreConfig, StoreRequest, StoreResult};
+use corecached::config::{ReplicationConfig, ReplicationMode, Secret};
+use corecached::replication::Replication;
+use corecached::store::{
+    ArithRequest, ArithResult, DeleteRequest, DeleteResult, MetaGet, Shard, Store, StoreConfig,
+    StoreMode, StoreRequest, StoreResult,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -157,4 +164,80 @@ fn evicting_sets_make_no_heap_allocation() {
         }
     });
     assert_eq!(n, 0, "allocations while evicting");
+}
+
+/// The journal path: with replication's journal on the shard (as on a host
+/// with `--partner`; no link is started, so the ring only fills and wraps,
+/// evicting its oldest records), set, delete, touch, gat, `mg T`, incr, `md
+/// I` and flush_all each frame a record into the backlog ring without a heap
+/// allocation.
+#[test]
+fn the_replication_journal_makes_no_heap_allocation() {
+    let store = Store::new(StoreConfig {
+        shards: 1,
+        mem_limit: 64 << 20,
+        ..Default::default()
+    });
+    let cfg = ReplicationConfig {
+        partner: Some("127.0.0.1:9".parse().unwrap()),
+        listen: None,
+        mode: ReplicationMode::Async,
+        timeout_ms: 1000,
+        secret: Secret(Vec::new()),
+        // The smallest ring (64 KiB per stream): it wraps many times below.
+        backlog: 64 << 10,
+        backlog_age_secs: 60,
+        rejoin_wait_secs: 0,
+    };
+    let r = Replication::start(&cfg, &store).expect("replication without a listener");
+    let journaled = || r.streams[0].journaled.load(Ordering::Relaxed);
+    let mut s = store.lock_shard(0);
+    let keys: Vec<Vec<u8>> = (0..20_000)
+        .map(|i| format!("key:{i:08}").into_bytes())
+        .collect();
+    let val = [b'x'; 100];
+    let round = |s: &mut Shard| {
+        for k in &keys {
+            assert!(stored(
+                s.store(&StoreRequest::new(StoreMode::Set, k, &val), 10)
+            ));
+            assert!(s.touch(k, 500, 10).is_some());
+            assert!(s.get(k, 10, Some(600)).is_some());
+            assert_eq!(s.delete(&DeleteRequest::new(k), 10), DeleteResult::Deleted);
+            assert!(stored(
+                s.store(&StoreRequest::new(StoreMode::Set, k, &val), 10)
+            ));
+        }
+        let t = MetaGet {
+            touch: Some(700),
+            ..MetaGet::default()
+        };
+        assert!(s.meta_get(&keys[0], 10, &t).is_some());
+        assert!(stored(
+            s.store(&StoreRequest::new(StoreMode::Set, b"n", b"1000"), 10)
+        ));
+        assert!(matches!(
+            s.arith(&ArithRequest::new(b"n", false, 1), 10),
+            ArithResult::Value { .. }
+        ));
+        let inv = DeleteRequest {
+            invalidate: true,
+            ..DeleteRequest::new(&keys[1])
+        };
+        assert_eq!(s.delete(&inv, 10), DeleteResult::Deleted);
+        s.flush_all(10, 10);
+        while s.tick(10) {}
+    };
+    // Warm up: index grown, slab pages taken, the ring wrapped.
+    round(&mut s);
+    round(&mut s);
+    let before = journaled();
+    let n = count(|| {
+        for _ in 0..3 {
+            round(&mut s);
+        }
+    });
+    let records = journaled() - before;
+    assert_eq!(records, 3 * (20_000 * 5 + 5), "one record per mutation");
+    assert_eq!(n, 0, "allocations on the journal path");
 }

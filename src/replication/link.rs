@@ -488,10 +488,14 @@ fn fill(sh: &Shared, i: usize, l: &mut Local, out: &mut Vec<u8>) {
                     return;
                 }
             }
+            // An item revised lately (touch ...) goes as that revision, so
+            // a receiver holding the same CAS takes its expiry.
+            let recent = s.recent.lock();
             let mut items = 0u64;
             let mut done = false;
             for _ in 0..WALK_BUCKETS {
                 let next = shard.walk(*walk, 1, now, |it| {
+                    let rev = recent.rev_of(sh.store.hash(it.key), it.cas);
                     let w = WireChange::Item {
                         key: it.key,
                         value: it.value,
@@ -499,6 +503,7 @@ fn fill(sh: &Shared, i: usize, l: &mut Local, out: &mut Vec<u8>) {
                         exp: super::rel_to_abs(it.exptime),
                         cas: it.cas,
                         stale: it.stale,
+                        rev,
                     };
                     if let Some(p) = wire::record_parts(true, stream, 0, &w) {
                         p.write_to(out);
@@ -516,6 +521,7 @@ fn fill(sh: &Shared, i: usize, l: &mut Local, out: &mut Vec<u8>) {
                     break;
                 }
             }
+            drop(recent);
             drop(ring);
             drop(shard);
             s.snapshot_items_sent.fetch_add(items, Relaxed);
@@ -821,21 +827,27 @@ fn apply_change(sh: &Shared, w: &WireChange<'_>) {
     let c = super::from_wire(w);
     let now = crate::time::now();
     let res = match w {
-        WireChange::Item { key, cas, .. } => {
+        WireChange::Item { key, cas, rev, .. } => {
             let h = sh.store.hash(key);
             let mut shard = sh.store.lock(key);
-            let tombs = &r.streams[sh.store.shard_of(h)].tombs;
-            if tombs.lock().newer(h, *cas) {
-                Applied::Older // removed here after this version was made
+            let mut recent = r.streams[sh.store.shard_of(h)].recent.lock();
+            // Older: removed here after this version was made, or a newer
+            // revision of this CAS was made or applied here.
+            if recent.newer(h, *cas) || (*rev != 0 && recent.rev_known(h, *cas, *rev)) {
+                Applied::Older
             } else {
-                shard.apply(&c, now)
+                let res = shard.apply(&c, now);
+                if *rev != 0 && matches!(res, Applied::Stored | Applied::Revised) {
+                    recent.put_rev(h, *cas, *rev);
+                }
+                res
             }
         }
         WireChange::Removed { key, cas } => {
             let h = sh.store.hash(key);
             let mut shard = sh.store.lock(key);
             let res = shard.apply(&c, now);
-            r.streams[sh.store.shard_of(h)].tombs.lock().put(h, *cas);
+            r.streams[sh.store.shard_of(h)].recent.lock().put(h, *cas);
             res
         }
         WireChange::Flush { .. } => {
@@ -854,7 +866,7 @@ fn apply_change(sh: &Shared, w: &WireChange<'_>) {
         Applied::OutOfMemory | Applied::TooLarge => {
             r.c.apply_failed.fetch_add(1, Relaxed);
         }
-        Applied::Stored | Applied::Removed | Applied::Flushed => {}
+        Applied::Stored | Applied::Revised | Applied::Removed | Applied::Flushed => {}
     }
 }
 

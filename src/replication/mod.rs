@@ -44,43 +44,78 @@ fn state_name(s: u8) -> &'static str {
     }
 }
 
-/// Recent removals of one shard (key hash → version), so that an item
-/// version older than a removal is not stored after it: without it a delete
-/// on one host and a concurrent older set on the other cross on the wire
-/// and the hosts diverge (the store keeps no tombstones). Direct-mapped and
-/// lossy (a collision forgets the older entry): it covers removals within
-/// the replication lag, which is what crossing writes need. Touched only
-/// under the shard's lock (the journal's order: shard, then this).
-pub struct Tombs {
-    slots: Box<[(u64, u64)]>,
+/// Recent removals and revisions of one shard, the versions a receiver
+/// needs beyond what the store holds (it keeps no tombstones and no
+/// revision per item). Direct-mapped and lossy (a collision forgets the
+/// older entry): they cover changes within the replication lag, which is
+/// where changes of both hosts cross on the wire. Touched only under the
+/// shard's lock (the journal's order: shard, then this).
+///
+/// - Removals (key hash → version): an item version older than a removal
+///   is not stored after it. Without it a delete on one host and a
+///   concurrent older set on the other cross and the hosts diverge.
+/// - Revisions (key hash, CAS → revision): touch, gat, `mg T` and `md x`
+///   keep an item's CAS and travel as a revision of it (`rev`, a fresh
+///   version). Of two revisions of one CAS the one with the larger `rev`
+///   wins on both hosts: each host records its own local revisions and the
+///   applied ones here, and a receiver drops an incoming revision not newer
+///   than the one recorded for that key and CAS.
+pub struct Recent {
+    removed: Box<[(u64, u64)]>,
+    revised: Box<[(u64, u64, u64)]>,
 }
 
-/// Tombstone slots per shard (16 bytes each).
+/// Removal slots per shard (16 bytes each).
 const TOMBS: usize = 1 << 14;
+/// Revision slots per shard (24 bytes each).
+const REVS: usize = 1 << 13;
 
-impl Tombs {
-    fn new() -> Tombs {
-        Tombs {
-            slots: vec![(0, 0); TOMBS].into_boxed_slice(),
+impl Recent {
+    fn new() -> Recent {
+        Recent {
+            removed: vec![(0, 0); TOMBS].into_boxed_slice(),
+            revised: vec![(0, 0, 0); REVS].into_boxed_slice(),
         }
     }
     pub fn put(&mut self, hash: u64, cas: u64) {
-        let s = &mut self.slots[hash as usize & (TOMBS - 1)];
+        let s = &mut self.removed[hash as usize & (TOMBS - 1)];
         if s.0 != hash || s.1 < cas {
             *s = (hash, cas);
         }
     }
     /// Was the key removed at a version newer than `cas`?
     pub fn newer(&self, hash: u64, cas: u64) -> bool {
-        let s = self.slots[hash as usize & (TOMBS - 1)];
+        let s = self.removed[hash as usize & (TOMBS - 1)];
         s.0 == hash && s.1 > cas
+    }
+    /// The key's item at `cas` was revised to revision `rev`.
+    pub fn put_rev(&mut self, hash: u64, cas: u64, rev: u64) {
+        let s = &mut self.revised[hash as usize & (REVS - 1)];
+        if s.0 != hash || s.1 != cas || s.2 < rev {
+            *s = (hash, cas, rev);
+        }
+    }
+    /// The newest revision known of the key's item at `cas` (0: none).
+    pub fn rev_of(&self, hash: u64, cas: u64) -> u64 {
+        let s = self.revised[hash as usize & (REVS - 1)];
+        if s.0 == hash && s.1 == cas {
+            s.2
+        } else {
+            0
+        }
+    }
+    /// Is a revision at least as new as `rev` of the key's item at `cas`
+    /// known here?
+    pub fn rev_known(&self, hash: u64, cas: u64, rev: u64) -> bool {
+        let s = self.revised[hash as usize & (REVS - 1)];
+        s.0 == hash && s.1 == cas && s.2 >= rev
     }
 }
 
 /// One outbound stream: a shard's backlog and what the partner has of it.
 pub struct Stream {
-    /// Recent removals in this shard (local and applied).
-    pub tombs: Arc<Mutex<Tombs>>,
+    /// Recent removals and revisions in this shard (local and applied).
+    pub recent: Arc<Mutex<Recent>>,
     pub ring: Arc<Mutex<Ring>>,
     /// Last sequence number journaled (sync mode waits for its ack).
     pub journaled: Arc<AtomicU64>,
@@ -280,6 +315,7 @@ pub(crate) fn to_wire<'a>(c: &Change<'a>) -> WireChange<'a> {
             exptime,
             cas,
             stale,
+            rev,
         } => WireChange::Item {
             key,
             value,
@@ -287,6 +323,7 @@ pub(crate) fn to_wire<'a>(c: &Change<'a>) -> WireChange<'a> {
             exp: rel_to_abs(exptime),
             cas,
             stale,
+            rev,
         },
         Change::Removed { key, cas } => WireChange::Removed { key, cas },
         Change::Flush { at, cas } => WireChange::Flush {
@@ -306,6 +343,7 @@ pub(crate) fn from_wire<'a>(w: &WireChange<'a>) -> Change<'a> {
             exp,
             cas,
             stale,
+            rev,
         } => Change::Item {
             key,
             value,
@@ -313,6 +351,7 @@ pub(crate) fn from_wire<'a>(w: &WireChange<'a>) -> Change<'a> {
             exptime: abs_to_rel(exp),
             cas,
             stale,
+            rev,
         },
         WireChange::Removed { key, cas } => Change::Removed { key, cas },
         WireChange::Flush { at, cas } => Change::Flush {
@@ -322,12 +361,27 @@ pub(crate) fn from_wire<'a>(w: &WireChange<'a>) -> Change<'a> {
     }
 }
 
+thread_local! {
+    /// Set by a journal record on this thread (the thread of the client
+    /// connection whose request made the change); taken by the connection
+    /// right after the request (`journaled`).
+    static JOURNALED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Did a request executed on this thread since the last call journal a
+/// change? Sync mode waits for the partner's ack only before replies
+/// that follow such a request: reads never wait.
+#[inline]
+pub fn journaled() -> bool {
+    JOURNALED.with(|j| j.replace(false))
+}
+
 /// The journal of one shard: every client mutation's post-image goes into
 /// the stream's ring. Called under the shard lock; no allocation, no wait
 /// beyond the ring's own short mutex.
 struct StreamJournal {
     ring: Arc<Mutex<Ring>>,
-    tombs: Arc<Mutex<Tombs>>,
+    recent: Arc<Mutex<Recent>>,
     hasher: ahash::RandomState,
     journaled: Arc<AtomicU64>,
     stream: u16,
@@ -335,12 +389,21 @@ struct StreamJournal {
 
 impl Journal for StreamJournal {
     fn record(&mut self, change: &Change<'_>) {
-        if let Change::Removed { key, cas } = *change {
-            self.tombs.lock().put(self.hasher.hash_one(key), cas);
+        match *change {
+            Change::Removed { key, cas } => {
+                self.recent.lock().put(self.hasher.hash_one(key), cas);
+            }
+            Change::Item { key, cas, rev, .. } if rev != 0 => {
+                self.recent
+                    .lock()
+                    .put_rev(self.hasher.hash_one(key), cas, rev);
+            }
+            _ => {}
         }
         let w = to_wire(change);
         let seq = self.ring.lock().push(self.stream, &w, now_ms());
         self.journaled.store(seq, Relaxed);
+        JOURNALED.with(|j| j.set(true));
     }
 }
 
@@ -364,7 +427,7 @@ impl Replication {
                     64
                 }))),
                 journaled: Arc::new(AtomicU64::new(0)),
-                tombs: Arc::new(Mutex::new(Tombs::new())),
+                recent: Arc::new(Mutex::new(Recent::new())),
                 degrade_mark: AtomicU64::new(0),
                 state: AtomicU8::new(if cfg.partner.is_some() {
                     CONNECTING
@@ -387,7 +450,7 @@ impl Replication {
                 let seeds = crate::store::SEEDS;
                 let j = StreamJournal {
                     ring: s.ring.clone(),
-                    tombs: s.tombs.clone(),
+                    recent: s.recent.clone(),
                     hasher: ahash::RandomState::with_seeds(seeds[0], seeds[1], seeds[2], seeds[3]),
                     journaled: s.journaled.clone(),
                     stream: i as u16,
@@ -496,18 +559,20 @@ impl Replication {
 }
 
 impl Replication {
-    /// Sync mode: before a connection writes its replies, wait until the
-    /// partner acknowledged every record journaled so far (this client's
-    /// writes among them), at most `--replication-timeout`. On timeout, or
-    /// with the partner not streaming, fall back to async (counted, logged)
-    /// until every stream is streaming and caught up again. Returns at once
-    /// in async mode or when nothing is unacknowledged.
+    /// Remember what was journaled when sync mode gave up.
     fn mark_degraded(&self) {
         for s in self.streams.iter() {
             s.degrade_mark.store(s.journaled.load(Relaxed), Relaxed);
         }
     }
 
+    /// Sync mode: before a connection writes replies that include a
+    /// write's (see `journaled`), wait until the partner acknowledged every
+    /// record journaled so far (this client's writes among them), at most
+    /// `--replication-timeout`. On timeout, or
+    /// with the partner not streaming, fall back to async (counted, logged)
+    /// until every stream is streaming and caught up again. Returns at once
+    /// in async mode or when nothing is unacknowledged.
     pub async fn sync_wait(&self) {
         if !self.sync {
             return;

@@ -243,6 +243,7 @@ mod tests {
             exp: 0,
             cas,
             stale: false,
+            rev: 0,
         }
     }
 

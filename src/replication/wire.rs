@@ -38,6 +38,10 @@ pub mod ty {
 const K_ITEM: u8 = 1;
 const K_REMOVED: u8 = 2;
 const K_FLUSH: u8 = 3;
+/// An item that kept its CAS (touch, gat, `mg T`, `md x`): the item fields
+/// plus the revision (a fresh version) that orders it among revisions of
+/// that CAS.
+const K_REVISED: u8 = 4;
 
 /// Longest key on the wire (memcached keys are at most 250 bytes; binary
 /// keys at most 65535 by their header).
@@ -56,6 +60,10 @@ pub enum WireChange<'a> {
         exp: i64,
         cas: u64,
         stale: bool,
+        /// 0: the item's CAS is new. Otherwise this post-image kept the CAS
+        /// of the item it changed (touch, gat, `mg T`, `md x`), and `rev`, a
+        /// fresh version, orders it among the revisions of that CAS.
+        rev: u64,
     },
     Removed {
         key: &'a [u8],
@@ -218,7 +226,7 @@ pub fn header(t: u8, len: u32) -> [u8; HDR] {
 
 /// Bytes of the fixed part of a RECORD/SNAPSHOT frame (header included),
 /// before the key and value.
-pub const RECORD_FIXED_MAX: usize = HDR + 2 + 8 + 1 + 8 + 4 + 8 + 1 + 2 + 4;
+pub const RECORD_FIXED_MAX: usize = HDR + 2 + 8 + 1 + 8 + 8 + 4 + 8 + 1 + 2 + 4;
 
 /// The fixed part of a RECORD (or SNAPSHOT) frame in a stack buffer, and
 /// the key and value that follow it: together one frame. Lets the journal
@@ -272,12 +280,19 @@ pub fn record_parts<'a>(
             exp,
             cas,
             stale,
+            rev,
         } => {
             if key.len() > MAX_KEY || value.len() > u32::MAX as usize {
                 return None;
             }
-            put(&[K_ITEM]);
-            put(&cas.to_be_bytes());
+            if rev == 0 {
+                put(&[K_ITEM]);
+                put(&cas.to_be_bytes());
+            } else {
+                put(&[K_REVISED]);
+                put(&cas.to_be_bytes());
+                put(&rev.to_be_bytes());
+            }
             put(&flags.to_be_bytes());
             put(&exp.to_be_bytes());
             put(&[stale as u8]);
@@ -441,8 +456,16 @@ impl<'a> Rd<'a> {
 
 fn change<'a>(r: &mut Rd<'a>) -> Result<WireChange<'a>, WireError> {
     match r.u8()? {
-        K_ITEM => {
+        k @ (K_ITEM | K_REVISED) => {
             let cas = r.u64()?;
+            let rev = if k == K_REVISED {
+                match r.u64()? {
+                    0 => return Err(WireError::Malformed),
+                    v => v,
+                }
+            } else {
+                0
+            };
             let flags = r.u32()?;
             let exp = r.u64()? as i64;
             let stale = match r.u8()? {
@@ -461,6 +484,7 @@ fn change<'a>(r: &mut Rd<'a>) -> Result<WireChange<'a>, WireError> {
                 exp,
                 cas,
                 stale,
+                rev,
             })
         }
         K_REMOVED => {
@@ -614,6 +638,16 @@ mod tests {
                 exp: 1_900_000_000,
                 cas: u64::MAX - 1,
                 stale: true,
+                rev: 0,
+            },
+            WireChange::Item {
+                key: b"touched",
+                value: b"v",
+                flags: 3,
+                exp: 1_900_000_100,
+                cas: 77,
+                stale: false,
+                rev: u64::MAX,
             },
             WireChange::Item {
                 key: &[b'x'; 250],
@@ -622,6 +656,7 @@ mod tests {
                 exp: 0,
                 cas: 1,
                 stale: false,
+                rev: 0,
             },
             WireChange::Removed {
                 key: b"gone",
@@ -653,9 +688,16 @@ mod tests {
         );
         // A snapshot is only ever an item.
         assert_eq!(
-            decode(&rec(true, 1, 0, &changes[2]), MAX),
+            decode(&rec(true, 1, 0, &changes[3]), MAX),
             Err(WireError::Malformed)
         );
+        // A revised item says so with its own kind and a nonzero revision.
+        let b = rec(false, 0, 1, &changes[1]);
+        assert_eq!(b[HDR + 2 + 8], K_REVISED);
+        let mut zero = b.clone();
+        zero[HDR + 2 + 8 + 1 + 8..HDR + 2 + 8 + 1 + 16].fill(0);
+        assert_eq!(decode(&zero, MAX), Err(WireError::Malformed));
+        assert_eq!(rec(false, 0, 1, &changes[0])[HDR + 2 + 8], K_ITEM);
     }
 
     #[test]
@@ -817,9 +859,9 @@ mod tests {
         fn items_round_trip(
             key in proptest::collection::vec(any::<u8>(), 0..300),
             value in proptest::collection::vec(any::<u8>(), 0..300),
-            flags: u32, exp: i64, cas: u64, stale: bool, stream: u16, seq: u64,
+            flags: u32, exp: i64, cas: u64, stale: bool, stream: u16, seq: u64, rev: u64,
         ) {
-            let c = WireChange::Item { key: &key, value: &value, flags, exp, cas, stale };
+            let c = WireChange::Item { key: &key, value: &value, flags, exp, cas, stale, rev };
             let b = rec(false, stream, seq, &c);
             let (f, used) = decode(&b, MAX).unwrap().unwrap();
             prop_assert_eq!(used, b.len());

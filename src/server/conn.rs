@@ -415,13 +415,19 @@ pub(super) async fn serve_with<S: Stream>(
         ..ConnState::default()
     };
     let mut conn_state = super::conns::NEW;
+    // Sync replication: the replies written next include a write's, so
+    // they wait for the partner's ack first (reads alone never wait).
+    let sync = shared.replication.as_ref().is_some_and(|r| r.sync);
+    let mut wrote = false;
     loop {
         meter.sync(&rbuf, &wbuf);
         if let Err(why) = make_room(&mut rbuf, need, st, limit) {
             st.read_buf_oom.fetch_add(1, Relaxed);
             let refused = match (why, proto) {
                 (NoRoom::Limit, Some(p)) if need.is_some() => {
-                    refuse_value(&rbuf, p, &env, &mut state, &mut wbuf)
+                    let r = refuse_value(&rbuf, p, &env, &mut state, &mut wbuf);
+                    wrote |= sync && crate::replication::journaled();
+                    r
                 }
                 _ => None,
             };
@@ -432,7 +438,10 @@ pub(super) async fn serve_with<S: Stream>(
                     let e = ErrorKind::Server("SERVER_ERROR out of memory reading request");
                     env::emit(&Default::default(), Response::Error(e), &mut wbuf);
                 }
-                if flush(&mut stream, &mut wbuf, &env).await.is_some() {
+                if flush(&mut stream, &mut wbuf, &env, &mut wrote)
+                    .await
+                    .is_some()
+                {
                     release(&mut rbuf, &mut wbuf, &mut meter);
                     close_gracefully(stream, fd, rbuf).await;
                 }
@@ -450,7 +459,10 @@ pub(super) async fn serve_with<S: Stream>(
             if rbuf.is_empty() && rbuf.capacity() > RBUF_INIT && !fresh(&mut rbuf) {
                 return;
             }
-            if flush(&mut stream, &mut wbuf, &env).await.is_none() {
+            if flush(&mut stream, &mut wbuf, &env, &mut wrote)
+                .await
+                .is_none()
+            {
                 return;
             }
             continue;
@@ -521,12 +533,13 @@ pub(super) async fn serve_with<S: Stream>(
                     let mut next = as_client(&shared.watch, fd, || {
                         execute(&req, &env, &mut state, &mut wbuf)
                     });
+                    wrote |= sync && crate::replication::journaled();
                     // A multi-get: write what it has so far, let the other
                     // connections run, go on with its next slice of keys.
                     while let Next::More(at) = next {
                         if wbuf.len() >= WBUF_HIGH {
                             meter.sync(&rbuf, &wbuf);
-                            match flush(&mut stream, &mut wbuf, &env).await {
+                            match flush(&mut stream, &mut wbuf, &env, &mut wrote).await {
                                 Some(_) => {}
                                 None => return,
                             }
@@ -534,6 +547,7 @@ pub(super) async fn serve_with<S: Stream>(
                         yield_now(&env).await;
                         work = 0;
                         next = as_client(&shared.watch, fd, || resume(&req, &env, at, &mut wbuf));
+                        wrote |= sync && crate::replication::journaled();
                     }
                     match next {
                         Next::Continue | Next::More(_) => {}
@@ -555,7 +569,11 @@ pub(super) async fn serve_with<S: Stream>(
                         // (memcached stops reading commands); the replies
                         // before it go out, then only log lines.
                         meter.sync(&rbuf, &wbuf);
-                        if !wbuf.is_empty() && flush(&mut stream, &mut wbuf, &env).await.is_none() {
+                        if !wbuf.is_empty()
+                            && flush(&mut stream, &mut wbuf, &env, &mut wrote)
+                                .await
+                                .is_none()
+                        {
                             return;
                         }
                         release(&mut rbuf, &mut wbuf, &mut meter);
@@ -568,7 +586,7 @@ pub(super) async fn serve_with<S: Stream>(
             }
             if wbuf.len() >= WBUF_HIGH {
                 meter.sync(&rbuf, &wbuf);
-                match flush(&mut stream, &mut wbuf, &env).await {
+                match flush(&mut stream, &mut wbuf, &env, &mut wrote).await {
                     Some(n) => work += n,
                     None => return,
                 }
@@ -594,7 +612,7 @@ pub(super) async fn serve_with<S: Stream>(
         // `need` counted from the request's start, which is now the front.
         meter.sync(&rbuf, &wbuf);
         if !wbuf.is_empty() {
-            match flush(&mut stream, &mut wbuf, &env).await {
+            match flush(&mut stream, &mut wbuf, &env, &mut wrote).await {
                 Some(n) => work += n,
                 None => return,
             }
@@ -629,9 +647,19 @@ fn release(rbuf: &mut Vec<u8>, wbuf: &mut Vec<u8>, meter: &mut Meter<'_>) {
 }
 
 /// Write all pending output; the byte count, or `None` if the peer is gone.
-async fn flush<S: Stream>(stream: &mut S, wbuf: &mut Vec<u8>, env: &Env<'_>) -> Option<usize> {
-    if let Some(r) = env.shared.replication.as_ref().filter(|r| r.sync) {
-        r.sync_wait().await; // sync replication: the partner has it first
+/// In sync replication mode, output that includes a write's reply
+/// (`wrote`: a request executed since the last flush journaled a change)
+/// waits for the partner's ack first; output of reads alone goes at once.
+async fn flush<S: Stream>(
+    stream: &mut S,
+    wbuf: &mut Vec<u8>,
+    env: &Env<'_>,
+    wrote: &mut bool,
+) -> Option<usize> {
+    if std::mem::take(wrote) {
+        if let Some(r) = env.shared.replication.as_ref() {
+            r.sync_wait().await; // sync replication: the partner has it first
+        }
     }
     let (res, mut b) = stream.write_all(std::mem::take(wbuf)).await;
     b.clear();

@@ -138,7 +138,13 @@ fn shared(config: Config) -> Shared {
         config.chunk_size,
         config.growth_factor,
     ));
+    let watch = Arc::new(super::watch::Watchers::new(
+        config.chunk_size,
+        config.growth_factor,
+    ));
+    store.observe(Some(watch.clone()));
     Shared {
+        watch,
         config,
         store,
         stats: Stats::new(1),

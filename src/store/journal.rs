@@ -22,10 +22,13 @@
 //! `hlc.rs`). Client-given CAS values (meta `E`) and applied changes are
 //! observed by the clock, so a later local write gets a larger version.
 //!
-//! Known limit of "last writer wins by CAS": memcached's touch, `gat` and
-//! `mg T` do not change an item's CAS, and neither does `md x` without `E`;
-//! their `Change::Item` carries the CAS the partner's copy already has, so
-//! `apply` answers `Older` for them (see `apply`).
+//! Revisions: memcached's touch, `gat` and `mg T` do not change an item's
+//! CAS, and neither does `md x` without `E`. Their post-image carries the
+//! CAS the partner's copy already has, so it cannot win by CAS; it carries
+//! a revision instead (`Change::Item::rev`, a fresh version from the same
+//! clock) and `apply` takes it over an item of that same CAS. Which of two
+//! revisions of one CAS wins is the caller's to decide (replication keeps
+//! recent revisions per key; docs/REPLICATION.md, "Revisions").
 
 /// A client mutation's outcome, as the shard's commit point sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +43,10 @@ pub enum Change<'a> {
         exptime: u32,
         cas: u64,
         stale: bool,
+        /// 0: `cas` is the item's new version. Otherwise the change kept the
+        /// item's CAS (touch, gat, `mg T`, `md x` without `E`) and `rev` is
+        /// a fresh version that orders it among the revisions of `cas`.
+        rev: u64,
     },
     /// A client removed the key (delete, md, a failed too-large set that
     /// unlinks); `cas` is a fresh version from the shard's clock.
@@ -62,6 +69,8 @@ pub enum Applied {
     Flushed,
     /// the local item has an equal or newer version: nothing changed
     Older,
+    /// a revision (`rev` != 0) of the local item's own CAS was taken over
+    Revised,
     OutOfMemory,
     TooLarge,
 }
@@ -88,6 +97,7 @@ pub(crate) mod tests {
             exptime: u32,
             cas: u64,
             stale: bool,
+            rev: u64,
         },
         Removed {
             key: Vec<u8>,
@@ -128,6 +138,7 @@ pub(crate) mod tests {
                     exptime,
                     cas,
                     stale,
+                    rev,
                 } => Rec::Item {
                     key: key.to_vec(),
                     value: value.to_vec(),
@@ -135,6 +146,7 @@ pub(crate) mod tests {
                     exptime,
                     cas,
                     stale,
+                    rev,
                 },
                 Change::Removed { key, cas } => Rec::Removed {
                     key: key.to_vec(),
@@ -161,7 +173,43 @@ pub(crate) mod tests {
             exptime,
             cas,
             stale,
+            rev: 0,
         }
+    }
+
+    /// A revision of the item at `cas` (its CAS kept); returns its `rev`,
+    /// which must be newer than `after`.
+    #[track_caller]
+    fn revision(r: Rec, want: Rec, after: u64) -> u64 {
+        let Rec::Item { rev, .. } = r else {
+            panic!("{r:?}")
+        };
+        assert!(rev > after, "revision {rev} not after {after}");
+        let Rec::Item {
+            key,
+            value,
+            flags,
+            exptime,
+            cas,
+            stale,
+            ..
+        } = want
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            r,
+            Rec::Item {
+                key,
+                value,
+                flags,
+                exptime,
+                cas,
+                stale,
+                rev
+            }
+        );
+        rev
     }
 
     /// The only change recorded since the last call.
@@ -276,12 +324,13 @@ pub(crate) mod tests {
             s.arith(&ArithRequest::new(b"none", true, 1), 10),
             ArithResult::NotFound
         );
-        // touch / gat: new expiry, same CAS; a plain get records nothing
+        // touch / gat: new expiry, same CAS, each a newer revision of it; a
+        // plain get records nothing
         let c = cas_of(&mut s, b"a");
         assert_eq!(s.touch(b"a", 70, 10), Some(c));
-        assert_eq!(one(&r), item(b"a", b"x", 0, 70, c, false));
+        let r1 = revision(one(&r), item(b"a", b"x", 0, 70, c, false), c);
         assert!(s.get(b"a", 10, Some(80)).is_some());
-        assert_eq!(one(&r), item(b"a", b"x", 0, 80, c, false));
+        let r2 = revision(one(&r), item(b"a", b"x", 0, 80, c, false), r1);
         assert!(s.get(b"a", 10, None).is_some());
         assert!(s.touch(b"none", 5, 10).is_none());
         // mg: T records, N on a miss records the created item, a read that
@@ -292,7 +341,7 @@ pub(crate) mod tests {
             ..MetaGet::default()
         };
         s.meta_get(b"a", 10, &t).unwrap();
-        assert_eq!(one(&r), item(b"a", b"x", 0, 90, c, false));
+        revision(one(&r), item(b"a", b"x", 0, 90, c, false), r2);
         let n = MetaGet {
             vivify: Some(30),
             claim_win: true,
@@ -336,7 +385,7 @@ pub(crate) mod tests {
             ..DeleteRequest::new(b"w")
         };
         assert_eq!(s.delete(&x, 10), DeleteResult::Deleted);
-        assert_eq!(one(&r), item(b"w", b"", 8, 44, c, false));
+        revision(one(&r), item(b"w", b"", 8, 44, c, false), c);
         // delete: a removal with a fresh version; a miss or a CAS mismatch
         // records nothing
         assert_eq!(
@@ -528,6 +577,7 @@ pub(crate) mod tests {
             exptime: 0,
             cas,
             stale: false,
+            rev: 0,
         };
         // older or equal: nothing changes
         assert_eq!(s.apply(&theirs(b"old", c - 1), 10), Applied::Older);
@@ -548,6 +598,7 @@ pub(crate) mod tests {
             exptime: 99,
             cas: newer,
             stale: true,
+            rev: 0,
         };
         assert_eq!(s.apply(&st, 10), Applied::Stored);
         let (it, _) = s.meta_get(b"s", 10, &MetaGet::default()).unwrap();
@@ -567,6 +618,7 @@ pub(crate) mod tests {
             exptime: 0,
             cas: newer + 3,
             stale: false,
+            rev: 0,
         };
         assert_eq!(s.apply(&tl, 10), Applied::TooLarge);
         assert!(r.take().is_empty());
@@ -586,6 +638,68 @@ pub(crate) mod tests {
         assert!(s.get(b"s", 10, None).is_none());
         assert!(s.get(b"after", 10, None).is_some());
         // applied changes are never recorded
+        assert!(r.take().is_empty());
+    }
+
+    /// A revision (a change that kept the CAS: touch, gat, `mg T`, `md x`)
+    /// is taken over an item of that same CAS, never over a newer or an
+    /// older one; a whole item at a newer CAS replaces the item as always.
+    /// Its `rev` is observed by the clock like any version.
+    #[test]
+    fn apply_takes_a_revision_of_the_same_cas() {
+        let (mut s, r) = recorded(&StoreConfig::default());
+        let c = stored(s.store(
+            &StoreRequest {
+                flags: 2,
+                exptime: 50,
+                ..StoreRequest::new(StoreMode::Set, b"k", b"v")
+            },
+            10,
+        ));
+        r.take();
+        let revk =
+            |key: &'static [u8], flags, cas, value: &'static [u8], exptime, rev| Change::Item {
+                key,
+                value,
+                flags,
+                exptime,
+                cas,
+                stale: false,
+                rev,
+            };
+        let rev = |cas, value, exptime, rev| revk(b"k", 2, cas, value, exptime, rev);
+        let exp = |s: &mut Shard| s.meta_get(b"k", 10, &MetaGet::default()).unwrap().0.exptime;
+        // a touch of this CAS: the new expiry, the CAS kept, in place
+        assert_eq!(s.apply(&rev(c, b"v", 500, c + 10), 10), Applied::Revised);
+        assert_eq!(exp(&mut s), 500);
+        assert_eq!(cas_of(&mut s, b"k"), c);
+        // an md x of this CAS: value and flags too
+        let x = revk(b"k", 9, c, b"", 600, c + 20);
+        assert_eq!(s.apply(&x, 10), Applied::Revised);
+        let it = s.get(b"k", 10, None).unwrap();
+        assert_eq!(
+            (it.value, it.flags, it.cas, it.exptime),
+            (&b""[..], 9, c, 600)
+        );
+        // a revision of an older CAS changes nothing
+        assert_eq!(s.apply(&rev(c - 1, b"v", 700, c + 30), 10), Applied::Older);
+        assert_eq!(exp(&mut s), 600);
+        // a revision of a newer CAS than ours is that whole item
+        let n = c + (1 << 30);
+        assert_eq!(s.apply(&rev(n, b"new", 800, n + 5), 10), Applied::Stored);
+        let it = s.get(b"k", 10, None).unwrap();
+        assert_eq!((it.value, it.cas, it.exptime), (&b"new"[..], n, 800));
+        // and of a missing key: created
+        let m = revk(b"m", 2, n, b"m", 0, n + 6);
+        assert_eq!(s.apply(&m, 10), Applied::Stored);
+        // the clock observed the revision
+        let far = n + (1 << 40);
+        assert_eq!(s.apply(&rev(n, b"new", 900, far), 10), Applied::Revised);
+        assert!(stored(s.store(&StoreRequest::new(StoreMode::Set, b"j", b"1"), 10)) > far);
+        r.take();
+        // a local touch after it: a newer revision again
+        s.touch(b"k", 30, 10);
+        revision(one(&r), item(b"k", b"new", 2, 30, n, false), far);
         assert!(r.take().is_empty());
     }
 }

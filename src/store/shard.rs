@@ -33,8 +33,11 @@ struct Fresh<'k> {
 /// What a client mutation left, for the commit point.
 #[derive(Clone, Copy)]
 enum Commit<'k> {
-    /// The item at this handle is the post-image.
+    /// The item at this handle is the post-image, with a new CAS.
     Item(u32),
+    /// The item at this handle is the post-image of a change that kept its
+    /// CAS (touch, gat, `mg T`, `md x`): a revision of that CAS.
+    Revised(u32),
     /// The key was removed.
     Removed(&'k [u8]),
     /// flush_all at `at` with this version.
@@ -76,7 +79,11 @@ impl Shard {
             return;
         }
         let change = match c {
-            Commit::Item(item) => {
+            Commit::Item(item) | Commit::Revised(item) => {
+                let rev = match c {
+                    Commit::Revised(_) => self.engine.version(0),
+                    _ => 0,
+                };
                 let arena = &self.engine.arena;
                 let (key, value) = arena.key_value(item);
                 Change::Item {
@@ -86,6 +93,7 @@ impl Shard {
                     exptime: arena.exptime(item),
                     cas: arena.cas(item),
                     stale: arena.bits(item) & B_STALE != 0,
+                    rev,
                 }
             }
             Commit::Removed(key) => Change::Removed {
@@ -138,7 +146,7 @@ impl Shard {
             Some(exp) => {
                 self.engine.set_exptime(item, exp);
                 self.engine.class_stats(item).touch_hits += 1;
-                self.commit(Commit::Item(item));
+                self.commit(Commit::Revised(item));
             }
             None => self.engine.note_hit(item),
         }
@@ -431,7 +439,11 @@ impl Shard {
             self.commit(Commit::Removed(key));
             return DeleteResult::Deleted;
         }
-        self.commit(Commit::Item(item));
+        if self.engine.arena.cas(item) == old_cas {
+            self.commit(Commit::Revised(item)); // `md x` keeps the CAS
+        } else {
+            self.commit(Commit::Item(item));
+        }
         DeleteResult::Deleted
     }
 
@@ -502,8 +514,10 @@ impl Shard {
             self.engine.touch_access(item, now);
             self.engine.note_hit(item);
         }
-        if out.created || op.touch.is_some() {
+        if out.created {
             self.commit(Commit::Item(item));
+        } else if op.touch.is_some() {
+            self.commit(Commit::Revised(item));
         }
         let arena = &self.engine.arena;
         let (key, value) = arena.key_value(item);
@@ -636,13 +650,18 @@ impl Shard {
     /// nothing → Older); the item is stored with the given cas; the clock
     /// observes the cas; never passes through the journal.
     ///
+    /// A revision (`rev` != 0: touch, gat, `mg T`, `md x` kept the CAS) of
+    /// the local item's own CAS is taken over (`Revised`: the expiry set in
+    /// place when value and flags are unchanged, else the item rewritten
+    /// with that CAS). Which of two revisions of one CAS is newer is the
+    /// caller's to check before (the store keeps no revision per item); a
+    /// revision of a newer CAS than the local one is stored as any item.
+    ///
     /// A removal of a missing key is `Removed` (idempotent; no tombstone is
     /// kept). An item that cannot be stored (too large, no memory) unlinks
     /// the older local copy. A flush goes by version only: items with a CAS
     /// up to `cas` die at `at` (the local flush_all's rule by access time is
-    /// not applied). Note: touch, `gat`, `mg T` and `md x` without `E` keep
-    /// the item's CAS (as memcached does), so their changes arrive with the
-    /// CAS the local copy already has and are `Older` here.
+    /// not applied).
     pub fn apply(&mut self, change: &Change<'_>, now: u32) -> Applied {
         match *change {
             Change::Item {
@@ -652,13 +671,33 @@ impl Shard {
                 exptime,
                 cas,
                 stale,
+                rev,
             } => {
                 let hash = self.hash(key);
                 self.version(cas);
-                let old = self.engine.lookup(hash, key, now).ok();
-                if old.is_some_and(|item| self.engine.arena.cas(item) >= cas) {
-                    return Applied::Older;
+                if rev != 0 {
+                    self.version(rev);
                 }
+                let old = self.engine.lookup(hash, key, now).ok();
+                let revised = match old.map(|item| self.engine.arena.cas(item)) {
+                    Some(local) if local > cas => return Applied::Older,
+                    Some(local) if local == cas => {
+                        if rev == 0 {
+                            return Applied::Older;
+                        }
+                        let item = old.expect("matched Some");
+                        let a = &self.engine.arena;
+                        let same = a.value(item) == value
+                            && a.flags(item) == flags
+                            && (a.bits(item) & B_STALE != 0) == stale;
+                        if same {
+                            self.engine.set_exptime(item, exptime);
+                            return Applied::Revised;
+                        }
+                        true
+                    }
+                    _ => false,
+                };
                 let fits = item_fits(key.len(), flags, value.len(), self.engine.max_item());
                 let new = if fits {
                     let it = Fresh {
@@ -673,6 +712,8 @@ impl Shard {
                 };
                 let Some(item) = new else {
                     // Never leave the older version behind a failed apply.
+                    // (A failed revision drops its own CAS's item: the
+                    // partner changed it, this host cannot hold the change.)
                     if let Some(old) = old {
                         self.engine.unlink(old, hash);
                     }
@@ -687,7 +728,11 @@ impl Shard {
                     self.engine.mark_stale(item);
                 }
                 self.install(item, hash);
-                Applied::Stored
+                if revised {
+                    Applied::Revised
+                } else {
+                    Applied::Stored
+                }
             }
             Change::Removed { key, cas } => {
                 let hash = self.hash(key);

@@ -42,6 +42,7 @@ mod ops_flags;
 mod ops_memlimit;
 mod ops_watch;
 mod replication;
+mod replication_examples;
 mod security_parse;
 mod shard_count;
 mod stats_counters;

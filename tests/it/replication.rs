@@ -764,33 +764,193 @@ fn sync_mode_degrades_to_async_and_back() {
     assert_eq!(b.conn().get("async19"), Some((0, b"3".to_vec())));
 }
 
-/// touch and gat move an item's expiry on the partner too.
-/// Ignored: the store keeps an item's CAS on touch/gat (as memcached does),
-/// so their post-image has the version the partner already holds and
-/// `Shard::apply` drops it as Older (store-seam's documented limit).
+/// Sends SIGCONT to a stopped host when dropped (also when a test fails).
+struct Stopped<'a>(&'a Server);
+
+impl<'a> Stopped<'a> {
+    fn new(s: &'a Server) -> Stopped<'a> {
+        s.signal(libc::SIGSTOP);
+        Stopped(s)
+    }
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.signal(libc::SIGCONT);
+    }
+}
+
+/// Sync mode waits for the partner's ack only before a write's reply:
+/// with the partner stopped (SIGSTOP, its link still open), a set waits
+/// the timeout while gets, `mg` and binary gets on other connections, sent
+/// during that wait, are answered at once. (Before, every reply waited
+/// while any write was unacknowledged, so these reads waited too.)
 #[test]
-#[ignore = "store seam: touch/gat keep the CAS; apply drops equal-CAS post-images"]
+fn sync_mode_reads_do_not_wait_for_the_partner() {
+    let (a, b) = pair(&[
+        "--replication-mode",
+        "sync",
+        "--replication-timeout",
+        "1500",
+    ]);
+    let mut ca = a.conn();
+    ca.set("r", 4, 0, b"read me");
+    assert_eq!(stat(&a, "sync_timeouts"), 0);
+    let stopped = Stopped::new(&b);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut w = a.conn();
+    let writer = std::thread::spawn(move || {
+        let t = Instant::now();
+        w.set("w", 0, 0, b"written");
+        t.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut reader = a.conn();
+    let t = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(reader.get("r"), Some((4, b"read me".to_vec())));
+        reader.req("mg r v\r\n", "VA 7\r\nread me\r\n");
+        assert_eq!(ca.get("r"), Some((4, b"read me".to_vec())));
+    }
+    // binary get
+    let mut bin = a.tcp();
+    let mut req = vec![0x80u8, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+    req.extend_from_slice(&[0; 8]);
+    req.push(b'r');
+    bin.write_all(&req).unwrap();
+    let mut head = [0u8; 24];
+    bin.read_exact(&mut head).unwrap();
+    assert_eq!(&head[6..8], &[0, 0], "binary get status");
+    let read = t.elapsed();
+    assert!(
+        read < Duration::from_millis(500),
+        "31 reads took {read:?} with the partner stopped"
+    );
+    let wrote = writer.join().unwrap();
+    assert!(
+        wrote >= Duration::from_millis(1400),
+        "the set replied after {wrote:?}, before the timeout"
+    );
+    assert!(read + Duration::from_millis(200) < wrote);
+    drop(stopped);
+    wait_for(10, "A caught up", || caught_up(&a));
+    assert_eq!(b.conn().get("w"), Some((0, b"written".to_vec())));
+}
+
+/// The remaining TTL of `key` as `mg key t` reports it (-1: none).
+fn ttl(c: &mut Conn, key: &str) -> i64 {
+    c.send(format!("mg {key} t\r\n"));
+    let l = c.line();
+    l.split(' ')
+        .find_map(|t| t.strip_prefix('t'))
+        .unwrap_or_else(|| panic!("{key}: {l}"))
+        .parse()
+        .unwrap()
+}
+
+/// touch, gat, `mg T` and `md x` keep an item's CAS (as memcached does);
+/// they travel as a revision of that CAS and move the expiry (and for
+/// `md x` the value and flags) on the partner too, the CAS kept on both.
+/// (Before revisions the partner dropped them as "not newer" by CAS.)
+#[test]
 fn touch_and_gat_move_the_expiry_on_the_partner() {
     let (a, b) = pair(&[]);
     let mut c = a.conn();
-    c.set("touch", 0, 0, b"t");
-    c.set("gat", 0, 0, b"g");
+    for k in ["touch", "gat", "mgt", "mdx"] {
+        c.set(k, 5, 0, b"t");
+    }
     wait_for(10, "A caught up", || caught_up(&a));
     c.req("touch touch 500\r\n", "TOUCHED\r\n");
     c.send("gat 600 gat\r\n");
     c.read_end();
+    c.req("mg mgt T700\r\n", "HD\r\n");
+    c.req("md mdx x T800 F9\r\n", "HD\r\n");
     wait_for(10, "A caught up", || caught_up(&a));
     let mut d = b.conn();
-    for (name, ttl) in [("touch", 500), ("gat", 600)] {
-        d.send(format!("mg {name} t\r\n"));
-        let l = d.line();
-        let t: i64 = l
-            .split(' ')
-            .find_map(|t| t.strip_prefix('t'))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(t > ttl - 5 && t <= ttl, "{name}: {l}");
+    for (name, want) in [("touch", 500), ("gat", 600), ("mgt", 700), ("mdx", 800)] {
+        let t = ttl(&mut d, name);
+        assert!(t > want - 5 && t <= want, "{name}: ttl {t} on B");
+        assert_eq!(
+            c.gets(name).unwrap().2,
+            d.gets(name).unwrap().2,
+            "{name}: CAS differs"
+        );
+    }
+    assert_eq!(d.gets("mdx").map(|g| (g.0, g.1)), Some((9, vec![])));
+    assert_eq!(
+        d.gets("touch").map(|g| (g.0, g.1)),
+        Some((5, b"t".to_vec()))
+    );
+    assert_eq!(stat(&b, "conflicts"), 0);
+    // And back: a touch on B reaches A.
+    d.req("touch touch 900\r\n", "TOUCHED\r\n");
+    wait_for(10, "B caught up", || caught_up(&b));
+    let t = ttl(&mut c, "touch");
+    assert!(t > 895 && t <= 900, "ttl {t} on A");
+}
+
+/// Crossing changes of one item: touches of the same CAS on both hosts at
+/// once end with the same expiry on both (the newer revision wins on both);
+/// a touch on A crossing a set on B ends with B's item on both (a new CAS
+/// beats any revision of an older one).
+#[test]
+fn crossing_touches_and_sets_converge() {
+    let (ra, rb) = (free_port(), free_port());
+    let (to_a, to_b) = (Relay::new(ra), Relay::new(rb));
+    let a = host(ra, Some(to_b.port), &["--replication-rejoin-wait", "0"]);
+    let b = host(rb, Some(to_a.port), &["--replication-rejoin-wait", "0"]);
+    wait_for(10, "both streaming", || caught_up(&a) && caught_up(&b));
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    let pause = |on: bool| {
+        to_a.pause(on);
+        to_b.pause(on);
+        if on {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for round in 0..4 {
+        let k = format!("tt{round}");
+        ca.set(&k, 0, 0, b"v");
+        wait_for(10, "the item on B", || cb.get(&k).is_some());
+        pause(true);
+        // Alternate which host touches last (the newer revision).
+        let (first, second) = if round % 2 == 0 {
+            (&mut ca, &mut cb)
+        } else {
+            (&mut cb, &mut ca)
+        };
+        first.req(format!("touch {k} 1000\r\n"), "TOUCHED\r\n");
+        std::thread::sleep(Duration::from_millis(5));
+        second.req(format!("touch {k} 2000\r\n"), "TOUCHED\r\n");
+        pause(false);
+        wait_for(10, "both caught up", || caught_up(&a) && caught_up(&b));
+        let (ta, tb) = (ttl(&mut ca, &k), ttl(&mut cb, &k));
+        assert!(
+            ta > 1990 && tb > 1990,
+            "{k}: the later touch must win on both: A {ta}, B {tb}"
+        );
+        assert_eq!(ca.gets(&k), cb.gets(&k));
+    }
+    for round in 0..4 {
+        let k = format!("ts{round}");
+        ca.set(&k, 0, 0, b"old");
+        wait_for(10, "the item on B", || cb.get(&k).is_some());
+        pause(true);
+        ca.req(format!("touch {k} 1000\r\n"), "TOUCHED\r\n");
+        cb.req(format!("set {k} 7 3000 5\r\nB-new\r\n"), "STORED\r\n");
+        pause(false);
+        wait_for(10, "both caught up", || caught_up(&a) && caught_up(&b));
+        let ga = ca.gets(&k);
+        assert_eq!(
+            ga.as_ref().map(|g| (g.0, g.1.clone())),
+            Some((7, b"B-new".to_vec()))
+        );
+        assert_eq!(ga, cb.gets(&k), "{k}");
+        let (ta, tb) = (ttl(&mut ca, &k), ttl(&mut cb, &k));
+        assert!(
+            ta > 2990 && tb > 2990,
+            "{k}: B's set's expiry: A {ta}, B {tb}"
+        );
     }
 }
 
@@ -823,4 +983,63 @@ fn a_set_and_a_newer_delete_crossing_on_the_wire_converge() {
         assert_eq!(ca.gets(&k), None, "{k}: B's newer delete lost on A");
         assert_eq!(cb.gets(&k), None, "{k}: A's older set resurrected on B");
     }
+}
+
+/// Async mode: the partner is killed with SIGKILL in the middle of a write
+/// burst on A (and with writes of its own), restarted with the same flags
+/// while A keeps writing: within a bounded time both hosts hold the same
+/// items, every one of A's writes among them (A's stream full-syncs into
+/// the new run of B, B's own empty store never wipes A's newer items).
+#[test]
+fn a_partner_killed_mid_burst_and_restarted_converges() {
+    let (ra, rb) = (free_port(), free_port());
+    let a = host(ra, Some(rb), &[]);
+    let mut b = host(rb, Some(ra), &[]);
+    wait_for(10, "both streaming", || streaming(&a) && streaming(&b));
+    let mut cb = b.conn();
+    for i in 0..500 {
+        cb.set(&format!("fromB{i}"), 1, 0, b"b");
+    }
+    let n = 40_000usize;
+    let progress = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let mut ca = a.conn();
+        let progress = progress.clone();
+        std::thread::spawn(move || {
+            let v = [b'x'; 200];
+            for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+                let mut batch = Vec::new();
+                for i in chunk {
+                    batch.extend_from_slice(format!("set burst{i} 0 0 200 noreply\r\n").as_bytes());
+                    batch.extend_from_slice(&v);
+                    batch.extend_from_slice(b"\r\n");
+                }
+                ca.send(&batch);
+                ca.req("mn\r\n", "MN\r\n");
+                progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    wait_for(20, "the burst under way", || {
+        progress.load(Ordering::Relaxed) >= 5_000
+    });
+    b.signal(libc::SIGKILL);
+    assert!(b.wait_exit(Duration::from_secs(5)).is_some());
+    let at_kill = progress.load(Ordering::Relaxed) as usize;
+    assert!(at_kill < n, "the burst ended before the kill");
+    std::thread::sleep(Duration::from_millis(300));
+    let full0 = stat(&a, "full_syncs");
+    b = host(rb, Some(ra), &[]);
+    writer.join().unwrap();
+    wait_for(30, "A caught up with the new B", || caught_up(&a));
+    let d = wait_same(&a, &b, 30);
+    for i in (0..n).step_by(97).chain([n - 1]) {
+        assert!(d.contains_key(&format!("burst{i}")), "burst{i} lost");
+    }
+    assert_eq!(d.keys().filter(|k| k.starts_with("burst")).count(), n);
+    assert!(
+        stat(&a, "full_syncs") > full0,
+        "a new run of B gets a full sync"
+    );
 }

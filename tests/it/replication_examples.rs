@@ -97,3 +97,36 @@ fn the_example_pair_replicates() {
     assert_eq!(a.conn().stats("replication")["auth_failures"], "0");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// docs/examples/mcrouter.json routes its pair pools to the client address of
+/// each example host (`-l` and `-p` of replication-a.conf / replication-b.conf),
+/// writes to A and fails over to B: mcrouter itself does not run here, so
+/// this keeps the three files in step.
+#[test]
+fn the_mcrouter_example_routes_to_the_example_pair() {
+    let json = std::fs::read_to_string(example("mcrouter.json")).unwrap();
+    for (conf, pool) in [
+        ("replication-a.conf", "pair-a"),
+        ("replication-b.conf", "pair-b"),
+    ] {
+        let text = std::fs::read_to_string(example(conf)).unwrap();
+        let flag = |f: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(f))
+                .unwrap_or_else(|| panic!("{f} not in {conf}"))
+                .trim()
+                .to_string()
+        };
+        let addr = format!("\"{}:{}\"", flag("-l "), flag("-p "));
+        let at = json.find(&format!("\"{pool}\"")).expect(pool);
+        let servers = &json[at..json[at..].find(']').map(|e| at + e).unwrap()];
+        assert!(
+            servers.contains(&addr),
+            "{pool} in mcrouter.json is not {addr}"
+        );
+    }
+    assert!(
+        json.contains("\"children\": [\"PoolRoute|pair-a\", \"PoolRoute|pair-b\"]"),
+        "the pair route fails over from A to B"
+    );
+}

@@ -25,7 +25,6 @@ use super::{Shared, Worker};
 use crate::config::{Config, Parsed};
 use crate::protocol::Proto;
 use crate::protocol::{ascii, binary, Limits, Parsed as ParsedReq};
-use crate::stats::Stats;
 use crate::store::{Store, StoreConfig};
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::BufResult;
@@ -33,7 +32,6 @@ use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 
 /// The probe on a text connection...
@@ -138,24 +136,7 @@ fn shared(config: Config) -> Shared {
         config.chunk_size,
         config.growth_factor,
     ));
-    let watch = Arc::new(super::watch::Watchers::new(
-        config.chunk_size,
-        config.growth_factor,
-    ));
-    store.observe(Some(watch.clone()));
-    Shared {
-        watch,
-        config,
-        store,
-        stats: Stats::new(1),
-        shutdown: AtomicBool::new(false),
-        verbosity: AtomicU32::new(0),
-        tls: None,
-        conn_table: super::conns::ConnTable::default(),
-        loops_ready: Default::default(),
-        heartbeats: Box::new([]),
-        replication: None,
-    }
+    Shared::new(config, store, 1, None, None)
 }
 
 #[derive(Default)]

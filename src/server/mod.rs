@@ -68,6 +68,40 @@ pub struct Shared {
     pub watch: Arc<watch::Watchers>,
 }
 
+impl Shared {
+    /// The state `loops` event loops share: the store (told of lookups,
+    /// stores and evictions for `watch`), fresh counters and tables, and
+    /// what start-up made (TLS, replication).
+    pub(crate) fn new(
+        config: Config,
+        store: Store,
+        loops: usize,
+        tls: Option<tls::Tls>,
+        replication: Option<crate::replication::Replication>,
+    ) -> Shared {
+        let watch = Arc::new(watch::Watchers::new(
+            config.chunk_size,
+            config.growth_factor,
+        ));
+        store.observe(Some(watch.clone()));
+        Shared {
+            watch,
+            replication,
+            store,
+            stats: Stats::new(loops),
+            shutdown: AtomicBool::new(false),
+            verbosity: AtomicU32::new(config.verbose as u32),
+            tls,
+            conn_table: conns::ConnTable::default(),
+            loops_ready: AtomicUsize::new(0),
+            heartbeats: (0..loops)
+                .map(|_| AtomicU64::new(notify::mono_ms()))
+                .collect(),
+            config,
+        }
+    }
+}
+
 /// One loop's listening sockets.
 #[derive(Default)]
 struct Listeners {
@@ -440,26 +474,7 @@ pub fn run(config: Config) -> i32 {
             }
         },
     };
-    let watchers = Arc::new(watch::Watchers::new(
-        config.chunk_size,
-        config.growth_factor,
-    ));
-    store.observe(Some(watchers.clone()));
-    let shared = Arc::new(Shared {
-        watch: watchers,
-        replication,
-        store,
-        stats: Stats::new(threads),
-        shutdown: AtomicBool::new(false),
-        verbosity: AtomicU32::new(config.verbose as u32),
-        tls,
-        conn_table: conns::ConnTable::default(),
-        loops_ready: AtomicUsize::new(0),
-        heartbeats: (0..threads)
-            .map(|_| AtomicU64::new(notify::mono_ms()))
-            .collect(),
-        config,
-    });
+    let shared = Arc::new(Shared::new(config, store, threads, tls, replication));
     for l in &listeners {
         for (t, _) in &l.tcp {
             shared.conn_table.add_listener(t.as_raw_fd());

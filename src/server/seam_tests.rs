@@ -8,10 +8,8 @@ use super::env::{ConnState, Env};
 use super::exec::execute;
 use super::Shared;
 use crate::protocol::{ascii, Command, Ctx, Limits, Parsed, Request};
-use crate::stats::Stats;
 use crate::store::journal_tests::{Rec, Recorder};
 use crate::store::{Store, StoreConfig};
-use std::sync::atomic::{AtomicBool, AtomicU32};
 
 fn shared() -> Shared {
     let crate::config::Parsed::Run(config) = crate::config::Config::from_args(["corecached"])
@@ -22,19 +20,7 @@ fn shared() -> Shared {
         shards: 2,
         ..StoreConfig::default()
     });
-    Shared {
-        config: *config,
-        store,
-        stats: Stats::new(1),
-        shutdown: AtomicBool::new(false),
-        verbosity: AtomicU32::new(0),
-        tls: None,
-        conn_table: super::conns::ConnTable::default(),
-        loops_ready: Default::default(),
-        heartbeats: Box::new([]),
-        replication: None,
-        watch: std::sync::Arc::new(super::watch::Watchers::new(48, 1.25)),
-    }
+    Shared::new(*config, store, 1, None, None)
 }
 
 /// The kinds of change one request recorded, in order.

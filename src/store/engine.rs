@@ -62,6 +62,11 @@ struct Move {
     page: usize,
     to: Dest,
     cursor: u32,
+    /// Rescue items in use even without a free chunk, by evicting a colder
+    /// item of the class (`move_step`). Only for the ticker's moves: a page
+    /// drained inside a request (`drain_now`) keeps the request's own item
+    /// safe only on that page, and must stay short.
+    rescue: bool,
 }
 
 /// `slabs reassign` outcome, memcached's.
@@ -539,20 +544,27 @@ impl Engine {
             page: p,
             to,
             cursor: 0,
+            rescue: false,
         };
         while !self.move_step(&mut m, usize::MAX, now) {}
     }
 
     /// One CLOCK eviction in class `c`. False if nothing can be evicted.
     fn evict_one(&mut self, c: usize, protect: u32, now: u32) -> bool {
-        let mut steps = 0usize;
+        self.evict_one_counted(c, protect, now, &mut 0)
+    }
+
+    /// [`Self::evict_one`], adding the chunks the hand passed to `steps`.
+    fn evict_one_counted(&mut self, c: usize, protect: u32, now: u32, steps: &mut usize) -> bool {
+        let start = *steps;
         let limit = self.arena.classes[c].per_page as usize * self.arena.classes[c].pages.len() * 2
             + SWEEP_MAX;
-        while steps < limit {
+        while *steps - start < limit {
+            let steps_here = *steps - start + 1;
             let Some(item) = self.arena.clock_next(c) else {
                 return false;
             };
-            steps += 1;
+            *steps += 1;
             let bits = self.arena.bits(item);
             if bits & B_LINKED == 0 || item == protect {
                 continue;
@@ -562,7 +574,7 @@ impl Engine {
                 return true;
             }
             let refs = ref_count(bits);
-            if refs != 0 && steps < SWEEP_MAX {
+            if refs != 0 && steps_here < SWEEP_MAX {
                 self.arena.set_bits(item, with_ref_count(bits, refs - 1));
                 continue;
             }
@@ -641,12 +653,17 @@ impl Engine {
             // room. Evicting the page's items regardless dropped ~21,000
             // items in use in 25 s of scripts/soak's load (`-m 32`, 450 page
             // moves), some of them stored a moment before.
+            // The hand's steps count against the slice's budget.
             let bits = self.arena.bits(item);
             let in_use =
                 ref_count(bits) != 0 || now.saturating_sub(self.arena.atime(item, now)) <= 1;
             let mut spare = self.arena.alloc_fast(c);
-            if spare.is_none() && in_use && self.evict_one(c, item, now) {
-                spare = self.arena.alloc_fast(c);
+            if spare.is_none() && in_use && m.rescue {
+                let mut steps = 0;
+                if self.evict_one_counted(c, item, now, &mut steps) {
+                    spare = self.arena.alloc_fast(c);
+                }
+                budget = budget.saturating_sub(steps);
             }
             if let Some(nh) = spare {
                 self.arena.copy_chunk(item, nh);
@@ -716,6 +733,7 @@ impl Engine {
             page: p,
             to,
             cursor: 0,
+            rescue: true,
         });
     }
 
@@ -1362,6 +1380,28 @@ mod tests {
             alive + s.stats().slab_reassign_evictions_nomem,
             src.st.items
         );
+    }
+
+    /// An append that needs a large item drains a page inside the request
+    /// (`drain_now`); that drain must not rescue by evicting, or the CLOCK
+    /// hand may evict the very item being appended to (it was: the append
+    /// answered stored and the key was gone, and debug builds panicked in
+    /// the index).
+    #[test]
+    fn a_page_drained_inside_an_append_keeps_the_appended_item() {
+        let mut s = Shard::new(0, 1, &cfg(8 * PAGE_SIZE));
+        let v = [b'v'; 100];
+        let mut i = 0u32;
+        while s.stats().evictions == 0 {
+            set(&mut s, &format!("k{i}"), &v, 0, 10);
+            i += 1;
+        }
+        // k1 is under the hand now (k0 was its first victim)
+        let tail = vec![b't'; 600_000];
+        let r = s.store(&StoreRequest::new(StoreMode::Append, b"k1", &tail), 10);
+        assert!(matches!(r, StoreResult::Stored { .. }), "{r:?}");
+        let got = s.get(b"k1", 10, None).map(|it| it.value.len());
+        assert_eq!(got, Some(100 + 600_000));
     }
 
     /// Items in use (stored this second) on a page being moved are rescued:

@@ -254,7 +254,7 @@ fn parse_classes(spec: &[u8]) -> Option<u64> {
 }
 
 /// `lru_crawler <sub> ...`, memcached 1.6.18's replies.
-pub fn lru_crawler(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) -> Next {
+pub fn lru_crawler(args: &[u8], env: &Env<'_>, held: bool, out: &mut Vec<u8>) -> Next {
     let Fields { v, n } = fields::<2>(args);
     let reply: &[u8] = match (n, v[0]) {
         (2, b"crawl") => {
@@ -269,9 +269,11 @@ pub fn lru_crawler(args: &[u8], env: &Env<'_>, out: &mut Vec<u8>) -> Next {
             }
         }
         (2, b"metadump") => {
-            if !out.is_empty() {
+            if held {
                 // memcached streams the dump from its crawler thread and
-                // refuses while replies of this read are still pending.
+                // refuses while a reply is on its response stack
+                // (`ConnState::held`: e.g. after a `noreply` set, not after
+                // a get, which memcached writes out at once).
                 b"ERROR cannot pipeline other commands before metadump"
             } else if !CRAWLER_ON.load(Relaxed) {
                 b"ERROR an unknown error happened"

@@ -501,6 +501,7 @@ pub(super) async fn serve_with<S: Stream>(
         let mut pos = 0;
         let mut close = false;
         need = None;
+        state.held = false;
         while pos < rbuf.len() {
             if skip > 0 {
                 let k = skip.min(rbuf.len() - pos);
@@ -533,6 +534,7 @@ pub(super) async fn serve_with<S: Stream>(
                     let mut next = as_client(&shared.watch, fd, || {
                         execute(&req, &env, &mut state, &mut wbuf)
                     });
+                    state.held = super::env::holds(&req);
                     wrote |= sync && crate::replication::journaled();
                     // A multi-get: write what it has so far, let the other
                     // connections run, go on with its next slice of keys.

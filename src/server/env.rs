@@ -47,6 +47,20 @@ pub struct ConnState {
     /// `watch` made this connection a watcher: it stops taking commands
     /// and streams log lines.
     pub watch: Option<std::sync::Arc<super::watch::Watcher>>,
+    /// A reply of this read is held, as on memcached's response stack: set
+    /// after every command but a get family, `mn` or `quit` (memcached
+    /// writes those out at once, emptying the stack; a `noreply` command's
+    /// silent reply stays on it), cleared when a new read is parsed.
+    /// `lru_crawler metadump` and `watch` refuse while it is set ("cannot
+    /// pipeline other commands before ...").
+    pub held: bool,
+}
+
+/// Whether memcached keeps `req`'s reply on its response stack rather than
+/// writing it out at once ([`ConnState::held`]).
+pub fn holds(req: &crate::protocol::Request<'_>) -> bool {
+    use crate::protocol::Command;
+    !matches!(req.cmd, Command::Get { .. } | Command::Noop | Command::Quit)
 }
 
 /// Everything a request may touch.

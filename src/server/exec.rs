@@ -178,7 +178,9 @@ pub fn execute(req: &Request<'_>, env: &Env<'_>, conn: &mut ConnState, out: &mut
             data,
         } => super::admin::lease_set(key, token, flags, exptime, data, ctx, env, out),
         Command::MetaGetInfo { key } => super::admin::metaget(key, env, out),
-        Command::LruCrawler { args } => return super::admin::lru_crawler(args, env, out),
+        Command::LruCrawler { args } => {
+            return super::admin::lru_crawler(args, env, conn.held, out)
+        }
         Command::Ops { name, args } => return super::ops::command(name, args, env, conn, out),
         Command::Slabs { args } => slabs(args, env, ctx, out),
         Command::Meta(ref m) => return super::meta_exec::execute(m, ctx, env, out),

@@ -414,6 +414,13 @@ pub fn command(args: &[u8], env: &Env<'_>, conn: &mut ConnState, out: &mut Vec<u
         }
         return Next::Continue;
     }
+    if conn.held {
+        // a reply still on memcached's response stack (`ConnState::held`)
+        if !noreply {
+            reply(b"ERROR cannot pipeline other commands before watch");
+        }
+        return Next::Continue;
+    }
     let mut flags = 0u16;
     let mut any = false;
     // memcached's tokenizer keeps 24 tokens: past 22 arguments the rest is

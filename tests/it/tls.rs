@@ -1,7 +1,8 @@
 //! TLS (`-Z`), side by side with memcached 1.6.18's own `-Z` (Debian's
 //! build has it): a session over TLS, a plaintext `notls:` listener beside
 //! a TLS one, a client certificate required and refused, a bad handshake
-//! that disturbs nobody, and certificate reload (`refresh_certs`, SIGHUP)
+//! that disturbs nobody, a stalled handshake closed after 10 s, and
+//! certificate reload (`refresh_certs`, SIGHUP)
 //! without dropping connections. Certificates are made per run with the
 //! `openssl` command line (Debian package openssl).
 
@@ -356,4 +357,48 @@ fn certificate_reload_keeps_connections() {
     // `noreply` is the last token, as memcached reads it.
     c.send("refresh_certs x noreply\r\nversion\r\n");
     assert!(c.line().starts_with("VERSION "));
+}
+
+/// A client that connects to a TLS port and never finishes its handshake
+/// (nothing sent, or half a ClientHello) is closed after the handshake time
+/// (10 s) and counted in `ssl_handshake_errors`; meanwhile TLS clients are
+/// served. memcached keeps such a connection open until `idle_timeout`, if
+/// one is set (COMPATIBILITY.md, `-Z` row).
+#[test]
+fn a_stalled_handshake_is_closed_after_the_handshake_time() {
+    let pki = Pki::new("stall");
+    let opts = pki.server_opts("");
+    let (p1, p2) = (free_port(), free_port());
+    let l = format!("127.0.0.1:{p1},notls:127.0.0.1:{p2}");
+    let _srv = Server::corecached(&["-Z", "-o", &opts, "-l", &l, "-t", "1"]);
+    let errors = || -> u64 {
+        let mut c = Conn::connect(([127, 0, 0, 1], p2).into());
+        c.stats("")["ssl_handshake_errors"].parse().unwrap()
+    };
+    let before = errors();
+    let start = std::time::Instant::now();
+    let stalled: Vec<TcpStream> = [&b""[..], &[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01][..]]
+        .into_iter()
+        .map(|sent| {
+            let mut c = TcpStream::connect(("127.0.0.1", p1)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            c.write_all(sent).unwrap();
+            c
+        })
+        .collect();
+    // While they stall, a TLS client is served.
+    let served = session(p1, &pki.client(false));
+    assert!(served.starts_with(b"STORED\r\n"), "{}", show(&served));
+    assert_eq!(errors(), before, "counted before the handshake time");
+    for mut c in stalled {
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).expect("closed, not timed out");
+        let waited = start.elapsed();
+        assert_eq!(n, 0, "got {}", show(&buf[..n]));
+        assert!(
+            waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
+            "closed after {waited:?}"
+        );
+    }
+    assert_eq!(errors(), before + 2);
 }

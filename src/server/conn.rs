@@ -419,6 +419,9 @@ pub(super) async fn serve_with<S: Stream>(
     // they wait for the partner's ack first (reads alone never wait).
     let sync = shared.replication.as_ref().is_some_and(|r| r.sync);
     let mut wrote = false;
+    // `-o idle_timeout`: when the last whole request was served (a client
+    // trickling a request line is as idle as a silent one).
+    let mut last_request = std::time::Instant::now();
     loop {
         meter.sync(&rbuf, &wbuf);
         if let Err(why) = make_room(&mut rbuf, need, st, limit) {
@@ -472,19 +475,28 @@ pub(super) async fn serve_with<S: Stream>(
         let len = rbuf.len();
         let (res, b) = match idle_timeout {
             None => stream.read(rbuf.slice_mut(len..)).await,
-            // `-o idle_timeout`: a client silent this long is closed, as
-            // memcached closes it (counted in `idle_kicks`).
-            Some(t) => match monoio::time::timeout(t, stream.read(rbuf.slice_mut(len..))).await {
-                Ok(r) => r,
-                Err(_) => {
-                    guard.reason.set(CloseReason::IdleTimeout);
-                    st.idle_kicks.fetch_add(1, Relaxed);
-                    if shared.verbosity.load(Relaxed) >= 2 {
-                        eprintln!("<{fd} idle timeout: closing");
+            // `-o idle_timeout`: a client that sent no whole request for
+            // this long is closed, as memcached closes it (counted in
+            // `idle_kicks`); in the middle of a value's data, one that sent
+            // no byte for this long (memcached never closes those).
+            Some(t) => {
+                let wait = if need.is_some() || skip > 0 {
+                    t
+                } else {
+                    t.saturating_sub(last_request.elapsed())
+                };
+                match monoio::time::timeout(wait, stream.read(rbuf.slice_mut(len..))).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        guard.reason.set(CloseReason::IdleTimeout);
+                        st.idle_kicks.fetch_add(1, Relaxed);
+                        if shared.verbosity.load(Relaxed) >= 2 {
+                            eprintln!("<{fd} idle timeout: closing");
+                        }
+                        return;
                     }
-                    return;
                 }
-            },
+            }
         };
         rbuf = b.into_inner();
         match res {
@@ -502,6 +514,7 @@ pub(super) async fn serve_with<S: Stream>(
         let mut close = false;
         need = None;
         state.held = false;
+        let mut served = false;
         while pos < rbuf.len() {
             if skip > 0 {
                 let k = skip.min(rbuf.len() - pos);
@@ -531,6 +544,7 @@ pub(super) async fn serve_with<S: Stream>(
                     pos += used;
                     work += used;
                     reqs += 1;
+                    served = true;
                     let mut next = as_client(&shared.watch, fd, || {
                         execute(&req, &env, &mut state, &mut wbuf)
                     });
@@ -600,6 +614,9 @@ pub(super) async fn serve_with<S: Stream>(
             }
         }
         rbuf.drain(..pos);
+        if served && idle_timeout.is_some() {
+            last_request = std::time::Instant::now();
+        }
         // `stats conns`: waiting for a value's data (memcached's conn_nread)
         // or for a command.
         let st_now = if need.is_some() {

@@ -306,6 +306,46 @@ fn idle_timeout_closes_silent_clients() {
     assert_eq!(c.stat_u64("idle_kicks"), 1);
 }
 
+/// `-o idle_timeout`: idle means no whole request, so a client trickling a
+/// request line a byte at a time is closed like a silent one, in memcached
+/// and here; a value's data stalled for the timeout is closed too (memcached
+/// never closes a connection in the middle of a value).
+#[test]
+fn idle_timeout_closes_trickled_lines_and_stalled_values() {
+    let ours = Server::corecached(&["-t", "1", "-o", "idle_timeout=1"]);
+    let theirs = Server::memcached(&["-o", "idle_timeout=1"]);
+    for s in [&ours, &theirs] {
+        let mut c = std::net::TcpStream::connect(s.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(250)))
+            .unwrap();
+        c.write_all(b"get ").unwrap();
+        let start = Instant::now();
+        let closed = loop {
+            let mut b = [0u8; 64];
+            match c.read(&mut b) {
+                Ok(0) => break Some(start.elapsed()),
+                Ok(n) => panic!("a reply to half a line: {}", show(&b[..n])),
+                Err(_) if start.elapsed() > Duration::from_secs(8) => break None,
+                Err(_) => {}
+            }
+            if c.write_all(b"k").is_err() {
+                break Some(start.elapsed());
+            }
+        };
+        let closed = closed.expect("a trickled request line was never closed");
+        assert!(closed < Duration::from_secs(5), "closed after {closed:?}");
+        let mut probe = s.conn();
+        assert_eq!(probe.stat_u64("idle_kicks"), 1);
+    }
+    // A value's data that stops: closed after the timeout here.
+    let mut c = ours.conn();
+    c.send("set k 0 0 10\r\nabc");
+    let rest = c.read_to_close();
+    assert!(rest.is_empty(), "{}", show(&rest));
+    let mut probe = ours.conn();
+    assert_eq!(probe.stat_u64("idle_kicks"), 2);
+}
+
 /// `-vv`: one stderr line when a client connects and one when it leaves.
 #[test]
 fn vv_logs_connection_open_and_close() {

@@ -171,3 +171,81 @@ fn memory_given_back_after_a_size_shift_leaves_the_process() {
         "RSS {rss} KiB over -m {mem_mib} MiB + 10 MiB after a size shift"
     );
 }
+
+fn hwm_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// An adversarial mix at a small `-m`, connection buffers counted: 100
+/// connections each hold most of a 500 KB value (never finished while the
+/// load runs), while 50 connections set and get values of 10 B to 700 KB,
+/// then 100 B items, then 200 B to 300 KB. The server's peak RSS stays
+/// within the bound the docs give: its idle RSS + `-m` +
+/// `read_buf_mem_limit` + 128 KiB per connection (each connection's first
+/// 64 KiB of read and output buffer are outside the limit) + 8 MiB (index
+/// growth, runtime). Every held connection is then answered.
+#[test]
+fn adversarial_size_mix_with_held_buffers_stays_within_the_bound() {
+    let (mem_mib, rbml_mib, held_n, load_n) = (16u64, 8u64, 100usize, 50u64);
+    let rbml = format!("read_buf_mem_limit={rbml_mib}");
+    let server = Server::corecached(&["-t", "2", "-m", &mem_mib.to_string(), "-o", &rbml]);
+    let (pid, port) = (server.pid(), server.addr().port());
+    let base = rss_kib(pid);
+    let part = vec![b'h'; 400_000];
+    let mut held: Vec<TcpStream> = (0..held_n)
+        .map(|i| {
+            let mut c = TcpStream::connect(server.addr()).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            write!(c, "set held{i} 0 0 500000\r\n").unwrap();
+            c.write_all(&part).unwrap();
+            c
+        })
+        .collect();
+    let vs = |v: &'static str| ["--value-size", v, "--value-per-key", "-k", "20000"];
+    load(
+        port,
+        8,
+        load_n as u32,
+        &[&vs("10-700000")[..], &["--ratio", "1:1"]].concat(),
+    );
+    load(
+        port,
+        5,
+        load_n as u32,
+        &["-k", "200000", "--value-size", "100", "--ratio", "1:0"],
+    );
+    load(
+        port,
+        5,
+        load_n as u32,
+        &[&vs("200-300000")[..], &["--ratio", "1:1"]].concat(),
+    );
+    let (rss, hwm) = (rss_kib(pid), hwm_kib(pid));
+    let conns = held_n as u64 + load_n + 2;
+    let bound = base + (mem_mib + rbml_mib + 8) * 1024 + conns * 128;
+    eprintln!(
+        "-m {mem_mib}, read_buf_mem_limit {rbml_mib}: idle RSS {base} KiB, peak {hwm} KiB, \
+         now {rss} KiB, bound {bound} KiB"
+    );
+    assert!(
+        hwm <= bound,
+        "peak RSS {hwm} KiB over the bound {bound} KiB"
+    );
+    let rest = vec![b'h'; 100_000];
+    for (i, c) in held.iter_mut().enumerate() {
+        c.write_all(&rest).unwrap();
+        c.write_all(b"\r\n").unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(
+            line == "STORED\r\n" || line == "SERVER_ERROR out of memory storing object\r\n",
+            "held connection {i}: {line:?}"
+        );
+    }
+}

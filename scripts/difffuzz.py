@@ -38,7 +38,7 @@ command at a time while the difference remains), and prints the minimal
 sequence and both servers' normalised and raw replies. Exit status 1 if any
 difference was found (or a server died), else 0.
 
-    scripts/difffuzz.py --seeds 0:40                 # the bounded run of scripts/test
+    scripts/difffuzz.py --seeds 0:150                # the bounded run of scripts/test
     nice -n 10 scripts/difffuzz.py --duration 1200   # a long run from a random seed
     scripts/difffuzz.py --seed 123 --show            # print one seed's sequence
     scripts/difffuzz.py --ref corecached --ref-args "-C"   # must fail (a plant)

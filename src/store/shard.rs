@@ -264,14 +264,24 @@ impl Shard {
     /// `NotStored`.
     pub fn lease_set(&mut self, req: &StoreRequest<'_>, now: u32) -> StoreResult {
         let hash = self.hash(req.key);
-        let Ok(item) = self.engine.lookup(hash, req.key, now) else {
-            return StoreResult::NotStored;
-        };
+        // The caller's lease is outstanding: the item is a stale or
+        // unfilled lease and its CAS is the token.
+        let found = self.engine.lookup(hash, req.key, now);
         let arena = &self.engine.arena;
-        if arena.bits(item) & (B_STALE | B_WIN) == 0 || arena.cas(item) != req.cas {
-            return StoreResult::NotStored;
+        let leased = found.is_ok_and(|item| {
+            arena.bits(item) & (B_STALE | B_WIN) != 0 && arena.cas(item) == req.cas
+        });
+        let r = if leased {
+            self.store_inner(req, now)
+        } else {
+            StoreResult::NotStored
+        };
+        // Refused or not, the observer (`watch mutations`) sees it, as it
+        // sees a refused `cas`.
+        if self.engine.observer.as_ref().is_some_and(|o| o.stores()) {
+            self.report_store(req, r, now);
         }
-        self.store(req, now)
+        r
     }
 
     fn store_inner(&mut self, req: &StoreRequest<'_>, now: u32) -> StoreResult {

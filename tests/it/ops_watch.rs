@@ -386,3 +386,29 @@ fn watch_and_metadump_after_pipelined_replies_like_memcached() {
     );
     assert_eq!(pipelined(Kind::Corecached), want);
 }
+
+/// `lease-set` (mcrouter's) is a store like any other for `watch
+/// mutations`: refused (no lease outstanding) or stored, one line each.
+#[test]
+fn lease_set_is_logged_stored_or_refused() {
+    let s = Server::corecached(&["-t", "1"]);
+    let mut w = watcher(&s, " mutations");
+    let mut c = s.conn();
+    c.send("lease-set lk 12345 0 0 1\r\nx\r\n");
+    assert_eq!(c.line(), "NOT_STORED");
+    let l = lines_until(&mut w, |l| l.contains("key=lk"), Duration::from_secs(5));
+    assert!(l.last().unwrap().contains("status=not_stored"), "{l:#?}");
+    c.send("lease-get lk\r\n");
+    let lease = c.line();
+    let token = lease.split(' ').nth(2).expect("LVALUE lk <token> ...");
+    assert_eq!(c.line(), "");
+    assert_eq!(c.line(), "END");
+    c.send(format!("lease-set lk {token} 0 0 1\r\ny\r\n"));
+    assert_eq!(c.line(), "STORED");
+    let l = lines_until(
+        &mut w,
+        |l| l.contains("key=lk") && l.contains("status=stored"),
+        Duration::from_secs(5),
+    );
+    assert!(!l.is_empty());
+}

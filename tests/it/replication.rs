@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn rep_stats(s: &Server) -> BTreeMap<String, String> {
+pub(crate) fn rep_stats(s: &Server) -> BTreeMap<String, String> {
     s.conn().stats("replication")
 }
 
-fn stat(s: &Server, name: &str) -> u64 {
+pub(crate) fn stat(s: &Server, name: &str) -> u64 {
     let st = rep_stats(s);
     st.get(name)
         .unwrap_or_else(|| panic!("stats replication has no {name}: {st:?}"))
@@ -28,7 +28,7 @@ fn stat(s: &Server, name: &str) -> u64 {
 
 /// Poll `f` until it is true, at most `secs` seconds.
 #[track_caller]
-fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         if f() {
@@ -40,7 +40,7 @@ fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// Every stream of `s` is streaming.
-fn streaming(s: &Server) -> bool {
+pub(crate) fn streaming(s: &Server) -> bool {
     let st = rep_stats(s);
     let n: usize = st["streams"].parse().unwrap();
     (0..n).all(|i| st[&format!("stream{i}:state")] == "streaming")
@@ -48,7 +48,7 @@ fn streaming(s: &Server) -> bool {
 
 /// Nothing left to send from `s`: every stream streaming, every record
 /// acknowledged.
-fn caught_up(s: &Server) -> bool {
+pub(crate) fn caught_up(s: &Server) -> bool {
     let st = rep_stats(s);
     let n: usize = st["streams"].parse().unwrap();
     (0..n).all(|i| {
@@ -68,7 +68,7 @@ fn secret_file(tag: &str, content: &str) -> std::path::PathBuf {
 
 /// A host with `--replication-listen` on `listen`, `--partner partner`
 /// (if any) and `extra` flags.
-fn host(listen: u16, partner: Option<u16>, extra: &[&str]) -> Server {
+pub(crate) fn host(listen: u16, partner: Option<u16>, extra: &[&str]) -> Server {
     let l = format!("127.0.0.1:{listen}");
     let p = partner.map(|p| format!("127.0.0.1:{p}"));
     let mut args = vec!["-t", "2", "--replication-listen", &l];
@@ -80,7 +80,7 @@ fn host(listen: u16, partner: Option<u16>, extra: &[&str]) -> Server {
 }
 
 /// Two partners replicating both ways, directly.
-fn pair(extra: &[&str]) -> (Server, Server) {
+pub(crate) fn pair(extra: &[&str]) -> (Server, Server) {
     let (ra, rb) = (free_port(), free_port());
     let a = host(ra, Some(rb), extra);
     let b = host(rb, Some(ra), extra);
@@ -92,8 +92,13 @@ fn pair(extra: &[&str]) -> (Server, Server) {
 
 /// Every item of a host: key -> (flags, value, cas), read with `gets` of
 /// every key listed by `lru_crawler metadump all`.
-fn dump(s: &Server) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
-    let mut c = s.conn();
+pub(crate) fn dump(s: &Server) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
+    dump_conn(s.conn())
+}
+
+/// `dump` over a given connection (e.g. one made inside a network
+/// namespace).
+pub(crate) fn dump_conn(mut c: Conn) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
     c.send("lru_crawler metadump all\r\n");
     let mut raw = Vec::new();
     let mut tmp = vec![0u8; 1 << 16];
@@ -131,7 +136,11 @@ fn dump(s: &Server) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
 }
 
 #[track_caller]
-fn wait_same(a: &Server, b: &Server, secs: u64) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
+pub(crate) fn wait_same(
+    a: &Server,
+    b: &Server,
+    secs: u64,
+) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
     let end = Instant::now() + Duration::from_secs(secs);
     loop {
         let (da, db) = (dump(a), dump(b));
@@ -161,18 +170,18 @@ fn wait_same(a: &Server, b: &Server, secs: u64) -> BTreeMap<String, (u32, Vec<u8
 
 /// A TCP relay between partners that the test can cut (reset every
 /// connection through it) and block (refuse new connections).
-struct Relay {
-    port: u16,
+pub(crate) struct Relay {
+    pub(crate) port: u16,
     blocked: Arc<AtomicBool>,
     /// Blackhole: connections stay open, nothing is forwarded.
     paused: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
-    accepted: Arc<AtomicU64>,
+    pub(crate) accepted: Arc<AtomicU64>,
 }
 
 impl Relay {
-    fn new(target: u16) -> Relay {
+    pub(crate) fn new(target: u16) -> Relay {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
@@ -260,17 +269,17 @@ impl Relay {
     }
 
     /// Reset every connection through the relay.
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         for s in self.conns.lock().unwrap().drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     }
 
-    fn pause(&self, on: bool) {
+    pub(crate) fn pause(&self, on: bool) {
         self.paused.store(on, Ordering::Relaxed);
     }
 
-    fn block(&self, on: bool) {
+    pub(crate) fn block(&self, on: bool) {
         self.blocked.store(on, Ordering::Relaxed);
     }
 }

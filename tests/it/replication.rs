@@ -1052,3 +1052,72 @@ fn a_partner_killed_mid_burst_and_restarted_converges() {
         "a new run of B gets a full sync"
     );
 }
+
+/// General `stats` carries a few replication lines (issue 11: "`stats
+/// replication` (and lines in general `stats`)") on a host with
+/// `--partner` or `--replication-listen`, after memcached's lines; a plain
+/// server has none (its block stays memcached's, which the differential
+/// stats tests check line by line).
+#[test]
+fn general_stats_has_replication_lines_only_when_replicating() {
+    let plain = Server::corecached(&["-t", "2"]);
+    let st = plain.conn().stats("");
+    let extra: Vec<_> = st.keys().filter(|k| k.starts_with("replication")).collect();
+    assert!(extra.is_empty(), "a plain server shows {extra:?}");
+
+    let (a, b) = pair(&["--replication-mode", "sync", "--replication-timeout", "300"]);
+    wait_for(10, "A caught up", || caught_up(&a));
+    let names = [
+        "replication_mode",
+        "replication_state",
+        "replication_lag_records",
+        "replication_lag_bytes",
+        "replication_partial_syncs",
+        "replication_full_syncs",
+        "replication_sync_timeouts",
+        "replication_sync_async_now",
+        "replication_conflicts",
+        "replication_inbound_connected",
+    ];
+    // Raw block: the lines come last, in this order.
+    let mut c = a.conn();
+    c.send("stats\r\n");
+    let raw = String::from_utf8(c.read_end()).unwrap();
+    let lines: Vec<&str> = raw.lines().collect();
+    let tail: Vec<&str> = lines[lines.len() - 1 - names.len()..lines.len() - 1]
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(tail, names, "{raw}");
+    let g = a.conn().stats("");
+    assert_eq!(g["replication_mode"], "sync");
+    assert_eq!(g["replication_state"], "streaming");
+    assert_eq!(g["replication_lag_records"], "0");
+    assert_eq!(g["replication_full_syncs"], rep_stats(&a)["full_syncs"]);
+    assert_eq!(g["replication_inbound_connected"], "1");
+    // The partner stopped: writes wait the timeout, then run async; the
+    // general block shows the lag, the timeout and the async fallback, as
+    // `stats replication` does.
+    let stopped = Stopped::new(&b);
+    let mut ca = a.conn();
+    for i in 0..5 {
+        ca.set(&format!("lag{i}"), 0, 0, b"x");
+    }
+    let g = a.conn().stats("");
+    let r = rep_stats(&a);
+    let lag: u64 = (0..2)
+        .map(|i| r[&format!("stream{i}:lag_records")].parse::<u64>().unwrap())
+        .sum();
+    assert!(lag >= 5, "{r:?}");
+    assert_eq!(g["replication_lag_records"], lag.to_string());
+    assert_eq!(g["replication_sync_timeouts"], "1");
+    assert_eq!(g["replication_sync_async_now"], "1");
+    drop(stopped);
+    wait_for(10, "A caught up", || caught_up(&a));
+    // A host that only listens: present, nothing to send (`down`).
+    let listen_only = host(free_port(), None, &[]);
+    let g = listen_only.conn().stats("");
+    assert_eq!(g["replication_mode"], "async");
+    assert_eq!(g["replication_state"], "down");
+    assert_eq!(g["replication_inbound_connected"], "0");
+}

@@ -261,6 +261,65 @@ fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         }
         stat(ctx, name, value(&src), out);
     }
+    if let Some(r) = &src.sh.replication {
+        replication_lines(r, ctx, out);
+    }
+}
+
+/// A few lines of `stats replication` at the end of the general block, for
+/// tools that read only `stats`: only on a host with `--partner` or
+/// `--replication-listen` (without, the block is memcached's, byte for
+/// byte). Names are `stats replication`'s with a `replication_` prefix;
+/// `replication_state` is the least advanced stream's state (`streaming`
+/// only when every stream streams; a host without `--partner` sends
+/// nothing: `down`), `replication_lag_records` the sum over the streams.
+/// Taken from `Replication::stats` (its names are the contract), so the
+/// two blocks never disagree.
+fn replication_lines(r: &crate::replication::Replication, ctx: &Ctx, out: &mut Vec<u8>) {
+    // Ranks of `streamN:state`, least advanced first.
+    const STATES: [&str; 4] = ["down", "connecting", "full_sync", "streaming"];
+    let mut mode = "async";
+    let mut state = STATES.len() - 1;
+    let mut lag_records = 0u64;
+    let mut lag_bytes = 0u64;
+    let mut sums = [
+        ("partial_syncs", 0u64),
+        ("full_syncs", 0),
+        ("sync_timeouts", 0),
+        ("sync_async_now", 0),
+        ("conflicts", 0),
+        ("inbound_connected", 0),
+    ];
+    r.stats(&mut |name, v| {
+        let n = match v {
+            V::U64(n) => n,
+            V::Str(s) if name == "mode" => {
+                mode = if s == "sync" { "sync" } else { "async" };
+                return;
+            }
+            V::Str(s) if name.ends_with(":state") => {
+                let rank = STATES.iter().position(|&x| x == s).unwrap_or(0);
+                state = state.min(rank);
+                return;
+            }
+            _ => return,
+        };
+        if name.ends_with(":lag_records") {
+            lag_records += n;
+        } else if name.starts_with("stream") && name.ends_with(":lag_bytes") {
+            lag_bytes += n;
+        } else if let Some(e) = sums.iter_mut().find(|e| e.0 == name) {
+            e.1 = n;
+        }
+    });
+    stat(ctx, "replication_mode", V::Str(mode), out);
+    stat(ctx, "replication_state", V::Str(STATES[state]), out);
+    stat(ctx, "replication_lag_records", V::U64(lag_records), out);
+    stat(ctx, "replication_lag_bytes", V::U64(lag_bytes), out);
+    for (name, n) in sums {
+        let line = format!("replication_{name}");
+        stat(ctx, &line, V::U64(n), out);
+    }
 }
 
 fn settings(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {

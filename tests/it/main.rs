@@ -43,6 +43,7 @@ mod ops_memlimit;
 mod ops_watch;
 mod replication;
 mod replication_examples;
+mod replication_faults;
 mod security_parse;
 mod shard_count;
 mod stats_counters;

@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn rep_stats(s: &Server) -> BTreeMap<String, String> {
+pub(crate) fn rep_stats(s: &Server) -> BTreeMap<String, String> {
     s.conn().stats("replication")
 }
 
-fn stat(s: &Server, name: &str) -> u64 {
+pub(crate) fn stat(s: &Server, name: &str) -> u64 {
     let st = rep_stats(s);
     st.get(name)
         .unwrap_or_else(|| panic!("stats replication has no {name}: {st:?}"))
@@ -28,7 +28,7 @@ fn stat(s: &Server, name: &str) -> u64 {
 
 /// Poll `f` until it is true, at most `secs` seconds.
 #[track_caller]
-fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         if f() {
@@ -40,7 +40,7 @@ fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// Every stream of `s` is streaming.
-fn streaming(s: &Server) -> bool {
+pub(crate) fn streaming(s: &Server) -> bool {
     let st = rep_stats(s);
     let n: usize = st["streams"].parse().unwrap();
     (0..n).all(|i| st[&format!("stream{i}:state")] == "streaming")
@@ -48,7 +48,7 @@ fn streaming(s: &Server) -> bool {
 
 /// Nothing left to send from `s`: every stream streaming, every record
 /// acknowledged.
-fn caught_up(s: &Server) -> bool {
+pub(crate) fn caught_up(s: &Server) -> bool {
     let st = rep_stats(s);
     let n: usize = st["streams"].parse().unwrap();
     (0..n).all(|i| {
@@ -68,7 +68,7 @@ fn secret_file(tag: &str, content: &str) -> std::path::PathBuf {
 
 /// A host with `--replication-listen` on `listen`, `--partner partner`
 /// (if any) and `extra` flags.
-fn host(listen: u16, partner: Option<u16>, extra: &[&str]) -> Server {
+pub(crate) fn host(listen: u16, partner: Option<u16>, extra: &[&str]) -> Server {
     let l = format!("127.0.0.1:{listen}");
     let p = partner.map(|p| format!("127.0.0.1:{p}"));
     let mut args = vec!["-t", "2", "--replication-listen", &l];
@@ -80,7 +80,7 @@ fn host(listen: u16, partner: Option<u16>, extra: &[&str]) -> Server {
 }
 
 /// Two partners replicating both ways, directly.
-fn pair(extra: &[&str]) -> (Server, Server) {
+pub(crate) fn pair(extra: &[&str]) -> (Server, Server) {
     let (ra, rb) = (free_port(), free_port());
     let a = host(ra, Some(rb), extra);
     let b = host(rb, Some(ra), extra);
@@ -92,8 +92,13 @@ fn pair(extra: &[&str]) -> (Server, Server) {
 
 /// Every item of a host: key -> (flags, value, cas), read with `gets` of
 /// every key listed by `lru_crawler metadump all`.
-fn dump(s: &Server) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
-    let mut c = s.conn();
+pub(crate) fn dump(s: &Server) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
+    dump_conn(s.conn())
+}
+
+/// `dump` over a given connection (e.g. one made inside a network
+/// namespace).
+pub(crate) fn dump_conn(mut c: Conn) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
     c.send("lru_crawler metadump all\r\n");
     let mut raw = Vec::new();
     let mut tmp = vec![0u8; 1 << 16];
@@ -131,7 +136,11 @@ fn dump(s: &Server) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
 }
 
 #[track_caller]
-fn wait_same(a: &Server, b: &Server, secs: u64) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
+pub(crate) fn wait_same(
+    a: &Server,
+    b: &Server,
+    secs: u64,
+) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
     let end = Instant::now() + Duration::from_secs(secs);
     loop {
         let (da, db) = (dump(a), dump(b));
@@ -161,18 +170,18 @@ fn wait_same(a: &Server, b: &Server, secs: u64) -> BTreeMap<String, (u32, Vec<u8
 
 /// A TCP relay between partners that the test can cut (reset every
 /// connection through it) and block (refuse new connections).
-struct Relay {
-    port: u16,
+pub(crate) struct Relay {
+    pub(crate) port: u16,
     blocked: Arc<AtomicBool>,
     /// Blackhole: connections stay open, nothing is forwarded.
     paused: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
-    accepted: Arc<AtomicU64>,
+    pub(crate) accepted: Arc<AtomicU64>,
 }
 
 impl Relay {
-    fn new(target: u16) -> Relay {
+    pub(crate) fn new(target: u16) -> Relay {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
@@ -260,17 +269,17 @@ impl Relay {
     }
 
     /// Reset every connection through the relay.
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         for s in self.conns.lock().unwrap().drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     }
 
-    fn pause(&self, on: bool) {
+    pub(crate) fn pause(&self, on: bool) {
         self.paused.store(on, Ordering::Relaxed);
     }
 
-    fn block(&self, on: bool) {
+    pub(crate) fn block(&self, on: bool) {
         self.blocked.store(on, Ordering::Relaxed);
     }
 }
@@ -1042,4 +1051,73 @@ fn a_partner_killed_mid_burst_and_restarted_converges() {
         stat(&a, "full_syncs") > full0,
         "a new run of B gets a full sync"
     );
+}
+
+/// General `stats` carries a few replication lines (issue 11: "`stats
+/// replication` (and lines in general `stats`)") on a host with
+/// `--partner` or `--replication-listen`, after memcached's lines; a plain
+/// server has none (its block stays memcached's, which the differential
+/// stats tests check line by line).
+#[test]
+fn general_stats_has_replication_lines_only_when_replicating() {
+    let plain = Server::corecached(&["-t", "2"]);
+    let st = plain.conn().stats("");
+    let extra: Vec<_> = st.keys().filter(|k| k.starts_with("replication")).collect();
+    assert!(extra.is_empty(), "a plain server shows {extra:?}");
+
+    let (a, b) = pair(&["--replication-mode", "sync", "--replication-timeout", "300"]);
+    wait_for(10, "A caught up", || caught_up(&a));
+    let names = [
+        "replication_mode",
+        "replication_state",
+        "replication_lag_records",
+        "replication_lag_bytes",
+        "replication_partial_syncs",
+        "replication_full_syncs",
+        "replication_sync_timeouts",
+        "replication_sync_async_now",
+        "replication_conflicts",
+        "replication_inbound_connected",
+    ];
+    // Raw block: the lines come last, in this order.
+    let mut c = a.conn();
+    c.send("stats\r\n");
+    let raw = String::from_utf8(c.read_end()).unwrap();
+    let lines: Vec<&str> = raw.lines().collect();
+    let tail: Vec<&str> = lines[lines.len() - 1 - names.len()..lines.len() - 1]
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(tail, names, "{raw}");
+    let g = a.conn().stats("");
+    assert_eq!(g["replication_mode"], "sync");
+    assert_eq!(g["replication_state"], "streaming");
+    assert_eq!(g["replication_lag_records"], "0");
+    assert_eq!(g["replication_full_syncs"], rep_stats(&a)["full_syncs"]);
+    assert_eq!(g["replication_inbound_connected"], "1");
+    // The partner stopped: writes wait the timeout, then run async; the
+    // general block shows the lag, the timeout and the async fallback, as
+    // `stats replication` does.
+    let stopped = Stopped::new(&b);
+    let mut ca = a.conn();
+    for i in 0..5 {
+        ca.set(&format!("lag{i}"), 0, 0, b"x");
+    }
+    let g = a.conn().stats("");
+    let r = rep_stats(&a);
+    let lag: u64 = (0..2)
+        .map(|i| r[&format!("stream{i}:lag_records")].parse::<u64>().unwrap())
+        .sum();
+    assert!(lag >= 5, "{r:?}");
+    assert_eq!(g["replication_lag_records"], lag.to_string());
+    assert_eq!(g["replication_sync_timeouts"], "1");
+    assert_eq!(g["replication_sync_async_now"], "1");
+    drop(stopped);
+    wait_for(10, "A caught up", || caught_up(&a));
+    // A host that only listens: present, nothing to send (`down`).
+    let listen_only = host(free_port(), None, &[]);
+    let g = listen_only.conn().stats("");
+    assert_eq!(g["replication_mode"], "async");
+    assert_eq!(g["replication_state"], "down");
+    assert_eq!(g["replication_inbound_connected"], "0");
 }

@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn rep_stats(s: &Server) -> BTreeMap<String, String> {
+pub(crate) fn rep_stats(s: &Server) -> BTreeMap<String, String> {
     s.conn().stats("replication")
 }
 
-fn stat(s: &Server, name: &str) -> u64 {
+pub(crate) fn stat(s: &Server, name: &str) -> u64 {
     let st = rep_stats(s);
     st.get(name)
         .unwrap_or_else(|| panic!("stats replication has no {name}: {st:?}"))
@@ -28,7 +28,7 @@ fn stat(s: &Server, name: &str) -> u64 {
 
 /// Poll `f` until it is true, at most `secs` seconds.
 #[track_caller]
-fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         if f() {
@@ -40,7 +40,7 @@ fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// Every stream of `s` is streaming.
-fn streaming(s: &Server) -> bool {
+pub(crate) fn streaming(s: &Server) -> bool {
     let st = rep_stats(s);
     let n: usize = st["streams"].parse().unwrap();
     (0..n).all(|i| st[&format!("stream{i}:state")] == "streaming")
@@ -48,7 +48,7 @@ fn streaming(s: &Server) -> bool {
 
 /// Nothing left to send from `s`: every stream streaming, every record
 /// acknowledged.
-fn caught_up(s: &Server) -> bool {
+pub(crate) fn caught_up(s: &Server) -> bool {
     let st = rep_stats(s);
     let n: usize = st["streams"].parse().unwrap();
     (0..n).all(|i| {
@@ -68,7 +68,7 @@ fn secret_file(tag: &str, content: &str) -> std::path::PathBuf {
 
 /// A host with `--replication-listen` on `listen`, `--partner partner`
 /// (if any) and `extra` flags.
-fn host(listen: u16, partner: Option<u16>, extra: &[&str]) -> Server {
+pub(crate) fn host(listen: u16, partner: Option<u16>, extra: &[&str]) -> Server {
     let l = format!("127.0.0.1:{listen}");
     let p = partner.map(|p| format!("127.0.0.1:{p}"));
     let mut args = vec!["-t", "2", "--replication-listen", &l];
@@ -92,7 +92,7 @@ fn pair(extra: &[&str]) -> (Server, Server) {
 
 /// Every item of a host: key -> (flags, value, cas), read with `gets` of
 /// every key listed by `lru_crawler metadump all`.
-fn dump(s: &Server) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
+pub(crate) fn dump(s: &Server) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
     let mut c = s.conn();
     c.send("lru_crawler metadump all\r\n");
     let mut raw = Vec::new();
@@ -131,7 +131,11 @@ fn dump(s: &Server) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
 }
 
 #[track_caller]
-fn wait_same(a: &Server, b: &Server, secs: u64) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
+pub(crate) fn wait_same(
+    a: &Server,
+    b: &Server,
+    secs: u64,
+) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
     let end = Instant::now() + Duration::from_secs(secs);
     loop {
         let (da, db) = (dump(a), dump(b));
@@ -381,7 +385,7 @@ fn an_unauthenticated_peer_cannot_announce_a_large_frame() {
     let addr: SocketAddr = ([127, 0, 0, 1], rb).into();
     let before = stat(&b, "bad_frames");
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(&[0xC7, b'R', 1, 1, 0, 0x10, 0, 0]).unwrap();
+    s.write_all(&[0xC7, b'R', 2, 1, 0, 0x10, 0, 0]).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let start = Instant::now();
     let mut sink = Vec::new();
@@ -403,11 +407,11 @@ fn garbage_on_the_replication_port_does_not_crash_the_host() {
         b"get foo\r\n".to_vec(),
         b"\x80\x01\x00\x03\x00\x00\x00\x00".to_vec(),
         // magic, version, HELLO, 4 GiB payload
-        vec![0xC7, b'R', 1, 1, 0xff, 0xff, 0xff, 0xff],
+        vec![0xC7, b'R', 2, 1, 0xff, 0xff, 0xff, 0xff],
         // a HELLO too short for its fields
-        vec![0xC7, b'R', 1, 1, 0, 0, 0, 2, 0, 0],
+        vec![0xC7, b'R', 2, 1, 0, 0, 0, 2, 0, 0],
         // a frame type the peer must not send first
-        vec![0xC7, b'R', 1, 5, 0, 0, 0, 0],
+        vec![0xC7, b'R', 2, 5, 0, 0, 0, 0],
     ];
     for _ in 0..40 {
         let n = (seed % 300) as usize;

@@ -55,9 +55,18 @@ fn raw_reply(port: u16, bytes: &[u8]) -> Vec<u8> {
     got
 }
 
-/// A plaintext HELLO frame header of this build's wire version (2) with a
-/// short payload: a plaintext receiver answers it with a frame.
-const PLAIN_HELLO: [u8; 8] = [0xC7, b'R', 2, 1, 0, 0, 0, 43];
+/// A whole plaintext HELLO frame of this build's wire version (2): node
+/// id, run id, 2 streams, host bit, nonce. A plaintext receiver answers it
+/// with a CHALLENGE frame.
+fn plain_hello() -> Vec<u8> {
+    let mut f = vec![0xC7, b'R', 2, 1, 0, 0, 0, 35];
+    f.extend_from_slice(&7u64.to_be_bytes());
+    f.extend_from_slice(&9u64.to_be_bytes());
+    f.extend_from_slice(&2u16.to_be_bytes());
+    f.push(1);
+    f.extend_from_slice(&[0x5a; 16]);
+    f
+}
 
 /// Clients of `s` keep being served while `busy` holds: a set and a get
 /// every few milliseconds, each answered. Returns the requests served.
@@ -140,9 +149,12 @@ fn a_tls_pair_replicates_both_ways_with_cas() {
         assert_eq!(stat(s, "tls_handshake_errors"), 0, "{:?}", rep_stats(s));
     }
     // The port speaks TLS: a plaintext HELLO gets no frame (a plaintext
-    // receiver answers it with a CHALLENGE or a REFUSED frame), only a TLS
-    // alert or the close.
-    let got = raw_reply(ra, &PLAIN_HELLO);
+    // receiver answers it with a CHALLENGE), only a TLS alert or the close.
+    // (The control: a plaintext receiver does answer it.)
+    let rp = free_port();
+    let _plain = host(rp, None, &[]);
+    assert_eq!(raw_reply(rp, &plain_hello())[..4], [0xC7, b'R', 2, 2]);
+    let got = raw_reply(ra, &plain_hello());
     assert!(
         got.is_empty() || got[0] == 0x15,
         "plaintext answer on the TLS port: {got:?}"
@@ -152,12 +164,12 @@ fn a_tls_pair_replicates_both_ways_with_cas() {
     });
     // Mutual: a certificate from ssl_ca_cert gets a handshake ...
     let mut s = connect(ra, &pki.client(true)).expect("TLS with a client certificate");
-    s.write_all(&PLAIN_HELLO).unwrap();
+    s.write_all(&plain_hello()).unwrap();
     drop(s);
     // ... and no certificate is refused (TLS 1.3: the client finishes
     // first, the host's refusal shows on the next read).
     let refused = connect(ra, &pki.client(false)).and_then(|mut s| {
-        s.write_all(&PLAIN_HELLO)?;
+        s.write_all(&plain_hello())?;
         let mut b = [0u8; 16];
         s.read(&mut b)
     });
@@ -246,7 +258,7 @@ fn garbage_on_the_tls_replication_port_does_not_crash_the_host() {
     let mut a = tls_host(ra, None, &pki, &pki, TLS);
     let mut junk: Vec<Vec<u8>> = vec![
         b"get foo\r\n".to_vec(),
-        PLAIN_HELLO.to_vec(),
+        plain_hello(),
         // a TLS handshake record announcing 64 KiB (more than a record may)
         vec![0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0],
         // a ClientHello header, then nothing sensible

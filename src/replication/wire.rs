@@ -813,11 +813,17 @@ mod tests {
         assert_eq!(decode(b"g", MAX), Err(WireError::BadMagic));
         assert_eq!(decode(b"get foo\r\n", MAX), Err(WireError::BadMagic));
         assert_eq!(decode(&[0xC7, b'x'], MAX), Err(WireError::BadMagic));
-        assert_eq!(decode(&[0xC7, b'R', 2], MAX), Err(WireError::BadVersion(2)));
+        // Version 1 (before change kind 4) and a future 3 are refused.
+        assert_eq!(decode(&[0xC7, b'R', 1], MAX), Err(WireError::BadVersion(1)));
+        assert_eq!(decode(&[0xC7, b'R', 3], MAX), Err(WireError::BadVersion(3)));
         assert_eq!(
-            decode(&[0xC7, b'R', 1, 0], MAX),
+            decode(&[0xC7, b'R', VERSION, 0], MAX),
             Err(WireError::UnknownType(0))
         );
+        // The refusal in the peer's version: same layout, its version byte.
+        let mut r = Vec::new();
+        put_refused_as(&mut r, 1, refuse::VERSION);
+        assert_eq!(r, [0xC7, b'R', 1, ty::REFUSED, 0, 0, 0, 1, refuse::VERSION]);
         assert_eq!(
             decode(&header(ty::RECORD, u32::MAX), MAX),
             Err(WireError::TooLong(u32::MAX))

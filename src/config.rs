@@ -349,6 +349,9 @@ pub struct TlsSettings {
     /// Oldest protocol accepted: 2 = TLS 1.2, 3 = TLS 1.3.
     pub min_version: u8,
     pub session_cache: bool,
+    /// `--replication-tls`: also build the replication link's mutual-TLS
+    /// configurations from these files.
+    pub replication: bool,
 }
 
 /// memcached's `-o` settings that mean something here, with memcached's
@@ -521,6 +524,21 @@ impl Config {
             Ok(r) => r,
             Err(msg) => return Parsed::Exit(format!("corecached: {msg}\n"), EX_USAGE),
         };
+        if replication.as_ref().is_some_and(|r| r.tls) {
+            if !cli.enable_ssl || tls.chain_cert.is_none() {
+                return Parsed::Exit(
+                    "corecached: --replication-tls needs -Z and -o ssl_chain_cert=FILE (the replication link uses the server's own certificate)\n".into(),
+                    EX_USAGE,
+                );
+            }
+            if tls.ca_cert.is_none() {
+                return Parsed::Exit(
+                    "corecached: --replication-tls needs -o ssl_ca_cert=FILE (the CA the partner's certificate must chain to)\n".into(),
+                    EX_USAGE,
+                );
+            }
+            tls.replication = true;
+        }
         Parsed::Run(Box::new(Config {
             port: cli.port,
             listen: cli.listen,
@@ -635,6 +653,12 @@ struct ReplicationArgs {
         default_value_t = 3
     )]
     replication_rejoin_wait: u64,
+    /// Speak mutual TLS on the replication link, both ways, with the -Z
+    /// certificates (ssl_chain_cert, ssl_key): each side presents its
+    /// certificate and requires the partner's to chain to ssl_ca_cert.
+    /// Needs -Z and ssl_ca_cert; both partners must give it.
+    #[arg(long = "replication-tls")]
+    replication_tls: bool,
 }
 
 /// `--replication-mode`.
@@ -667,6 +691,12 @@ pub struct ReplicationConfig {
     pub backlog_age_secs: u32,
     /// `--replication-rejoin-wait`, seconds.
     pub rejoin_wait_secs: u64,
+    /// `--replication-tls`: the link speaks mutual TLS (the configurations
+    /// are in `server::tls`, built with the client-facing ones).
+    pub tls: bool,
+    /// The host part of `--partner` (a DNS name or an IP address): the name
+    /// the partner's certificate must carry under `--replication-tls`.
+    pub partner_name: Option<String>,
 }
 
 fn parse_bytes(s: &str) -> Result<usize, String> {
@@ -683,8 +713,17 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 impl ReplicationArgs {
     fn into_config(self) -> Result<Option<Box<ReplicationConfig>>, String> {
         if self.partner.is_none() && self.replication_listen.is_none() {
+            if self.replication_tls {
+                return Err("--replication-tls needs --partner or --replication-listen".into());
+            }
             return Ok(None);
         }
+        let partner_name = self.partner.as_deref().map(|p| {
+            let host = p.rsplit_once(':').map_or(p, |(h, _)| h);
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        });
         let partner = match &self.partner {
             None => None,
             Some(p) => {
@@ -722,6 +761,8 @@ impl ReplicationArgs {
             backlog: self.replication_backlog.max(64 << 10),
             backlog_age_secs: self.replication_backlog_age,
             rejoin_wait_secs: self.replication_rejoin_wait,
+            tls: self.replication_tls,
+            partner_name,
         })))
     }
 }

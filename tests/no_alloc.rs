@@ -188,6 +188,8 @@ fn the_replication_journal_makes_no_heap_allocation() {
         backlog: 64 << 10,
         backlog_age_secs: 60,
         rejoin_wait_secs: 0,
+        tls: false,
+        partner_name: None,
     };
     let r = Replication::start(&cfg, &store).expect("replication without a listener");
     let journaled = || r.streams[0].journaled.load(Ordering::Relaxed);

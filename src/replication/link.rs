@@ -17,12 +17,12 @@
 //! No lock is held across an await: the shard and ring locks are taken
 //! inside synchronous blocks that copy bytes out.
 
-use super::wire::{self, Frame, Position, WireChange, HDR};
+use super::io::{LinkRead, LinkWrite};
+use super::wire::{self, Frame, Position, WireChange, WireError, HDR};
 use super::{Replication, CONNECTING, DOWN, FULL_SYNC, STREAMING};
 use crate::server::Shared;
 use crate::store::Applied;
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -148,6 +148,23 @@ enum LinkError {
     Auth,
     Refused(u8),
     Closed,
+    /// The peer's frames carry this wire version, not ours.
+    Version(u8),
+    /// `--replication-tls`: the handshake failed.
+    Tls(String),
+}
+
+/// A decoding error as a link error; a frame of another version and a TLS
+/// record where a frame was expected say so.
+fn wire_error(e: WireError, buf: &[u8]) -> LinkError {
+    match e {
+        WireError::BadVersion(v) => LinkError::Version(v),
+        // 0x15: a TLS alert, 0x16: a TLS handshake record.
+        WireError::BadMagic if matches!(buf.first(), Some(0x15 | 0x16)) => LinkError::Protocol(
+            "the peer speaks TLS: --replication-tls is given on one side only".into(),
+        ),
+        e => LinkError::Protocol(e.to_string()),
+    }
 }
 
 impl std::fmt::Display for LinkError {
@@ -156,15 +173,26 @@ impl std::fmt::Display for LinkError {
             LinkError::Io(e) => write!(f, "i/o: {e}"),
             LinkError::Protocol(e) => write!(f, "protocol: {e}"),
             LinkError::Auth => write!(f, "authentication failed"),
+            LinkError::Refused(wire::refuse::VERSION) => write!(
+                f,
+                "refused by the partner: it does not speak wire version {}",
+                wire::VERSION
+            ),
             LinkError::Refused(r) => write!(f, "refused by the partner (reason {r})"),
             LinkError::Closed => write!(f, "connection closed"),
+            LinkError::Version(v) => write!(
+                f,
+                "the peer speaks replication wire version {v}, this host {}: refused",
+                wire::VERSION
+            ),
+            LinkError::Tls(e) => write!(f, "TLS handshake: {e}"),
         }
     }
 }
 
 /// Read until `buf` starts with one whole frame (or `deadline` passes);
 /// returns that frame's length.
-async fn read_frame<S: AsyncReadRent>(
+async fn read_frame<S: LinkRead>(
     s: &mut S,
     buf: &mut Vec<u8>,
     max: usize,
@@ -172,7 +200,7 @@ async fn read_frame<S: AsyncReadRent>(
 ) -> Result<usize, LinkError> {
     loop {
         match wire::peek(buf, max) {
-            Err(e) => return Err(LinkError::Protocol(e.to_string())),
+            Err(e) => return Err(wire_error(e, buf)),
             Ok(Some((_, len))) if buf.len() >= HDR + len => return Ok(HDR + len),
             Ok(Some((_, len))) => {
                 let want = HDR + len - buf.len();
@@ -180,8 +208,7 @@ async fn read_frame<S: AsyncReadRent>(
             }
             Ok(None) => buf.reserve(16 << 10),
         }
-        let len = buf.len();
-        let read = s.read(std::mem::take(buf).slice_mut(len..));
+        let read = s.read_more(std::mem::take(buf));
         let (res, b) = match deadline {
             None => read.await,
             Some(d) => {
@@ -192,7 +219,7 @@ async fn read_frame<S: AsyncReadRent>(
                 }
             }
         };
-        *buf = b.into_inner();
+        *buf = b;
         match res {
             Ok(0) => return Err(LinkError::Closed),
             Ok(_) => {}
@@ -201,14 +228,14 @@ async fn read_frame<S: AsyncReadRent>(
     }
 }
 
-async fn write<S: AsyncWriteRentExt>(
+async fn write<S: LinkWrite>(
     s: &mut S,
     out: &mut Vec<u8>,
     limit: Duration,
 ) -> Result<(), LinkError> {
     let b = std::mem::take(out);
-    match monoio::time::timeout(limit, s.write_all(b)).await {
-        Ok((Ok(_), mut b)) => {
+    match monoio::time::timeout(limit, s.write_all_vec(b)).await {
+        Ok((Ok(()), mut b)) => {
             b.clear();
             *out = b;
             Ok(())
@@ -235,8 +262,17 @@ async fn sender(sh: Arc<Shared>) {
             s.state.store(DOWN, Relaxed);
         }
         if let Err(e) = res {
-            if matches!(e, LinkError::Auth) {
-                r.c.auth_failures.fetch_add(1, Relaxed);
+            match e {
+                LinkError::Auth => {
+                    r.c.auth_failures.fetch_add(1, Relaxed);
+                }
+                LinkError::Tls(_) => {
+                    r.c.tls_handshake_errors.fetch_add(1, Relaxed);
+                }
+                LinkError::Version(_) | LinkError::Refused(wire::refuse::VERSION) => {
+                    r.c.version_refusals.fetch_add(1, Relaxed);
+                }
+                _ => {}
             }
             // Say it once, not on every retry.
             let msg = e.to_string();
@@ -268,25 +304,75 @@ enum Local {
     },
 }
 
+/// `--replication-tls`: the configurations as of the last certificate
+/// (re)load, so a reload applies to the next link.
+fn tls_configs(sh: &Shared) -> Option<crate::server::tls::ReplicationTls> {
+    if !repl(sh).cfg.tls {
+        return None;
+    }
+    sh.tls.as_ref().and_then(|t| t.replication())
+}
+
 async fn session(sh: &Arc<Shared>, partner: std::net::SocketAddr) -> Result<(), LinkError> {
     let r = repl(sh);
-    let max = HANDSHAKE_MAX;
     let hs = handshake_timeout(r);
-    let deadline = Some(Instant::now() + hs);
-    let mut stream = match monoio::time::timeout(hs, TcpStream::connect(partner)).await {
+    let deadline = Instant::now() + hs;
+    let stream = match monoio::time::timeout(hs, TcpStream::connect(partner)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(LinkError::Io(e.to_string())),
         Err(_) => return Err(LinkError::Io("connect timed out".into())),
     };
     let _ = stream.set_nodelay(true);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    if r.cfg.tls {
+        let Some(cfg) = tls_configs(sh) else {
+            return Err(LinkError::Tls("no TLS configuration".into()));
+        };
+        let name = r
+            .cfg
+            .partner_name
+            .clone()
+            .unwrap_or_else(|| partner.ip().to_string());
+        let name = rustls::pki_types::ServerName::try_from(name)
+            .map_err(|e| LinkError::Tls(format!("--partner is no TLS server name: {e}")))?;
+        let conn = rustls::ClientConnection::new(cfg.client, name)
+            .map_err(|e| LinkError::Tls(e.to_string()))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (rd, wr) =
+            match monoio::time::timeout(left, super::io::handshake(stream, conn.into())).await {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => return Err(LinkError::Tls(e.to_string())),
+                Err(_) => return Err(LinkError::Tls("timed out".into())),
+            };
+        session_on(sh, partner, rd, wr, fd, deadline).await
+    } else {
+        let (rd, wr) = stream.into_split();
+        session_on(sh, partner, rd, wr, fd, deadline).await
+    }
+}
+
+/// The handshake and the stream, over plain TCP or TLS halves of the
+/// socket `fd`.
+async fn session_on<R: LinkRead, W: LinkWrite>(
+    sh: &Arc<Shared>,
+    partner: std::net::SocketAddr,
+    mut rd: R,
+    mut wr: W,
+    fd: std::os::fd::RawFd,
+    deadline: Instant,
+) -> Result<(), LinkError> {
+    let r = repl(sh);
+    let max = HANDSHAKE_MAX;
+    let hs = handshake_timeout(r);
+    let deadline = Some(deadline);
     let secret = &r.cfg.secret.0;
     let na = super::nonce();
     let mut out = Vec::with_capacity(OUT_MAX + (64 << 10));
     let n = r.streams.len();
     wire::put_hello(&mut out, r.node_id, r.run_id, n as u16, r.host_bit, &na);
-    write(&mut stream, &mut out, hs).await?;
+    write(&mut wr, &mut out, hs).await?;
     let mut buf = Vec::with_capacity(16 << 10);
-    let used = read_frame(&mut stream, &mut buf, max, deadline).await?;
+    let used = read_frame(&mut rd, &mut buf, max, deadline).await?;
     let nb = match wire::decode(&buf, max) {
         Ok(Some((
             Frame::Challenge {
@@ -307,13 +393,13 @@ async fn session(sh: &Arc<Shared>, partner: std::net::SocketAddr) -> Result<(), 
         }
         Ok(Some((Frame::Refused { reason }, _))) => return Err(LinkError::Refused(reason)),
         Ok(_) => return Err(LinkError::Protocol("expected CHALLENGE".into())),
-        Err(e) => return Err(LinkError::Protocol(e.to_string())),
+        Err(e) => return Err(wire_error(e, &buf)),
     };
     buf.drain(..used);
     let p = super::proof(secret, ROLE_SENDER, &nb, &na);
     wire::put_auth(&mut out, &p);
-    write(&mut stream, &mut out, hs).await?;
-    let used = read_frame(&mut stream, &mut buf, max, deadline).await?;
+    write(&mut wr, &mut out, hs).await?;
+    let used = read_frame(&mut rd, &mut buf, max, deadline).await?;
     let (known_run, positions): (u64, Vec<Position>) = match wire::decode(&buf, max) {
         Ok(Some((
             Frame::Ready {
@@ -329,7 +415,7 @@ async fn session(sh: &Arc<Shared>, partner: std::net::SocketAddr) -> Result<(), 
             return Err(LinkError::Refused(reason));
         }
         Ok(_) => return Err(LinkError::Protocol("expected READY".into())),
-        Err(e) => return Err(LinkError::Protocol(e.to_string())),
+        Err(e) => return Err(wire_error(e, &buf)),
     };
     buf.drain(..used);
     r.c.connects.fetch_add(1, Relaxed);
@@ -377,8 +463,6 @@ async fn session(sh: &Arc<Shared>, partner: std::net::SocketAddr) -> Result<(), 
                 .count()
         ),
     );
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-    let (rd, mut wr) = stream.into_split();
     let dead = Rc::new(Cell::new(false));
     monoio::spawn(ack_reader(sh.clone(), rd, buf, dead.clone()));
     let res = pump(sh, &mut wr, &mut local, &mut out, &dead).await;
@@ -386,7 +470,8 @@ async fn session(sh: &Arc<Shared>, partner: std::net::SocketAddr) -> Result<(), 
     // End both directions: the ack reader's pending read returns and the
     // partner's session sees the close (a half-open old session would
     // otherwise wait for bytes that never come).
-    // SAFETY: `wr` still owns the socket here, so `fd` is open and ours.
+    // SAFETY: `wr` still owns (its half of) the socket here, so `fd` is
+    // open and ours.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     drop(wr);
     r.c.disconnects.fetch_add(1, Relaxed);
@@ -394,9 +479,9 @@ async fn session(sh: &Arc<Shared>, partner: std::net::SocketAddr) -> Result<(), 
 }
 
 /// Read ACKs until the link ends.
-async fn ack_reader(
+async fn ack_reader<R: LinkRead>(
     sh: Arc<Shared>,
-    mut rd: monoio::net::tcp::TcpOwnedReadHalf,
+    mut rd: R,
     mut buf: Vec<u8>,
     dead: Rc<Cell<bool>>,
 ) {
@@ -549,9 +634,9 @@ fn note_sent(
 }
 
 /// Send until the link dies or the server shuts down.
-async fn pump(
+async fn pump<W: LinkWrite>(
     sh: &Arc<Shared>,
-    wr: &mut monoio::net::tcp::TcpOwnedWriteHalf,
+    wr: &mut W,
     local: &mut [Local],
     out: &mut Vec<u8>,
     dead: &Rc<Cell<bool>>,
@@ -635,16 +720,54 @@ async fn listener(sh: Arc<Shared>, l: monoio::net::TcpListener) {
     }
 }
 
-async fn refuse(s: &mut TcpStream, reason: u8) {
+async fn refuse<W: LinkWrite>(s: &mut W, reason: u8) {
     let mut out = Vec::with_capacity(16);
     wire::put_refused(&mut out, reason);
     let _ = write(s, &mut out, Duration::from_secs(1)).await;
 }
 
-async fn inbound(sh: Arc<Shared>, mut s: TcpStream, peer: std::net::SocketAddr) {
+async fn inbound(sh: Arc<Shared>, s: TcpStream, peer: std::net::SocketAddr) {
     let r = repl(&sh);
+    let deadline = Instant::now() + handshake_timeout(r);
+    if !r.cfg.tls {
+        let (rd, wr) = s.into_split();
+        return inbound_on(&sh, rd, wr, peer, deadline).await;
+    }
+    // --replication-tls: a handshake that fails costs this connection only
+    // (its own task, bounded by the handshake timeout), and is counted.
+    let res = match tls_configs(&sh) {
+        None => Err("no TLS configuration".to_string()),
+        Some(cfg) => match rustls::ServerConnection::new(cfg.server) {
+            Err(e) => Err(e.to_string()),
+            Ok(conn) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match monoio::time::timeout(left, super::io::handshake(s, conn.into())).await {
+                    Ok(Ok(x)) => Ok(x),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".to_string()),
+                }
+            }
+        },
+    };
+    match res {
+        Ok((rd, wr)) => inbound_on(&sh, rd, wr, peer, deadline).await,
+        Err(e) => {
+            r.c.tls_handshake_errors.fetch_add(1, Relaxed);
+            log(&sh, format_args!("inbound {peer}: TLS handshake: {e}"));
+        }
+    }
+}
+
+async fn inbound_on<R: LinkRead, W: LinkWrite>(
+    sh: &Arc<Shared>,
+    mut rd: R,
+    mut s: W,
+    peer: std::net::SocketAddr,
+    deadline: Instant,
+) {
+    let r = repl(sh);
     let max = HANDSHAKE_MAX;
-    let deadline = Some(Instant::now() + handshake_timeout(r));
+    let deadline = Some(deadline);
     let mut buf = Vec::with_capacity(16 << 10);
     let secret = &r.cfg.secret.0;
     let bad = |e: &LinkError| {
@@ -653,7 +776,7 @@ async fn inbound(sh: Arc<Shared>, mut s: TcpStream, peer: std::net::SocketAddr) 
         }
     };
     // HELLO
-    let hello = match read_frame(&mut s, &mut buf, max, deadline).await {
+    let hello = match read_frame(&mut rd, &mut buf, max, deadline).await {
         Ok(used) => match wire::decode(&buf, max) {
             Ok(Some((
                 Frame::Hello {
@@ -674,9 +797,21 @@ async fn inbound(sh: Arc<Shared>, mut s: TcpStream, peer: std::net::SocketAddr) 
                 return;
             }
         },
+        Err(LinkError::Version(v)) => {
+            // Another wire version: say so in a frame it can read.
+            r.c.version_refusals.fetch_add(1, Relaxed);
+            log(
+                sh,
+                format_args!("inbound {peer}: {}", LinkError::Version(v)),
+            );
+            let mut out = Vec::with_capacity(16);
+            wire::put_refused_as(&mut out, v, wire::refuse::VERSION);
+            let _ = write(&mut s, &mut out, Duration::from_secs(1)).await;
+            return;
+        }
         Err(e) => {
             bad(&e);
-            log(&sh, format_args!("inbound {peer}: {e}"));
+            log(sh, format_args!("inbound {peer}: {e}"));
             if matches!(e, LinkError::Protocol(_)) {
                 refuse(&mut s, wire::refuse::PROTOCOL).await;
             }
@@ -690,7 +825,7 @@ async fn inbound(sh: Arc<Shared>, mut s: TcpStream, peer: std::net::SocketAddr) 
     }
     if r.cfg.partner.is_some() && their_bit == r.host_bit {
         log(
-            &sh,
+            sh,
             format_args!("inbound {peer}: the partner has the same HLC host bit"),
         );
     }
@@ -704,13 +839,13 @@ async fn inbound(sh: Arc<Shared>, mut s: TcpStream, peer: std::net::SocketAddr) 
     {
         return;
     }
-    let used = match read_frame(&mut s, &mut buf, max, deadline).await {
+    let used = match read_frame(&mut rd, &mut buf, max, deadline).await {
         Ok(u) => u,
         Err(e) => {
             bad(&e);
             // A peer that hangs up instead of proving is refused too.
             r.c.auth_failures.fetch_add(1, Relaxed);
-            log(&sh, format_args!("inbound {peer}: no AUTH: {e}"));
+            log(sh, format_args!("inbound {peer}: no AUTH: {e}"));
             return;
         }
     };
@@ -723,7 +858,7 @@ async fn inbound(sh: Arc<Shared>, mut s: TcpStream, peer: std::net::SocketAddr) 
     buf.drain(..used);
     if !ok {
         r.c.auth_failures.fetch_add(1, Relaxed);
-        log(&sh, format_args!("inbound {peer}: authentication failed"));
+        log(sh, format_args!("inbound {peer}: authentication failed"));
         refuse(&mut s, wire::refuse::AUTH).await;
         return;
     }
@@ -746,12 +881,12 @@ async fn inbound(sh: Arc<Shared>, mut s: TcpStream, peer: std::net::SocketAddr) 
         return;
     }
     r.c.inbound_connected.fetch_add(1, Relaxed);
-    let res = receive(&sh, &mut s, &mut buf, &mut out, gen, run_id).await;
+    let res = receive(sh, &mut rd, &mut s, &mut buf, &mut out, gen, run_id).await;
     r.c.inbound_connected.fetch_sub(1, Relaxed);
     if let Err(e) = res {
         bad(&e);
         if !matches!(e, LinkError::Closed) {
-            log(&sh, format_args!("inbound {peer}: {e}"));
+            log(sh, format_args!("inbound {peer}: {e}"));
         }
         if matches!(e, LinkError::Protocol(_)) {
             refuse(&mut s, wire::refuse::PROTOCOL).await;
@@ -760,9 +895,10 @@ async fn inbound(sh: Arc<Shared>, mut s: TcpStream, peer: std::net::SocketAddr) 
 }
 
 /// Apply frames and acknowledge until the link ends.
-async fn receive(
+async fn receive<R: LinkRead, W: LinkWrite>(
     sh: &Arc<Shared>,
-    s: &mut TcpStream,
+    rd: &mut R,
+    s: &mut W,
     buf: &mut Vec<u8>,
     out: &mut Vec<u8>,
     gen: u64,
@@ -786,7 +922,7 @@ async fn receive(
                 let (f, used) = match wire::decode(&buf[at..], max) {
                     Ok(Some(x)) => x,
                     Ok(None) => break,
-                    Err(e) => return Err(LinkError::Protocol(e.to_string())),
+                    Err(e) => return Err(wire_error(e, &buf[at..])),
                 };
                 apply_frame(sh, &mut st.positions, f, &mut dirty)?;
                 at += used;
@@ -807,9 +943,8 @@ async fn receive(
             Err(e) => return Err(LinkError::Protocol(e.to_string())),
             _ => buf.reserve(64 << 10),
         }
-        let len = buf.len();
-        let (res, b) = s.read(std::mem::take(buf).slice_mut(len..)).await;
-        *buf = b.into_inner();
+        let (res, b) = rd.read_more(std::mem::take(buf)).await;
+        *buf = b;
         match res {
             Ok(0) => return Err(LinkError::Closed),
             Ok(_) => {}

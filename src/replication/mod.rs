@@ -11,6 +11,7 @@
 //! without replication) and starts no sender; without
 //! `--replication-listen` nothing listens.
 
+mod io;
 mod link;
 pub mod ring;
 pub mod wire;
@@ -150,6 +151,11 @@ pub struct RecvState {
 pub struct Counters {
     pub auth_failures: AtomicU64,
     pub bad_frames: AtomicU64,
+    /// `--replication-tls`: handshakes that failed, either way (a peer
+    /// without TLS, a certificate that does not chain to ssl_ca_cert ...).
+    pub tls_handshake_errors: AtomicU64,
+    /// Peers refused (or refusing us) for another wire version.
+    pub version_refusals: AtomicU64,
     pub sync_timeouts: AtomicU64,
     /// Times sync mode fell back to async because the partner was down.
     pub sync_degraded: AtomicU64,
@@ -233,7 +239,7 @@ pub(crate) fn proof(secret: &[u8], role: &[u8], a: &[u8; NONCE], b: &[u8; NONCE]
 
 fn mac(secret: &[u8], role: &[u8], a: &[u8; NONCE], b: &[u8; NONCE]) -> Hmac<Sha256> {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    m.update(b"corecached replication v1 ");
+    m.update(wire::HMAC_LABEL);
     m.update(role);
     m.update(a);
     m.update(b);
@@ -514,6 +520,12 @@ impl Replication {
         out("apply_failed", V::U64(c.apply_failed.load(Relaxed)));
         out("auth_failures", V::U64(c.auth_failures.load(Relaxed)));
         out("bad_frames", V::U64(c.bad_frames.load(Relaxed)));
+        out("tls", V::U64(self.cfg.tls as u64));
+        out(
+            "tls_handshake_errors",
+            V::U64(c.tls_handshake_errors.load(Relaxed)),
+        );
+        out("version_refusals", V::U64(c.version_refusals.load(Relaxed)));
         out("sync_timeouts", V::U64(c.sync_timeouts.load(Relaxed)));
         out("sync_degraded", V::U64(c.sync_degraded.load(Relaxed)));
         out("sync_waits", V::U64(c.sync_waits.load(Relaxed)));
@@ -705,6 +717,8 @@ mod tests {
             backlog: 1 << 20,
             backlog_age_secs: 1,
             rejoin_wait_secs: 0,
+            tls: false,
+            partner_name: None,
         };
         let a = mk("127.0.0.1:7000", "127.0.0.1:7001");
         let b = mk("127.0.0.1:7001", "127.0.0.1:7000");

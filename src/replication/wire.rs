@@ -9,8 +9,13 @@
 
 /// First two bytes of every frame.
 pub const MAGIC: [u8; 2] = [0xC7, b'R'];
-/// Protocol version this build speaks.
-pub const VERSION: u8 = 1;
+/// Protocol version this build speaks. 2: change kind 4 (revisions). A
+/// peer of another version is refused with a REFUSED frame (reason
+/// `VERSION`) whose header carries the peer's version, so it can read it.
+pub const VERSION: u8 = 2;
+/// What the handshake's HMAC covers first: the version is part of the
+/// proof.
+pub const HMAC_LABEL: &[u8] = b"corecached replication v2 ";
 /// Frame header bytes.
 pub const HDR: usize = 8;
 /// Nonce bytes in the handshake.
@@ -90,6 +95,8 @@ pub mod refuse {
     pub const PROTOCOL: u8 = 2;
     pub const STREAMS: u8 = 3;
     pub const BUSY: u8 = 4;
+    /// The peer speaks another wire version.
+    pub const VERSION: u8 = 5;
 }
 
 /// A decoded frame, borrowing its keys and values from the input.
@@ -412,6 +419,15 @@ pub fn put_ack(out: &mut Vec<u8>, entries: impl ExactSizeIterator<Item = (u16, u
 
 pub fn put_refused(out: &mut Vec<u8>, reason: u8) {
     frame(out, ty::REFUSED, &[&[reason]]);
+}
+
+/// A REFUSED frame with `version` in its header: its layout (header, one
+/// reason byte) is the same in every version, so a peer of another version
+/// can read why it is refused.
+pub fn put_refused_as(out: &mut Vec<u8>, version: u8, reason: u8) {
+    let at = out.len();
+    put_refused(out, reason);
+    out[at + 2] = version;
 }
 
 /// A cursor over a payload; every read checks the bytes left.
@@ -797,11 +813,17 @@ mod tests {
         assert_eq!(decode(b"g", MAX), Err(WireError::BadMagic));
         assert_eq!(decode(b"get foo\r\n", MAX), Err(WireError::BadMagic));
         assert_eq!(decode(&[0xC7, b'x'], MAX), Err(WireError::BadMagic));
-        assert_eq!(decode(&[0xC7, b'R', 2], MAX), Err(WireError::BadVersion(2)));
+        // Version 1 (before change kind 4) and a future 3 are refused.
+        assert_eq!(decode(&[0xC7, b'R', 1], MAX), Err(WireError::BadVersion(1)));
+        assert_eq!(decode(&[0xC7, b'R', 3], MAX), Err(WireError::BadVersion(3)));
         assert_eq!(
-            decode(&[0xC7, b'R', 1, 0], MAX),
+            decode(&[0xC7, b'R', VERSION, 0], MAX),
             Err(WireError::UnknownType(0))
         );
+        // The refusal in the peer's version: same layout, its version byte.
+        let mut r = Vec::new();
+        put_refused_as(&mut r, 1, refuse::VERSION);
+        assert_eq!(r, [0xC7, b'R', 1, ty::REFUSED, 0, 0, 0, 1, refuse::VERSION]);
         assert_eq!(
             decode(&header(ty::RECORD, u32::MAX), MAX),
             Err(WireError::TooLong(u32::MAX))

@@ -10,6 +10,8 @@
 
 mod binary_wire;
 mod common;
+// Certificates made with openssl, shared by the TLS suites.
+mod pki;
 // The bench's key streams (bench/loadgen/keys.rs); the store suites use a few.
 #[path = "../../bench/loadgen/keys.rs"]
 #[allow(dead_code)]
@@ -44,6 +46,7 @@ mod ops_watch;
 mod replication;
 mod replication_examples;
 mod replication_faults;
+mod replication_tls;
 mod security_parse;
 mod shard_count;
 mod stats_counters;

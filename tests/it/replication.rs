@@ -390,7 +390,7 @@ fn an_unauthenticated_peer_cannot_announce_a_large_frame() {
     let addr: SocketAddr = ([127, 0, 0, 1], rb).into();
     let before = stat(&b, "bad_frames");
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(&[0xC7, b'R', 1, 1, 0, 0x10, 0, 0]).unwrap();
+    s.write_all(&[0xC7, b'R', 2, 1, 0, 0x10, 0, 0]).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let start = Instant::now();
     let mut sink = Vec::new();
@@ -412,11 +412,11 @@ fn garbage_on_the_replication_port_does_not_crash_the_host() {
         b"get foo\r\n".to_vec(),
         b"\x80\x01\x00\x03\x00\x00\x00\x00".to_vec(),
         // magic, version, HELLO, 4 GiB payload
-        vec![0xC7, b'R', 1, 1, 0xff, 0xff, 0xff, 0xff],
+        vec![0xC7, b'R', 2, 1, 0xff, 0xff, 0xff, 0xff],
         // a HELLO too short for its fields
-        vec![0xC7, b'R', 1, 1, 0, 0, 0, 2, 0, 0],
+        vec![0xC7, b'R', 2, 1, 0, 0, 0, 2, 0, 0],
         // a frame type the peer must not send first
-        vec![0xC7, b'R', 1, 5, 0, 0, 0, 0],
+        vec![0xC7, b'R', 2, 5, 0, 0, 0, 0],
     ];
     for _ in 0..40 {
         let n = (seed % 300) as usize;

@@ -35,6 +35,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import servers  # scripts/servers.py: how every server here is started and stopped
@@ -82,7 +83,16 @@ WORKLOADS = [
                "--key-prefix", "corecached-bench:mem:", "--key-pad", "9",
                "--value-size", "100", "--allow-errors"]),
 ]
-EXTRA_WORKLOADS = [
+# TLS rows: the text rows over TLS (`tls` = its plaintext row). Both servers get
+# `-Z -o ssl_chain_cert=,ssl_key=` with a CA and server certificate (EC P-256) made
+# for the run; the generator verifies the server against that CA (rustls, ring).
+TLS_WORKLOADS = [
+    dict(name="tls-50c", desc="text-50c over TLS", tls="text-50c",
+         args=["-P", "text", "-c", "50", "--ratio", "1:10"] + BASE),
+    dict(name="tls-50c-p16", desc="text-50c-p16 over TLS", tls="text-50c-p16",
+         args=["-P", "text", "-c", "50", "--pipeline", "16", "--ratio", "1:10"] + BASE),
+]
+EXTRA_WORKLOADS = TLS_WORKLOADS + [
     dict(name="text-mget10", desc="text, 50 conns, 10-key multiget, 1:10",
          args=["-P", "text", "-c", "50", "--multiget", "10", "--ratio", "1:10"] + BASE),
     dict(name="bin-mget10", desc="binary, 50 conns, 10-key multiget (GETQ+NOOP), 1:10",
@@ -134,15 +144,30 @@ def server_flags(mem, threads, extra):
     return ["-m", str(mem), "-t", str(threads), "-c", "4096"] + list(extra)
 
 
-def start_server(side, mem, args, logdir, tag):
-    """Starts one side's server; returns (servers.Server, version string)."""
-    srv = servers.Server(side["kind"], server_flags(mem, side["threads"], side["extra"]),
+def tls_pki(args):
+    """The run's CA and server certificate (made on first use, in a temp dir removed at
+    exit)."""
+    if getattr(args, "pki", None) is None:
+        if shutil.which("openssl") is None:
+            raise RuntimeError("TLS rows need the openssl command (apt-get install openssl)")
+        d = tempfile.mkdtemp(prefix="bench-compare-tls-")
+        import atexit
+        atexit.register(shutil.rmtree, d, True)
+        args.pki = servers.make_tls_pki(d)
+    return args.pki
+
+
+def start_server(side, mem, args, logdir, tag, tls=None):
+    """Starts one side's server (with `tls`, a pki dict: TLS only); returns
+    (servers.Server, version string)."""
+    extra = list(side["extra"]) + (servers.tls_server_args(tls) if tls else [])
+    srv = servers.Server(side["kind"], server_flags(mem, side["threads"], extra),
                          binary=side["bin"],
                          wrapper=["taskset", "-c", args.server_cpu] if args.server_cpu else [],
                          log=os.path.join(logdir, f"{tag}.server.log"))
     try:
         srv.start()
-        v = servers.ask(srv.port, b"version\r\n", timeout=5.0)
+        v = servers.ask(srv.port, b"version\r\n", timeout=5.0, tls_ca=tls and tls["ca"])
     except (servers.StartError, OSError) as e:
         srv.stop()
         raise RuntimeError(f"server did not start: {e}")
@@ -155,7 +180,8 @@ def start_server(side, mem, args, logdir, tag):
 def run_one(w, side, args, logdir, tag):
     """One server start + one generator run. Returns the generator's JSON (with extras)."""
     mem = w.get("mem") or args.memory
-    srv, version = start_server(side, mem, args, logdir, tag)
+    pki = tls_pki(args) if w.get("tls") else None
+    srv, version = start_server(side, mem, args, logdir, tag, tls=pki)
     port = srv.port
     try:
         warmup = w.get("warmup", args.warmup)
@@ -164,6 +190,8 @@ def run_one(w, side, args, logdir, tag):
         cmd = [args.bench_bin, "-p", str(port), "-t", str(args.client_threads),
                "--server-pid", str(srv.pid), "--json", jpath, "-q",
                "-d", str(duration), "-w", str(warmup)] + w["args"] + args.bench_args
+        if pki:
+            cmd += ["--tls", "--tls-ca", pki["ca"]]
         if args.client_cpu:
             cmd = ["taskset", "-c", args.client_cpu] + cmd
         errf = open(os.path.join(logdir, f"{tag}.bench.log"), "wb")
@@ -247,7 +275,37 @@ def summarize(w, a_runs, b_runs):
     if s["kind"] != "fill":
         au, bu = s["a"]["server_us_per_op"], s["b"]["server_us_per_op"]
         s["cpu_ratio"] = (bu / au) if (au and bu) else None
+    if w.get("tls"):
+        s["plain"] = w["tls"]
+        for side, runs in (("a", a_runs), ("b", b_runs)):
+            s[side]["tls"] = sorted({f"{t['version']} {t['cipher_suite']}" for t in
+                                     (r.get("config", {}).get("tls") for r in runs) if t})
     return s
+
+
+def tls_costs(summaries):
+    """For each TLS row whose plaintext row ran too: what TLS adds per op on each side
+    (server µs/op of the TLS row minus that of the plaintext row, medians over rounds),
+    B's cost over A's, and each side's TLS/plaintext ops/s."""
+    by_name = {s["name"]: s for s in summaries}
+    out = []
+    for s in summaries:
+        p = by_name.get(s.get("plain"))
+        if p is None:
+            continue
+        c = dict(name=s["name"], plain=p["name"])
+        for side in ("a", "b"):
+            t_us, p_us = s[side]["server_us_per_op"], p[side]["server_us_per_op"]
+            t_ops, p_ops = s[side]["ops_per_sec"], p[side]["ops_per_sec"]
+            c[side] = dict(
+                plain_us=p_us, tls_us=t_us,
+                cost_us=(t_us - p_us) if (t_us is not None and p_us is not None) else None,
+                ops_ratio=(t_ops / p_ops) if (t_ops and p_ops) else None,
+                negotiated=s[side].get("tls", []))
+        ca, cb = c["a"]["cost_us"], c["b"]["cost_us"]
+        c["cost_ratio"] = (cb / ca) if (ca is not None and cb is not None and ca > 0) else None
+        out.append(c)
+    return out
 
 
 def markdown(summaries, meta, failures):
@@ -283,6 +341,27 @@ def markdown(summaries, meta, failures):
                 f"| {lat(sa)} | {lat(sb)} | {fmt(sa['server_us_per_op'])} "
                 f"| {fmt(sb['server_us_per_op'])} | {fmt(s['cpu_ratio'])} "
                 f"| {cpu(sa)} | {cpu(sb)} | {hit(sa)} / {hit(sb)} |")
+    costs = tls_costs(summaries)
+    if costs:
+        out.append("")
+        out.append("TLS cost per op: a TLS row's server µs/op minus its plaintext row's (medians "
+                   "over rounds; both rows in this table's configuration). TLS rows: both servers "
+                   "`-Z -o ssl_chain_cert=,ssl_key=` with an EC P-256 server certificate from a "
+                   "CA made for the run; the client is corecached-bench --tls (rustls 0.23, ring), "
+                   "handshakes before the warm-up.")
+        out.append("")
+        out.append("| TLS row (plaintext row) | A srv µs/op plain → TLS | A TLS cost µs/op "
+                   "| B srv µs/op plain → TLS | B TLS cost µs/op | B/A TLS cost "
+                   "| ops/s TLS/plain A / B | negotiated A / B |")
+        out.append("|---|---|---:|---|---:|---:|---|---|")
+        for c in costs:
+            ca, cb = c["a"], c["b"]
+            neg = lambda x: ", ".join(x["negotiated"]) or "–"
+            out.append(
+                f"| {c['name']} ({c['plain']}) | {fmt(ca['plain_us'])} → {fmt(ca['tls_us'])} "
+                f"| {fmt(ca['cost_us'])} | {fmt(cb['plain_us'])} → {fmt(cb['tls_us'])} "
+                f"| {fmt(cb['cost_us'])} | {fmt(c['cost_ratio'])} "
+                f"| {fmt(ca['ops_ratio'])} / {fmt(cb['ops_ratio'])} | {neg(ca)} / {neg(cb)} |")
     fills = [s for s in summaries if s["kind"] == "fill"]
     if fills:
         out.append("")

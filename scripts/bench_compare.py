@@ -14,6 +14,13 @@ configuration (medians over rounds, B/A ratio with its min-max over rounds, late
 server CPU us/op from /proc, load average at start and end) and writes them with the raw
 JSON to bench/results/.
 
+TLS rows (`tls-50c`, `tls-50c-p16`; not in the default set) run the text rows over TLS:
+both servers get `-Z -o ssl_chain_cert=,ssl_key=` with a CA and server certificate made
+for the run, the generator `--tls --tls-ca`; with their plaintext rows in the same run, a
+second table gives each server's TLS cost per op (TLS row µs/op minus plaintext row µs/op).
+`--interleave` runs round 1 of every workload, then round 2, ..., so such rows see the
+same drift.
+
 Every process it starts is stopped by PID on any exit (normal, error, Ctrl-C, SIGTERM).
 Exit status: 0 if every run succeeded, 1 if any run failed, 2 on bad usage/setup.
 
@@ -22,6 +29,8 @@ Examples:
   scripts/bench_compare.py --a memcached --b memcached  # A/A noise check
   scripts/bench_compare.py --config shared --a corecached --a-threads 1   # corecached -t 1 vs -t 2
   scripts/bench_compare.py --workloads text-50c,bin-50c-p16 --rounds 5 --duration 4
+  scripts/bench_compare.py --config pinned --interleave --rounds 5 --duration 4 \
+      --workloads text-50c,tls-50c,text-50c-p16,tls-50c-p16   # TLS cost, docs/BENCHMARKS.md
   scripts/bench_compare.py --list
 """
 
@@ -318,7 +327,8 @@ def markdown(summaries, meta, failures):
     out.append(f"- configuration `{meta['config']}`: servers on CPU {meta['server_cpu']} "
                f"(`-m {meta['memory']}` unless the row says), client on CPU {meta['client_cpu']} "
                f"({meta['client_threads']} client thread(s)); {meta['rounds']} rounds A B A B..., "
-               f"{meta['duration']} s measured after {meta['warmup']} s warm-up per run; "
+               f"{meta['duration']} s measured after {meta['warmup']} s warm-up per run"
+               f"{'; workloads interleaved within each round' if meta.get('interleave') else ''}; "
                f"medians over rounds")
     out.append(f"- command: `{meta['command']}`; total {meta['elapsed_min']:.1f} min; "
                f"load average {meta['load_start'][0]:.2f} at start, {meta['load_end'][0]:.2f} at end")
@@ -433,6 +443,10 @@ def main():
     ap.add_argument("--bench-args", default="", help="extra args for every generator run")
     ap.add_argument("--out-dir", default=os.path.join(REPO, "bench/results"))
     ap.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
+    ap.add_argument("--interleave", action="store_true",
+                    help="run round 1 of every workload, then round 2, ... (instead of all rounds "
+                    "of one workload, then the next): rows compared with each other, like a TLS "
+                    "row and its plaintext row, then see the same drift")
     args = ap.parse_args()
 
     if args.list:
@@ -524,28 +538,31 @@ def run_config(config, base_args, a, b, selected, stamp):
     results = {w["name"]: {"A": [], "B": []} for w in selected}
     failures = []
     versions = {}
-    for w in selected:
-        for r in range(args.rounds):
-            for label in ("A", "B"):
-                tag = f"{w['name']}-r{r + 1}-{label}"
-                try:
-                    res = run_one(w, sides[label], args, logdir, tag)
-                except RuntimeError as e:
-                    failures.append(f"{tag}: {str(e).splitlines()[0]}")
-                    log(f"  {tag}: FAILED: {e}")
-                    if args.fail_fast:
-                        raise SystemExit(1)
-                    continue
-                versions[label] = res["server_version"]
-                results[w["name"]][label].append(res)
-                if w.get("kind") == "fill":
-                    f = res["fill"]
-                    log(f"  {tag}: {f['items']} items, "
-                        f"{(f.get('rss_bytes_per_item') or 0):.1f} B RSS/item")
-                else:
-                    log(f"  {tag}: {res['ops_per_sec']:,.0f} ops/s, p99 "
-                        f"{res['latency_us']['p99'] / 1000:.2f} ms, server "
-                        f"{res['server']['cpu_us_per_op'] or 0:.2f} us/op")
+    if args.interleave:  # round 1 of every workload, then round 2, ...
+        order = [(w, r) for r in range(args.rounds) for w in selected]
+    else:  # every round of a workload, then the next workload
+        order = [(w, r) for w in selected for r in range(args.rounds)]
+    for w, r in order:
+        for label in ("A", "B"):
+            tag = f"{w['name']}-r{r + 1}-{label}"
+            try:
+                res = run_one(w, sides[label], args, logdir, tag)
+            except RuntimeError as e:
+                failures.append(f"{tag}: {str(e).splitlines()[0]}")
+                log(f"  {tag}: FAILED: {e}")
+                if args.fail_fast:
+                    raise SystemExit(1)
+                continue
+            versions[label] = res["server_version"]
+            results[w["name"]][label].append(res)
+            if w.get("kind") == "fill":
+                f = res["fill"]
+                log(f"  {tag}: {f['items']} items, "
+                    f"{(f.get('rss_bytes_per_item') or 0):.1f} B RSS/item")
+            else:
+                log(f"  {tag}: {res['ops_per_sec']:,.0f} ops/s, p99 "
+                    f"{res['latency_us']['p99'] / 1000:.2f} ms, server "
+                    f"{res['server']['cpu_us_per_op'] or 0:.2f} us/op")
 
     summaries = []
     for w in selected:
@@ -565,6 +582,7 @@ def run_config(config, base_args, a, b, selected, stamp):
         server_cpu=args.server_cpu or "any", client_cpu=args.client_cpu or "any",
         server_threads=args.server_threads, client_threads=args.client_threads,
         memory=args.memory, rounds=args.rounds, duration=args.duration, warmup=args.warmup,
+        interleave=args.interleave,
         command="scripts/bench_compare.py " + " ".join(sys.argv[1:]),
         elapsed_min=elapsed / 60.0, load_start=load_start, load_end=os.getloadavg(),
     )

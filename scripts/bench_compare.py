@@ -269,6 +269,7 @@ def summarize(w, a_runs, b_runs):
                 p50_ms=lat_ms(runs, "p50"), p99_ms=lat_ms(runs, "p99"),
                 p999_ms=lat_ms(runs, "p999"),
                 server_us_per_op=med([r["server"]["cpu_us_per_op"] for r in runs]),
+                server_us_per_op_all=[r["server"]["cpu_us_per_op"] for r in runs],
                 server_util=med([r["server"]["cpu_util"] for r in runs]),
                 client_util=med([r["client"]["cpu_util"] for r in runs]),
                 client_us_per_op=med([r["client"]["cpu_us_per_op"] for r in runs]),
@@ -295,7 +296,9 @@ def summarize(w, a_runs, b_runs):
 def tls_costs(summaries):
     """For each TLS row whose plaintext row ran too: what TLS adds per op on each side
     (server µs/op of the TLS row minus that of the plaintext row, medians over rounds),
-    B's cost over A's, and each side's TLS/plaintext ops/s."""
+    B's cost over A's, and each side's TLS/plaintext ops/s. Also per round (the TLS
+    row's round r against the plaintext row's round r; with --interleave they ran
+    minutes apart at most): the min-max of B's cost over A's, the noise of the ratio."""
     by_name = {s["name"]: s for s in summaries}
     out = []
     for s in summaries:
@@ -313,6 +316,14 @@ def tls_costs(summaries):
                 negotiated=s[side].get("tls", []))
         ca, cb = c["a"]["cost_us"], c["b"]["cost_us"]
         c["cost_ratio"] = (cb / ca) if (ca is not None and cb is not None and ca > 0) else None
+        per = []
+        for side in ("a", "b"):
+            per.append([t - q if (t is not None and q is not None) else None for t, q in
+                        zip(s[side].get("server_us_per_op_all", []),
+                            p[side].get("server_us_per_op_all", []))])
+        ratios = [b / a for a, b in zip(*per) if a is not None and b is not None and a > 0]
+        c["cost_ratio_min"] = min(ratios) if ratios else None
+        c["cost_ratio_max"] = max(ratios) if ratios else None
         out.append(c)
     return out
 
@@ -361,7 +372,7 @@ def markdown(summaries, meta, failures):
                    "handshakes before the warm-up.")
         out.append("")
         out.append("| TLS row (plaintext row) | A srv µs/op plain → TLS | A TLS cost µs/op "
-                   "| B srv µs/op plain → TLS | B TLS cost µs/op | B/A TLS cost "
+                   "| B srv µs/op plain → TLS | B TLS cost µs/op | B/A TLS cost (min–max by round) "
                    "| ops/s TLS/plain A / B | negotiated A / B |")
         out.append("|---|---|---:|---|---:|---:|---|---|")
         for c in costs:
@@ -371,6 +382,7 @@ def markdown(summaries, meta, failures):
                 f"| {c['name']} ({c['plain']}) | {fmt(ca['plain_us'])} → {fmt(ca['tls_us'])} "
                 f"| {fmt(ca['cost_us'])} | {fmt(cb['plain_us'])} → {fmt(cb['tls_us'])} "
                 f"| {fmt(cb['cost_us'])} | {fmt(c['cost_ratio'])} "
+                f"({fmt(c['cost_ratio_min'])}–{fmt(c['cost_ratio_max'])}) "
                 f"| {fmt(ca['ops_ratio'])} / {fmt(cb['ops_ratio'])} | {neg(ca)} / {neg(cb)} |")
     fills = [s for s in summaries if s["kind"] == "fill"]
     if fills:

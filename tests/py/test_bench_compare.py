@@ -137,6 +137,10 @@ def test_tls_cost_is_the_difference_of_the_medians_and_b_over_a():
     assert c["a"]["cost_us"] == pytest.approx(10.0)
     assert c["b"]["cost_us"] == pytest.approx(3.0)  # 13 - 10
     assert c["cost_ratio"] == pytest.approx(0.3)
+    # by round: A 35-10, 25-50, 30-20 = 25, -25, 10; B 12-5, 14-40, 13-10 = 7, -26, 3;
+    # round 2's A cost is negative (no ratio): B/A 7/25 and 3/10
+    assert c["cost_ratio_min"] == pytest.approx(0.28)
+    assert c["cost_ratio_max"] == pytest.approx(0.3)
     assert c["a"]["ops_ratio"] == pytest.approx(0.5)  # 100 / 200
     assert c["b"]["ops_ratio"] == pytest.approx(0.5)  # 120 / 240
     assert c["a"]["negotiated"] == ["TLSv1_3 TLS13_AES_256_GCM_SHA384"]
@@ -160,7 +164,7 @@ def test_tls_markdown_row():
                 elapsed_min=1.0, load_start=(0.5, 0, 0), load_end=(1.0, 0, 0))
     md = bc.markdown([bc.summarize(W, A, B), bc.summarize(TW, TA, TB)], meta, [])
     row = next(line for line in md.splitlines() if line.startswith("| tw (w) |"))
-    assert row == ("| tw (w) | 20.00 → 30.00 | 10.00 | 10.00 → 13.00 | 3.00 | 0.30 "
+    assert row == ("| tw (w) | 20.00 → 30.00 | 10.00 | 10.00 → 13.00 | 3.00 | 0.30 (0.28–0.30) "
                    "| 0.50 / 0.50 | TLSv1_3 TLS13_AES_256_GCM_SHA384 / "
                    "TLSv1_3 TLS13_AES_128_GCM_SHA256, TLSv1_3 TLS13_AES_256_GCM_SHA384 |")
 

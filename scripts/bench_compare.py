@@ -14,6 +14,13 @@ configuration (medians over rounds, B/A ratio with its min-max over rounds, late
 server CPU us/op from /proc, load average at start and end) and writes them with the raw
 JSON to bench/results/.
 
+TLS rows (`tls-50c`, `tls-50c-p16`; not in the default set) run the text rows over TLS:
+both servers get `-Z -o ssl_chain_cert=,ssl_key=` with a CA and server certificate made
+for the run, the generator `--tls --tls-ca`; with their plaintext rows in the same run, a
+second table gives each server's TLS cost per op (TLS row µs/op minus plaintext row µs/op).
+`--interleave` runs round 1 of every workload, then round 2, ..., so such rows see the
+same drift.
+
 Every process it starts is stopped by PID on any exit (normal, error, Ctrl-C, SIGTERM).
 Exit status: 0 if every run succeeded, 1 if any run failed, 2 on bad usage/setup.
 
@@ -22,6 +29,8 @@ Examples:
   scripts/bench_compare.py --a memcached --b memcached  # A/A noise check
   scripts/bench_compare.py --config shared --a corecached --a-threads 1   # corecached -t 1 vs -t 2
   scripts/bench_compare.py --workloads text-50c,bin-50c-p16 --rounds 5 --duration 4
+  scripts/bench_compare.py --config pinned --interleave --rounds 5 --duration 4 \
+      --workloads text-50c,tls-50c,text-50c-p16,tls-50c-p16   # TLS cost, docs/BENCHMARKS.md
   scripts/bench_compare.py --list
 """
 
@@ -35,6 +44,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import servers  # scripts/servers.py: how every server here is started and stopped
@@ -82,7 +92,16 @@ WORKLOADS = [
                "--key-prefix", "corecached-bench:mem:", "--key-pad", "9",
                "--value-size", "100", "--allow-errors"]),
 ]
-EXTRA_WORKLOADS = [
+# TLS rows: the text rows over TLS (`tls` = its plaintext row). Both servers get
+# `-Z -o ssl_chain_cert=,ssl_key=` with a CA and server certificate (EC P-256) made
+# for the run; the generator verifies the server against that CA (rustls, ring).
+TLS_WORKLOADS = [
+    dict(name="tls-50c", desc="text-50c over TLS", tls="text-50c",
+         args=["-P", "text", "-c", "50", "--ratio", "1:10"] + BASE),
+    dict(name="tls-50c-p16", desc="text-50c-p16 over TLS", tls="text-50c-p16",
+         args=["-P", "text", "-c", "50", "--pipeline", "16", "--ratio", "1:10"] + BASE),
+]
+EXTRA_WORKLOADS = TLS_WORKLOADS + [
     dict(name="text-mget10", desc="text, 50 conns, 10-key multiget, 1:10",
          args=["-P", "text", "-c", "50", "--multiget", "10", "--ratio", "1:10"] + BASE),
     dict(name="bin-mget10", desc="binary, 50 conns, 10-key multiget (GETQ+NOOP), 1:10",
@@ -134,15 +153,30 @@ def server_flags(mem, threads, extra):
     return ["-m", str(mem), "-t", str(threads), "-c", "4096"] + list(extra)
 
 
-def start_server(side, mem, args, logdir, tag):
-    """Starts one side's server; returns (servers.Server, version string)."""
-    srv = servers.Server(side["kind"], server_flags(mem, side["threads"], side["extra"]),
+def tls_pki(args):
+    """The run's CA and server certificate (made on first use, in a temp dir removed at
+    exit)."""
+    if getattr(args, "pki", None) is None:
+        if shutil.which("openssl") is None:
+            raise RuntimeError("TLS rows need the openssl command (apt-get install openssl)")
+        d = tempfile.mkdtemp(prefix="bench-compare-tls-")
+        import atexit
+        atexit.register(shutil.rmtree, d, True)
+        args.pki = servers.make_tls_pki(d)
+    return args.pki
+
+
+def start_server(side, mem, args, logdir, tag, tls=None):
+    """Starts one side's server (with `tls`, a pki dict: TLS only); returns
+    (servers.Server, version string)."""
+    extra = list(side["extra"]) + (servers.tls_server_args(tls) if tls else [])
+    srv = servers.Server(side["kind"], server_flags(mem, side["threads"], extra),
                          binary=side["bin"],
                          wrapper=["taskset", "-c", args.server_cpu] if args.server_cpu else [],
                          log=os.path.join(logdir, f"{tag}.server.log"))
     try:
         srv.start()
-        v = servers.ask(srv.port, b"version\r\n", timeout=5.0)
+        v = servers.ask(srv.port, b"version\r\n", timeout=5.0, tls_ca=tls and tls["ca"])
     except (servers.StartError, OSError) as e:
         srv.stop()
         raise RuntimeError(f"server did not start: {e}")
@@ -155,7 +189,8 @@ def start_server(side, mem, args, logdir, tag):
 def run_one(w, side, args, logdir, tag):
     """One server start + one generator run. Returns the generator's JSON (with extras)."""
     mem = w.get("mem") or args.memory
-    srv, version = start_server(side, mem, args, logdir, tag)
+    pki = tls_pki(args) if w.get("tls") else None
+    srv, version = start_server(side, mem, args, logdir, tag, tls=pki)
     port = srv.port
     try:
         warmup = w.get("warmup", args.warmup)
@@ -164,6 +199,8 @@ def run_one(w, side, args, logdir, tag):
         cmd = [args.bench_bin, "-p", str(port), "-t", str(args.client_threads),
                "--server-pid", str(srv.pid), "--json", jpath, "-q",
                "-d", str(duration), "-w", str(warmup)] + w["args"] + args.bench_args
+        if pki:
+            cmd += ["--tls", "--tls-ca", pki["ca"]]
         if args.client_cpu:
             cmd = ["taskset", "-c", args.client_cpu] + cmd
         errf = open(os.path.join(logdir, f"{tag}.bench.log"), "wb")
@@ -232,6 +269,7 @@ def summarize(w, a_runs, b_runs):
                 p50_ms=lat_ms(runs, "p50"), p99_ms=lat_ms(runs, "p99"),
                 p999_ms=lat_ms(runs, "p999"),
                 server_us_per_op=med([r["server"]["cpu_us_per_op"] for r in runs]),
+                server_us_per_op_all=[r["server"]["cpu_us_per_op"] for r in runs],
                 server_util=med([r["server"]["cpu_util"] for r in runs]),
                 client_util=med([r["client"]["cpu_util"] for r in runs]),
                 client_us_per_op=med([r["client"]["cpu_us_per_op"] for r in runs]),
@@ -247,7 +285,47 @@ def summarize(w, a_runs, b_runs):
     if s["kind"] != "fill":
         au, bu = s["a"]["server_us_per_op"], s["b"]["server_us_per_op"]
         s["cpu_ratio"] = (bu / au) if (au and bu) else None
+    if w.get("tls"):
+        s["plain"] = w["tls"]
+        for side, runs in (("a", a_runs), ("b", b_runs)):
+            s[side]["tls"] = sorted({f"{t['version']} {t['cipher_suite']}" for t in
+                                     (r.get("config", {}).get("tls") for r in runs) if t})
     return s
+
+
+def tls_costs(summaries):
+    """For each TLS row whose plaintext row ran too: what TLS adds per op on each side
+    (server µs/op of the TLS row minus that of the plaintext row, medians over rounds),
+    B's cost over A's, and each side's TLS/plaintext ops/s. Also per round (the TLS
+    row's round r against the plaintext row's round r; with --interleave they ran
+    minutes apart at most): the min-max of B's cost over A's, the noise of the ratio."""
+    by_name = {s["name"]: s for s in summaries}
+    out = []
+    for s in summaries:
+        p = by_name.get(s.get("plain"))
+        if p is None:
+            continue
+        c = dict(name=s["name"], plain=p["name"])
+        for side in ("a", "b"):
+            t_us, p_us = s[side]["server_us_per_op"], p[side]["server_us_per_op"]
+            t_ops, p_ops = s[side]["ops_per_sec"], p[side]["ops_per_sec"]
+            c[side] = dict(
+                plain_us=p_us, tls_us=t_us,
+                cost_us=(t_us - p_us) if (t_us is not None and p_us is not None) else None,
+                ops_ratio=(t_ops / p_ops) if (t_ops and p_ops) else None,
+                negotiated=s[side].get("tls", []))
+        ca, cb = c["a"]["cost_us"], c["b"]["cost_us"]
+        c["cost_ratio"] = (cb / ca) if (ca is not None and cb is not None and ca > 0) else None
+        per = []
+        for side in ("a", "b"):
+            per.append([t - q if (t is not None and q is not None) else None for t, q in
+                        zip(s[side].get("server_us_per_op_all", []),
+                            p[side].get("server_us_per_op_all", []))])
+        ratios = [b / a for a, b in zip(*per) if a is not None and b is not None and a > 0]
+        c["cost_ratio_min"] = min(ratios) if ratios else None
+        c["cost_ratio_max"] = max(ratios) if ratios else None
+        out.append(c)
+    return out
 
 
 def markdown(summaries, meta, failures):
@@ -260,7 +338,8 @@ def markdown(summaries, meta, failures):
     out.append(f"- configuration `{meta['config']}`: servers on CPU {meta['server_cpu']} "
                f"(`-m {meta['memory']}` unless the row says), client on CPU {meta['client_cpu']} "
                f"({meta['client_threads']} client thread(s)); {meta['rounds']} rounds A B A B..., "
-               f"{meta['duration']} s measured after {meta['warmup']} s warm-up per run; "
+               f"{meta['duration']} s measured after {meta['warmup']} s warm-up per run"
+               f"{'; workloads interleaved within each round' if meta.get('interleave') else ''}; "
                f"medians over rounds")
     out.append(f"- command: `{meta['command']}`; total {meta['elapsed_min']:.1f} min; "
                f"load average {meta['load_start'][0]:.2f} at start, {meta['load_end'][0]:.2f} at end")
@@ -283,6 +362,28 @@ def markdown(summaries, meta, failures):
                 f"| {lat(sa)} | {lat(sb)} | {fmt(sa['server_us_per_op'])} "
                 f"| {fmt(sb['server_us_per_op'])} | {fmt(s['cpu_ratio'])} "
                 f"| {cpu(sa)} | {cpu(sb)} | {hit(sa)} / {hit(sb)} |")
+    costs = tls_costs(summaries)
+    if costs:
+        out.append("")
+        out.append("TLS cost per op: a TLS row's server µs/op minus its plaintext row's (medians "
+                   "over rounds; both rows in this table's configuration). TLS rows: both servers "
+                   "`-Z -o ssl_chain_cert=,ssl_key=` with an EC P-256 server certificate from a "
+                   "CA made for the run; the client is corecached-bench --tls (rustls 0.23, ring), "
+                   "handshakes before the warm-up.")
+        out.append("")
+        out.append("| TLS row (plaintext row) | A srv µs/op plain → TLS | A TLS cost µs/op "
+                   "| B srv µs/op plain → TLS | B TLS cost µs/op | B/A TLS cost (min–max by round) "
+                   "| ops/s TLS/plain A / B | negotiated A / B |")
+        out.append("|---|---|---:|---|---:|---:|---|---|")
+        for c in costs:
+            ca, cb = c["a"], c["b"]
+            neg = lambda x: ", ".join(x["negotiated"]) or "–"
+            out.append(
+                f"| {c['name']} ({c['plain']}) | {fmt(ca['plain_us'])} → {fmt(ca['tls_us'])} "
+                f"| {fmt(ca['cost_us'])} | {fmt(cb['plain_us'])} → {fmt(cb['tls_us'])} "
+                f"| {fmt(cb['cost_us'])} | {fmt(c['cost_ratio'])} "
+                f"({fmt(c['cost_ratio_min'])}–{fmt(c['cost_ratio_max'])}) "
+                f"| {fmt(ca['ops_ratio'])} / {fmt(cb['ops_ratio'])} | {neg(ca)} / {neg(cb)} |")
     fills = [s for s in summaries if s["kind"] == "fill"]
     if fills:
         out.append("")
@@ -354,6 +455,10 @@ def main():
     ap.add_argument("--bench-args", default="", help="extra args for every generator run")
     ap.add_argument("--out-dir", default=os.path.join(REPO, "bench/results"))
     ap.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
+    ap.add_argument("--interleave", action="store_true",
+                    help="run round 1 of every workload, then round 2, ... (instead of all rounds "
+                    "of one workload, then the next): rows compared with each other, like a TLS "
+                    "row and its plaintext row, then see the same drift")
     args = ap.parse_args()
 
     if args.list:
@@ -445,28 +550,31 @@ def run_config(config, base_args, a, b, selected, stamp):
     results = {w["name"]: {"A": [], "B": []} for w in selected}
     failures = []
     versions = {}
-    for w in selected:
-        for r in range(args.rounds):
-            for label in ("A", "B"):
-                tag = f"{w['name']}-r{r + 1}-{label}"
-                try:
-                    res = run_one(w, sides[label], args, logdir, tag)
-                except RuntimeError as e:
-                    failures.append(f"{tag}: {str(e).splitlines()[0]}")
-                    log(f"  {tag}: FAILED: {e}")
-                    if args.fail_fast:
-                        raise SystemExit(1)
-                    continue
-                versions[label] = res["server_version"]
-                results[w["name"]][label].append(res)
-                if w.get("kind") == "fill":
-                    f = res["fill"]
-                    log(f"  {tag}: {f['items']} items, "
-                        f"{(f.get('rss_bytes_per_item') or 0):.1f} B RSS/item")
-                else:
-                    log(f"  {tag}: {res['ops_per_sec']:,.0f} ops/s, p99 "
-                        f"{res['latency_us']['p99'] / 1000:.2f} ms, server "
-                        f"{res['server']['cpu_us_per_op'] or 0:.2f} us/op")
+    if args.interleave:  # round 1 of every workload, then round 2, ...
+        order = [(w, r) for r in range(args.rounds) for w in selected]
+    else:  # every round of a workload, then the next workload
+        order = [(w, r) for w in selected for r in range(args.rounds)]
+    for w, r in order:
+        for label in ("A", "B"):
+            tag = f"{w['name']}-r{r + 1}-{label}"
+            try:
+                res = run_one(w, sides[label], args, logdir, tag)
+            except RuntimeError as e:
+                failures.append(f"{tag}: {str(e).splitlines()[0]}")
+                log(f"  {tag}: FAILED: {e}")
+                if args.fail_fast:
+                    raise SystemExit(1)
+                continue
+            versions[label] = res["server_version"]
+            results[w["name"]][label].append(res)
+            if w.get("kind") == "fill":
+                f = res["fill"]
+                log(f"  {tag}: {f['items']} items, "
+                    f"{(f.get('rss_bytes_per_item') or 0):.1f} B RSS/item")
+            else:
+                log(f"  {tag}: {res['ops_per_sec']:,.0f} ops/s, p99 "
+                    f"{res['latency_us']['p99'] / 1000:.2f} ms, server "
+                    f"{res['server']['cpu_us_per_op'] or 0:.2f} us/op")
 
     summaries = []
     for w in selected:
@@ -486,6 +594,7 @@ def run_config(config, base_args, a, b, selected, stamp):
         server_cpu=args.server_cpu or "any", client_cpu=args.client_cpu or "any",
         server_threads=args.server_threads, client_threads=args.client_threads,
         memory=args.memory, rounds=args.rounds, duration=args.duration, warmup=args.warmup,
+        interleave=args.interleave,
         command="scripts/bench_compare.py " + " ".join(sys.argv[1:]),
         elapsed_min=elapsed / 60.0, load_start=load_start, load_end=os.getloadavg(),
     )

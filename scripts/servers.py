@@ -219,9 +219,16 @@ class Server:
         self.stop()
 
 
-def ask(port, line, timeout=1.0):
-    """Send one request line, return the first reply line (without CRLF)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def ask(port, line, timeout=1.0, tls_ca=None):
+    """Send one request line, return the first reply line (without CRLF).
+    With `tls_ca` (a CA file), over TLS, verifying the server against it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        s = raw
+        if tls_ca:
+            import ssl
+            ctx = ssl.create_default_context(cafile=tls_ca)
+            ctx.check_hostname = False
+            s = ctx.wrap_socket(raw)
         s.sendall(line)
         data = b""
         while not data.endswith(b"\r\n"):
@@ -230,6 +237,30 @@ def ask(port, line, timeout=1.0):
                 break
             data += chunk
         return data.decode(errors="replace").strip()
+
+
+def make_tls_pki(directory):
+    """A throw-away CA and a server certificate for 127.0.0.1 (EC P-256), made
+    with the openssl command line in `directory`. Returns the paths
+    dict(ca=..., cert=..., key=...); `tls_server_args` makes the flags."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True,
+                       timeout=60)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=corecached-test-ca")
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(directory, "server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
+    return {k: os.path.join(directory, f) for k, f in
+            (("ca", "ca.pem"), ("cert", "server.pem"), ("key", "server.key"))}
+
+
+def tls_server_args(pki):
+    """memcached's TLS flags (corecached takes the same): `-Z -o ssl_chain_cert=,ssl_key=`."""
+    return ["-Z", "-o", f"ssl_chain_cert={pki['cert']},ssl_key={pki['key']}"]
 
 
 def _on_signal(signum, _frame):

@@ -2,6 +2,7 @@
 
 use clap::{Parser, ValueEnum};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
@@ -133,6 +134,23 @@ pub struct Args {
     /// Random seed (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Speak TLS (rustls, ring provider) on every connection, the `stats` one too. The
+    /// handshake is done when a connection opens, before the warm-up; a server that does
+    /// not answer it (a plaintext port) is an error. Needs --tls-ca.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM file of the CA certificate(s) the server's certificate must chain to.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub tls_ca: Option<String>,
+    /// PEM client certificate chain, for a server that asks for one (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<String>,
+    /// Name the server's certificate must carry (default: --server).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub tls_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +183,8 @@ pub struct Config {
     pub verify: bool,
     pub timeout: f64,
     pub seed: u64,
+    /// --tls: how connections are made TLS.
+    pub tls: Option<Arc<crate::tls::Setup>>,
 }
 
 impl Config {
@@ -211,6 +231,21 @@ impl Config {
         if a.fill && a.requests.is_some() {
             return Err("--fill and --requests do not combine".into());
         }
+        let tls = if a.tls {
+            let ca = a.tls_ca.as_deref().ok_or("--tls needs --tls-ca FILE")?;
+            let name = a.tls_name.as_deref().unwrap_or(&a.server);
+            Some(Arc::new(crate::tls::Setup::new(
+                ca,
+                a.tls_cert.as_deref(),
+                a.tls_key.as_deref(),
+                name,
+            )?))
+        } else {
+            if a.tls_cert.is_some() {
+                return Err("--tls-cert needs --tls".into());
+            }
+            None
+        };
         let seed = a.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -246,6 +281,7 @@ impl Config {
             verify: !a.no_verify,
             timeout: a.timeout,
             seed,
+            tls,
         })
     }
 }

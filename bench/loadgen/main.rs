@@ -8,6 +8,7 @@ mod config;
 mod json;
 mod keys;
 mod sys;
+mod tls;
 mod worker;
 
 use clap::Parser;
@@ -47,18 +48,32 @@ fn sleep_until(deadline: Instant, shared: &Shared) -> bool {
     }
 }
 
-/// A blocking ASCII connection for `stats`.
+/// A blocking ASCII connection for `stats` (over TLS with --tls).
 struct Control {
-    s: TcpStream,
+    s: Box<dyn ReadWrite>,
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 impl Control {
     fn connect(cfg: &Config) -> Result<Control, String> {
         let t = Duration::from_secs_f64(cfg.timeout);
         let s = TcpStream::connect_timeout(&cfg.addr, t)
             .map_err(|e| format!("connect {}: {e}", cfg.addr))?;
-        s.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let s: Box<dyn ReadWrite> = match &cfg.tls {
+            None => {
+                s.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+                Box::new(s)
+            }
+            Some(setup) => Box::new(
+                setup
+                    .handshake(s, t)
+                    .and_then(|io| io.into_blocking(t))
+                    .map_err(|e| format!("{}: {e}", cfg.addr))?,
+            ),
+        };
         Ok(Control { s })
     }
 
@@ -114,11 +129,24 @@ fn run(args: &Args) -> Result<i32, String> {
     let shared = Arc::new(Shared::new());
     let human_to_stderr = args.json.as_deref() == Some("-");
 
-    // Fail fast and clearly when nothing listens.
-    drop(
-        TcpStream::connect_timeout(&cfg.addr, Duration::from_secs_f64(cfg.timeout))
-            .map_err(|e| format!("cannot connect to {}: {e}", cfg.addr))?,
-    );
+    // Fail fast and clearly when nothing listens (or, with --tls, when the
+    // handshake fails); note what TLS was negotiated.
+    let probe = TcpStream::connect_timeout(&cfg.addr, Duration::from_secs_f64(cfg.timeout))
+        .map_err(|e| format!("cannot connect to {}: {e}", cfg.addr))?;
+    let tls_session = match &cfg.tls {
+        None => {
+            drop(probe);
+            None
+        }
+        Some(setup) => {
+            let s = setup
+                .handshake(probe, Duration::from_secs_f64(cfg.timeout))
+                .map_err(|e| format!("{}: {e}", cfg.addr))?;
+            let d = s.describe();
+            s.close();
+            Some(d)
+        }
+    };
     let mut control = if cfg.fill || args.server_stats {
         Some(Control::connect(&cfg)?)
     } else {
@@ -321,6 +349,7 @@ fn run(args: &Args) -> Result<i32, String> {
         fill: fill.as_ref(),
         server_stats: server_stats.as_ref(),
         failure: failure.as_deref(),
+        tls: tls_session.as_ref(),
     };
     if !args.quiet {
         let t = report.human();
@@ -362,6 +391,8 @@ struct Report<'a> {
     fill: Option<&'a FillResult>,
     server_stats: Option<&'a BTreeMap<String, String>>,
     failure: Option<&'a str>,
+    /// --tls: the protocol version and cipher suite negotiated (probe connection).
+    tls: Option<&'a (String, String)>,
 }
 
 fn per_sec(n: u64, s: f64) -> f64 {
@@ -428,6 +459,17 @@ impl Report<'_> {
             .set("allow_errors", c.allow_errors)
             .set("verify", c.verify)
             .set("seed", c.seed);
+        match self.tls {
+            Some((v, suite)) => {
+                let mut t = J::obj();
+                t.set("version", v.as_str())
+                    .set("cipher_suite", suite.as_str());
+                cfg.set("tls", t);
+            }
+            None => {
+                cfg.set("tls", J::Null);
+            }
+        }
 
         let mut lat = J::obj();
         lat.set("count", s.hist.len())
@@ -592,6 +634,9 @@ impl Report<'_> {
             c.keys,
             if c.fill { "  [fill]" } else { "" }
         );
+        if let Some((v, suite)) = self.tls {
+            let _ = writeln!(o, "  tls          {v} {suite}");
+        }
         if let Some(p) = self.populate_s {
             let _ = writeln!(o, "  populate     {} keys in {p:.2} s", c.keys);
         }

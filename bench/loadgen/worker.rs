@@ -4,9 +4,10 @@
 
 use crate::config::{Config, KeyPattern, Protocol};
 use crate::keys::{put_key, Rng, Zipf};
+use crate::tls::Io;
 use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
@@ -130,7 +131,7 @@ struct Pending {
 }
 
 struct Conn {
-    stream: Option<TcpStream>,
+    stream: Option<Io>,
     rbuf: Vec<u8>,
     rstart: usize,
     rend: usize,
@@ -248,11 +249,20 @@ pub fn value_pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn connect(cfg: &Config) -> io::Result<TcpStream> {
-    let s = TcpStream::connect_timeout(&cfg.addr, Duration::from_secs_f64(cfg.timeout))?;
+/// Opens one connection (with --tls: and runs the handshake), non-blocking.
+pub fn connect(cfg: &Config) -> io::Result<Io> {
+    let t = Duration::from_secs_f64(cfg.timeout);
+    let s = TcpStream::connect_timeout(&cfg.addr, t)?;
     s.set_nodelay(true)?;
-    s.set_nonblocking(true)?;
-    Ok(s)
+    let io = match &cfg.tls {
+        None => Io::Plain(s),
+        Some(setup) => Io::Tls(Box::new(setup.handshake(s, t)?)),
+    };
+    match &io {
+        Io::Plain(s) => s.set_nonblocking(true)?,
+        Io::Tls(t) => t.set_nonblocking()?,
+    }
+    Ok(io)
 }
 
 struct Epoll(i32);
@@ -599,6 +609,8 @@ fn flush(ep: &Epoll, i: usize, c: &mut Conn, x: &mut Ctx) -> Result<(), ConnErr>
     let Some(s) = c.stream.as_mut() else {
         return Ok(());
     };
+    // TLS: records encrypted earlier and still waiting for the socket first
+    s.send_pending().map_err(|e| io_err("write", e))?;
     while c.wpos < c.wbuf.len() {
         match s.write(&c.wbuf[c.wpos..]) {
             Ok(0) => return Err(cerr("conn_closed", "write returned 0")),
@@ -617,6 +629,8 @@ fn flush(ep: &Epoll, i: usize, c: &mut Conn, x: &mut Ctx) -> Result<(), ConnErr>
     if c.wpos == c.wbuf.len() {
         c.wbuf.clear();
         c.wpos = 0;
+    }
+    if c.wbuf.is_empty() && !s.pending_out() {
         if c.want_out {
             c.want_out = false;
             let _ = ep.ctl(libc::EPOLL_CTL_MOD, fd, EV_IN, i as u64);

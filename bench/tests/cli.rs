@@ -35,7 +35,7 @@ fn help_names_the_options() {
         .expect("run corecached-bench");
     assert!(out.status.success(), "{:?}", out.status);
     let text = String::from_utf8_lossy(&out.stdout);
-    for opt in ["--server-pid", "--json", "--pipeline"] {
+    for opt in ["--server-pid", "--json", "--pipeline", "--tls", "--tls-ca"] {
         assert!(text.contains(opt), "--help lacks {opt}: {text}");
     }
 }

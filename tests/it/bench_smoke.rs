@@ -4,6 +4,11 @@
 //! operations. No timing assertion. (That it fails, non-zero, where nothing listens is
 //! checked by the bench package itself: bench/tests/cli.rs.)
 //!
+//! `--tls` is run the same way against memcached `-Z` and corecached `-Z` (certificates
+//! made per run with the `openssl` command line); the same run must fail against a
+//! plaintext port, a plaintext run must fail against the TLS port, and a server requiring
+//! a client certificate serves the generator only with `--tls-cert/--tls-key`.
+//!
 //! memcached comes from PATH (`apt-get install memcached`); the test fails, loudly, if it
 //! is missing. Servers are started by the shared harness (tests/it/common.rs), which stops
 //! them by PID when dropped.
@@ -12,7 +17,7 @@ use crate::common;
 
 use common::Server;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The load generator: a binary of the bench package (bench/Cargo.toml), so cargo
@@ -33,7 +38,12 @@ fn bench_bin() -> PathBuf {
 const SERVER_ARGS: &[&str] = &["-m", "64", "-t", "2"];
 
 fn run_bench(port: u16, pid: u32, protocol: &str) -> Json {
+    run_bench_with(port, pid, protocol, &[])
+}
+
+fn run_bench_with(port: u16, pid: u32, protocol: &str, extra: &[&str]) -> Json {
     let out = Command::new(bench_bin())
+        .args(extra)
         .args([
             "-p",
             &port.to_string(),
@@ -114,6 +124,205 @@ fn bench_smoke_memcached() {
 #[test]
 fn bench_smoke_corecached() {
     smoke(Server::corecached(SERVER_ARGS));
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the
+/// `openssl` command line in a fresh directory (removed on drop).
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Pki {
+        let dir =
+            std::env::temp_dir().join(format!("corecached-bench-tls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl (Debian package openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]);
+        ssl(&[&ca[..], &["-subj", "/CN=bench-ca"]].concat());
+        std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for name in ["server", "client"] {
+            let (key, csr, pem, ext, subj) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+                format!("/CN={name}"),
+            );
+            let mut req = vec!["req"];
+            req.extend(ec);
+            req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            ssl(&req);
+            ssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &pem,
+                "-extfile",
+                &ext,
+            ]);
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, f: &str) -> String {
+        self.dir.join(f).display().to_string()
+    }
+
+    /// `-Z -o ...` for a server with the server certificate, plus `extra` options.
+    fn server_args(&self, extra: &str) -> Vec<String> {
+        let mut a: Vec<String> = SERVER_ARGS.iter().map(|s| s.to_string()).collect();
+        a.extend([
+            "-Z".to_string(),
+            "-o".to_string(),
+            format!(
+                "ssl_chain_cert={},ssl_key={}{extra}",
+                self.path("server.pem"),
+                self.path("server.key")
+            ),
+        ]);
+        a
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A short generator run expected to fail: its stderr.
+fn bench_fails(port: u16, extra: &[&str]) -> String {
+    let out = Command::new(bench_bin())
+        .args(["-p", &port.to_string(), "-c", "2", "-w", "0", "-d", "0.5"])
+        .args(["--timeout", "2", "-q"])
+        .args(extra)
+        .output()
+        .expect("run corecached-bench");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "corecached-bench {extra:?} should have failed on port {port}; stdout:\n{}\nstderr:\n{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    err
+}
+
+/// The TLS run of the generator (text, pipelined, `stats` over TLS too) against a `-Z`
+/// server: it succeeds, says which TLS it negotiated, and a plaintext run against the
+/// same port fails.
+fn tls_smoke(mut server: Server, ca: &Path, extra: &[&str]) {
+    let (port, pid) = (server.port, server.pid());
+    let ca = ca.display().to_string();
+    let mut args = vec!["--tls", "--tls-ca", &ca];
+    args.extend(extra);
+    for protocol in ["text", "binary"] {
+        let j = run_bench_with(port, pid, protocol, &args);
+        let tls = j.get("config").and_then(|c| c.get("tls"));
+        let version = match tls.and_then(|t| t.get("version")) {
+            Some(Json::Str(v)) => v.clone(),
+            other => panic!("config.tls.version: {other:?}"),
+        };
+        assert!(version.starts_with("TLSv1_"), "{version}");
+        assert!(
+            matches!(tls.and_then(|t| t.get("cipher_suite")), Some(Json::Str(s)) if s.starts_with("TLS")),
+            "{tls:?}"
+        );
+        server.assert_alive();
+    }
+    bench_fails(port, &[]);
+    server.assert_alive();
+}
+
+#[test]
+fn bench_tls_memcached() {
+    let pki = Pki::new("mc");
+    tls_smoke(
+        Server::memcached(&strs(&pki.server_args(""))),
+        Path::new(&pki.path("ca.pem")),
+        &[],
+    );
+}
+
+#[test]
+fn bench_tls_corecached() {
+    let pki = Pki::new("cc");
+    tls_smoke(
+        Server::corecached(&strs(&pki.server_args(""))),
+        Path::new(&pki.path("ca.pem")),
+        &[],
+    );
+}
+
+/// --tls really speaks TLS: against a plaintext port it fails at the handshake (a
+/// generator that sent plaintext would be served there), and against a certificate from
+/// another CA it refuses the server.
+#[test]
+fn bench_tls_fails_without_tls_or_trust() {
+    let pki = Pki::new("neg");
+    let ca = pki.path("ca.pem");
+    for plain in [
+        Server::corecached(SERVER_ARGS),
+        Server::memcached(SERVER_ARGS),
+    ] {
+        let err = bench_fails(plain.port, &["--tls", "--tls-ca", &ca]);
+        assert!(err.contains("TLS handshake"), "{err}");
+    }
+    let tls = Server::corecached(&strs(&pki.server_args("")));
+    // client.pem is no CA of the server's certificate
+    let err = bench_fails(tls.port, &["--tls", "--tls-ca", &pki.path("client.pem")]);
+    assert!(err.contains("invalid peer certificate"), "{err}");
+}
+
+/// A server that requires a client certificate (`ssl_verify_mode=3`) serves the
+/// generator with --tls-cert/--tls-key and refuses it without.
+#[test]
+fn bench_tls_client_certificate() {
+    let pki = Pki::new("mtls");
+    let opts = format!(",ssl_verify_mode=3,ssl_ca_cert={}", pki.path("ca.pem"));
+    let server = Server::corecached(&strs(&pki.server_args(&opts)));
+    bench_fails(server.port, &["--tls", "--tls-ca", &pki.path("ca.pem")]);
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    tls_smoke(
+        server,
+        Path::new(&pki.path("ca.pem")),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
 }
 
 /// Just enough JSON to check the report: a strict recursive-descent parser.

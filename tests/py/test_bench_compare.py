@@ -113,3 +113,62 @@ def test_formatting_and_cpu_lists():
     assert bc.cpu_count("0-3,6") == 5
     assert bc.cpu_count("") == 0
     assert bc.cpu_count(None) == 0
+
+
+def tls_run(ops, srv_us_per_op, suite="TLS13_AES_256_GCM_SHA384"):
+    r = run(ops, 1000, srv_us_per_op)
+    r["config"] = {"tls": {"version": "TLSv1_3", "cipher_suite": suite}}
+    return r
+
+
+# TLS row of W (whose plaintext medians are A 200 ops/s 20 µs/op, B 240 ops/s 10 µs/op):
+# A 100 ops/s at 30 µs/op (median of 25, 30, 35), B 120 ops/s at 13 µs/op.
+TW = dict(name="tw", desc="w over TLS", tls="w")
+TA = [tls_run(100, 35.0), tls_run(100, 25.0), tls_run(100, 30.0)]
+TB = [tls_run(120, 12.0), tls_run(120, 14.0), tls_run(120, 13.0, suite="TLS13_AES_128_GCM_SHA256")]
+
+
+def test_tls_cost_is_the_difference_of_the_medians_and_b_over_a():
+    plain, tls = bc.summarize(W, A, B), bc.summarize(TW, TA, TB)
+    assert tls["plain"] == "w"
+    (c,) = bc.tls_costs([plain, tls])
+    assert (c["name"], c["plain"]) == ("tw", "w")
+    assert c["a"]["plain_us"] == 20.0 and c["a"]["tls_us"] == 30.0
+    assert c["a"]["cost_us"] == pytest.approx(10.0)
+    assert c["b"]["cost_us"] == pytest.approx(3.0)  # 13 - 10
+    assert c["cost_ratio"] == pytest.approx(0.3)
+    # by round: A 35-10, 25-50, 30-20 = 25, -25, 10; B 12-5, 14-40, 13-10 = 7, -26, 3;
+    # round 2's A cost is negative (no ratio): B/A 7/25 and 3/10
+    assert c["cost_ratio_min"] == pytest.approx(0.28)
+    assert c["cost_ratio_max"] == pytest.approx(0.3)
+    assert c["a"]["ops_ratio"] == pytest.approx(0.5)  # 100 / 200
+    assert c["b"]["ops_ratio"] == pytest.approx(0.5)  # 120 / 240
+    assert c["a"]["negotiated"] == ["TLSv1_3 TLS13_AES_256_GCM_SHA384"]
+    assert c["b"]["negotiated"] == ["TLSv1_3 TLS13_AES_128_GCM_SHA256",
+                                    "TLSv1_3 TLS13_AES_256_GCM_SHA384"]
+
+
+def test_tls_cost_needs_the_plaintext_row_and_a_positive_a_cost():
+    tls = bc.summarize(TW, TA, TB)
+    assert bc.tls_costs([tls]) == []  # plaintext row not run
+    assert bc.tls_costs([bc.summarize(W, A, B)]) == []  # no TLS row
+    cheap = [tls_run(100, 20.0)] * 3  # A's TLS row costs nothing more: no ratio
+    (c,) = bc.tls_costs([bc.summarize(W, A, B), bc.summarize(TW, cheap, TB)])
+    assert c["a"]["cost_us"] == 0.0 and c["cost_ratio"] is None
+
+
+def test_tls_markdown_row():
+    meta = dict(title="t", a_label="A", b_label="B", date="d", host="h", cpu="c", ncpu=2,
+                kernel="k", config="pinned", server_cpu="0", client_cpu="1", memory=64,
+                client_threads=1, rounds=3, duration=1.0, warmup=0.0, command="x",
+                elapsed_min=1.0, load_start=(0.5, 0, 0), load_end=(1.0, 0, 0))
+    md = bc.markdown([bc.summarize(W, A, B), bc.summarize(TW, TA, TB)], meta, [])
+    row = next(line for line in md.splitlines() if line.startswith("| tw (w) |"))
+    assert row == ("| tw (w) | 20.00 → 30.00 | 10.00 | 10.00 → 13.00 | 3.00 | 0.30 (0.28–0.30) "
+                   "| 0.50 / 0.50 | TLSv1_3 TLS13_AES_256_GCM_SHA384 / "
+                   "TLSv1_3 TLS13_AES_128_GCM_SHA256, TLSv1_3 TLS13_AES_256_GCM_SHA384 |")
+
+
+def test_tls_workloads_are_their_plaintext_rows_over_tls():
+    for w in bc.TLS_WORKLOADS:
+        assert bc.ALL[w["tls"]]["args"] == w["args"], w["name"]

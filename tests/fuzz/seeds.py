@@ -201,6 +201,24 @@ BIN.append(pkt(0x20))  # sasl list mechs
 BIN.append(pkt(0x21, b"PLAIN", value=b"\x00user\x00pass"))
 BIN.append(pkt(0x21, b"PLAIN"))
 BIN.append(pkt(0x22, b"PLAIN", value=b"\x00user\x00pass"))
+# SASL (served with -S; without it every SASL opcode is "unknown command"):
+# list mechs, auth and step with good and malformed bodies
+SASL = [
+    pkt(0x20, opaque=0x20),
+    pkt(0x20, b"k"),  # list mechs with a key
+    pkt(0x21, b"plain", value=b"\x00user\x00pass"),  # lower-case mechanism
+    pkt(0x21, b"PLAIN", value=b"authz\x00user\x00pass"),
+    pkt(0x21, b"PLAIN", value=b"\x00user\x00"),  # empty password
+    pkt(0x21, b"PLAIN", value=b"userpass"),  # no NULs
+    pkt(0x21, b"SCRAM-SHA-256", value=b"n,,n=user,r=abc"),
+    pkt(0x21, b"M" * 40, value=b"\x00u\x00p"),  # mechanism over 32 bytes
+    pkt(0x21, b"", value=b"\x00u\x00p"),  # no mechanism
+    pkt(0x21, b"PLAIN", b"xxxx", b"\x00u\x00p"),  # extras
+    pkt(0x21, b"PLAIN", value=b"\x00u\x00p", bodylen=(1 << 20) + 100),
+    pkt(0x22, b"PLAIN"),  # step, empty
+    pkt(0x22, b"PLAIN", value=b"\x00u\x00p"),  # step without an auth
+]
+BIN += SASL
 # malformed (tests/it/binary_wire.rs)
 BIN += [
     pkt(0x01, b"k", SET_EX, b"v", magic=0x81),  # response magic
@@ -387,6 +405,13 @@ def main():
         b"".join(p for p in BIN if p[1] in (0x01, 0x09, 0x0d, 0x11, 0x0a)),
         pkt(0x01, b"k", SET_EX, b"v") + pkt(0x0d, b"k") + pkt(0x0a),
         b"GET / HTTP/1.1\r\n\r\n",
+        # the SASL requests a connection survives, then one whose body is
+        # swallowed, then the ones it closes on
+        b"".join(SASL[i] for i in (0, 2, 3, 4, 5, 6, 7, 11, 12)) + pkt(0x0a),
+        SASL[10] + b"\x00" * 64,
+        SASL[1] + pkt(0x0a),
+        SASL[8] + pkt(0x0a),
+        SASL[9] + pkt(0x0a),
         b"set big 0 0 %d\r\n" % 5000 + b"x" * 5000 + b"\r\nget big big big big big\r\n",
     ]
     conn = []

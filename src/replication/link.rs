@@ -133,7 +133,7 @@ fn repl(sh: &Shared) -> &Replication {
 /// make the host buffer no more than this.
 const HANDSHAKE_MAX: usize = 16 << 10;
 
-fn max_payload(sh: &Shared) -> usize {
+pub(crate) fn max_payload(sh: &Shared) -> usize {
     sh.config.max_item_size + (128 << 10)
 }
 
@@ -142,7 +142,7 @@ fn handshake_timeout(r: &Replication) -> Duration {
 }
 
 #[derive(Debug)]
-enum LinkError {
+pub(crate) enum LinkError {
     Io(String),
     Protocol(String),
     Auth,
@@ -1005,7 +1005,7 @@ fn apply_change(sh: &Shared, w: &WireChange<'_>) {
     }
 }
 
-fn apply_frame(
+pub(crate) fn apply_frame(
     sh: &Shared,
     positions: &mut [Position],
     f: Frame<'_>,

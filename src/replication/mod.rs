@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use wire::{Position, WireChange, NONCE, PROOF};
 
-pub(crate) use link::{spawn_tasks, warm_up};
+pub(crate) use link::{apply_frame, max_payload, spawn_tasks, warm_up};
 
 /// Per-stream link states, as `stats replication` names them.
 pub const CONNECTING: u8 = 0;

@@ -641,6 +641,45 @@ pub(crate) mod tests {
         assert!(r.take().is_empty());
     }
 
+    /// A received item whose key is longer than a client's (the wire
+    /// allows 65535 bytes) is refused as too large: the item header holds
+    /// one length byte, and a 256-byte key once overflowed into the value
+    /// length (a panic copying the value; found by the `replication` fuzz
+    /// target, tests/fuzz/regressions/replication/). Nothing is stored or
+    /// recorded; the store answers as before.
+    #[test]
+    fn apply_refuses_a_key_longer_than_a_clients() {
+        let (mut s, r) = recorded(&StoreConfig::default());
+        for len in [251, 255, 256, 300, 65535] {
+            let key = vec![b'k'; len];
+            for rev in [0, 5] {
+                let c = Change::Item {
+                    key: &key,
+                    value: b"22",
+                    flags: 7,
+                    exptime: 0,
+                    cas: 11,
+                    stale: false,
+                    rev,
+                };
+                assert_eq!(s.apply(&c, 10), Applied::TooLarge, "key of {len}");
+            }
+        }
+        let longest = [b'k'; 250];
+        let c = Change::Item {
+            key: &longest,
+            value: b"22",
+            flags: 7,
+            exptime: 0,
+            cas: 12,
+            stale: false,
+            rev: 0,
+        };
+        assert_eq!(s.apply(&c, 10), Applied::Stored);
+        assert_eq!(s.get(&longest, 10, None).unwrap().value, b"22");
+        assert!(r.take().is_empty());
+    }
+
     /// A revision (a change that kept the CAS: touch, gat, `mg T`, `md x`)
     /// is taken over an item of that same CAS, never over a newer or an
     /// older one; a whole item at a newer CAS replaces the item as always.

@@ -669,7 +669,8 @@ impl Shard {
     ///
     /// A removal of a missing key is `Removed` (idempotent; no tombstone is
     /// kept). An item that cannot be stored (too large, no memory) unlinks
-    /// the older local copy. A flush goes by version only: items with a CAS
+    /// the older local copy; one with a key longer than a client's (250
+    /// bytes) is `TooLarge` (no local copy can have that key). A flush goes by version only: items with a CAS
     /// up to `cas` die at `at` (the local flush_all's rule by access time is
     /// not applied).
     pub fn apply(&mut self, change: &Change<'_>, now: u32) -> Applied {
@@ -683,6 +684,12 @@ impl Shard {
                 stale,
                 rev,
             } => {
+                // An item holds a key of at most 255 bytes (one length
+                // byte; the protocols pass at most 250), the wire up to
+                // 65535: a longer one would corrupt the item's header.
+                if key.len() > crate::protocol::MAX_KEY_LEN {
+                    return Applied::TooLarge;
+                }
                 let hash = self.hash(key);
                 self.version(cas);
                 if rev != 0 {

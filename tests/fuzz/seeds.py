@@ -201,6 +201,24 @@ BIN.append(pkt(0x20))  # sasl list mechs
 BIN.append(pkt(0x21, b"PLAIN", value=b"\x00user\x00pass"))
 BIN.append(pkt(0x21, b"PLAIN"))
 BIN.append(pkt(0x22, b"PLAIN", value=b"\x00user\x00pass"))
+# SASL (served with -S; without it every SASL opcode is "unknown command"):
+# list mechs, auth and step with good and malformed bodies
+SASL = [
+    pkt(0x20, opaque=0x20),
+    pkt(0x20, b"k"),  # list mechs with a key
+    pkt(0x21, b"plain", value=b"\x00user\x00pass"),  # lower-case mechanism
+    pkt(0x21, b"PLAIN", value=b"authz\x00user\x00pass"),
+    pkt(0x21, b"PLAIN", value=b"\x00user\x00"),  # empty password
+    pkt(0x21, b"PLAIN", value=b"userpass"),  # no NULs
+    pkt(0x21, b"SCRAM-SHA-256", value=b"n,,n=user,r=abc"),
+    pkt(0x21, b"M" * 40, value=b"\x00u\x00p"),  # mechanism over 32 bytes
+    pkt(0x21, b"", value=b"\x00u\x00p"),  # no mechanism
+    pkt(0x21, b"PLAIN", b"xxxx", b"\x00u\x00p"),  # extras
+    pkt(0x21, b"PLAIN", value=b"\x00u\x00p", bodylen=(1 << 20) + 100),
+    pkt(0x22, b"PLAIN"),  # step, empty
+    pkt(0x22, b"PLAIN", value=b"\x00u\x00p"),  # step without an auth
+]
+BIN += SASL
 # malformed (tests/it/binary_wire.rs)
 BIN += [
     pkt(0x01, b"k", SET_EX, b"v", magic=0x81),  # response magic
@@ -217,6 +235,132 @@ BIN += [
     pkt(0x0a, datatype=1),
     pkt(0x0a)[:20],  # short header
 ]
+
+# --------------------------------------------------------- replication --
+# src/replication/wire.rs: an 8-byte header (magic 0xC7 'R', version, type,
+# payload length u32), then the payload, big-endian. The version byte here
+# is 1; the target's mode byte 0x40 sets every header's version to the
+# build's wire::VERSION, so these stay valid when it changes.
+def frame(t, payload, length=None, ver=1):
+    return (b"\xc7R" + bytes([ver, t]) +
+            struct.pack(">I", len(payload) if length is None else length) + payload)
+
+
+def item(key, value, cas, flags=0, exp=0, stale=0, rev=0):
+    if rev:
+        head = struct.pack(">BQQ", 4, cas, rev)
+    else:
+        head = struct.pack(">BQ", 1, cas)
+    return (head + struct.pack(">IqBHI", flags, exp, stale, len(key), len(value))
+            + key + value)
+
+
+def removed(key, cas):
+    return struct.pack(">BQH", 2, cas, len(key)) + key
+
+
+def flushed(at, cas):
+    return struct.pack(">BQq", 3, cas, at)
+
+
+def record(stream, seq, change):
+    return frame(5, struct.pack(">HQ", stream, seq) + change)
+
+
+def snapshot(stream, change):
+    return frame(6, struct.pack(">H", stream) + change)
+
+
+def sync_begin(stream, next_seq):
+    return frame(7, struct.pack(">HQ", stream, next_seq))
+
+
+def sync_end(stream):
+    return frame(8, struct.pack(">H", stream))
+
+
+FUTURE = 2000000000  # 2033: absolute Unix seconds
+REPL_FRAMES = [
+    # the control frames (a receiver refuses them after the handshake)
+    frame(1, struct.pack(">QQHB", 1, 2, 4, 1) + b"n" * 16),
+    frame(2, struct.pack(">QQ", 1, 2) + b"n" * 16 + b"p" * 32),
+    frame(3, b"p" * 32),
+    frame(4, struct.pack(">QH", 9, 2) + struct.pack(">BQ", 1, 5) + struct.pack(">BQ", 0, 0)),
+    frame(9, struct.pack(">H", 2) + struct.pack(">HQ", 0, 5) + struct.pack(">HQ", 1, 7)),
+    frame(10, b"\x01"),
+]
+REPL_STREAMS = [
+    # a full sync of stream 0, then live records
+    sync_begin(0, 1) + snapshot(0, item(b"a", b"1", 10)) +
+    snapshot(0, item(b"b", b"22", 11, flags=7, exp=FUTURE)) + sync_end(0) +
+    record(0, 1, item(b"c", b"333", 12)) +
+    record(0, 2, item(b"a", b"1", 10, exp=FUTURE, rev=13)) +
+    record(0, 3, removed(b"b", 14)) + record(0, 4, flushed(0, 15)) +
+    record(0, 5, item(b"d", b"x" * 5000, 16)),
+    # resends, a gap (an error: the stream is marked unsynced)
+    record(1, 1, item(b"k", b"v", 1)) + record(1, 1, item(b"k", b"v", 1)) +
+    record(1, 3, item(b"k", b"w", 2)),
+    # older versions: a removal newer than the item, a stale item, a
+    # revision not newer than the one applied
+    record(0, 1, removed(b"k", 50)) + record(0, 2, item(b"k", b"old", 40)) +
+    record(0, 3, item(b"s", b"v", 5, stale=1)) +
+    record(0, 4, item(b"s", b"v", 5, rev=9)) + record(0, 5, item(b"s", b"v", 5, rev=8)),
+    # expired, flush in the future, longest memcached key, empty value
+    record(2, 1, item(b"e", b"v", 3, exp=1)) + record(2, 2, flushed(FUTURE, 4)) +
+    record(2, 3, item(b"k" * 250, b"", 5)) + record(2, 4, item(b"", b"v", 6)),
+    # stream out of range; an unexpected frame after the handshake
+    record(7, 1, item(b"k", b"v", 1)),
+    REPL_FRAMES[0] + record(0, 1, item(b"k", b"v", 1)),
+    sync_begin(3, 0) + sync_begin(3, 1 << 63) + sync_end(3) + sync_end(9),
+    # malformed: bad magic, bad version, unknown type, a length past any
+    # limit, a key length past the payload, a trailing byte, a snapshot
+    # that is not an item, a zero revision, a bad stale byte
+    b"get k\r\n",
+    frame(8, struct.pack(">H", 0), ver=0) + sync_end(0),
+    frame(11, b""),
+    frame(5, b"", length=0xffffffff),
+    frame(5, struct.pack(">HQ", 0, 1) + struct.pack(">BQH", 2, 1, 60000) + b"k"),
+    frame(8, struct.pack(">HB", 0, 0)),
+    snapshot(0, removed(b"k", 1)),
+    frame(5, struct.pack(">HQBQQ", 0, 1, 4, 1, 0) + struct.pack(">IqBHI", 0, 0, 0, 1, 1) + b"kv"),
+    record(0, 1, item(b"k", b"v", 1, stale=2)),
+    frame(4, struct.pack(">QH", 0, 2000)),
+    frame(4, struct.pack(">QH", 0, 1) + struct.pack(">BQ", 2, 0)),
+    # truncated: half a header, half a payload
+    record(0, 1, item(b"k", b"value", 1))[:5],
+    record(0, 1, item(b"k", b"value", 1))[:30],
+]
+
+
+def repl_seed(stream_count, split, data):
+    return bytes([0x40 | stream_count, split]) + data
+
+
+# ----------------------------------------------------------------- TLS --
+def client_hellos():
+    """The first flight of Python's (OpenSSL's) TLS client: TLS 1.3 and
+    1.2 ClientHellos, with and without SNI and ALPN."""
+    import ssl
+    out = []
+    for maxv, sni, alpn in ((ssl.TLSVersion.TLSv1_3, "localhost", None),
+                            (ssl.TLSVersion.TLSv1_2, "localhost", None),
+                            (ssl.TLSVersion.TLSv1_3, None, ["memcached"]),
+                            (ssl.TLSVersion.TLSv1_2, None, None)):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.maximum_version = maxv
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+        conn = ctx.wrap_bio(inc, outg, server_hostname=sni)
+        try:
+            conn.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        out.append(outg.read())
+    return out
+
 
 # --------------------------------------------------------------- write --
 
@@ -261,6 +405,13 @@ def main():
         b"".join(p for p in BIN if p[1] in (0x01, 0x09, 0x0d, 0x11, 0x0a)),
         pkt(0x01, b"k", SET_EX, b"v") + pkt(0x0d, b"k") + pkt(0x0a),
         b"GET / HTTP/1.1\r\n\r\n",
+        # the SASL requests a connection survives, then one whose body is
+        # swallowed, then the ones it closes on
+        b"".join(SASL[i] for i in (0, 2, 3, 4, 5, 6, 7, 11, 12)) + pkt(0x0a),
+        SASL[10] + b"\x00" * 64,
+        SASL[1] + pkt(0x0a),
+        SASL[8] + pkt(0x0a),
+        SASL[9] + pkt(0x0a),
         b"set big 0 0 %d\r\n" % 5000 + b"x" * 5000 + b"\r\nget big big big big big\r\n",
     ]
     conn = []
@@ -269,6 +420,35 @@ def main():
             conn.append(bytes([split]) + s)
     write(out, "conn", conn)
     write(out, "conn_small", conn)
+    # replication: mode (0x40: set the version; streams), split, frames
+    repl = [repl_seed(4, 0, f) for f in REPL_FRAMES]
+    for i, s in enumerate(REPL_STREAMS):
+        repl.append(repl_seed(4, 0, s))
+        repl.append(repl_seed(1 + i % 7, 3 + 4 * (i % 3), s))
+    write(out, "replication", repl)
+    # tls: mode (& 3: 0 raw ClientHello on, 1 requests after a real
+    # handshake, 2 raw bytes after one; & 4 client certificate required;
+    # & 8 TLS 1.2), split, bytes
+    tls = []
+    for h in client_hellos():
+        for mode in (0, 4):
+            tls.append(bytes([mode, 0]) + h)
+            tls.append(bytes([mode, 7]) + h + b"\x17\x03\x03\x00\x05hello")
+    tls.append(b"\x00\x00" + b"get k\r\n")  # plaintext on a TLS port
+    tls.append(b"\x00\x00" + b"\x16\x03\x01\xff\xff" + b"\x01" * 40)
+    for mode in (1, 5, 9, 13):
+        for s in (streams[1], streams[3], streams[4], streams[7],
+                  streams[9], TEXT[0] + b"quit\r\n"):
+            tls.append(bytes([mode, 0]) + s)
+        tls.append(bytes([mode, 5]) + streams[0])
+    for mode in (2, 6, 10):
+        for raw in (b"\x17\x03\x03\x00\x10" + b"\x00" * 16,
+                    b"\x15\x03\x03\x00\x02\x01\x00",
+                    b"\x16\x03\x03\x00\x04\x00\x00\x00\x00",
+                    b"get k\r\n",
+                    b"\x17\x03\x03\xff\xff"):
+            tls.append(bytes([mode, 0]) + raw)
+    write(out, "tls", tls)
 
 
 if __name__ == "__main__":

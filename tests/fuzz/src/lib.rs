@@ -32,13 +32,15 @@ use corecached::server::fuzzing;
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name scripts/fuzz and the corpus directories use.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("ascii", ascii),
     ("binary", binary),
     ("meta", meta),
     ("encode", encode),
     ("conn", conn),
     ("conn_small", conn_small),
+    ("replication", replication),
+    ("tls", tls),
 ];
 
 /// The target called `name`.
@@ -57,7 +59,14 @@ const LIMITS: [Limits; 3] = [
 ];
 
 /// The parser properties, for one parser and one input.
-fn check_parse<'a>(data: &'a [u8], parse: impl Fn(&'a [u8]) -> Parsed<'a>) {
+///
+/// `swallow(data, used, skip)` checks a refused request's swallow: the
+/// bytes consumed and the bytes to skip after them.
+fn check_parse<'a>(
+    data: &'a [u8],
+    parse: impl Fn(&'a [u8]) -> Parsed<'a>,
+    swallow: impl Fn(&[u8], usize, usize),
+) {
     if data.is_empty() {
         return; // the connection never parses an empty buffer
     }
@@ -70,7 +79,10 @@ fn check_parse<'a>(data: &'a [u8], parse: impl Fn(&'a [u8]) -> Parsed<'a>) {
                 data.len()
             );
             if let Command::Swallow { skip, .. } = req.cmd {
-                assert!(skip > 0 || used > 0);
+                // A refused request's data block: the connection swallows
+                // `skip` more bytes after the `used` it consumed; exactly
+                // what the request announced (`swallow`).
+                swallow(data, used, skip);
             }
             // The request is made of the bytes it consumed: the same
             // request from exactly those bytes.
@@ -104,14 +116,34 @@ fn check_parse<'a>(data: &'a [u8], parse: impl Fn(&'a [u8]) -> Parsed<'a>) {
 /// The text parser (which also frames the meta commands).
 pub fn ascii(data: &[u8]) {
     for limits in &LIMITS {
-        check_parse(data, |b| ascii::parse(b, limits));
+        check_parse(data, |b| ascii::parse(b, limits), text_swallow);
     }
+}
+
+/// A text storage command's data block: its length (at most memcached's
+/// INT_MAX - 2) and the CRLF after it.
+fn text_swallow(_: &[u8], _used: usize, skip: usize) {
+    assert!(
+        (2..=i32::MAX as usize).contains(&skip),
+        "text swallow of {skip} bytes"
+    );
+}
+
+/// A binary request's swallow ends exactly where its packet ends (the
+/// header's body length).
+fn binary_swallow(data: &[u8], used: usize, skip: usize) {
+    let h = binary::Header::decode(data);
+    assert_eq!(
+        used + skip,
+        HEADER_LEN + h.bodylen as usize,
+        "swallow of {skip} after {used}: not the packet's end ({h:?})"
+    );
 }
 
 /// The binary parser.
 pub fn binary(data: &[u8]) {
     for limits in &LIMITS {
-        check_parse(data, |b| binary::parse(b, limits));
+        check_parse(data, |b| binary::parse(b, limits), binary_swallow);
     }
 }
 
@@ -134,7 +166,7 @@ pub fn meta(data: &[u8]) {
     buf.extend_from_slice(verb);
     buf.extend_from_slice(rest);
     for limits in &LIMITS {
-        check_parse(&buf, |b| ascii::parse(b, limits));
+        check_parse(&buf, |b| ascii::parse(b, limits), text_swallow);
         if let Parsed::Done(req, used) = ascii::parse(&buf, limits) {
             if let Command::Meta(m) = &req.cmd {
                 let mut kb = [0u8; MAX_KEY_LEN];
@@ -455,6 +487,378 @@ fn conn_with(args: &'static [&'static str], data: &[u8]) {
             "probe after the input answered {:?}, expected {:?}",
             String::from_utf8_lossy(reply),
             String::from_utf8_lossy(o.probe_expected())
+        );
+    }
+}
+
+// ------------------------------------------------------------ allocations
+
+/// Counts the allocations of a thread while it tracks (the `replication`
+/// target's bounds); otherwise the system allocator as is.
+mod alloc_track {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Tracking;
+
+    thread_local! {
+        // const-initialised and without a destructor: safe to touch from
+        // inside the allocator.
+        static ON: Cell<bool> = const { Cell::new(false) };
+        static COUNT: Cell<usize> = const { Cell::new(0) };
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn note(size: usize) {
+        let _ = ON.try_with(|on| {
+            if on.get() {
+                COUNT.with(|c| c.set(c.get() + 1));
+                LARGEST.with(|l| l.set(l.get().max(size)));
+            }
+        });
+    }
+
+    // SAFETY: every call is forwarded to the system allocator unchanged;
+    // the bookkeeping only reads and writes thread-local cells.
+    unsafe impl GlobalAlloc for Tracking {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            note(l.size());
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            note(l.size());
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc_zeroed(l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+            note(new);
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.realloc(p, l, new) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.dealloc(p, l) }
+        }
+    }
+
+    /// Run `f`, returning its result, how many allocations it made and
+    /// the largest one (bytes).
+    pub fn track<R>(f: impl FnOnce() -> R) -> (R, usize, usize) {
+        COUNT.with(|c| c.set(0));
+        LARGEST.with(|l| l.set(0));
+        ON.with(|on| on.set(true));
+        let r = f();
+        ON.with(|on| on.set(false));
+        (r, COUNT.with(|c| c.get()), LARGEST.with(|l| l.get()))
+    }
+}
+
+#[global_allocator]
+static ALLOC: alloc_track::Tracking = alloc_track::Tracking;
+
+// ------------------------------------------------------------ replication
+
+use corecached::replication::wire::{self, Frame, Position, WireError, HDR};
+
+/// A small payload limit beside the receiver's own: `TooLong` in reach.
+const REPL_SMALL_MAX: usize = 300;
+
+/// Set the version byte of every frame header found walking `buf` by its
+/// length fields to this build's `wire::VERSION`, so the seeds stay valid
+/// whatever the version (their mode byte asks for it; a fuzzer clearing
+/// that bit reaches the version checks).
+fn set_versions(buf: &mut [u8]) {
+    let mut at = 0;
+    while at + HDR <= buf.len() && buf[at..at + 2] == wire::MAGIC {
+        buf[at + 2] = wire::VERSION;
+        let len = u32::from_be_bytes([buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]]);
+        at = at.saturating_add(HDR).saturating_add(len as usize);
+    }
+}
+
+/// The bytes a decoded frame encodes to, with the sender's own encoders.
+fn reencode(f: &Frame<'_>) -> Vec<u8> {
+    let mut v = Vec::new();
+    match f {
+        Frame::Hello {
+            node_id,
+            run_id,
+            streams,
+            host_bit,
+            nonce,
+        } => wire::put_hello(&mut v, *node_id, *run_id, *streams, *host_bit, nonce),
+        Frame::Challenge {
+            node_id,
+            run_id,
+            nonce,
+            proof,
+        } => wire::put_challenge(&mut v, *node_id, *run_id, nonce, proof),
+        Frame::Auth { proof } => wire::put_auth(&mut v, proof),
+        Frame::Ready {
+            known_run,
+            positions,
+        } => wire::put_ready(&mut v, *known_run, &positions.iter().collect::<Vec<_>>()),
+        Frame::Record {
+            stream,
+            seq,
+            change,
+        } => wire::record_parts(false, *stream, *seq, change)
+            .expect("a decoded change frames")
+            .write_to(&mut v),
+        Frame::Snapshot { stream, change } => wire::record_parts(true, *stream, 0, change)
+            .expect("a decoded change frames")
+            .write_to(&mut v),
+        Frame::SyncBegin { stream, next_seq } => wire::put_sync_begin(&mut v, *stream, *next_seq),
+        Frame::SyncEnd { stream } => wire::put_sync_end(&mut v, *stream),
+        Frame::Ack { entries } => {
+            wire::put_ack(&mut v, entries.iter().collect::<Vec<_>>().into_iter())
+        }
+        Frame::Refused { reason } => wire::put_refused(&mut v, *reason),
+    }
+    v
+}
+
+fn be32_at(b: &[u8], at: usize) -> usize {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
+}
+
+/// The decoder's properties at the front of `buf` with payload limit
+/// `max`; the bytes the frame there used, if one decoded.
+fn check_decode(buf: &[u8], max: usize) -> Option<usize> {
+    let (r, allocs, _) = alloc_track::track(|| wire::decode(buf, max));
+    assert_eq!(allocs, 0, "decode allocated");
+    let peeked = wire::peek(buf, max);
+    match r {
+        Ok(Some((f, used))) => {
+            assert!(used <= buf.len(), "used {used} of {}", buf.len());
+            assert!(used >= HDR);
+            let len = be32_at(buf, 4);
+            assert_eq!(used, HDR + len, "used is not the header's length");
+            assert!(len <= max, "a payload of {len} past the limit {max}");
+            assert_eq!(peeked, Ok(Some((buf[3], len))));
+            // Re-encoded: exactly the consumed bytes, but for HELLO's host
+            // bit (any nonzero byte decodes as set, encodes as 1).
+            let mut expect = buf[..used].to_vec();
+            if let Frame::Hello { host_bit, .. } = f {
+                let at = HDR + 8 + 8 + 2;
+                assert_eq!(host_bit, expect[at] != 0);
+                expect[at] = host_bit as u8;
+            }
+            assert!(
+                reencode(&f) == expect,
+                "{f:?} re-encodes differently from the {used} bytes it came from"
+            );
+            // Only its own bytes mattered; every cut of them is "need more".
+            assert_eq!(wire::decode(&buf[..used], max), Ok(Some((f.clone(), used))));
+            for cut in [0, 1, 2, 3, HDR - 1, HDR, used / 2, used - 1] {
+                if cut < used {
+                    assert_eq!(wire::decode(&buf[..cut], max), Ok(None), "cut at {cut}");
+                }
+            }
+            Some(used)
+        }
+        Ok(None) => {
+            // Need more: the header, or the payload it announces (within
+            // the limit) is not all there.
+            assert!(peeked.is_ok(), "need more but peek says {peeked:?}");
+            if buf.len() >= HDR {
+                let len = be32_at(buf, 4);
+                assert!(len <= max);
+                assert!(
+                    buf.len() < HDR + len,
+                    "need more with the whole frame there"
+                );
+            }
+            None
+        }
+        Err(e) => {
+            if let Err(pe) = peeked {
+                assert_eq!(e, pe, "decode and peek disagree");
+            }
+            if let WireError::TooLong(n) = e {
+                assert!(n as usize > max, "TooLong({n}) within {max}");
+            }
+            // An error is final: more bytes do not undo it.
+            let mut more = buf.to_vec();
+            more.extend_from_slice(&[0; 16]);
+            assert!(
+                wire::decode(&more, max).is_err(),
+                "{e} undone by more bytes"
+            );
+            None
+        }
+    }
+}
+
+/// The replication receiver: the bytes after a mode byte and a split byte
+/// (see [`chunks`]) are what a partner sends after the handshake.
+///
+/// - The wire decoder over the stream, frame after frame, at the
+///   receiver's payload limit and at a small one: no allocation; a frame
+///   consumes exactly its header's length, no more than given and within
+///   the limit, and re-encodes with the sender's encoders to exactly the
+///   bytes it used (HELLO's host-bit byte is normalised to 0/1); "need
+///   more" only when the header or the payload it announces is short; an
+///   error is final and peek agrees with it.
+/// - The receiver's frame handling (`replication::apply_frame` against a
+///   small real store, `mode % 8` streams): the positions move as the
+///   protocol says (a record applies only as the next sequence number, a
+///   resend changes nothing, a gap is an error that marks the stream
+///   unsynced, SYNC_BEGIN/END set them), nothing panics (the store's
+///   debug assertions are on under afl), and no allocation is larger than
+///   the receiver's frame limit (plus what one read brings, doubled by
+///   `Vec` growth).
+pub fn replication(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if mode & 0x40 != 0 && bytes.len() > 1 {
+        set_versions(&mut bytes[1..]);
+    }
+    let stream = bytes.get(1..).unwrap_or_default();
+    let mut max_payload = 0;
+    for max in [REPL_SMALL_MAX, 0] {
+        let max = if max == 0 {
+            max_payload = replication_max_payload();
+            max_payload
+        } else {
+            max
+        };
+        let mut at = 0;
+        while let Some(used) = check_decode(&stream[at..], max) {
+            at += used;
+        }
+    }
+    let streams = (mode % 8) as usize;
+    let chunks = chunks(&bytes);
+    let input = stream.len();
+    let (o, _, largest) =
+        alloc_track::track(|| fuzzing::replicate(fuzzing::ARGS, streams, &chunks, check_positions));
+    assert_eq!(o.max_payload, max_payload);
+    let bound = 2 * (input + HDR + max_payload) + (64 << 10);
+    assert!(
+        largest <= bound,
+        "an allocation of {largest} bytes, bound {bound}"
+    );
+}
+
+/// The receiver's payload limit, once.
+fn replication_max_payload() -> usize {
+    use std::sync::OnceLock;
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| fuzzing::replicate(fuzzing::ARGS, 0, &[], |_, _, _| {}).max_payload)
+}
+
+/// How one frame may move the receiver's stream positions.
+fn check_positions(f: &Frame<'_>, before: &[Position], after: &[Position]) {
+    let (stream, want): (u16, Option<Position>) = match *f {
+        Frame::Record { stream, seq, .. } => match before.get(stream as usize) {
+            Some(&p) if seq <= p.seq => (stream, Some(p)),
+            Some(&p) if seq == p.seq + 1 => (stream, Some(Position { seq, ..p })),
+            Some(&p) => (stream, Some(Position { synced: false, ..p })),
+            None => (stream, None),
+        },
+        Frame::SyncBegin { stream, next_seq } => (
+            stream,
+            Some(Position {
+                synced: false,
+                seq: next_seq.saturating_sub(1),
+            }),
+        ),
+        Frame::SyncEnd { stream } => (
+            stream,
+            before
+                .get(stream as usize)
+                .map(|&p| Position { synced: true, ..p }),
+        ),
+        _ => (u16::MAX, None),
+    };
+    for (i, (b, a)) in before.iter().zip(after).enumerate() {
+        if i == stream as usize {
+            if let Some(w) = want {
+                assert_eq!(*a, w, "stream {i} after {f:?}");
+            }
+        } else {
+            assert_eq!(a, b, "stream {i} moved by {f:?}");
+        }
+    }
+}
+
+// -------------------------------------------------------------------- TLS
+
+fn tls_files() -> fuzzing::TlsFiles {
+    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tls");
+    fuzzing::TlsFiles {
+        ca: d.join("ca.pem"),
+        server_cert: d.join("server.pem"),
+        server_key: d.join("server-key.pem"),
+        client_cert: d.join("client.pem"),
+        client_key: d.join("client-key.pem"),
+    }
+}
+
+/// Bytes a TLS record adds to what it carries (header, tag, padding), and
+/// records per write.
+const TLS_OVERHEAD: usize = 64;
+
+/// One TLS connection (`fuzzing::tls_run`): the first byte picks how it is
+/// driven -- `& 3`: 0 the rest is the client's raw bytes (ClientHello
+/// on; the server's handshake path), 1 and 3 a real client does the
+/// handshake and sends the rest as requests (the `serve` path under TLS,
+/// then the probe), 2 the rest follows a real handshake raw on the wire;
+/// `& 4` the server requires a client certificate (`ssl_verify_mode=2`,
+/// the client has one); `& 8` the client speaks TLS 1.2. The rest is split
+/// into reads as [`chunks`] does.
+///
+/// No panic; the connection ends within `TLS_MAX_READS` reads after the
+/// input; no write is larger than the plaintext bound plus record
+/// overhead; with the harness's client the handshake completes (else the
+/// harness or the server's configuration is broken); and the probe, when
+/// sent, gets exactly its reply.
+pub fn tls(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let m = match mode & 3 {
+        0 => fuzzing::TlsMode::Raw,
+        2 => fuzzing::TlsMode::RawAfterHandshake,
+        _ => fuzzing::TlsMode::Plaintext,
+    };
+    let client_auth = mode & 4 != 0;
+    let tls12 = mode & 8 != 0;
+    let o = fuzzing::tls_run(
+        fuzzing::ARGS,
+        &tls_files(),
+        m,
+        client_auth,
+        tls12,
+        &chunks(rest),
+    );
+    assert!(!o.capped, "still reading after {} reads", o.reads);
+    let plain = fuzzing::output_bound(fuzzing::max_item_size(fuzzing::ARGS), OUTPUT_SLACK);
+    let bound = plain + (plain / (16 << 10) + 1) * TLS_OVERHEAD;
+    assert!(
+        o.max_write <= bound,
+        "a write of {} bytes, bound {bound}",
+        o.max_write
+    );
+    if m != fuzzing::TlsMode::Raw {
+        assert!(
+            o.served && o.client_handshake_done,
+            "the harness's client did not connect: client {:?}, server {:?}",
+            o.client_error,
+            o.server_error
+        );
+    }
+    if let Some(at) = o.probe_at {
+        let reply = &o.plaintext[at..];
+        assert!(
+            reply == o.probe_expected,
+            "probe after the input answered {:?}, expected {:?}",
+            String::from_utf8_lossy(reply),
+            String::from_utf8_lossy(o.probe_expected)
         );
     }
 }

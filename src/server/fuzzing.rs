@@ -398,6 +398,8 @@ pub fn replicate(
         backlog: 0,
         backlog_age_secs: 0,
         rejoin_wait_secs: 0,
+        tls: false,
+        partner_name: None,
     };
     let repl = crate::replication::Replication::start(&rcfg, &store).expect("replication");
     let sh = Shared::new(config, store, 1, None, Some(repl));
@@ -712,6 +714,7 @@ fn tls_settings(files: &TlsFiles, client_auth: bool) -> crate::config::TlsSettin
         verify_mode: if client_auth { 2 } else { 0 },
         min_version: 2,
         session_cache: false,
+        replication: false,
     }
 }
 

@@ -188,6 +188,9 @@ pub struct Stats {
     /// Bytes of connection buffers beyond each buffer's allowance: what
     /// `read_buf_mem_limit` bounds (not a memcached stat).
     pub conn_buf_over: AtomicU64,
+    /// Connection tasks that panicked and were closed alone
+    /// (`server::conn::Isolated`; not a memcached stat).
+    pub conn_panics: AtomicU64,
 }
 
 impl Stats {
@@ -205,6 +208,7 @@ impl Stats {
             response_obj_bytes: AtomicU64::new(0),
             response_obj_oom: AtomicU64::new(0),
             conn_buf_over: AtomicU64::new(0),
+            conn_panics: AtomicU64::new(0),
         }
     }
 

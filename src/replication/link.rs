@@ -708,7 +708,9 @@ async fn listener(sh: Arc<Shared>, l: monoio::net::TcpListener) {
         match l.accept().await {
             Ok((s, peer)) => {
                 let _ = s.set_nodelay(true);
-                monoio::spawn(inbound(sh.clone(), s, peer));
+                // A panic applying what a peer sent ends that link only.
+                let link = inbound(sh.clone(), s, peer);
+                monoio::spawn(crate::server::Isolated::new(link, &sh));
             }
             Err(_) => {
                 if sh.shutdown.load(Relaxed) {

@@ -95,14 +95,20 @@ pub async fn accept_loop(listener: TcpListener, tls: bool, w: Rc<Worker>, cancel
                 let acceptor = t.acceptor();
                 admit(stream, &w, move |stream, w| async move {
                     let fd = stream.as_raw_fd();
+                    // Until `serve` registers it, the connection is counted
+                    // by this guard (so a handshake that ends in any way,
+                    // a panic included, gives its count back).
+                    let counted = Counted(Some(w.clone()));
                     match monoio::time::timeout(HANDSHAKE_TIME, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve(tls, fd, w).await,
+                        Ok(Ok(tls)) => {
+                            counted.hand_over();
+                            serve(tls, fd, w).await
+                        }
                         _ => {
                             // A failed handshake costs this connection only.
                             if let Some(t) = &w.shared.tls {
                                 t.handshake_errors.fetch_add(1, Relaxed);
                             }
-                            w.shared.stats.curr_connections.fetch_sub(1, Relaxed);
                         }
                     }
                 })
@@ -140,7 +146,7 @@ pub async fn accept_unix_loop(listener: UnixListener, w: Rc<Worker>, cancel: Can
 
 /// Serve an accepted connection (or refuse it past `-c`); false when the
 /// accept loop should end (shutdown).
-async fn admit<S, F, Fut>(accepted: std::io::Result<S>, w: &Rc<Worker>, start: F) -> bool
+pub(super) async fn admit<S, F, Fut>(accepted: std::io::Result<S>, w: &Rc<Worker>, start: F) -> bool
 where
     S: Stream,
     F: FnOnce(S, Rc<Worker>) -> Fut,
@@ -157,7 +163,7 @@ where
                 monoio::spawn(reject(stream));
                 return true;
             }
-            monoio::spawn(start(stream, w.clone()));
+            monoio::spawn(Isolated::new(start(stream, w.clone()), &w.shared));
             true
         }
         Err(e) => {
@@ -167,6 +173,87 @@ where
             // EMFILE and friends: back off instead of spinning.
             monoio::time::sleep(Duration::from_millis(10)).await;
             true
+        }
+    }
+}
+
+/// A connection's task, isolated from its loop: a panic inside it (a bug:
+/// the fuzzing of docs/ROBUSTNESS.md reached none from a client's bytes)
+/// ends this connection only, instead of unwinding out of the event loop
+/// and taking the loop's other connections and its listener with it. The
+/// connection's state is dropped (its socket closed, its count and
+/// registrations given back by their guards) and the panic is counted in
+/// `conn_panics` (general `stats`, shown once one happened). A shard lock
+/// held at the panic is released by its guard (parking_lot does not
+/// poison); what the panicking operation had half-done in that shard stays
+/// as it was left. The replication receiver's links run isolated the same
+/// way (`replication::link`).
+pub(crate) struct Isolated<F> {
+    fut: Option<Pin<Box<F>>>,
+    sh: std::sync::Arc<super::Shared>,
+}
+
+impl<F: Future<Output = ()>> Isolated<F> {
+    pub(crate) fn new(fut: F, sh: &std::sync::Arc<super::Shared>) -> Isolated<F> {
+        Isolated {
+            fut: Some(Box::pin(fut)),
+            sh: sh.clone(),
+        }
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Isolated<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let Some(fut) = this.fut.as_mut() else {
+            return Poll::Ready(());
+        };
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => {
+                this.fut = None;
+                Poll::Ready(())
+            }
+            Err(_) => {
+                // The panic hook has printed the message and location.
+                this.sh.stats.conn_panics.fetch_add(1, Relaxed);
+                let fut = this.fut.take();
+                // A drop that panics as well leaks the rest of what it held
+                // rather than ending the loop.
+                let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(fut)));
+                eprintln!(
+                    "a connection's task panicked: that connection is closed{}; the server goes on",
+                    if dropped.is_err() {
+                        " (its state leaked)"
+                    } else {
+                        ""
+                    }
+                );
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+/// A connection counted in `curr_connections` before `serve` registers it
+/// (a TLS handshake): gives the count back when dropped, unless handed over.
+struct Counted(Option<Rc<Worker>>);
+
+impl Counted {
+    /// `serve` counts the connection from here on.
+    fn hand_over(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.shared.stats.curr_connections.fetch_sub(1, Relaxed);
         }
     }
 }
@@ -358,7 +445,7 @@ fn refuse_value(
     Some((used, skip))
 }
 
-async fn serve<S: Stream>(stream: S, fd: i32, w: Rc<Worker>) {
+pub(super) async fn serve<S: Stream>(stream: S, fd: i32, w: Rc<Worker>) {
     serve_with(stream, fd, w, |_, _| {}).await
 }
 

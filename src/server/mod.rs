@@ -10,6 +10,7 @@
 
 mod admin;
 mod conn;
+pub(crate) use conn::Isolated;
 mod conns;
 mod detail;
 mod env;

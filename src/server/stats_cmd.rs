@@ -239,6 +239,15 @@ fn general(env: &Env<'_>, ctx: &Ctx, out: &mut Vec<u8>) {
         now: time::now(),
     };
     for (name, value) in GENERAL {
+        // Not a memcached line: shown (after rejected_connections) only once
+        // a connection's task panicked (server::conn::Isolated), so a
+        // healthy server's block stays memcached's.
+        if *name == "connection_structures" {
+            let panics = src.sh.stats.conn_panics.load(Relaxed);
+            if panics > 0 {
+                stat(ctx, "conn_panics", V::U64(panics), out);
+            }
+        }
         // memcached shows idle_kicks (after the auth counters) only with
         // `-o idle_timeout`.
         if *name == "bytes_read" && src.sh.config.ext.idle_timeout > 0 {

@@ -111,6 +111,26 @@ pub fn item_size(klen: usize, vlen: usize, flags: u32) -> usize {
     HDR + if flags != 0 { 4 } else { 0 } + klen + vlen
 }
 
+/// `len` zeroed bytes from the allocator, or None when it refuses them (a
+/// store is then refused as out of memory; the process does not abort).
+/// Zeroed by the allocator: pages fresh from the OS are not touched here.
+fn zeroed(len: usize) -> Option<Box<[u8]>> {
+    if len == 0 {
+        return Some(Box::default());
+    }
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    // SAFETY: `layout` has a non-zero size (len > 0).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a live allocation of the global allocator with the
+    // layout of `[u8; len]` (size len, align 1), zero-initialised and owned
+    // by nothing else: the Box takes ownership and frees it with that same
+    // layout.
+    Some(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len)) })
+}
+
 #[inline]
 fn rd32(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
@@ -343,9 +363,10 @@ impl Budget {
 
     /// Memory for a page just claimed: from the pool, else the allocator
     /// (outside the pool's lock).
-    fn page_mem(&self) -> Box<[u8]> {
+    /// None when the allocator refuses it.
+    fn page_mem(&self) -> Option<Box<[u8]>> {
         let m = self.pool.lock().pop();
-        m.unwrap_or_else(|| vec![0u8; self.page_size].into_boxed_slice())
+        m.or_else(|| zeroed(self.page_size))
     }
 
     /// Memory of a page just given back: kept in the pool while claimed
@@ -793,14 +814,21 @@ impl Arena {
         if self.pages.len() >= MAX_PAGES && self.free_ids.is_empty() {
             return false;
         }
+        let mut debt = 0;
         if !self.take(ps) {
             let first = self.classes[c].pages.is_empty();
             if !(first && self.debt + ps <= self.debt_max && self.budget.take(ps, self.debt_max)) {
                 return false;
             }
+            debt = ps;
             self.debt += ps;
         }
-        let mem = self.budget.page_mem();
+        let Some(mem) = self.budget.page_mem() else {
+            // The system refused the memory: as if the budget had.
+            self.budget.give(ps);
+            self.debt -= debt;
+            return false;
+        };
         self.install_page(c, mem);
         true
     }
@@ -884,7 +912,13 @@ impl Arena {
         let mem = if len == self.page_size {
             self.budget.page_mem()
         } else {
-            vec![0u8; len].into_boxed_slice()
+            zeroed(len)
+        };
+        let Some(mem) = mem else {
+            // The system refused the memory: this store is refused (out of
+            // memory), the process goes on.
+            self.budget.give(len);
+            return None;
         };
         let p = self.install_page(self.large, mem);
         self.pages[p].carved = 1;
@@ -1096,6 +1130,20 @@ mod tests {
         assert_eq!(a.alloc_fast(c), Some(hs[9]));
         assert_eq!(a.alloc_fast(c), Some(hs[5]));
         assert!(a.alloc_fast(c).is_none());
+    }
+
+    #[test]
+    fn zeroed_memory_is_zero_or_refused() {
+        let m = zeroed(3 << 20).expect("3 MiB");
+        assert_eq!(m.len(), 3 << 20);
+        assert!(m.iter().all(|&b| b == 0));
+        assert_eq!(zeroed(0).map(|m| m.len()), Some(0));
+        // More than any machine has: the allocator refuses, no abort.
+        // (black_box: an allocation nothing reads may be assumed to
+        // succeed and removed by the optimiser.)
+        let huge = std::hint::black_box(isize::MAX as usize - 4096);
+        assert!(std::hint::black_box(zeroed(huge)).is_none());
+        assert!(std::hint::black_box(zeroed(std::hint::black_box(usize::MAX))).is_none());
     }
 
     #[test]

@@ -249,3 +249,42 @@ fn adversarial_size_mix_with_held_buffers_stays_within_the_bound() {
         );
     }
 }
+
+/// Memory the system refuses for an item (here an address-space limit set
+/// with prlimit, so the allocator returns NULL) refuses that one store with
+/// memcached's out-of-memory error, counted in `store_no_memory`; the
+/// connection and the process go on. Before, Rust's default on a failed
+/// allocation aborted the whole server ("memory allocation of 209719296
+/// bytes failed"): one client's large value ended every client's cache.
+/// The limit leaves room for the value's read buffer (200 MiB) but not for
+/// a second copy as the item, so it is the item's allocation that fails
+/// (`read_buf_oom` stays 0).
+#[test]
+fn memory_the_system_refuses_fails_one_store_not_the_process() {
+    if crate::common::skip_unless_corecached("prlimit-wrapped corecached") {
+        return;
+    }
+    let mut srv = Server::corecached_wrapped(
+        &["prlimit", "--as=346030080", "--"],
+        &["-t", "1", "-m", "1024", "-I", "256m"],
+    );
+    let mut c = TcpStream::connect(srv.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let v = 200usize << 20;
+    c.write_all(format!("set big 0 0 {v}\r\n").as_bytes())
+        .unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..(v >> 20) {
+        c.write_all(&chunk).unwrap();
+    }
+    c.write_all(b"\r\nset small 0 0 1\r\ny\r\nget small\r\nget big\r\n")
+        .unwrap();
+    let want: &[u8] =
+        b"SERVER_ERROR out of memory storing object\r\nSTORED\r\nVALUE small 0 1\r\ny\r\nEND\r\nEND\r\n";
+    let mut got = vec![0u8; want.len()];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+    assert_eq!(stat(&mut c, "store_no_memory"), 1);
+    assert_eq!(stat(&mut c, "read_buf_oom"), 0);
+    srv.assert_alive();
+}

@@ -1,6 +1,9 @@
 //! Peer replication under faults (issue 11's fault suite, beyond the single
 //! resets and blackholes of `replication`): a link flapping every 2 s under
-//! write load from several clients.
+//! write load from several clients, a real partition between network
+//! namespaces, kill -9 under load, a 1M-key rejoin, and a link that delays
+//! (async converges; sync waits the round trip, or degrades past the
+//! timeout and comes back) or drops bytes (resent after the reset).
 
 use crate::common;
 use crate::replication::{caught_up, host, rep_stats, stat, streaming, wait_for, wait_same, Relay};

@@ -798,7 +798,7 @@ fn write_both(a: &common::Server, b: &common::Server, secs: f64) -> u64 {
                         0 => format!("shared{}", n % 97),
                         _ => format!("own{t}-{}", n % 1500),
                     };
-                    if n % 11 == 0 {
+                    if n.is_multiple_of(11) {
                         batch.extend_from_slice(format!("delete {k}\r\n").as_bytes());
                         want.push(false);
                     } else {

@@ -209,7 +209,9 @@ fn relay_direction(
     dropping: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
 ) {
-    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    // Bounded, so a slow receiver pushes back on the sender as through a
+    // direct connection (at most 1024 chunks of up to 64 KiB held).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Instant, Vec<u8>)>(1024);
     let (wp, wto, wfrom) = (
         paused.clone(),
         to.try_clone().unwrap(),

@@ -21,6 +21,18 @@ second table gives each server's TLS cost per op (TLS row µs/op minus plaintext
 `--interleave` runs round 1 of every workload, then round 2, ..., so such rows see the
 same drift.
 
+Replication (`--replication async`, `async,sync`, or `sync`): A is corecached without
+replication, and each mode is one more side (B, then C) running the same corecached
+with `--partner` to a partner corecached started for that run (loopback, its own client
+and replication ports, `--replication-listen` only, a secret file made for the run;
+`-t` and `-m` as the server's; on --partner-cpu, default the client's CPU). Side A gets
+an idle partner process on the same CPU, so every side has the same processes. After
+each replicated run it waits until the partner acknowledged every record, then checks
+that the partner holds as many items as the server (a run where nothing replicated
+fails), and records the sender's `stats replication` (records, backlog bytes per record,
+sync waits and timeouts) and the partner's CPU; a table then gives each mode's ops/s
+against A, latencies, and the backlog a 5 s outage needs at the row's set rate.
+
 Every process it starts is stopped by PID on any exit (normal, error, Ctrl-C, SIGTERM).
 Exit status: 0 if every run succeeded, 1 if any run failed, 2 on bad usage/setup.
 
@@ -31,14 +43,18 @@ Examples:
   scripts/bench_compare.py --workloads text-50c,bin-50c-p16 --rounds 5 --duration 4
   scripts/bench_compare.py --config pinned --interleave --rounds 5 --duration 4 \
       --workloads text-50c,tls-50c,text-50c-p16,tls-50c-p16   # TLS cost, docs/BENCHMARKS.md
+  scripts/bench_compare.py --config pinned --replication async,sync --interleave \
+      --workloads text-50c,bin-50c,text-50c-p16,bin-50c-p16 --rounds 3 --duration 4
   scripts/bench_compare.py --list
 """
 
 import argparse
+import atexit
 import datetime
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import statistics
@@ -160,16 +176,96 @@ def tls_pki(args):
         if shutil.which("openssl") is None:
             raise RuntimeError("TLS rows need the openssl command (apt-get install openssl)")
         d = tempfile.mkdtemp(prefix="bench-compare-tls-")
-        import atexit
         atexit.register(shutil.rmtree, d, True)
         args.pki = servers.make_tls_pki(d)
     return args.pki
 
 
-def start_server(side, mem, args, logdir, tag, tls=None):
+REPL_MODES = ("async", "sync")
+REPL_WAIT_S = 60.0  # bound on waiting for a partner to stream / to acknowledge everything
+
+
+def make_secret(directory):
+    """A replication secret file (64 hex digits, mode 600) in `directory`."""
+    path = os.path.join(directory, "repl.secret")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def cpu_ticks(pid):
+    """utime + stime of `pid` in seconds (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def repl_streams(st):
+    """`stats replication` (a dict) -> one dict per stream."""
+    n = int(st.get("streams", 0) or 0)
+    keys = ("state", "next_seq", "acked_seq", "lag_records", "backlog_bytes",
+            "backlog_capacity", "backlog_first_seq")
+    return [{k: st.get(f"stream{i}:{k}") for k in keys} for i in range(n)]
+
+
+def repl_caught_up(st):
+    """Every stream streaming and nothing unacknowledged."""
+    ss = repl_streams(st)
+    return bool(ss) and all(s["state"] == "streaming" and s["lag_records"] == "0" for s in ss)
+
+
+def wait_repl(port, what, pred, limit=REPL_WAIT_S):
+    """Polls `stats replication` of 127.0.0.1:`port` until `pred` holds; returns it."""
+    deadline = time.monotonic() + limit
+    while True:
+        st = servers.stats(port, "replication")
+        if pred(st):
+            return st
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"replication: {what} not reached in {limit:.0f} s: "
+                               f"{ {k: v for k, v in st.items() if 'state' in k or 'lag' in k} }")
+        time.sleep(0.02)
+
+
+def backlog_per_record(st):
+    """Bytes a record takes in the sender's backlog ring: bytes held over records held,
+    summed over streams (None if the rings are empty)."""
+    held = used = 0
+    for s in repl_streams(st):
+        held += int(s["next_seq"]) - int(s["backlog_first_seq"])
+        used += int(s["backlog_bytes"])
+    return used / held if held else None
+
+
+def start_partner(side, mem, args, logdir, tag, secret):
+    """The partner of one run: corecached listening for replication on a fresh loopback
+    port (no --partner of its own: it sends nothing). Returns (Server, replication port)."""
+    last = None
+    for _ in range(3):  # the free replication port may be taken before it binds it
+        rport = servers.free_port()
+        flags = server_flags(mem, side["threads"], [
+            "--replication-listen", f"127.0.0.1:{rport}", "--replication-secret", secret]
+            + args.partner_args)
+        p = servers.Server("corecached", flags, binary=args.partner_bin,
+                           wrapper=["taskset", "-c", args.partner_cpu] if args.partner_cpu else [],
+                           log=os.path.join(logdir, f"{tag}.partner.log"))
+        try:
+            p.start()
+            return p, rport
+        except servers.StartError as e:
+            last = e
+            p.stop()
+    raise RuntimeError(f"partner did not start: {last}")
+
+
+def start_server(side, mem, args, logdir, tag, tls=None, repl=()):
     """Starts one side's server (with `tls`, a pki dict: TLS only); returns
     (servers.Server, version string)."""
-    extra = list(side["extra"]) + (servers.tls_server_args(tls) if tls else [])
+    extra = list(side["extra"]) + (servers.tls_server_args(tls) if tls else []) + list(repl)
     srv = servers.Server(side["kind"], server_flags(mem, side["threads"], extra),
                          binary=side["bin"],
                          wrapper=["taskset", "-c", args.server_cpu] if args.server_cpu else [],
@@ -190,43 +286,110 @@ def run_one(w, side, args, logdir, tag):
     """One server start + one generator run. Returns the generator's JSON (with extras)."""
     mem = w.get("mem") or args.memory
     pki = tls_pki(args) if w.get("tls") else None
-    srv, version = start_server(side, mem, args, logdir, tag, tls=pki)
-    port = srv.port
+    mode = side.get("replication")
+    partner, srv, tmp = None, None, None
     try:
-        warmup = w.get("warmup", args.warmup)
-        duration = args.fill_limit if w.get("kind") == "fill" else args.duration
-        jpath = os.path.join(logdir, f"{tag}.json")
-        cmd = [args.bench_bin, "-p", str(port), "-t", str(args.client_threads),
-               "--server-pid", str(srv.pid), "--json", jpath, "-q",
-               "-d", str(duration), "-w", str(warmup)] + w["args"] + args.bench_args
-        if pki:
-            cmd += ["--tls", "--tls-ca", pki["ca"]]
-        if args.client_cpu:
-            cmd = ["taskset", "-c", args.client_cpu] + cmd
-        errf = open(os.path.join(logdir, f"{tag}.bench.log"), "wb")
-        g = servers.spawn(cmd, stdout=errf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        errf.close()
-        try:
-            rc = g.wait(timeout=warmup + duration + 180)
-        except subprocess.TimeoutExpired:
-            servers.stop_process(g)
-            raise RuntimeError("load generator timed out")
-        servers.forget(g)
-        alive = srv.alive()
-        res = None
-        if os.path.exists(jpath):
-            with open(jpath) as f:
-                res = json.load(f)
-        if rc != 0 or res is None or not alive:
-            with open(os.path.join(logdir, f"{tag}.bench.log"), errors="replace") as f:
-                out = f.read()[-1500:]
-            why = "server died during the run; " if not alive else ""
-            raise RuntimeError(f"{why}corecached-bench exit {rc}: {' '.join(cmd)}\n{out}")
+        repl = []
+        if mode or side.get("idle_partner"):
+            tmp = tempfile.mkdtemp(prefix="bench-compare-repl-")
+            secret = make_secret(tmp)
+            partner, rport = start_partner(side, mem, args, logdir, tag, secret)
+            if mode:
+                repl = ["--partner", f"127.0.0.1:{rport}", "--replication-mode", mode,
+                        "--replication-secret", secret]
+        srv, version = start_server(side, mem, args, logdir, tag, tls=pki, repl=repl)
+        if mode:
+            wait_repl(srv.port, "every stream streaming",
+                      lambda st: st.get("mode") == mode and bool(repl_streams(st)) and all(
+                          x["state"] == "streaming" for x in repl_streams(st)))
+        res = run_bench(w, srv, partner, args, logdir, tag, pki)
         res["server_version"] = version
         res["server_cmd"] = srv.argv
+        if partner is not None:
+            res["partner_cmd"] = partner.argv
+        if mode:
+            res["replication"] = replication_result(srv, partner, mode, res)
         return res
     finally:
-        srv.stop()
+        if srv is not None:
+            srv.stop()
+        if partner is not None:
+            partner.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, True)
+
+
+def replication_result(srv, partner, mode, res):
+    """After a replicated run: waits until the partner acknowledged everything, then
+    checks it holds what the server holds, and reads the counters."""
+    st = wait_repl(srv.port, "every record acknowledged", repl_caught_up)
+    s_st = servers.stats(srv.port)
+    items, evictions = int(s_st.get("curr_items", 0)), int(s_st.get("evictions", 0))
+    p_st_all = servers.stats(partner.port)
+    p_items = int(p_st_all.get("curr_items", 0))
+    p_evictions = int(p_st_all.get("evictions", 0))
+    p_st = servers.stats(partner.port, "replication")
+    r = dict(
+        mode=mode, items=items, partner_items=p_items, evictions=evictions,
+        partner_evictions=p_evictions,
+        records_sent=int(st.get("records_sent", 0)),
+        partner_records_applied=int(p_st.get("records_applied", 0)),
+        bytes_per_record=backlog_per_record(st),
+        backlog_capacity=sum(int(x["backlog_capacity"]) for x in repl_streams(st)),
+        streams=len(repl_streams(st)),
+        sync_waits=int(st.get("sync_waits", 0)), sync_timeouts=int(st.get("sync_timeouts", 0)),
+        sync_degraded=int(st.get("sync_degraded", 0)),
+        sets_per_sec=(res["sets"] / res["elapsed_s"]) if res.get("elapsed_s") else None,
+        partner_cpu_util=res.get("partner_cpu_util"),
+    )
+    # Evictions stay local (each side evicts on its own), so the counts must match only
+    # where neither evicted.
+    same = p_items == items or (evictions or p_evictions)
+    if items == 0 or p_items == 0 or not same or \
+            r["partner_records_applied"] < r["records_sent"]:
+        raise RuntimeError(f"replication check failed: server holds {items} items, partner "
+                           f"{p_items}; {r['records_sent']} records sent, "
+                           f"{r['partner_records_applied']} applied")
+    return r
+
+
+def run_bench(w, srv, partner, args, logdir, tag, pki):
+    """One generator run against a started server. Returns the generator's JSON."""
+    port = srv.port
+    warmup = w.get("warmup", args.warmup)
+    duration = args.fill_limit if w.get("kind") == "fill" else args.duration
+    jpath = os.path.join(logdir, f"{tag}.json")
+    cmd = [args.bench_bin, "-p", str(port), "-t", str(args.client_threads),
+           "--server-pid", str(srv.pid), "--json", jpath, "-q",
+           "-d", str(duration), "-w", str(warmup)] + w["args"] + args.bench_args
+    if pki:
+        cmd += ["--tls", "--tls-ca", pki["ca"]]
+    if args.client_cpu:
+        cmd = ["taskset", "-c", args.client_cpu] + cmd
+    errf = open(os.path.join(logdir, f"{tag}.bench.log"), "wb")
+    p_cpu0, t0 = (cpu_ticks(partner.pid) if partner else None), time.monotonic()
+    g = servers.spawn(cmd, stdout=errf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    errf.close()
+    try:
+        rc = g.wait(timeout=warmup + duration + 180)
+    except subprocess.TimeoutExpired:
+        servers.stop_process(g)
+        raise RuntimeError("load generator timed out")
+    servers.forget(g)
+    p_cpu1, t1 = (cpu_ticks(partner.pid) if partner else None), time.monotonic()
+    alive = srv.alive() and (partner is None or partner.alive())
+    res = None
+    if os.path.exists(jpath):
+        with open(jpath) as f:
+            res = json.load(f)
+    if rc != 0 or res is None or not alive:
+        with open(os.path.join(logdir, f"{tag}.bench.log"), errors="replace") as f:
+            out = f.read()[-1500:]
+        why = "server or partner died during the run; " if not alive else ""
+        raise RuntimeError(f"{why}corecached-bench exit {rc}: {' '.join(cmd)}\n{out}")
+    if p_cpu0 is not None and p_cpu1 is not None and t1 > t0:
+        res["partner_cpu_util"] = (p_cpu1 - p_cpu0) / (t1 - t0)
+    return res
 
 
 def med(xs):
@@ -285,6 +448,26 @@ def summarize(w, a_runs, b_runs):
     if s["kind"] != "fill":
         au, bu = s["a"]["server_us_per_op"], s["b"]["server_us_per_op"]
         s["cpu_ratio"] = (bu / au) if (au and bu) else None
+    if s["kind"] != "fill" and any(r.get("replication") for r in b_runs):
+        reps = [r["replication"] for r in b_runs if r.get("replication")]
+        s["b"]["replication"] = dict(
+            mode=reps[0]["mode"],
+            sets_per_sec=med([x["sets_per_sec"] for x in reps]),
+            bytes_per_record=med([x["bytes_per_record"] for x in reps]),
+            backlog_capacity=reps[0]["backlog_capacity"], streams=reps[0]["streams"],
+            partner_cpu_util=med([x.get("partner_cpu_util") for x in reps]),
+            sync_waits=sum(x["sync_waits"] for x in reps),
+            sync_timeouts=sum(x["sync_timeouts"] for x in reps),
+            sync_degraded=sum(x["sync_degraded"] for x in reps),
+            partner_items=[x["partner_items"] for x in reps], items=[x["items"] for x in reps],
+        )
+        rp = s["b"]["replication"]
+        rp["outage_5s_bytes"] = (rp["sets_per_sec"] * 5 * rp["bytes_per_record"]
+                                 if rp["sets_per_sec"] and rp["bytes_per_record"] else None)
+    if s["kind"] != "fill":
+        s["a"]["sets_per_sec"] = med([r["sets"] / r["elapsed_s"] for r in a_runs
+                                      if r.get("sets") is not None and r.get("elapsed_s")])
+        s["a"]["partner_cpu_util"] = med([r.get("partner_cpu_util") for r in a_runs])
     if w.get("tls"):
         s["plain"] = w["tls"]
         for side, runs in (("a", a_runs), ("b", b_runs)):
@@ -406,6 +589,72 @@ def markdown(summaries, meta, failures):
     return "\n".join(out) + "\n"
 
 
+def mib(b):
+    return "–" if b is None else f"{b / 1048576:.1f}"
+
+
+def replication_markdown(by_mode, meta):
+    """One table over the replication modes: each mode's ops/s against A (no replication),
+    latencies, server CPU, the partner's CPU, and the backlog a 5 s outage needs."""
+    modes = list(by_mode)
+    names = [s["name"] for s in by_mode[modes[0]]
+             if s["kind"] != "fill" and all(
+                 x["name"] != s["name"] or "replication" in x["b"] for x in
+                 sum(by_mode.values(), []))]
+    row = {m: {s["name"]: s for s in by_mode[m]} for m in modes}
+    out = [f"#### Replication, {meta['config']}: corecached without replication (A) vs "
+           + ", ".join(f"with {m} replication" for m in modes) + "\n"]
+    out.append(f"- partners on CPU {meta.get('partner_cpu')}; servers on CPU {meta['server_cpu']}, "
+               f"client on CPU {meta['client_cpu']}; load average {meta['load_start'][0]:.2f} "
+               f"at start, {meta['load_end'][0]:.2f} at end; medians over {meta['rounds']} rounds")
+    out.append("- partner CPU: the partner process's CPU time over the generator's whole run "
+               "(populate, warm-up, measured), as a share of one core; backlog for a 5 s outage "
+               "= the row's set rate with replication x 5 s x bytes per record in the sender's "
+               "backlog ring (`stats replication`: backlog_bytes / (next_seq - "
+               "backlog_first_seq), after the run)")
+    out.append("")
+    hdr = "| workload | A ops/s |"
+    sep = "|---|---:|"
+    for m in modes:
+        hdr += f" {m} ops/s | {m}/A (min–max) |"
+        sep += "---:|---|"
+    hdr += " p50 / p99 ms A | " + " | ".join(f"p50 / p99 ms {m}" for m in modes) + " |"
+    sep += "---|" + "---|" * len(modes)
+    hdr += " srv µs/op A / " + " / ".join(modes) + " | partner CPU " + " / ".join(modes) + " |"
+    sep += "---|---|"
+    hdr += (f" sets/s ({modes[0]}) | B/record | backlog for 5 s MiB (of "
+            f"{mib(row[modes[0]][names[0]]['b']['replication']['backlog_capacity'] if names else None)}) "
+            "| sync waits / timeouts |")
+    sep += "---:|---:|---:|---|"
+    out += [hdr, sep]
+    for n in names:
+        a = row[modes[0]][n]["a"]
+        line = f"| {n} | {fmt_int(a['ops_per_sec'])} |"
+        for m in modes:
+            s = row[m].get(n)
+            if s is None:
+                line += " – | – |"
+                continue
+            line += (f" {fmt_int(s['b']['ops_per_sec'])} | {fmt(s['ratio'])} "
+                     f"({fmt(s['ratio_min'])}–{fmt(s['ratio_max'])}) |")
+        lat = lambda x: f"{fmt(x['p50_ms'])} / {fmt(x['p99_ms'])}"
+        line += f" {lat(a)} |" + "".join(
+            f" {lat(row[m][n]['b']) if n in row[m] else '–'} |" for m in modes)
+        line += (f" {fmt(a['server_us_per_op'])} / "
+                 + " / ".join(fmt(row[m][n]["b"]["server_us_per_op"]) if n in row[m] else "–"
+                              for m in modes) + " |")
+        pc = lambda x: "–" if x is None else f"{x * 100:.0f}%"
+        line += " " + " / ".join(pc(row[m][n]["b"]["replication"]["partner_cpu_util"])
+                                 if n in row[m] else "–" for m in modes) + " |"
+        r0 = row[modes[0]][n]["b"]["replication"]
+        line += (f" {fmt_int(r0['sets_per_sec'])} | {fmt(r0['bytes_per_record'], 1)} "
+                 f"| {mib(r0['outage_5s_bytes'])} |")
+        sy = [row[m][n]["b"]["replication"] for m in modes if m == "sync" and n in row[m]]
+        line += (f" {fmt_int(sy[0]['sync_waits'])} / {sy[0]['sync_timeouts']} |" if sy else " – |")
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -423,8 +672,9 @@ def main():
         epilog="Workloads: " + ", ".join(ALL) + " (default: all but "
         + ", ".join(w["name"] for w in EXTRA_WORKLOADS) + ")",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--a", default="memcached",
-                    help="server A: memcached | corecached | PATH | KIND=PATH (default memcached)")
+    ap.add_argument("--a", default=None,
+                    help="server A: memcached | corecached | PATH | KIND=PATH (default memcached; "
+                    "corecached with --replication)")
     ap.add_argument("--b", default="corecached",
                     help="server B (default corecached = ${CORECACHED_BIN:-target/release/corecached})")
     ap.add_argument("--workloads", default=",".join(w["name"] for w in WORKLOADS),
@@ -459,6 +709,15 @@ def main():
                     help="run round 1 of every workload, then round 2, ... (instead of all rounds "
                     "of one workload, then the next): rows compared with each other, like a TLS "
                     "row and its plaintext row, then see the same drift")
+    ap.add_argument("--replication", default="",
+                    help="MODES: async, sync or async,sync. A = corecached without replication "
+                    "(with an idle partner process); each mode one more side (B, C) with "
+                    "--partner to a partner corecached started for its run")
+    ap.add_argument("--partner-cpu", help="taskset CPU list for the partner processes "
+                    "(default: the client's, see docs/BENCHMARKS.md 'Replication'; '' = none)")
+    ap.add_argument("--partner-args", default="", help="extra args for the partner processes")
+    ap.add_argument("--no-idle-partner", action="store_true",
+                    help="with --replication: no idle partner process beside A")
     args = ap.parse_args()
 
     if args.list:
@@ -477,8 +736,18 @@ def main():
         log("bench_compare: taskset not found (apt-get install util-linux)")
         return 2
 
-    a_kind, a_bin = parse_server(args.a)
+    modes = [m.strip() for m in args.replication.split(",") if m.strip()]
+    if any(m not in REPL_MODES for m in modes) or len(set(modes)) != len(modes):
+        log(f"bench_compare: --replication takes async, sync or async,sync (got {args.replication!r})")
+        return 2
+    args.replication = modes
+    a_kind, a_bin = parse_server(args.a or ("corecached" if modes else "memcached"))
     b_kind, b_bin = parse_server(args.b)
+    if modes and b_kind != "corecached":
+        log("bench_compare: --replication needs B = corecached")
+        return 2
+    args.partner_bin = b_bin
+    args.partner_args = args.partner_args.split()
     if not os.path.exists(args.bench_bin):
         log("bench_compare: building corecached-bench (cargo build --release -p corecached-bench)")
         r = subprocess.run(["cargo", "build", "--release", "-p", "corecached-bench"], cwd=REPO)
@@ -493,8 +762,9 @@ def main():
     est = 0.0
     for w in selected:
         per = 12.0 if w.get("kind") == "fill" else w.get("warmup", args.warmup) + args.duration + 2.0
-        est += per * 2 * args.rounds * len(configs)
-    log(f"bench_compare: {len(selected)} workload(s) x {args.rounds} rounds x A/B x "
+        est += per * (1 + max(1, len(modes))) * args.rounds * len(configs)
+    log(f"bench_compare: {len(selected)} workload(s) x {args.rounds} rounds x "
+        f"{'A/' + '/'.join(modes) if modes else 'A/B'} x "
         f"{len(configs)} config(s); estimated {est / 60:.1f} min")
     mds, dumps, failed = [], {}, False
     for c in configs:
@@ -535,19 +805,23 @@ def run_config(config, base_args, a, b, selected, stamp):
         args.server_threads = preset["threads"]
     if args.client_threads is None:
         args.client_threads = max(1, cpu_count(args.client_cpu))
+    if args.partner_cpu is None:
+        args.partner_cpu = args.client_cpu
+    modes = args.replication
     sides = {
         "A": dict(kind=a[0], bin=a[1], threads=args.a_threads or args.server_threads,
-                  extra=args.a_args.split()),
-        "B": dict(kind=b[0], bin=b[1], threads=args.b_threads or args.server_threads,
-                  extra=args.b_args.split()),
+                  extra=args.a_args.split(), idle_partner=bool(modes) and not args.no_idle_partner),
     }
+    for label, mode in zip("BC", modes or [None]):
+        sides[label] = dict(kind=b[0], bin=b[1], threads=args.b_threads or args.server_threads,
+                            extra=args.b_args.split(), replication=mode)
     logdir = os.path.join(args.out_dir, f"compare-{stamp}-{config}")
     os.makedirs(logdir, exist_ok=True)
     log(f"bench_compare: config {config} ({preset['desc']}); logs in {logdir}")
 
     t_start = time.time()
     load_start = os.getloadavg()
-    results = {w["name"]: {"A": [], "B": []} for w in selected}
+    results = {w["name"]: {label: [] for label in sides} for w in selected}
     failures = []
     versions = {}
     if args.interleave:  # round 1 of every workload, then round 2, ...
@@ -555,7 +829,7 @@ def run_config(config, base_args, a, b, selected, stamp):
     else:  # every round of a workload, then the next workload
         order = [(w, r) for w in selected for r in range(args.rounds)]
     for w, r in order:
-        for label in ("A", "B"):
+        for label in sides:
             tag = f"{w['name']}-r{r + 1}-{label}"
             try:
                 res = run_one(w, sides[label], args, logdir, tag)
@@ -572,24 +846,43 @@ def run_config(config, base_args, a, b, selected, stamp):
                 log(f"  {tag}: {f['items']} items, "
                     f"{(f.get('rss_bytes_per_item') or 0):.1f} B RSS/item")
             else:
+                rp = res.get("replication")
                 log(f"  {tag}: {res['ops_per_sec']:,.0f} ops/s, p99 "
                     f"{res['latency_us']['p99'] / 1000:.2f} ms, server "
-                    f"{res['server']['cpu_us_per_op'] or 0:.2f} us/op")
+                    f"{res['server']['cpu_us_per_op'] or 0:.2f} us/op"
+                    + (f"; {rp['mode']}: partner holds {rp['partner_items']}/{rp['items']} "
+                       f"items, {rp['records_sent']} records, "
+                       f"{rp['bytes_per_record'] or 0:.1f} B/record, "
+                       f"{rp['sync_timeouts']} sync timeouts" if rp else ""))
 
-    summaries = []
-    for w in selected:
-        a_runs, b_runs = results[w["name"]]["A"], results[w["name"]]["B"]
-        if a_runs and b_runs:
-            summaries.append(summarize(w, a_runs, b_runs))
+    by_side = {}  # side label (B, C) -> summaries of A vs it
+    for x in list(sides)[1:]:
+        by_side[x] = []
+        for w in selected:
+            a_runs, x_runs = results[w["name"]]["A"], results[w["name"]][x]
+            if a_runs and x_runs:
+                by_side[x].append(summarize(w, a_runs, x_runs))
 
     elapsed = time.time() - t_start
-    label = lambda s: (f"{sides[s]['kind']} {versions.get(s, '?')} (`{sides[s]['bin']}`, "
-                       f"-t {sides[s]['threads']}{' ' + ' '.join(sides[s]['extra']) if sides[s]['extra'] else ''})")
+
+    def label(s):
+        d = sides[s]
+        extra = d["extra"] + (["--partner", "P", "--replication-mode", d["replication"],
+                               "--replication-secret", "F"] if d.get("replication") else [])
+        note = ("; an idle partner corecached beside it" if d.get("idle_partner") else
+                "; partner P: a corecached -t {t} -m M --replication-listen P "
+                "--replication-secret F on CPU {c}".format(t=d["threads"], c=args.partner_cpu or "any")
+                if d.get("replication") else "")
+        return (f"{d['kind']} {versions.get(s, '?')} (`{d['bin']}`, -t {d['threads']}"
+                f"{' ' + ' '.join(extra) if extra else ''}){note}")
+
+    def side_name(s):
+        d = sides[s]
+        r = f" replication {d['replication']}" if d.get("replication") else ""
+        return f"{d['kind']} -t {d['threads']}{r} ({s})"
+
     meta = dict(
-        title=(f"bench_compare {stamp}, {config}: {sides['A']['kind']} -t {sides['A']['threads']} (A) "
-               f"vs {sides['B']['kind']} -t {sides['B']['threads']} (B)"),
-        config=config,
-        a_label=label("A"), b_label=label("B"), date=stamp, host=platform.node(),
+        config=config, date=stamp, host=platform.node(),
         cpu=cpu_model(), ncpu=os.cpu_count(), kernel=platform.release(),
         server_cpu=args.server_cpu or "any", client_cpu=args.client_cpu or "any",
         server_threads=args.server_threads, client_threads=args.client_threads,
@@ -597,10 +890,24 @@ def run_config(config, base_args, a, b, selected, stamp):
         interleave=args.interleave,
         command="scripts/bench_compare.py " + " ".join(sys.argv[1:]),
         elapsed_min=elapsed / 60.0, load_start=load_start, load_end=os.getloadavg(),
+        partner_cpu=(args.partner_cpu or "any") if modes else None,
     )
-    md = markdown(summaries, meta, failures)
+    mds, metas = [], {}
+    for x, summaries in by_side.items():
+        m = dict(meta, title=(f"bench_compare {stamp}, {config}: {side_name('A')} vs "
+                              f"{side_name(x)}"),
+                 a_label=label("A"), b_label=label(x))
+        metas[x] = m
+        # Only the last table lists the failures (they are the whole run's).
+        mds.append(markdown(summaries, m, failures if x == list(by_side)[-1] else []))
+    if modes:
+        mds.append(replication_markdown({sides[x]["replication"]: by_side[x] for x in by_side},
+                                        meta))
+    md = "\n".join(mds)
     log(f"bench_compare: config {config} done in {elapsed / 60:.1f} min")
-    return md, dict(meta=meta, summaries=summaries, failures=failures,
+    summaries = by_side[list(by_side)[0]]
+    return md, dict(meta=metas[list(by_side)[0]], summaries=summaries, failures=failures,
+                    by_side={x: dict(meta=metas[x], summaries=by_side[x]) for x in by_side},
                     runs={k: v for k, v in results.items()})
 
 if __name__ == "__main__":

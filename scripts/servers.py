@@ -239,6 +239,25 @@ def ask(port, line, timeout=1.0, tls_ca=None):
         return data.decode(errors="replace").strip()
 
 
+def stats(port, arg="", timeout=5.0):
+    """`stats [arg]` of the server on 127.0.0.1:`port` as a dict name -> value (text)."""
+    line = f"stats {arg}".strip().encode() + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(line)
+        data = b""
+        while not (data.endswith(b"END\r\n") or data.endswith(b"ERROR\r\n")):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    out = {}
+    for ln in data.decode(errors="replace").split("\r\n"):
+        p = ln.split(" ", 2)
+        if len(p) == 3 and p[0] == "STAT":
+            out[p[1]] = p[2]
+    return out
+
+
 def make_tls_pki(directory):
     """A throw-away CA and a server certificate for 127.0.0.1 (EC P-256), made
     with the openssl command line in `directory`. Returns the paths

@@ -168,16 +168,101 @@ pub(crate) fn wait_same(
     }
 }
 
-/// A TCP relay between partners that the test can cut (reset every
-/// connection through it) and block (refuse new connections).
+/// A TCP relay between partners: every connection to `port` is forwarded
+/// to the target, one reader and one writer thread per direction. The test
+/// can, at any time:
+/// - `cut`: reset every connection through it (both sides see it closed);
+/// - `block`: refuse new connections (accepted, then closed at once);
+/// - `pause` (blackhole): stop reading; bytes already read are held, the
+///   sender's socket buffers fill and its writes block; nothing is lost;
+/// - `delay(ms)`: hold each forwarded chunk `ms` milliseconds from when the
+///   relay read it, in both directions (so a request and its
+///   acknowledgement take 2 × `ms` more), chunks in order, without
+///   limiting throughput (a pipe of that latency, not a sleep per chunk);
+/// - `drop_bytes(true)`: read and discard everything in both directions (the
+///   sender's writes succeed, nothing arrives: lost segments). TCP cannot
+///   lose bytes inside a connection and carry on, so `drop_bytes(false)`
+///   then resets every connection that lost bytes, as a TCP connection
+///   whose retransmissions gave up ends; counted in `dropped`.
 pub(crate) struct Relay {
     pub(crate) port: u16,
     blocked: Arc<AtomicBool>,
     /// Blackhole: connections stay open, nothing is forwarded.
     paused: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
+    dropping: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
     pub(crate) accepted: Arc<AtomicU64>,
+    /// Bytes discarded by `drop_bytes`.
+    pub(crate) dropped: Arc<AtomicU64>,
+}
+
+/// One direction of a relayed connection: a reader thread that stamps each
+/// chunk with the time it may leave (now + the delay) and a writer thread
+/// that sends it then.
+fn relay_direction(
+    mut from: TcpStream,
+    to: TcpStream,
+    paused: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
+    dropping: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+) {
+    // Bounded, so a slow receiver pushes back on the sender as through a
+    // direct connection (at most 1024 chunks of up to 64 KiB held).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Instant, Vec<u8>)>(1024);
+    let (wp, wto, wfrom) = (
+        paused.clone(),
+        to.try_clone().unwrap(),
+        from.try_clone().unwrap(),
+    );
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        from.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        loop {
+            if paused.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let k = match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    continue
+                }
+                Err(_) => break,
+            };
+            if dropping.load(Ordering::Relaxed) {
+                dropped.fetch_add(k as u64, Ordering::Relaxed);
+                continue;
+            }
+            let at = Instant::now() + Duration::from_millis(delay_ms.load(Ordering::Relaxed));
+            if tx.send((at, buf[..k].to_vec())).is_err() {
+                break;
+            }
+        }
+        // The writer sends what it holds, then closes.
+    });
+    std::thread::spawn(move || {
+        let mut to = wto;
+        for (at, chunk) in rx {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            // Paused meanwhile: hold what was read.
+            while wp.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+        let _ = wfrom.shutdown(std::net::Shutdown::Both);
+    });
 }
 
 impl Relay {
@@ -185,17 +270,28 @@ impl Relay {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
-        let blocked = Arc::new(AtomicBool::new(false));
-        let paused = Arc::new(AtomicBool::new(false));
-        let pz = paused.clone();
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicU64::new(0));
+        let r = Relay {
+            port,
+            blocked: Arc::default(),
+            paused: Arc::default(),
+            delay_ms: Arc::default(),
+            dropping: Arc::default(),
+            conns: Arc::default(),
+            stop: Arc::default(),
+            accepted: Arc::default(),
+            dropped: Arc::default(),
+        };
         let (b, c, s, n) = (
-            blocked.clone(),
-            conns.clone(),
-            stop.clone(),
-            accepted.clone(),
+            r.blocked.clone(),
+            r.conns.clone(),
+            r.stop.clone(),
+            r.accepted.clone(),
+        );
+        let (pz, dl, dr, dd) = (
+            r.paused.clone(),
+            r.delay_ms.clone(),
+            r.dropping.clone(),
+            r.dropped.clone(),
         );
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
@@ -216,56 +312,25 @@ impl Relay {
                         g.push(down.try_clone().unwrap());
                         g.push(up.try_clone().unwrap());
                         drop(g);
-                        for (mut from, mut to) in [
+                        for (from, to) in [
                             (down.try_clone().unwrap(), up.try_clone().unwrap()),
                             (up, down),
                         ] {
-                            let pz = pz.clone();
-                            std::thread::spawn(move || {
-                                let mut buf = [0u8; 65536];
-                                from.set_read_timeout(Some(Duration::from_millis(5)))
-                                    .unwrap();
-                                loop {
-                                    if pz.load(Ordering::Relaxed) {
-                                        std::thread::sleep(Duration::from_millis(5));
-                                        continue;
-                                    }
-                                    let k = match from.read(&mut buf) {
-                                        Ok(0) => break,
-                                        Ok(k) => k,
-                                        Err(e)
-                                            if e.kind() == std::io::ErrorKind::WouldBlock
-                                                || e.kind() == std::io::ErrorKind::TimedOut =>
-                                        {
-                                            continue
-                                        }
-                                        Err(_) => break,
-                                    };
-                                    // Paused meanwhile: hold what was read.
-                                    while pz.load(Ordering::Relaxed) {
-                                        std::thread::sleep(Duration::from_millis(5));
-                                    }
-                                    if to.write_all(&buf[..k]).is_err() {
-                                        break;
-                                    }
-                                }
-                                let _ = to.shutdown(std::net::Shutdown::Both);
-                                let _ = from.shutdown(std::net::Shutdown::Both);
-                            });
+                            relay_direction(
+                                from,
+                                to,
+                                pz.clone(),
+                                dl.clone(),
+                                dr.clone(),
+                                dd.clone(),
+                            );
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Relay {
-            port,
-            blocked,
-            paused,
-            conns,
-            stop,
-            accepted,
-        }
+        r
     }
 
     /// Reset every connection through the relay.
@@ -281,6 +346,21 @@ impl Relay {
 
     pub(crate) fn block(&self, on: bool) {
         self.blocked.store(on, Ordering::Relaxed);
+    }
+
+    /// Hold each chunk read from now on `ms` milliseconds (0: none).
+    pub(crate) fn delay(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Discard every byte from now on; off: reset the connections that lost
+    /// bytes (every connection through the relay) and forward again.
+    pub(crate) fn drop_bytes(&self, on: bool) {
+        if !on {
+            // Reset first, still dropping: no byte after the gap is sent.
+            self.cut();
+        }
+        self.dropping.store(on, Ordering::Relaxed);
     }
 }
 

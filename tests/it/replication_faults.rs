@@ -1,6 +1,9 @@
 //! Peer replication under faults (issue 11's fault suite, beyond the single
 //! resets and blackholes of `replication`): a link flapping every 2 s under
-//! write load from several clients.
+//! write load from several clients, a real partition between network
+//! namespaces, kill -9 under load, a 1M-key rejoin, and a link that delays
+//! (async converges; sync waits the round trip, or degrades past the
+//! timeout and comes back) or drops bytes (resent after the reset).
 
 use crate::common;
 use crate::replication::{caught_up, host, rep_stats, stat, streaming, wait_for, wait_same, Relay};
@@ -767,4 +770,329 @@ fn a_host_rejoining_a_partner_with_1m_keys_serves_only_when_caught_up() {
         assert_eq!(cb.gets(k), *want, "{k} on B: the partner changed");
     }
     assert_eq!(cb.stat_u64("curr_items"), n as u64, "B lost items");
+}
+
+// ------------------------------------------------- delay and drop --
+
+/// Writers on both hosts for `secs`, two per host, each a batch of 10
+/// writes then 1 ms of rest: sets of their own keys, deletes, and with
+/// `shared` a third of the writes to keys both hosts write (conflicts);
+/// every reply checked. Returns the number of writes.
+fn write_both(a: &common::Server, b: &common::Server, secs: f64, shared: bool) -> u64 {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let ts: Vec<_> = [
+        (a.addr(), 0u32),
+        (a.addr(), 1),
+        (b.addr(), 2),
+        (b.addr(), 3),
+    ]
+    .into_iter()
+    .map(|(addr, t)| {
+        std::thread::spawn(move || {
+            let mut c = Conn::connect(addr);
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let mut batch = Vec::new();
+                let mut want = Vec::new();
+                for _ in 0..10 {
+                    let k = match n % 3 {
+                        0 if shared => format!("shared{}", n % 97),
+                        _ => format!("own{t}-{}", n % 1500),
+                    };
+                    if n.is_multiple_of(11) {
+                        batch.extend_from_slice(format!("delete {k}\r\n").as_bytes());
+                        want.push(false);
+                    } else {
+                        let v = format!("{t}:{n}:").repeat(1 + (n % 20) as usize);
+                        batch.extend_from_slice(
+                            format!("set {k} {t} 0 {}\r\n{v}\r\n", v.len()).as_bytes(),
+                        );
+                        want.push(true);
+                    }
+                    n += 1;
+                }
+                c.send(&batch);
+                std::thread::sleep(Duration::from_millis(1));
+                for set in want {
+                    let l = c.line();
+                    if set {
+                        assert_eq!(l, "STORED");
+                    } else {
+                        assert!(l == "DELETED" || l == "NOT_FOUND", "{l}");
+                    }
+                }
+            }
+            n
+        })
+    })
+    .collect();
+    ts.into_iter().map(|t| t.join().unwrap()).sum()
+}
+
+/// The largest `streamN:lag_ms` of `s` now.
+fn max_lag_ms(s: &common::Server) -> u64 {
+    let st = rep_stats(s);
+    st.iter()
+        .filter(|(k, _)| k.starts_with("stream") && k.ends_with(":lag_ms"))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Async replication both ways through links that hold every chunk
+/// `delay_ms` each way, writers on both hosts for 3 s (with `shared`,
+/// keys both write). The links stay up (no disconnect, no new full sync),
+/// the unacknowledged batches age past the round trip while the writes go
+/// on (`lag_ms`: the delay is on the link), and afterwards both hosts hold
+/// the same items (full dumps: value, flags, CAS).
+fn converge_through_delay(delay_ms: u64, shared: bool) {
+    let (ra, rb) = (free_port(), free_port());
+    let (to_a, to_b) = (Relay::new(ra), Relay::new(rb));
+    let a = host(ra, Some(to_b.port), &[]);
+    let b = host(rb, Some(to_a.port), &[]);
+    wait_for(15, "both links streaming", || {
+        streaming(&a) && streaming(&b)
+    });
+    let full = (stat(&a, "full_syncs"), stat(&b, "full_syncs"));
+    to_a.delay(delay_ms);
+    to_b.delay(delay_ms);
+    let seen_lag = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (seen, stop, a2) = (seen_lag.clone(), stop.clone(), a.addr());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut c = Conn::connect(a2);
+                let st = c.stats("replication");
+                let m = st
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("stream") && k.ends_with(":lag_ms"))
+                    .map(|(_, v)| v.parse::<u64>().unwrap())
+                    .max()
+                    .unwrap_or(0);
+                seen.fetch_max(m, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let writes = write_both(&a, &b, 3.0, shared);
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    let lag = seen_lag.load(Ordering::Relaxed).max(max_lag_ms(&a));
+    for (n, s) in [("A", &a), ("B", &b)] {
+        let st = rep_stats(s);
+        println!(
+            "{n}: disconnects {} full_syncs {} conflicts {} records_applied {}",
+            st["disconnects"], st["full_syncs"], st["conflicts"], st["records_applied"]
+        );
+    }
+    let d = wait_same(&a, &b, 30);
+    println!(
+        "{delay_ms} ms delay{}: {writes} writes, {} items equal, largest lag_ms seen on A {lag}",
+        if shared { ", shared keys" } else { "" },
+        d.len()
+    );
+    assert!(writes > 20_000, "too little write load: {writes}");
+    assert!(
+        lag + 10 >= 2 * delay_ms,
+        "acks came back within {lag} ms: the link was not delayed"
+    );
+    assert!(d.len() > 1000, "{} items", d.len());
+    for s in [&a, &b] {
+        assert_eq!(stat(s, "disconnects"), 0, "the delayed link broke");
+    }
+    assert_eq!((stat(&a, "full_syncs"), stat(&b, "full_syncs")), full);
+}
+
+/// Async replication through a 50 ms delay each way (100 ms round trip),
+/// both hosts writing their own keys (sets and deletes): both end equal.
+#[test]
+fn async_replication_through_a_50ms_delay_converges() {
+    converge_through_delay(50, false);
+}
+
+/// The same with a third of the writes to keys both hosts write: sets and
+/// deletes crossing on a 100 ms round trip, last writer wins by CAS. FAILS
+/// in about half the runs (2026-12-01, main 45e2e1e): a shared key ends
+/// with A's item on A and B's item, another CAS, on B (no disconnect, no
+/// full sync): each host kept its own write as the newer one. The same
+/// load through undelayed relays converged 4 times of 4. Not fixed here
+/// (src/replication and src/store are outside this change); a reproducer:
+/// `cargo test --release --test it -- --ignored replication_faults::async_crossing`.
+#[test]
+#[ignore = "diverges in about half the runs: crossing writes on a delayed link (issue 11 finding)"]
+fn async_crossing_writes_through_a_50ms_delay_converge() {
+    converge_through_delay(50, true);
+}
+
+/// A sync host (A) whose link to B runs through a relay; B only listens.
+fn sync_host_through(relay: &Relay, timeout_ms: &str) -> common::Server {
+    let p = format!("127.0.0.1:{}", relay.port);
+    common::Server::corecached(&[
+        "-t",
+        "2",
+        "--partner",
+        &p,
+        "--replication-mode",
+        "sync",
+        "--replication-timeout",
+        timeout_ms,
+    ])
+}
+
+/// One set on `ca`, timed; then the key must already be on B.
+fn timed_sync_set(ca: &mut Conn, cb: &mut Conn, key: &str) -> Duration {
+    let t = Instant::now();
+    ca.set(key, 7, 0, b"synced");
+    let took = t.elapsed();
+    assert_eq!(
+        cb.get(key),
+        Some((7, b"synced".to_vec())),
+        "{key} not on B at A's reply"
+    );
+    took
+}
+
+/// Sync mode through a link holding every chunk 50 ms each way: a write's
+/// reply waits for its record to reach B and B's ack to come back, about
+/// the 100 ms round trip (at least that; not a timeout: the timeout is 2 s
+/// and none is counted), and the key is on B at the reply. Without the
+/// delay the same write takes a few milliseconds.
+#[test]
+fn sync_writes_through_a_50ms_delay_wait_the_round_trip() {
+    let rb = free_port();
+    let b = host(rb, None, &[]);
+    let relay = Relay::new(rb);
+    let a = sync_host_through(&relay, "2000");
+    wait_for(10, "A streaming", || caught_up(&a));
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    let mut fast: Vec<Duration> = (0..10)
+        .map(|i| timed_sync_set(&mut ca, &mut cb, &format!("fast{i}")))
+        .collect();
+    relay.delay(50);
+    let mut slow: Vec<Duration> = (0..10)
+        .map(|i| timed_sync_set(&mut ca, &mut cb, &format!("slow{i}")))
+        .collect();
+    fast.sort();
+    slow.sort();
+    println!(
+        "sync set, no delay: median {:?}; 50 ms each way: min {:?} median {:?} max {:?}",
+        fast[5], slow[0], slow[5], slow[9]
+    );
+    assert!(fast[5] < Duration::from_millis(50), "undelayed: {fast:?}");
+    assert!(
+        slow[0] >= Duration::from_millis(100),
+        "a sync write replied before the round trip: {slow:?}"
+    );
+    assert!(
+        slow[5] < Duration::from_millis(300),
+        "sync writes waited far more than the round trip: {slow:?}"
+    );
+    assert_eq!(stat(&a, "sync_timeouts"), 0);
+    assert_eq!(stat(&a, "sync_async_now"), 0);
+    assert!(stat(&a, "sync_waits") >= 20);
+}
+
+/// Sync mode with `--replication-timeout 200` through a link holding every
+/// chunk 300 ms each way: the first write waits the timeout (not the
+/// 600 ms round trip), is counted in `sync_timeouts`, and the host runs
+/// async: the next 20 writes reply at once. The link itself stays up. When
+/// the delay is removed and A has caught up, writes are sync again: they
+/// wait for B (the key is there at the reply) and no timeout is added.
+#[test]
+fn a_delay_beyond_the_timeout_degrades_sync_to_async_and_back() {
+    let rb = free_port();
+    let b = host(rb, None, &[]);
+    let relay = Relay::new(rb);
+    let a = sync_host_through(&relay, "200");
+    wait_for(10, "A streaming", || caught_up(&a));
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    timed_sync_set(&mut ca, &mut cb, "before");
+    relay.delay(300);
+    let t = Instant::now();
+    ca.set("delayed", 0, 0, b"x");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(190) && waited < Duration::from_millis(550),
+        "the delayed write replied after {waited:?}, not the 200 ms timeout"
+    );
+    assert_eq!(stat(&a, "sync_timeouts"), 1);
+    assert_eq!(stat(&a, "sync_async_now"), 1);
+    let t = Instant::now();
+    for i in 0..20 {
+        ca.set(&format!("async{i}"), 0, 0, b"y");
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "degraded writes waited: {:?}",
+        t.elapsed()
+    );
+    relay.delay(0);
+    wait_for(10, "A caught up", || caught_up(&a));
+    let timeouts = stat(&a, "sync_timeouts");
+    for i in 0..50 {
+        timed_sync_set(&mut ca, &mut cb, &format!("again{i}"));
+    }
+    assert_eq!(stat(&a, "sync_async_now"), 0, "back to sync");
+    assert_eq!(
+        stat(&a, "sync_timeouts"),
+        timeouts,
+        "a timeout without the delay"
+    );
+    assert_eq!(cb.get("async19"), Some((0, b"y".to_vec())));
+    assert_eq!(stat(&a, "disconnects"), 0, "the delayed link broke");
+}
+
+/// Bytes dropped on the link (the relay discards everything both ways for
+/// 0.5 s while A writes 3,000 keys), then the connection reset: A
+/// reconnects, resumes from B's last acknowledged position (a partial
+/// sync per stream, no full sync) and resends what was lost; both hosts
+/// end equal. B had not received the writes made during the drop.
+#[test]
+fn bytes_dropped_on_the_link_are_resent_after_the_reset() {
+    let rb = free_port();
+    let b = host(rb, None, &[]);
+    let relay = Relay::new(rb);
+    let a = host(free_port(), Some(relay.port), &[]);
+    wait_for(10, "A streaming", || caught_up(&a));
+    let (full0, partial0, streams) = (
+        stat(&a, "full_syncs"),
+        stat(&a, "partial_syncs"),
+        stat(&a, "streams"),
+    );
+    let mut ca = a.conn();
+    ca.set("before", 0, 0, b"1");
+    wait_for(10, "A caught up", || caught_up(&a));
+    relay.drop_bytes(true);
+    for i in 0..3000 {
+        ca.set(
+            &format!("dropped{i}"),
+            3,
+            0,
+            format!("value-{i}").as_bytes(),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let dropped = relay.dropped.load(Ordering::Relaxed);
+    assert!(dropped > 3000 * 20, "only {dropped} bytes dropped");
+    assert_eq!(
+        b.conn().get("dropped2999"),
+        None,
+        "the drop let a record through"
+    );
+    assert!(!caught_up(&a), "acknowledged while every byte was dropped");
+    relay.drop_bytes(false);
+    wait_for(10, "A caught up again", || caught_up(&a));
+    let d = wait_same(&a, &b, 20);
+    assert_eq!(d.len(), 3001);
+    assert_eq!(
+        stat(&a, "full_syncs"),
+        full0,
+        "a full sync after a short drop"
+    );
+    assert!(
+        stat(&a, "partial_syncs") >= partial0 + streams,
+        "no partial sync: {:?}",
+        rep_stats(&a)
+    );
 }

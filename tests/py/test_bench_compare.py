@@ -172,3 +172,63 @@ def test_tls_markdown_row():
 def test_tls_workloads_are_their_plaintext_rows_over_tls():
     for w in bc.TLS_WORKLOADS:
         assert bc.ALL[w["tls"]]["args"] == w["args"], w["name"]
+
+
+# --replication: a real run (corecached built; about 10 s).
+
+def test_backlog_bytes_per_record_is_bytes_held_over_records_held():
+    st = {"streams": "2",
+          "stream0:next_seq": "101", "stream0:backlog_first_seq": "1",
+          "stream0:backlog_bytes": "16000",
+          "stream1:next_seq": "501", "stream1:backlog_first_seq": "401",
+          "stream1:backlog_bytes": "17000"}
+    assert bc.backlog_per_record(st) == pytest.approx(165.0)  # 33000 B / 200 records
+    assert bc.backlog_per_record({"streams": "0"}) is None
+
+
+def test_bad_replication_modes_are_usage_errors():
+    import subprocess
+    for bad in ("both", "async,async", "sync,x"):
+        r = subprocess.run([sys.executable, os.path.join(os.path.dirname(bc.__file__),
+                                                         "bench_compare.py"),
+                            "--replication", bad, "--workloads", "text-50c"],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 2, (bad, r.stderr)
+
+
+def test_replication_run_gives_b_a_partner_that_holds_every_item(tmp_path):
+    """A (no replication, an idle partner beside it), B async and C sync, each with a
+    partner of its own: after the run the partner of B and of C holds the 100,000
+    populated items and applied every record the server sent; A's server has no
+    --partner, B's names its partner's replication port; sync mode waited."""
+    import json
+    import subprocess
+    script = os.path.join(os.path.dirname(bc.__file__), "bench_compare.py")
+    r = subprocess.run([sys.executable, script, "--config", "pinned", "--replication",
+                        "async,sync", "--workloads", "text-50c", "--rounds", "1",
+                        "--duration", "0.5", "--warmup", "0.2", "--memory", "64",
+                        "--out-dir", str(tmp_path)], capture_output=True, timeout=240)
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    (js,) = [p for p in tmp_path.iterdir() if p.name.endswith(".json")]
+    runs = json.loads(js.read_text())["pinned"]["runs"]["text-50c"]
+
+    def flag(argv, name):
+        return argv[argv.index(name) + 1] if name in argv else None
+
+    (a,), (b,), (c,) = runs["A"], runs["B"], runs["C"]
+    assert flag(a["server_cmd"], "--partner") is None and "replication" not in a
+    assert flag(a["partner_cmd"], "--replication-listen")  # the idle partner ran
+    for x, mode in ((b, "async"), (c, "sync")):
+        assert flag(x["server_cmd"], "--partner") == flag(x["partner_cmd"],
+                                                          "--replication-listen")
+        assert flag(x["server_cmd"], "--replication-mode") == mode
+        rp = x["replication"]
+        assert rp["mode"] == mode
+        assert rp["items"] == 100000 and rp["partner_items"] == 100000, rp
+        assert rp["records_sent"] >= 100000 + x["sets"], rp  # populate + the run's sets
+        assert rp["partner_records_applied"] == rp["records_sent"], rp
+        assert 100 + 38 < rp["bytes_per_record"] < 200, rp  # a 100-byte value + framing
+    assert c["replication"]["sync_waits"] > 0 and b["replication"]["sync_waits"] == 0
+    md = r.stdout.decode()
+    assert "#### Replication, pinned" in md
+    assert "| text-50c |" in md.split("#### Replication, pinned")[1]

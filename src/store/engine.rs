@@ -65,7 +65,7 @@ struct Move {
     /// Items in use the move may still rescue without a free chunk, by
     /// evicting a colder item of the class (`move_step`): a quarter of the
     /// class's items outside the page, so that the hand goes at most a
-    /// quarter lap and never reaches the newest items (see `linked`; in a
+    /// quarter lap and never reaches the newest items (see `placed`; in a
     /// class of 2 pages, rescuing a whole page evicted the other page's
     /// items, the ones stored a moment before among them). 0 for a page
     /// drained inside a request (`drain_now`): it keeps the request's own
@@ -760,7 +760,10 @@ impl Engine {
     fn start_move(&mut self, p: usize, to: Dest) {
         self.arena.begin_drain(p);
         let pg = self.arena.page(p);
-        let others = self.arena.classes[pg.class as usize].st.items - pg.used as u64;
+        let others = self.arena.classes[pg.class as usize]
+            .st
+            .items
+            .saturating_sub(pg.used as u64);
         self.mover = Some(Move {
             page: p,
             to,

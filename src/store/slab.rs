@@ -1014,6 +1014,21 @@ impl Arena {
         None
     }
 
+    /// Chunks of its class the CLOCK hand passes before it reaches chunk
+    /// `h` (0: `h` is under the hand).
+    pub fn ahead_of_hand(&self, h: u32) -> usize {
+        let page = &self.pages[Self::page_of(h)];
+        let class = &self.classes[page.class as usize];
+        let per = page.nchunks as usize;
+        let lap = class.pages.len() * per;
+        if lap == 0 {
+            return 0;
+        }
+        let hand = class.hand_page.min(class.pages.len() - 1) * per + class.hand_chunk as usize;
+        let at = page.class_pos as usize * per + (h & CHUNK_MASK) as usize;
+        (at + lap - hand % lap) % lap
+    }
+
     /// The handle under class `c`'s hand, if any (for `age`).
     pub fn hand(&self, c: usize) -> Option<u32> {
         let class = &self.classes[c];

@@ -579,10 +579,27 @@ pub(crate) mod tests {
             stale: false,
             rev: 0,
         };
-        // older or equal: nothing changes
+        // older, or the same item again: nothing changes
         assert_eq!(s.apply(&theirs(b"old", c - 1), 10), Applied::Older);
-        assert_eq!(s.apply(&theirs(b"same", c), 10), Applied::Older);
+        let same = Change::Item {
+            key: b"k",
+            value: b"local",
+            flags: 0,
+            exptime: 0,
+            cas: c,
+            stale: false,
+            rev: 0,
+        };
+        assert_eq!(s.apply(&same, 10), Applied::Older);
+        // the same CAS for another item (made on both hosts): the larger
+        // content wins, on either host, so both keep the same item
+        assert_eq!(s.apply(&theirs(b"lesser", c), 10), Applied::Older);
         assert_eq!(s.get(b"k", 10, None).unwrap().value, b"local");
+        assert_eq!(s.apply(&theirs(b"mine", c), 10), Applied::Stored);
+        let it = s.get(b"k", 10, None).unwrap();
+        assert_eq!((it.value, it.flags, it.cas), (&b"mine"[..], 7, c));
+        assert_eq!(s.apply(&same, 10), Applied::Older);
+        assert_eq!(s.get(b"k", 10, None).unwrap().value, b"mine");
         // newer: stored with its CAS, flags, and the clock moves past it
         let newer = c + (1 << 30);
         assert_eq!(s.apply(&theirs(b"remote", newer), 10), Applied::Stored);

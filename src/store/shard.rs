@@ -658,7 +658,11 @@ impl Shard {
     /// Apply a change received from the partner: last writer wins by CAS
     /// (an item or removal whose cas is <= the local item's cas changes
     /// nothing → Older); the item is stored with the given cas; the clock
-    /// observes the cas; never passes through the journal.
+    /// observes the cas; never passes through the journal. An item whose
+    /// CAS equals the local item's but whose content differs (both hosts
+    /// made that version: equal host bits, or the same client `E`) wins
+    /// only if it is the larger by (value, flags, stale, expiry), so both
+    /// hosts keep the same one.
     ///
     /// A revision (`rev` != 0: touch, gat, `mg T`, `md x` kept the CAS) of
     /// the local item's own CAS is taken over (`Revised`: the expiry set in
@@ -698,10 +702,25 @@ impl Shard {
                 let old = self.engine.lookup(hash, key, now).ok();
                 let revised = match old.map(|item| self.engine.arena.cas(item)) {
                     Some(local) if local > cas => return Applied::Older,
-                    Some(local) if local == cas => {
-                        if rev == 0 {
+                    Some(local) if local == cas && rev == 0 => {
+                        // The same version for another item: the partners
+                        // made it independently (the same HLC host bit, or
+                        // the same client `E`). Both hosts break the tie
+                        // alike, by content: the larger item wins.
+                        let a = &self.engine.arena;
+                        let item = old.expect("matched Some");
+                        let ours = (
+                            a.value(item),
+                            a.flags(item),
+                            a.bits(item) & B_STALE != 0,
+                            a.exptime(item),
+                        );
+                        if (value, flags, stale, exptime) <= ours {
                             return Applied::Older;
                         }
+                        false
+                    }
+                    Some(local) if local == cas => {
                         let item = old.expect("matched Some");
                         let a = &self.engine.arena;
                         let same = a.value(item) == value

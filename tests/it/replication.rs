@@ -76,7 +76,28 @@ pub(crate) fn host(listen: u16, partner: Option<u16>, extra: &[&str]) -> Server 
         args.extend(["--partner", p.as_str()]);
     }
     args.extend_from_slice(extra);
-    Server::corecached(&args)
+    let s = Server::corecached(&args);
+    wait_listening(listen);
+    s
+}
+
+/// Wait until a socket listens on 127.0.0.1:`port` (the replication
+/// listener is bound after the client port answers: a test connecting
+/// right away was once refused). Read from /proc/net/tcp, not by
+/// connecting: a probe would be an inbound session of its own.
+#[track_caller]
+pub(crate) fn wait_listening(port: u16) {
+    let want = format!("0100007F:{port:04X}");
+    wait_for(10, &format!("127.0.0.1:{port} listening"), || {
+        std::fs::read_to_string("/proc/net/tcp")
+            .unwrap()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1] == want && f[3] == "0A"
+            })
+    });
 }
 
 /// Two partners replicating both ways, directly.
@@ -1071,6 +1092,51 @@ fn a_set_and_a_newer_delete_crossing_on_the_wire_converge() {
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(ca.gets(&k), None, "{k}: B's newer delete lost on A");
         assert_eq!(cb.gets(&k), None, "{k}: A's older set resurrected on B");
+    }
+}
+
+/// Both hosts make the same CAS for different items of one key (here a
+/// client's meta `E`; under load two hosts with the same HLC host bit do
+/// it by themselves) and the two writes cross on the wire: both hosts end
+/// with the same item, the larger by content (value, then flags). Before,
+/// an equal CAS was "not newer" on both sides and each host kept its own
+/// item for good.
+#[test]
+fn equal_cas_writes_crossing_on_the_wire_converge() {
+    let (ra, rb) = (free_port(), free_port());
+    let (to_a, to_b) = (Relay::new(ra), Relay::new(rb));
+    let a = host(ra, Some(to_b.port), &["--replication-rejoin-wait", "0"]);
+    let b = host(rb, Some(to_a.port), &["--replication-rejoin-wait", "0"]);
+    wait_for(10, "both streaming", || caught_up(&a) && caught_up(&b));
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    // (value, flags) on A, on B, and the winner's
+    type Side = (&'static str, u32);
+    let cases: [(Side, Side, Side); 4] = [
+        (("zz", 1), ("aa", 2), ("zz", 1)),
+        (("aa", 1), ("zz", 2), ("zz", 2)),
+        (("same", 9), ("same", 3), ("same", 9)),
+        (("same", 3), ("same", 9), ("same", 9)),
+    ];
+    for (i, ((va, fa), (vb, fb), (vw, fw))) in cases.into_iter().enumerate() {
+        let k = format!("tie{i}");
+        let cas = 1_000_000 + i as u64;
+        to_a.pause(true);
+        to_b.pause(true);
+        std::thread::sleep(Duration::from_millis(20));
+        ca.req(
+            format!("ms {k} {} F{fa} E{cas}\r\n{va}\r\n", va.len()),
+            "HD\r\n",
+        );
+        cb.req(
+            format!("ms {k} {} F{fb} E{cas}\r\n{vb}\r\n", vb.len()),
+            "HD\r\n",
+        );
+        to_a.pause(false);
+        to_b.pause(false);
+        wait_for(10, "both caught up", || caught_up(&a) && caught_up(&b));
+        let want = Some((fw, vw.as_bytes().to_vec(), cas));
+        assert_eq!(ca.gets(&k), want, "{k} on A");
+        assert_eq!(cb.gets(&k), want, "{k} on B");
     }
 }
 

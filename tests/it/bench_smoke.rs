@@ -15,6 +15,7 @@
 
 use crate::common;
 
+use crate::pki::Pki;
 use common::Server;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -126,100 +127,12 @@ fn bench_smoke_corecached() {
     smoke(Server::corecached(SERVER_ARGS));
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the
-/// `openssl` command line in a fresh directory (removed on drop).
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new(tag: &str) -> Pki {
-        let dir =
-            std::env::temp_dir().join(format!("corecached-bench-tls-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .expect("openssl (Debian package openssl)");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        let mut ca = vec!["req", "-x509"];
-        ca.extend(ec);
-        ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]);
-        ssl(&[&ca[..], &["-subj", "/CN=bench-ca"]].concat());
-        std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        for name in ["server", "client"] {
-            let (key, csr, pem, ext, subj) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-                format!("{name}.ext"),
-                format!("/CN={name}"),
-            );
-            let mut req = vec!["req"];
-            req.extend(ec);
-            req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-            ssl(&req);
-            ssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                &pem,
-                "-extfile",
-                &ext,
-            ]);
-        }
-        Pki { dir }
-    }
-
-    fn path(&self, f: &str) -> String {
-        self.dir.join(f).display().to_string()
-    }
-
-    /// `-Z -o ...` for a server with the server certificate, plus `extra` options.
-    fn server_args(&self, extra: &str) -> Vec<String> {
-        let mut a: Vec<String> = SERVER_ARGS.iter().map(|s| s.to_string()).collect();
-        a.extend([
-            "-Z".to_string(),
-            "-o".to_string(),
-            format!(
-                "ssl_chain_cert={},ssl_key={}{extra}",
-                self.path("server.pem"),
-                self.path("server.key")
-            ),
-        ]);
-        a
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// `-Z -o ...` for a server with the shared test PKI's server certificate
+/// (tests/it/pki.rs), plus `extra` options.
+fn tls_server_args(pki: &Pki, extra: &str) -> Vec<String> {
+    let mut a: Vec<String> = SERVER_ARGS.iter().map(|s| s.to_string()).collect();
+    a.extend(["-Z".to_string(), "-o".to_string(), pki.server_opts(extra)]);
+    a
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -271,9 +184,9 @@ fn tls_smoke(mut server: Server, ca: &Path, extra: &[&str]) {
 
 #[test]
 fn bench_tls_memcached() {
-    let pki = Pki::new("mc");
+    let pki = Pki::new("bench-mc");
     tls_smoke(
-        Server::memcached(&strs(&pki.server_args(""))),
+        Server::memcached(&strs(&tls_server_args(&pki, ""))),
         Path::new(&pki.path("ca.pem")),
         &[],
     );
@@ -281,9 +194,9 @@ fn bench_tls_memcached() {
 
 #[test]
 fn bench_tls_corecached() {
-    let pki = Pki::new("cc");
+    let pki = Pki::new("bench-cc");
     tls_smoke(
-        Server::corecached(&strs(&pki.server_args(""))),
+        Server::corecached(&strs(&tls_server_args(&pki, ""))),
         Path::new(&pki.path("ca.pem")),
         &[],
     );
@@ -294,7 +207,7 @@ fn bench_tls_corecached() {
 /// another CA it refuses the server.
 #[test]
 fn bench_tls_fails_without_tls_or_trust() {
-    let pki = Pki::new("neg");
+    let pki = Pki::new("bench-neg");
     let ca = pki.path("ca.pem");
     for plain in [
         Server::corecached(SERVER_ARGS),
@@ -303,7 +216,7 @@ fn bench_tls_fails_without_tls_or_trust() {
         let err = bench_fails(plain.port, &["--tls", "--tls-ca", &ca]);
         assert!(err.contains("TLS handshake"), "{err}");
     }
-    let tls = Server::corecached(&strs(&pki.server_args("")));
+    let tls = Server::corecached(&strs(&tls_server_args(&pki, "")));
     // client.pem is no CA of the server's certificate
     let err = bench_fails(tls.port, &["--tls", "--tls-ca", &pki.path("client.pem")]);
     assert!(err.contains("invalid peer certificate"), "{err}");
@@ -313,9 +226,9 @@ fn bench_tls_fails_without_tls_or_trust() {
 /// generator with --tls-cert/--tls-key and refuses it without.
 #[test]
 fn bench_tls_client_certificate() {
-    let pki = Pki::new("mtls");
+    let pki = Pki::new("bench-mtls");
     let opts = format!(",ssl_verify_mode=3,ssl_ca_cert={}", pki.path("ca.pem"));
-    let server = Server::corecached(&strs(&pki.server_args(&opts)));
+    let server = Server::corecached(&strs(&tls_server_args(&pki, &opts)));
     bench_fails(server.port, &["--tls", "--tls-ca", &pki.path("ca.pem")]);
     let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
     tls_smoke(

@@ -503,12 +503,29 @@ fn an_unauthenticated_peer_cannot_announce_a_large_frame() {
     assert_eq!(stat(&b, "bad_frames"), before + 1, "{:?}", rep_stats(&b));
 }
 
+/// `count` byte strings of `min..min + span` pseudo-random bytes
+/// (xorshift64 from `seed`, so every run sends the same garbage).
+pub(crate) fn random_junk(mut seed: u64, count: usize, min: usize, span: u64) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|_| {
+            let n = min + (seed % span) as usize;
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
 fn garbage_on_the_replication_port_does_not_crash_the_host() {
     let rb = free_port();
     let mut b = host(rb, None, &[]);
     let addr: SocketAddr = ([127, 0, 0, 1], rb).into();
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut junk: Vec<Vec<u8>> = vec![
         b"get foo\r\n".to_vec(),
         b"\x80\x01\x00\x03\x00\x00\x00\x00".to_vec(),
@@ -519,17 +536,7 @@ fn garbage_on_the_replication_port_does_not_crash_the_host() {
         // a frame type the peer must not send first
         vec![0xC7, b'R', 2, 5, 0, 0, 0, 0],
     ];
-    for _ in 0..40 {
-        let n = (seed % 300) as usize;
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            v.push(seed as u8);
-        }
-        junk.push(v);
-    }
+    junk.extend(random_junk(0x9e37_79b9_7f4a_7c15, 40, 0, 300));
     for j in &junk {
         let mut s = TcpStream::connect(addr).unwrap();
         let _ = s.write_all(j);
@@ -826,6 +833,22 @@ fn sync_mode_replies_after_the_partner_applied() {
     assert_eq!(stat(&a, "sync_async_now"), 0);
 }
 
+/// After one sync wait timed out, A counts it and runs async: 20 writes
+/// (keys `async0`..) reply at once.
+pub(crate) fn assert_degraded_to_async(a: &Server, ca: &mut Conn) {
+    assert_eq!(stat(a, "sync_timeouts"), 1);
+    assert_eq!(stat(a, "sync_async_now"), 1);
+    let t = Instant::now();
+    for i in 0..20 {
+        ca.set(&format!("async{i}"), 0, 0, b"y");
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "degraded writes waited: {:?}",
+        t.elapsed()
+    );
+}
+
 /// Sync mode with a blackholed partner: a write waits --replication-timeout,
 /// then the host runs async (counted) and replies at once; when the link
 /// flows again it returns to sync.
@@ -857,21 +880,12 @@ fn sync_mode_degrades_to_async_and_back() {
         waited >= Duration::from_millis(290),
         "replied after {waited:?}"
     );
-    assert_eq!(stat(&a, "sync_timeouts"), 1);
-    assert_eq!(stat(&a, "sync_async_now"), 1);
-    let t = Instant::now();
-    for i in 0..20 {
-        ca.set(&format!("async{i}"), 0, 0, b"3");
-    }
-    assert!(
-        t.elapsed() < Duration::from_millis(250),
-        "degraded writes must not wait"
-    );
+    assert_degraded_to_async(&a, &mut ca);
     relay.pause(false);
     wait_for(10, "A caught up", || caught_up(&a));
     ca.set("again", 0, 0, b"4");
     assert_eq!(stat(&a, "sync_async_now"), 0, "back to sync");
-    assert_eq!(b.conn().get("async19"), Some((0, b"3".to_vec())));
+    assert_eq!(b.conn().get("async19"), Some((0, b"y".to_vec())));
 }
 
 /// Sends SIGCONT to a stopped host when dropped (also when a test fails).
@@ -999,17 +1013,25 @@ fn touch_and_gat_move_the_expiry_on_the_partner() {
     assert!(t > 895 && t <= 900, "ttl {t} on A");
 }
 
+/// Two hosts, both streaming, whose links both run through relays (A's
+/// records reach B through `to_b`, B's reach A through `to_a`): pausing
+/// both makes writes cross on the wire. Returns (A, B, to_a, to_b).
+fn relayed_pair() -> (Server, Server, Relay, Relay) {
+    let (ra, rb) = (free_port(), free_port());
+    let (to_a, to_b) = (Relay::new(ra), Relay::new(rb));
+    let a = host(ra, Some(to_b.port), &["--replication-rejoin-wait", "0"]);
+    let b = host(rb, Some(to_a.port), &["--replication-rejoin-wait", "0"]);
+    wait_for(10, "both streaming", || caught_up(&a) && caught_up(&b));
+    (a, b, to_a, to_b)
+}
+
 /// Crossing changes of one item: touches of the same CAS on both hosts at
 /// once end with the same expiry on both (the newer revision wins on both);
 /// a touch on A crossing a set on B ends with B's item on both (a new CAS
 /// beats any revision of an older one).
 #[test]
 fn crossing_touches_and_sets_converge() {
-    let (ra, rb) = (free_port(), free_port());
-    let (to_a, to_b) = (Relay::new(ra), Relay::new(rb));
-    let a = host(ra, Some(to_b.port), &["--replication-rejoin-wait", "0"]);
-    let b = host(rb, Some(to_a.port), &["--replication-rejoin-wait", "0"]);
-    wait_for(10, "both streaming", || caught_up(&a) && caught_up(&b));
+    let (a, b, to_a, to_b) = relayed_pair();
     let (mut ca, mut cb) = (a.conn(), b.conn());
     let pause = |on: bool| {
         to_a.pause(on);
@@ -1070,11 +1092,7 @@ fn crossing_touches_and_sets_converge() {
 /// own delete, and the hosts diverged.)
 #[test]
 fn a_set_and_a_newer_delete_crossing_on_the_wire_converge() {
-    let (ra, rb) = (free_port(), free_port());
-    let (to_a, to_b) = (Relay::new(ra), Relay::new(rb));
-    let a = host(ra, Some(to_b.port), &["--replication-rejoin-wait", "0"]);
-    let b = host(rb, Some(to_a.port), &["--replication-rejoin-wait", "0"]);
-    wait_for(10, "both streaming", || caught_up(&a) && caught_up(&b));
+    let (a, b, to_a, to_b) = relayed_pair();
     let (mut ca, mut cb) = (a.conn(), b.conn());
     for round in 0..5 {
         let k = format!("cross{round}");
@@ -1103,11 +1121,7 @@ fn a_set_and_a_newer_delete_crossing_on_the_wire_converge() {
 /// item for good.
 #[test]
 fn equal_cas_writes_crossing_on_the_wire_converge() {
-    let (ra, rb) = (free_port(), free_port());
-    let (to_a, to_b) = (Relay::new(ra), Relay::new(rb));
-    let a = host(ra, Some(to_b.port), &["--replication-rejoin-wait", "0"]);
-    let b = host(rb, Some(to_a.port), &["--replication-rejoin-wait", "0"]);
-    wait_for(10, "both streaming", || caught_up(&a) && caught_up(&b));
+    let (a, b, to_a, to_b) = relayed_pair();
     let (mut ca, mut cb) = (a.conn(), b.conn());
     // (value, flags) on A, on B, and the winner's
     type Side = (&'static str, u32);

@@ -269,18 +269,12 @@ fn garbage_on_the_tls_replication_port_does_not_crash_the_host() {
         vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28],
         vec![0x17, 0x03, 0x03, 0x00, 0x05, 1, 2, 3, 4, 5],
     ];
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for _ in 0..20 {
-        let n = 1 + (seed % 400) as usize;
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            v.push(seed as u8);
-        }
-        junk.push(v);
-    }
+    junk.extend(crate::replication::random_junk(
+        0x2545_f491_4f6c_dd1d,
+        20,
+        1,
+        400,
+    ));
     let mut c = a.conn();
     for j in &junk {
         let got = raw_reply(ra, j);

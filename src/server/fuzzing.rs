@@ -152,28 +152,25 @@ struct Pipe {
     out: Outcome,
 }
 
-/// The in-memory stream `serve_with` reads from and writes to.
-struct Stream(Rc<RefCell<Pipe>>);
+/// What an in-memory stream ([`Mem`]) reads from and writes to.
+trait Wire {
+    /// The bytes for the next read, at most `room` of them; None: end of
+    /// stream (the read returns 0).
+    fn next_read(&mut self, room: usize) -> Option<Vec<u8>>;
+    /// Takes one write, whole.
+    fn wrote(&mut self, bytes: &[u8]);
+}
 
-impl monoio::io::AsyncReadRent for Stream {
+/// An in-memory stream over a [`Wire`]: the connection code's socket in the
+/// harnesses (vectored reads and writes are not used by connections).
+struct Mem<W>(W);
+
+impl<W: Wire> monoio::io::AsyncReadRent for Mem<W> {
     async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        let mut p = self.0.borrow_mut();
-        let room = buf.bytes_total();
-        let chunk = match p.probe.take() {
-            Some(probe) => {
-                p.probe_sent = true;
-                p.out.probe_at = Some(p.out.output.len());
-                probe.to_vec()
-            }
-            None => match p.input.pop_front() {
-                Some(c) => c,
-                None => return (Ok(0), buf),
-            },
+        let Some(chunk) = self.0.next_read(buf.bytes_total()) else {
+            return (Ok(0), buf);
         };
-        let n = chunk.len().min(room);
-        if n < chunk.len() {
-            p.input.push_front(chunk[n..].to_vec());
-        }
+        let n = chunk.len().min(buf.bytes_total());
         // SAFETY: `write_ptr` points at `bytes_total()` writable bytes and
         // `n` is at most that; the source is a distinct allocation.
         unsafe {
@@ -191,15 +188,12 @@ impl monoio::io::AsyncReadRent for Stream {
     }
 }
 
-impl monoio::io::AsyncWriteRent for Stream {
+impl<W: Wire> monoio::io::AsyncWriteRent for Mem<W> {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        let mut p = self.0.borrow_mut();
         // SAFETY: `read_ptr` points at `bytes_init()` initialised bytes.
         let bytes = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        p.out.max_write = p.out.max_write.max(bytes.len());
-        p.out.output.extend_from_slice(bytes);
-        let n = bytes.len();
-        (Ok(n), buf)
+        self.0.wrote(bytes);
+        (Ok(bytes.len()), buf)
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
@@ -215,6 +209,33 @@ impl monoio::io::AsyncWriteRent for Stream {
 
     async fn shutdown(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// The in-memory stream `serve_with` reads from and writes to.
+struct Stream(Rc<RefCell<Pipe>>);
+
+impl Wire for Stream {
+    fn next_read(&mut self, room: usize) -> Option<Vec<u8>> {
+        let mut p = self.0.borrow_mut();
+        let mut chunk = match p.probe.take() {
+            Some(probe) => {
+                p.probe_sent = true;
+                p.out.probe_at = Some(p.out.output.len());
+                probe.to_vec()
+            }
+            None => p.input.pop_front()?,
+        };
+        if chunk.len() > room {
+            p.input.push_front(chunk.split_off(room));
+        }
+        Some(chunk)
+    }
+
+    fn wrote(&mut self, bytes: &[u8]) {
+        let mut p = self.0.borrow_mut();
+        p.out.max_write = p.out.max_write.max(bytes.len());
+        p.out.output.extend_from_slice(bytes);
     }
 }
 
@@ -341,7 +362,7 @@ pub fn run_with(args: &'static [&'static str], chunks: &[&[u8]]) -> Outcome {
     };
     RUNTIME.with(|rt| {
         rt.borrow_mut()
-            .block_on(serve_with(Stream(pipe.clone()), fd, worker, at_read))
+            .block_on(serve_with(Mem(Stream(pipe.clone())), fd, worker, at_read))
     });
     let mut p = pipe.take();
     p.out.closed_by_server = !p.read_on;
@@ -606,64 +627,29 @@ impl TlsPipe {
 /// The in-memory stream under the server's TLS acceptor.
 struct TlsWire(Rc<RefCell<TlsPipe>>);
 
-impl monoio::io::AsyncReadRent for TlsWire {
-    async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+impl Wire for TlsWire {
+    fn next_read(&mut self, room: usize) -> Option<Vec<u8>> {
         let mut p = self.0.borrow_mut();
         p.out.reads += 1;
         if p.out.reads > TLS_MAX_READS {
             p.out.capped = true;
-            return (Ok(0), buf);
+            return None;
         }
         if p.to_server.is_empty() && !p.pump() {
-            return (Ok(0), buf);
+            return None;
         }
-        let chunk = p.to_server.pop_front().expect("pumped");
-        let n = chunk.len().min(buf.bytes_total());
-        if n < chunk.len() {
-            p.to_server.push_front(chunk[n..].to_vec());
+        let mut chunk = p.to_server.pop_front().expect("pumped");
+        if chunk.len() > room {
+            p.to_server.push_front(chunk.split_off(room));
         }
-        // SAFETY: `write_ptr` points at `bytes_total()` writable bytes and
-        // `n` is at most that; the source is a distinct allocation.
-        unsafe {
-            std::ptr::copy_nonoverlapping(chunk.as_ptr(), buf.write_ptr(), n);
-            buf.set_init(n);
-        }
-        (Ok(n), buf)
+        Some(chunk)
     }
 
-    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        (
-            Err(std::io::Error::other("readv is not used by connections")),
-            buf,
-        )
-    }
-}
-
-impl monoio::io::AsyncWriteRent for TlsWire {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+    fn wrote(&mut self, bytes: &[u8]) {
         let mut p = self.0.borrow_mut();
-        // SAFETY: `read_ptr` points at `bytes_init()` initialised bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
         p.out.max_write = p.out.max_write.max(bytes.len());
         p.out.raw_written += bytes.len();
         p.from_server.extend_from_slice(bytes);
-        let n = bytes.len();
-        (Ok(n), buf)
-    }
-
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        (
-            Err(std::io::Error::other("writev is not used by connections")),
-            buf,
-        )
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    async fn shutdown(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -835,7 +821,7 @@ pub fn tls_run(
             pipe.borrow_mut().between = buffered.is_empty() && skip == 0;
         }
     };
-    let wire = TlsWire(pipe.clone());
+    let wire = Mem(TlsWire(pipe.clone()));
     RUNTIME.with(|rt| {
         rt.borrow_mut().block_on(async {
             match acceptor.accept(wire).await {
@@ -884,44 +870,16 @@ struct PanicAfter {
     out: Rc<RefCell<Vec<u8>>>,
 }
 
-impl monoio::io::AsyncReadRent for PanicAfter {
-    async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        let Some(chunk) = self.first.take() else {
-            panic!("test: a panic inside a connection's task");
-        };
-        let n = chunk.len().min(buf.bytes_total());
-        // SAFETY: `write_ptr` points at `bytes_total()` writable bytes and
-        // `n` is at most that; the source is a distinct allocation.
-        unsafe {
-            std::ptr::copy_nonoverlapping(chunk.as_ptr(), buf.write_ptr(), n);
-            buf.set_init(n);
+impl Wire for PanicAfter {
+    fn next_read(&mut self, _room: usize) -> Option<Vec<u8>> {
+        match self.first.take() {
+            Some(first) => Some(first.to_vec()),
+            None => panic!("test: a panic inside a connection's task"),
         }
-        (Ok(n), buf)
     }
 
-    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        (Err(std::io::Error::other("not used")), buf)
-    }
-}
-
-impl monoio::io::AsyncWriteRent for PanicAfter {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: `read_ptr` points at `bytes_init()` initialised bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+    fn wrote(&mut self, bytes: &[u8]) {
         self.out.borrow_mut().extend_from_slice(bytes);
-        (Ok(bytes.len()), buf)
-    }
-
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        (Err(std::io::Error::other("not used")), buf)
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    async fn shutdown(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -953,15 +911,16 @@ pub fn panic_isolation(second: &[u8]) -> Isolation {
         input: VecDeque::from([second.to_vec()]),
         ..Pipe::default()
     }));
-    let stream = PanicAfter {
+    let stream = Mem(PanicAfter {
         first: Some(b"set k 0 0 1\r\nx\r\n"),
         out: first.clone(),
-    };
+    });
     let w = worker.clone();
     let p = pipe.clone();
     RUNTIME.with(|rt| {
         rt.borrow_mut().block_on(async move {
-            let serve = move |s: PanicAfter, w| async move { super::conn::serve(s, fd, w).await };
+            let serve =
+                move |s: Mem<PanicAfter>, w| async move { super::conn::serve(s, fd, w).await };
             super::conn::admit(Ok(stream), &w, serve).await;
             // Let the first connection run into its panic before the second
             // one is admitted.
@@ -976,8 +935,8 @@ pub fn panic_isolation(second: &[u8]) -> Isolation {
                 }
                 monoio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
-            let serve = move |s: Stream, w| async move { super::conn::serve(s, fd, w).await };
-            super::conn::admit(Ok(Stream(p)), &w, serve).await;
+            let serve = move |s: Mem<Stream>, w| async move { super::conn::serve(s, fd, w).await };
+            super::conn::admit(Ok(Mem(Stream(p))), &w, serve).await;
             for _ in 0..2000 {
                 if w.shared
                     .stats

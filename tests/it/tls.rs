@@ -210,11 +210,14 @@ fn a_stalled_handshake_is_closed_after_the_handshake_time() {
     let (p1, p2) = (free_port(), free_port());
     let l = format!("127.0.0.1:{p1},notls:127.0.0.1:{p2}");
     let _srv = Server::corecached(&["-Z", "-o", &opts, "-l", &l, "-t", "1"]);
-    let errors = || -> u64 {
+    let stat = |name: &str| -> u64 {
         let mut c = Conn::connect(([127, 0, 0, 1], p2).into());
-        c.stats("")["ssl_handshake_errors"].parse().unwrap()
+        c.stats("")[name].parse().unwrap()
     };
+    let errors = || stat("ssl_handshake_errors");
     let before = errors();
+    // The asking connection counts itself.
+    let conns_before = stat("curr_connections");
     let start = std::time::Instant::now();
     let stalled: Vec<TcpStream> = [&b""[..], &[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01][..]]
         .into_iter()
@@ -240,4 +243,6 @@ fn a_stalled_handshake_is_closed_after_the_handshake_time() {
         );
     }
     assert_eq!(errors(), before + 2);
+    // A failed handshake gives its connection count back.
+    assert_eq!(stat("curr_connections"), conns_before);
 }

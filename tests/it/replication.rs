@@ -81,6 +81,17 @@ pub(crate) fn host(listen: u16, partner: Option<u16>, extra: &[&str]) -> Server 
     s
 }
 
+/// B (only listening) and A, whose link to B runs through a relay, A
+/// started with `a_args` and streaming: (A, the relay, B).
+pub(crate) fn pair_through_relay(a_args: &[&str]) -> (Server, Relay, Server) {
+    let rb = free_port();
+    let b = host(rb, None, &[]);
+    let relay = Relay::new(rb);
+    let a = host(free_port(), Some(relay.port), a_args);
+    wait_for(10, "A streaming", || caught_up(&a));
+    (a, relay, b)
+}
+
 /// Wait until a socket listens on 127.0.0.1:`port` (the replication
 /// listener is bound after the client port answers: a test connecting
 /// right away was once refused). Read from /proc/net/tcp, not by
@@ -718,11 +729,7 @@ fn concurrent_conflicting_writes_converge() {
 /// by a partial sync (the backlog holds the gap), no new full sync.
 #[test]
 fn a_link_reset_resumes_with_a_partial_sync() {
-    let rb = free_port();
-    let b = host(rb, None, &[]);
-    let relay = Relay::new(rb);
-    let a = host(free_port(), Some(relay.port), &[]);
-    wait_for(10, "A streaming", || caught_up(&a));
+    let (a, relay, b) = pair_through_relay(&[]);
     let mut ca = a.conn();
     for i in 0..100 {
         ca.set(&format!("before{i}"), 0, 0, b"x");
@@ -755,15 +762,7 @@ fn a_link_reset_resumes_with_a_partial_sync() {
 /// gets, a full sync; everything still arrives.
 #[test]
 fn a_backlog_overflow_forces_a_full_sync() {
-    let rb = free_port();
-    let b = host(rb, None, &[]);
-    let relay = Relay::new(rb);
-    let a = host(
-        free_port(),
-        Some(relay.port),
-        &["--replication-backlog", "128k"],
-    );
-    wait_for(10, "A streaming", || caught_up(&a));
+    let (a, relay, b) = pair_through_relay(&["--replication-backlog", "128k"]);
     let full0 = stat(&a, "full_syncs");
     relay.block(true);
     relay.cut();
@@ -854,21 +853,8 @@ pub(crate) fn assert_degraded_to_async(a: &Server, ca: &mut Conn) {
 /// flows again it returns to sync.
 #[test]
 fn sync_mode_degrades_to_async_and_back() {
-    let rb = free_port();
-    let b = host(rb, None, &[]);
-    let relay = Relay::new(rb);
-    let p = format!("127.0.0.1:{}", relay.port);
-    let a = Server::corecached(&[
-        "-t",
-        "2",
-        "--partner",
-        &p,
-        "--replication-mode",
-        "sync",
-        "--replication-timeout",
-        "300",
-    ]);
-    wait_for(10, "A streaming", || caught_up(&a));
+    let (a, relay, b) =
+        pair_through_relay(&["--replication-mode", "sync", "--replication-timeout", "300"]);
     let mut ca = a.conn();
     ca.set("fast", 0, 0, b"1");
     relay.pause(true);

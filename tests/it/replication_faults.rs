@@ -7,8 +7,8 @@
 
 use crate::common;
 use crate::replication::{
-    assert_degraded_to_async, caught_up, host, rep_stats, stat, streaming, wait_for, wait_same,
-    Relay,
+    assert_degraded_to_async, caught_up, host, pair_through_relay, rep_stats, stat, streaming,
+    wait_for, wait_same, Relay,
 };
 
 use common::{free_port, Conn};
@@ -27,11 +27,7 @@ use std::time::{Duration, Instant};
 /// hold the same items (full dumps: value, flags, CAS).
 #[test]
 fn a_link_flapping_every_2s_under_write_load_resumes_with_partial_syncs() {
-    let rb = free_port();
-    let b = host(rb, None, &[]);
-    let relay = Relay::new(rb);
-    let a = host(free_port(), Some(relay.port), &[]);
-    wait_for(10, "A streaming", || caught_up(&a));
+    let (a, relay, b) = pair_through_relay(&[]);
     let streams = stat(&a, "streams");
     let full0 = stat(&a, "full_syncs");
     assert_eq!(full0, streams, "one full sync per stream at first");
@@ -940,25 +936,14 @@ fn async_crossing_writes_through_a_50ms_delay_converge() {
     converge_through_delay(50, true);
 }
 
-/// B (only listening) and a sync host A whose link to B runs through a
-/// relay, A streaming: (A, the relay, B).
+/// A sync host through a relay to B (`pair_through_relay`).
 fn sync_pair_through_relay(timeout_ms: &str) -> (common::Server, Relay, common::Server) {
-    let rb = free_port();
-    let b = host(rb, None, &[]);
-    let relay = Relay::new(rb);
-    let p = format!("127.0.0.1:{}", relay.port);
-    let a = common::Server::corecached(&[
-        "-t",
-        "2",
-        "--partner",
-        &p,
+    pair_through_relay(&[
         "--replication-mode",
         "sync",
         "--replication-timeout",
         timeout_ms,
-    ]);
-    wait_for(10, "A streaming", || caught_up(&a));
-    (a, relay, b)
+    ])
 }
 
 /// One set on `ca`, timed; then the key must already be on B.
@@ -1053,11 +1038,7 @@ fn a_delay_beyond_the_timeout_degrades_sync_to_async_and_back() {
 /// end equal. B had not received the writes made during the drop.
 #[test]
 fn bytes_dropped_on_the_link_are_resent_after_the_reset() {
-    let rb = free_port();
-    let b = host(rb, None, &[]);
-    let relay = Relay::new(rb);
-    let a = host(free_port(), Some(relay.port), &[]);
-    wait_for(10, "A streaming", || caught_up(&a));
+    let (a, relay, b) = pair_through_relay(&[]);
     let (full0, partial0, streams) = (
         stat(&a, "full_syncs"),
         stat(&a, "partial_syncs"),

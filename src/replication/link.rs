@@ -369,7 +369,8 @@ async fn session_on<R: LinkRead, W: LinkWrite>(
     let na = super::nonce();
     let mut out = Vec::with_capacity(OUT_MAX + (64 << 10));
     let n = r.streams.len();
-    wire::put_hello(&mut out, r.node_id, r.run_id, n as u16, r.host_bit, &na);
+    let bit = r.host_bit.load(Relaxed);
+    wire::put_hello(&mut out, r.node_id, r.run_id, n as u16, bit, &na);
     write(&mut wr, &mut out, hs).await?;
     let mut buf = Vec::with_capacity(16 << 10);
     let used = read_frame(&mut rd, &mut buf, max, deadline).await?;
@@ -760,6 +761,31 @@ async fn inbound(sh: Arc<Shared>, s: TcpStream, peer: std::net::SocketAddr) {
     }
 }
 
+/// The partners' CAS values must differ in the HLC host bit (`hlc.rs`):
+/// the bit each host starts with comes from the addresses (`host_bit`),
+/// which do not always tell. On a clash exactly one side changes: a host
+/// without `--partner` (it only receives), else the one with the lower
+/// run id. Both sides decide from the same two HELLOs, so they never both
+/// change; values already given keep their bit (a later clock value
+/// still differs).
+fn settle_host_bit(sh: &Shared, peer: std::net::SocketAddr, their_run: u64, their_bit: bool) {
+    let r = repl(sh);
+    let mine = r.host_bit.load(Relaxed);
+    if their_bit != mine || (r.cfg.partner.is_some() && r.run_id >= their_run) {
+        return;
+    }
+    r.host_bit.store(!mine, Relaxed);
+    sh.store.set_host_bit(!mine);
+    r.c.host_bit_changes.fetch_add(1, Relaxed);
+    log(
+        sh,
+        format_args!(
+            "inbound {peer}: the partner has HLC host bit {}; this host now uses {}",
+            their_bit as u8, !mine as u8
+        ),
+    );
+}
+
 async fn inbound_on<R: LinkRead, W: LinkWrite>(
     sh: &Arc<Shared>,
     mut rd: R,
@@ -825,12 +851,6 @@ async fn inbound_on<R: LinkRead, W: LinkWrite>(
         refuse(&mut s, wire::refuse::STREAMS).await;
         return;
     }
-    if r.cfg.partner.is_some() && their_bit == r.host_bit {
-        log(
-            sh,
-            format_args!("inbound {peer}: the partner has the same HLC host bit"),
-        );
-    }
     let nb = super::nonce();
     let mut out = Vec::with_capacity(64 << 10);
     let p = super::proof(secret, ROLE_RECEIVER, &na, &nb);
@@ -866,6 +886,7 @@ async fn inbound_on<R: LinkRead, W: LinkWrite>(
     }
     let gen = r.inbound_gen.fetch_add(1, Relaxed) + 1;
     r.c.inbound_sessions.fetch_add(1, Relaxed);
+    settle_host_bit(sh, peer, run_id, their_bit);
     {
         let mut st = r.recv.lock();
         if st.known_run != run_id {

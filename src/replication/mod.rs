@@ -169,6 +169,9 @@ pub struct Counters {
     pub snapshot_items_applied: AtomicU64,
     pub conflicts: AtomicU64,
     pub apply_failed: AtomicU64,
+    /// Times this host changed its HLC host bit because its partner had
+    /// the same one (`link::settle_host_bit`).
+    pub host_bit_changes: AtomicU64,
 }
 
 /// The replication state of a running server (`Shared::replication`).
@@ -176,7 +179,10 @@ pub struct Replication {
     pub cfg: ReplicationConfig,
     pub node_id: u64,
     pub run_id: u64,
-    pub host_bit: bool,
+    /// The HLC host bit of this host's CAS values: first `host_bit()`,
+    /// changed when the partner turns out to have the same
+    /// (`link::settle_host_bit`).
+    pub host_bit: std::sync::atomic::AtomicBool,
     pub streams: Box<[Stream]>,
     pub recv: Mutex<RecvState>,
     /// Bumped by each authenticated inbound session: an older session
@@ -257,10 +263,13 @@ pub(crate) fn verify(
     mac(secret, role, a, b).verify_slice(got).is_ok()
 }
 
-/// The HLC host bit: the partners must differ, without a flag. The host
-/// whose replication address is the lower of the two gets 0; a host that
-/// only sends (no `--replication-listen`) gets 1, its partner (no
-/// `--partner` back) 0.
+/// The HLC host bit a host starts with: the partners must differ, without
+/// a flag. The host whose replication address is the lower of the two gets
+/// 0; a host that only sends (no `--replication-listen`) gets 1, its
+/// partner (no `--partner` back) 0. Addresses do not always tell (both
+/// hosts listening on 0.0.0.0, a relay or NAT between them): a host that
+/// sees its partner's HELLO with its own bit settles it
+/// (`link::settle_host_bit`).
 pub fn host_bit(cfg: Option<&ReplicationConfig>) -> bool {
     match cfg {
         None => false,
@@ -472,7 +481,7 @@ impl Replication {
                 random_u64()
             },
             run_id: random_u64(),
-            host_bit: host_bit(Some(cfg)),
+            host_bit: std::sync::atomic::AtomicBool::new(host_bit(Some(cfg))),
             cfg: cfg.clone(),
             streams,
             recv: Mutex::new(RecvState::default()),
@@ -498,7 +507,8 @@ impl Replication {
         out("listen", V::Str(&addr(self.cfg.listen)));
         out("node_id", V::Str(&format!("{:016x}", self.node_id)));
         out("run_id", V::Str(&format!("{:016x}", self.run_id)));
-        out("host_bit", V::U64(self.host_bit as u64));
+        out("host_bit", V::U64(self.host_bit.load(Relaxed) as u64));
+        out("host_bit_changes", V::U64(c.host_bit_changes.load(Relaxed)));
         out("streams", V::U64(self.streams.len() as u64));
         out("warm", V::U64(self.warm.load(Relaxed) as u64));
         let sum = |f: fn(&Stream) -> &AtomicU64| -> u64 {

@@ -87,7 +87,7 @@ pub struct Engine {
     pub arena: Arena,
     index: Index,
     wheel: Wheel,
-    hlc: Hlc,
+    pub(super) hlc: Hlc,
     no_evict: bool,
     max_item: usize,
     stats: ShardStats,

@@ -46,6 +46,18 @@ impl Hlc {
         }
     }
 
+    /// Change the host bit of later values (replication found its partner
+    /// with the same bit; see `replication::link`).
+    pub fn set_host_bit(&mut self, host_bit: bool) {
+        self.low = (self.low & !1) | host_bit as u64;
+    }
+
+    /// The host bit of this clock's values.
+    #[cfg(test)]
+    pub fn host_bit(&self) -> bool {
+        self.low & 1 == 1
+    }
+
     /// The next value, at wall time `ms`.
     #[inline]
     pub fn next_at(&mut self, ms: u64) -> u64 {
@@ -111,6 +123,15 @@ mod tests {
         b.observe(r + 1_000_000);
         assert!(b.next_at(0) > r + 1_000_000);
         // a value at the top of the range is not followed
+        // a changed host bit shows in later values only, the rest kept
+        let v = b.next_at(0);
+        b.set_host_bit(false);
+        assert!(!b.host_bit());
+        let w = b.next_at(0);
+        assert!(w > v);
+        assert_eq!((v & 1, w & 1), (1, 0));
+        assert_eq!(v & LOW_MASK & !1, w & LOW_MASK & !1);
+        b.set_host_bit(true);
         let before = b.next_at(0);
         b.observe(u64::MAX);
         assert!(b.next_at(0) < before + (1 << 20));

@@ -439,6 +439,13 @@ impl Store {
         }
     }
 
+    /// Change the HLC host bit of every shard's later CAS values.
+    pub fn set_host_bit(&self, host_bit: bool) {
+        for s in self.shards.iter() {
+            s.lock().set_host_bit(host_bit);
+        }
+    }
+
     /// Lock shard `i` (background work, stats).
     pub fn lock_shard(&self, i: usize) -> MutexGuard<'_, Shard> {
         self.shards[i].lock()

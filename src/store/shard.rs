@@ -71,6 +71,11 @@ impl Shard {
         self.engine.observer = o;
     }
 
+    /// Change the HLC host bit of this shard's later CAS values.
+    pub fn set_host_bit(&mut self, host_bit: bool) {
+        self.engine.hlc.set_host_bit(host_bit);
+    }
+
     /// The commit point: every client mutation ends here, once, after the
     /// change is made (see `journal.rs`). Without a journal: one branch.
     #[inline]

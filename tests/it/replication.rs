@@ -122,6 +122,48 @@ pub(crate) fn pair(extra: &[&str]) -> (Server, Server) {
     (a, b)
 }
 
+/// Partners whose addresses give both the same HLC host bit settle on
+/// different ones. A listens on the lower port and reaches B directly (A
+/// starts with 0); B reaches A through a relay on 127.0.0.2, above its own
+/// 127.0.0.1 (B starts with 0). The one with the lower run id changes, once,
+/// and the CAS values of their own writes then differ in the bit.
+#[test]
+fn partners_starting_with_the_same_host_bit_settle_on_different_ones() {
+    let (mut ra, mut rb) = (free_port(), free_port());
+    if ra > rb {
+        std::mem::swap(&mut ra, &mut rb);
+    }
+    let to_a = Relay::at("127.0.0.2", ra);
+    let a = host(ra, Some(rb), &[]);
+    let (lb, pb) = (
+        format!("127.0.0.1:{rb}"),
+        format!("127.0.0.2:{}", to_a.port),
+    );
+    let b = Server::corecached(&["-t", "2", "--replication-listen", &lb, "--partner", &pb]);
+    wait_listening(rb);
+    wait_for(10, "both links streaming", || {
+        streaming(&a) && streaming(&b)
+    });
+    let (sa, sb) = (rep_stats(&a), rep_stats(&b));
+    let run = |s: &BTreeMap<String, String>| u64::from_str_radix(&s["run_id"], 16).unwrap();
+    let changed = |s: &BTreeMap<String, String>| s["host_bit_changes"].parse::<u64>().unwrap();
+    assert_ne!(sa["host_bit"], sb["host_bit"], "A {sa:?}\nB {sb:?}");
+    let lower_changed = if run(&sa) < run(&sb) { (1, 0) } else { (0, 1) };
+    assert_eq!((changed(&sa), changed(&sb)), lower_changed);
+    let cas_of = |s: &Server, key: &str| {
+        let mut c = s.conn();
+        c.send(format!("set {key} 0 0 1\r\nx\r\ngets {key}\r\n"));
+        assert_eq!(c.line(), "STORED");
+        let l = c.line();
+        c.expect(b"x\r\nEND\r\n");
+        l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    let (ca, cb) = (cas_of(&a, "from_a"), cas_of(&b, "from_b"));
+    assert_eq!((ca & 1).to_string(), sa["host_bit"]);
+    assert_eq!((cb & 1).to_string(), sb["host_bit"]);
+    drop(to_a);
+}
+
 /// Every item of a host: key -> (flags, value, cas), read with `gets` of
 /// every key listed by `lru_crawler metadump all`.
 pub(crate) fn dump(s: &Server) -> BTreeMap<String, (u32, Vec<u8>, u64)> {
@@ -299,7 +341,12 @@ fn relay_direction(
 
 impl Relay {
     pub(crate) fn new(target: u16) -> Relay {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        Relay::at("127.0.0.1", target)
+    }
+
+    /// A relay listening on another loopback address `ip`.
+    pub(crate) fn at(ip: &str, target: u16) -> Relay {
+        let l = TcpListener::bind((ip, 0)).unwrap();
         let port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
         let r = Relay {
@@ -1100,7 +1147,7 @@ fn a_set_and_a_newer_delete_crossing_on_the_wire_converge() {
 }
 
 /// Both hosts make the same CAS for different items of one key (here a
-/// client's meta `E`; under load two hosts with the same HLC host bit do
+/// client's meta `E`; two hosts with the same HLC host bit, before it settles,
 /// it by themselves) and the two writes cross on the wire: both hosts end
 /// with the same item, the larger by content (value, then flags). Before,
 /// an equal CAS was "not newer" on both sides and each host kept its own

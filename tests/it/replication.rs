@@ -1148,7 +1148,7 @@ fn a_set_and_a_newer_delete_crossing_on_the_wire_converge() {
 
 /// Both hosts make the same CAS for different items of one key (here a
 /// client's meta `E`; two hosts with the same HLC host bit, before it settles,
-/// it by themselves) and the two writes cross on the wire: both hosts end
+/// can do it by themselves) and the two writes cross on the wire: both hosts end
 /// with the same item, the larger by content (value, then flags). Before,
 /// an equal CAS was "not newer" on both sides and each host kept its own
 /// item for good.

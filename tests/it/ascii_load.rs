@@ -90,16 +90,6 @@ fn megabyte_burst_of_gets_read_late() {
     c.req("version\r\n", "VERSION ");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    st.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn client_that_never_reads_does_not_blow_up_the_server() {
     let mut s = Server::start();

@@ -11,21 +11,6 @@ use std::io::{ErrorKind, Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A field of /proc/PID/status, in KiB.
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    let line = s
-        .lines()
-        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    line[field.len() + 1..]
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// A value whose bytes are not all the same, so a misplaced byte shows.
 fn value(len: usize) -> Vec<u8> {
     (0..len).map(|i| b'a' + (i % 23) as u8).collect()
@@ -158,7 +143,7 @@ fn huge_multiget_is_streamed_and_leaves_the_loop_responsive() {
     let mut srv = Server::corecached_wrapped(&["prlimit", "--as=1073741824", "--"], &["-t", "1"]);
     let pid = srv.pid();
     let (val, mut a, mut b) = reader_and_bystander(&srv);
-    let base = status_kb(pid, "VmRSS");
+    let base = status_kib(pid, "VmRSS");
 
     let mut line = Vec::with_capacity(3 + 2 * KEYS + 2);
     line.extend_from_slice(b"get");
@@ -201,7 +186,7 @@ fn huge_multiget_is_streamed_and_leaves_the_loop_responsive() {
     let want = reader.join().expect("the whole reply, byte for byte");
     assert!(want.done());
     srv.assert_alive();
-    let hwm = status_kb(pid, "VmHWM");
+    let hwm = status_kib(pid, "VmHWM");
     eprintln!(
         "idle RSS {base} KiB, peak RSS {hwm} KiB; version while reading slowly: worst {:?}; \
          at full speed: {} samples, worst {:?}",
@@ -274,7 +259,7 @@ fn pipelined_gets_are_bounded_too() {
     let mut srv = Server::corecached_wrapped(&["prlimit", "--as=1073741824", "--"], &["-t", "1"]);
     let pid = srv.pid();
     let (val, mut a, mut b) = reader_and_bystander(&srv);
-    let base = status_kb(pid, "VmRSS");
+    let base = status_kib(pid, "VmRSS");
 
     // Meta.
     let mut req = Vec::new();
@@ -329,7 +314,7 @@ fn pipelined_gets_are_bounded_too() {
     assert_eq!(total, want_total);
     assert_prompt(&rtts, "during a binary GetQ run");
     srv.assert_alive();
-    let hwm = status_kb(pid, "VmHWM");
+    let hwm = status_kib(pid, "VmHWM");
     eprintln!("pipelines: idle RSS {base} KiB, peak {hwm} KiB");
     assert!(hwm < base + 32 * 1024, "peak RSS {hwm} KiB vs {base} KiB");
 }
@@ -350,7 +335,7 @@ fn half_sent_values_stay_within_the_buffer_limit() {
     let srv = Server::corecached(&["-t", "2", "-m", "8"]);
     let pid = srv.pid();
     let mut probe = srv.conn();
-    let base = status_kb(pid, "VmRSS");
+    let base = status_kib(pid, "VmRSS");
     let data = value(LEN);
     let mut conns = Vec::new();
     for i in 0..N {
@@ -372,7 +357,7 @@ fn half_sent_values_stay_within_the_buffer_limit() {
         thread::sleep(Duration::from_millis(200));
     }
     let held_stats = probe.stats("");
-    let held = status_kb(pid, "VmRSS");
+    let held = status_kib(pid, "VmRSS");
     let mut stored = 0;
     let mut refused = 0;
     for (i, c) in conns.iter_mut().enumerate() {
@@ -386,7 +371,7 @@ fn half_sent_values_stay_within_the_buffer_limit() {
         let rtt = version_rtt(c);
         assert!(rtt < Duration::from_secs(1));
     }
-    let hwm = status_kb(pid, "VmHWM");
+    let hwm = status_kib(pid, "VmHWM");
     eprintln!(
         "{N} half-sent 1 MB values: idle RSS {base} KiB, RSS while held {held} KiB, peak {hwm} KiB; \
          {stored} stored, {refused} refused"

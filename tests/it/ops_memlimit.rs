@@ -3,7 +3,7 @@
 //! new limit: shrinking a full cache releases pages (evicting) until the
 //! store is within it, while serving; growing lets more items in.
 
-use crate::common::{parse_stats, Conn, Kind, Server};
+use crate::common::{parse_stats, rss_kib, Conn, Kind, Server};
 use std::time::{Duration, Instant};
 
 /// Replies to a list of `cache_memlimit` lines (a silent one: nothing
@@ -87,12 +87,6 @@ fn figures(c: &mut Conn) -> (u64, u64, u64) {
         n(&st, "curr_items"),
         n(&sl, "total_malloced"),
     )
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    l.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! actions on another connection; evictions; a slow watcher loses lines
 //! with `skipped=N`, in bounded memory.
 
-use crate::common::{parse_stats, Conn, Kind, Server};
+use crate::common::{parse_stats, rss_kib, Conn, Kind, Server};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -284,12 +284,6 @@ fn eviction_lines_match_memcached() {
     let want = evictions(Kind::Memcached);
     assert_eq!(want[0], "fetch=no ttl=-1 clsid=12 size=1000");
     assert_eq!(evictions(Kind::Corecached), want);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    l.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A watcher that does not read: the server keeps serving, its memory

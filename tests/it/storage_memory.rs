@@ -2,24 +2,10 @@
 //! and check the resident set (VmRSS) of the real binary stays within `-m`
 //! plus a small fixed overhead (index, connection buffers, runtime).
 
-use crate::common::Server;
+use crate::common::{rss_kib, status_kib, Server};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS")
-}
 
 fn stat(c: &mut TcpStream, name: &str) -> u64 {
     c.write_all(b"stats\r\n").unwrap();

@@ -1,6 +1,7 @@
 //! Server time, as memcached keeps it: whole seconds since the process started
 //! ("relative time"), plus the conversion of client exptimes into it.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,11 +35,37 @@ pub fn init() {
     let _ = epoch();
 }
 
-/// Seconds since the process started (memcached's `current_time`), >= 2.
-#[inline]
-pub fn now() -> u32 {
+/// Seconds since the process started, read from the clock.
+fn read() -> u32 {
     let e = epoch();
     (e.mono.elapsed().as_secs() + 2) as u32
+}
+
+thread_local! {
+    /// An event loop's copy of `read()` (0: this thread keeps none), set by
+    /// `refresh`: requests read the time from here instead of the clock
+    /// (a `clock_gettime` per request otherwise), as memcached's requests
+    /// read `current_time`, which its timer sets.
+    static CACHED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Seconds since the process started (memcached's `current_time`), >= 2:
+/// on an event loop thread the value its ticker last set with `refresh`
+/// (at most one tick, 100 ms, old), elsewhere read from the clock.
+#[inline]
+pub fn now() -> u32 {
+    match CACHED.with(Cell::get) {
+        0 => read(),
+        t => t,
+    }
+}
+
+/// Read the clock and keep the value for this thread's `now()` (an event
+/// loop calls this on every tick); returns it.
+pub fn refresh() -> u32 {
+    let t = read();
+    CACHED.with(|c| c.set(t));
+    t
 }
 
 /// Whole seconds since the process started (`stats` `uptime`).
@@ -106,5 +133,31 @@ mod tests {
         assert!(!is_expired(rel, n));
         assert!((rel as i64 - (n as i64 + 100)).abs() <= 1);
         assert!(!is_expired(0, n));
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_thread_reads_its_ticked_time_other_threads_the_clock() {
+        std::thread::spawn(|| {
+            // No loop here: the clock.
+            assert_eq!(now(), read());
+            assert_eq!(refresh(), now());
+            // The tick's value stands until the next refresh, whatever
+            // the clock says meanwhile.
+            CACHED.with(|c| c.set(1_000_000));
+            assert_eq!(now(), 1_000_000);
+            assert_eq!(uptime(), 1_000_000 - 2);
+            std::thread::spawn(|| assert!(now() < 1_000_000))
+                .join()
+                .unwrap();
+            assert!(refresh() < 1_000_000);
+            assert!(now() < 1_000_000);
+        })
+        .join()
+        .unwrap();
     }
 }

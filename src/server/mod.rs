@@ -633,6 +633,9 @@ fn event_loop(
 
 /// One event loop: accept, serve, tick, and shut down.
 async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Listeners) {
+    // From here on this thread's time::now() is the clock as of the last
+    // tick below (requests do not each read the clock).
+    time::refresh();
     let worker = Rc::new(Worker {
         id,
         shared: shared.clone(),
@@ -692,9 +695,11 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Listeners) {
     while !shared.shutdown.load(Ordering::Relaxed) {
         let pause = if busy { 1 } else { 100 };
         monoio::time::sleep(Duration::from_millis(pause)).await;
+        // This loop's requests read the time the tick sets (time::now).
+        let now = time::refresh();
         shared.heartbeats[id].store(notify::mono_ms(), Ordering::Relaxed);
         if owns_shard {
-            busy = shared.store.lock_shard(id).tick(time::now());
+            busy = shared.store.lock_shard(id).tick(now);
         }
         if id == 0 && trimmed.elapsed() >= TRIM_EVERY {
             trimmed = std::time::Instant::now();
@@ -716,6 +721,7 @@ async fn serve_loop(id: usize, shared: Arc<Shared>, listeners: Listeners) {
             break;
         }
         monoio::time::sleep(Duration::from_millis(20)).await;
+        time::refresh();
     }
 }
 

@@ -1599,6 +1599,8 @@ mod tests {
             alive + s.stats().slab_reassign_evictions_nomem,
             src.st.items
         );
+        // also in `evictions`, unlike memcached (docs/COMPATIBILITY.md)
+        assert_eq!(s.stats().evictions, s.stats().slab_reassign_evictions_nomem);
     }
 
     /// An append that needs a large item drains a page inside the request

@@ -22,11 +22,12 @@ use std::time::{Duration, Instant};
 /// the relay and then lost with the reset that ends the blackhole, so A
 /// must resend from B's last acknowledged position, not from what it
 /// sent). The backlog (256 MiB here) holds every gap, so every reconnect is
-/// a partial sync. (With the default 64 MiB, 32 MiB per stream, a quiet
-/// machine's writers, ~65k writes/s, filled a stream's ring in ~4 s and
-/// one gap overflowed it: a full sync, rightly.) `full_syncs` stays at the first connection's, and
-/// `partial_syncs` grows by one per stream and flap. Afterwards both hosts
-/// hold the same items (full dumps: value, flags, CAS).
+/// a partial sync: `full_syncs` stays at the first connection's, and
+/// `partial_syncs` grows by one per stream and flap. (With the default
+/// 64 MiB, 32 MiB per stream, a quiet machine's writers, ~65k writes/s,
+/// filled a stream's ring in ~4 s and one gap overflowed it: a full sync,
+/// rightly.) Afterwards both hosts hold the same items (full dumps: value,
+/// flags, CAS).
 #[test]
 fn a_link_flapping_every_2s_under_write_load_resumes_with_partial_syncs() {
     let (a, relay, b) = pair_through_relay(&["--replication-backlog", "256m"]);

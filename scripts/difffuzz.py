@@ -1063,11 +1063,25 @@ def shrink(pair, seq, rounds=3):
     return cur
 
 
+def first_diff(nr, nt):
+    """Index of the first differing normalised line, or None."""
+    n = max(len(nr.text), len(nt.text))
+    return next((k for k in range(n) if k >= len(nr.text) or k >= len(nt.text)
+                 or nr.text[k] != nt.text[k]), None)
+
+
+def brief_diff(sd, nr, nt):
+    """One line per server for the run's closing summary (a CI log shows its end)."""
+    k = first_diff(nr, nt)
+    if k is None:
+        return f"  seed {sd}: slack numbers {nr.slack} vs {nt.slack}"
+    pick = lambda nm: nm.text[k][:120] if k < len(nm.text) else "<no more replies>"  # noqa: E731
+    return f"  seed {sd}, line {k}: {pick(nr)!r} vs {pick(nt)!r}"
+
+
 def show_diff(nr, nt, names):
     lines = []
-    n = max(len(nr.text), len(nt.text))
-    first = next((k for k in range(n) if k >= len(nr.text) or k >= len(nt.text)
-                  or nr.text[k] != nt.text[k]), None)
+    first = first_diff(nr, nt)
     lines.append(f"  first differing line: {first}" if first is not None else
                  f"  masked text equal; slack numbers: {nr.slack} vs {nt.slack}")
     for nm, name in ((nr, names[0]), (nt, names[1])):
@@ -1130,6 +1144,7 @@ def main(argv=None):
     t0 = time.monotonic()
     nseq = ncmd = 0
     diffs = []
+    briefs = []  # one line per difference, repeated at the end
     last_note = t0
     first_seed = None
     try:
@@ -1149,6 +1164,7 @@ def main(argv=None):
             except Exception:  # a fuzzer bug: say so, count it, go on with fresh servers
                 print(f"\n!! FUZZER ERROR at seed {sd}:\n{traceback.format_exc()}", flush=True)
                 diffs.append(sd)
+                briefs.append(f"  seed {sd}: fuzzer error {traceback.format_exc().splitlines()[-1][:200]}")
                 pair.start()
                 continue
             if bad:
@@ -1162,6 +1178,7 @@ def main(argv=None):
                 print(describe(small))
                 print(show_diff(nr, nt, names), flush=True)
                 diffs.append(sd)
+                briefs.append(brief_diff(sd, nr, nt))
                 if len(diffs) >= a.max_diffs:
                     break
             if not a.quiet and time.monotonic() - last_note > 30:
@@ -1171,6 +1188,9 @@ def main(argv=None):
     finally:
         pair.stop()
     el = time.monotonic() - t0
+    if briefs:
+        print(f"differences ({names[0]} vs {names[1]}, first differing normalised line):")
+        print("\n".join(briefs[-8:]))
     print(f"difffuzz: {nseq} sequences (seeds from {first_seed}), {ncmd} commands sent to each "
           f"server, {len(diffs)} differences, {el:.1f} s"
           + (f"; differing seeds: {diffs}" if diffs else ""), flush=True)

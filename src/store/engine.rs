@@ -390,8 +390,18 @@ impl Engine {
     pub fn touch_access(&mut self, item: u32, now: u32) -> bool {
         let bits = self.arena.bits(item);
         self.arena.set_bits(item, ref_access(bits) | B_FETCHED);
-        self.arena.set_atime(item, now);
+        self.arena.set_atime(item, self.stamp(now));
         bits & B_FETCHED != 0
+    }
+
+    /// The access time to stamp on an item at `now`: never before the
+    /// second of the last flush_all. Each event loop keeps its own copy of
+    /// the clock (`time::now`), and one loop's copy may still say T-1 after
+    /// another loop flushed at T; an item stored or touched after the flush
+    /// (in the order of this shard's lock) must not read as older than it.
+    #[inline]
+    pub fn stamp(&self, now: u32) -> u32 {
+        now.max(self.flush_time)
     }
 
     // ---- the meta protocol's item state (set by the shard) ----

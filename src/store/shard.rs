@@ -176,9 +176,14 @@ impl Shard {
     fn write_new(&mut self, it: &Fresh<'_>, vlen: usize, protect: u32, now: u32) -> Option<u32> {
         let size = item_size(it.key.len(), vlen, it.flags);
         let item = self.engine.alloc(size, protect, now)?;
-        self.engine
-            .arena
-            .init_item(item, it.key, vlen, it.flags, it.exptime, now);
+        self.engine.arena.init_item(
+            item,
+            it.key,
+            vlen,
+            it.flags,
+            it.exptime,
+            self.engine.stamp(now),
+        );
         let cas = self.version(it.cas);
         self.engine.arena.set_cas(item, cas);
         Some(item)
@@ -352,7 +357,8 @@ impl Shard {
         }
         let r = match mode {
             StoreMode::Add => {
-                self.engine.arena.set_atime(old, now);
+                let t = self.engine.stamp(now);
+                self.engine.arena.set_atime(old, t);
                 return StoreResult::NotStored;
             }
             StoreMode::Append | StoreMode::Prepend => {
@@ -608,7 +614,8 @@ impl Shard {
             }
         }
         let d = fmt_u64(value, &mut digits);
-        self.engine.arena.set_atime(item, now);
+        let t = self.engine.stamp(now);
+        self.engine.arena.set_atime(item, t);
         let exptime = self.engine.arena.exptime(item);
         let item = if d.len() <= self.engine.arena.vlen(item) {
             // memcached rewrites in place, padding with spaces.

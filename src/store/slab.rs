@@ -47,6 +47,11 @@ pub const MIN_PAGE: usize = 64 << 10;
 pub const PAGES_PER_SHARD: usize = 1024;
 /// Large items are sized to this granularity.
 const LARGE_ALIGN: usize = 4096;
+/// How far (seconds) an item's stored access time may be ahead of the
+/// reading loop's clock and still be read as that later time (`atime`):
+/// the loops' copies of the clock differ by at most a tick (100 ms), so
+/// one second is what occurs; a minute leaves slack for a stalled loop.
+const ATIME_AHEAD: u32 = 60;
 
 const O_CAS: usize = 0;
 const O_EXP: usize = 8;
@@ -589,10 +594,17 @@ impl Arena {
     pub fn set_bits(&mut self, h: u32, v: u8) {
         self.chunk_mut(h)[O_META] = v
     }
-    /// Last access time (relative seconds, kept modulo 2^24).
+    /// Last access time (relative seconds, kept modulo 2^24). A stored
+    /// time up to `ATIME_AHEAD` s after `now` is read as that later time:
+    /// each event loop keeps its own copy of the clock, so a loop whose copy
+    /// still says second T-1 may read an item another loop stamped T.
     #[inline]
     pub fn atime(&self, h: u32, now: u32) -> u32 {
         let stored = rd32(self.chunk(h), O_META) >> 8;
+        let ahead = stored.wrapping_sub(now & 0xff_ffff) & 0xff_ffff;
+        if ahead <= ATIME_AHEAD {
+            return now.saturating_add(ahead);
+        }
         let age = (now & 0xff_ffff).wrapping_sub(stored) & 0xff_ffff;
         now.saturating_sub(age)
     }
@@ -1205,6 +1217,11 @@ mod tests {
         a.set_atime(h, 2000);
         assert_eq!(a.bits(h) & B_REF, B_REF);
         assert_eq!(a.atime(h, 2005), 2000);
+        // read by a loop whose clock is a second behind the stamping loop's
+        assert_eq!(a.atime(h, 1999), 2000);
+        assert_eq!(a.atime(h, 2000 - ATIME_AHEAD), 2000);
+        // an age of 2^24 - ATIME_AHEAD - 1 s still reads as the past
+        assert_eq!(a.atime(h, 2000 + (1 << 24) - ATIME_AHEAD - 1), 2000);
         // no flags: 4 bytes less
         let h2 = a.alloc_fast(c).unwrap();
         a.init_item(h2, b"k2", 1, 0, 0, 1);

@@ -338,7 +338,7 @@ impl Observer for Watchers {
             l.s(" ttl=")
                 .i(ttl)
                 .s(" la=")
-                .i(x.now as i64 - x.atime as i64);
+                .i((x.now as i64 - x.atime as i64).max(0));
             l.s(" clsid=").n(clsid).s(" size=").n(x.value_len as u64);
         });
     }

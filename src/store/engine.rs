@@ -173,7 +173,9 @@ impl Engine {
     fn flush_now(&mut self, now: u32, version: u64, by_time: bool) {
         self.flush_cas = self.flush_cas.max(version);
         if by_time {
-            self.flush_time = now;
+            // max: a later flush on a loop whose clock lags a second must
+            // not bring back what an earlier one ended
+            self.flush_time = self.flush_time.max(now);
         }
         if self.flush_cas != 0 && self.stats.curr_items > 0 {
             self.sweep = Some((0, 0));

@@ -305,3 +305,22 @@ fn a_loop_whose_clock_lags_a_second_keeps_what_it_stores_after_a_flush() {
     assert!(s.get(b"b", 104, None).is_some());
     assert!(s.get(b"b", 105, None).is_some());
 }
+
+/// A second flush_all on a loop a second behind the first must not move the
+/// flush time back: an item with a client-chosen CAS above the flush's
+/// version, last accessed before the first flush, stays flushed.
+#[test]
+fn a_later_flush_on_a_lagging_loop_does_not_bring_items_back() {
+    let mut s = shard();
+    let high = u64::MAX - 1;
+    s.store(
+        &StoreRequest {
+            new_cas: high,
+            ..StoreRequest::new(StoreMode::Set, b"e", b"v")
+        },
+        99,
+    );
+    s.flush_all(0, 100);
+    s.flush_all(0, 99);
+    assert!(s.get(b"e", 100, None).is_none());
+}

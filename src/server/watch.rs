@@ -338,7 +338,7 @@ impl Observer for Watchers {
             l.s(" ttl=")
                 .i(ttl)
                 .s(" la=")
-                .i((x.now as i64 - x.atime as i64).max(0));
+                .n(x.now.saturating_sub(x.atime) as u64);
             l.s(" clsid=").n(clsid).s(" size=").n(x.value_len as u64);
         });
     }
@@ -513,4 +513,33 @@ fn peer_gone(fd: i32) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::observe::{Evicted, Observer};
+
+    /// An eviction's `la=` is seconds since last access, never negative: an
+    /// item stamped by a loop whose clock is a second ahead of the evicting
+    /// loop's reads 0, as `me` and `mg l` do.
+    #[test]
+    fn eviction_la_is_never_negative() {
+        let w = Watchers::new(48, 1.25);
+        let watcher = w.add(EVICTIONS).unwrap();
+        let ev = |atime| Evicted {
+            key: b"k",
+            value_len: 1,
+            flags: 0,
+            fetched: false,
+            exptime: 0,
+            atime,
+            now: 100,
+        };
+        w.evicted(&ev(101));
+        w.evicted(&ev(97));
+        let out = String::from_utf8(watcher.out.lock().buf.clone()).unwrap();
+        let la: Vec<&str> = out.split(' ').filter(|f| f.starts_with("la=")).collect();
+        assert_eq!(la, ["la=0", "la=3"], "{out}");
+    }
 }

@@ -392,7 +392,7 @@ impl Engine {
     pub fn touch_access(&mut self, item: u32, now: u32) -> bool {
         let bits = self.arena.bits(item);
         self.arena.set_bits(item, ref_access(bits) | B_FETCHED);
-        self.arena.set_atime(item, self.stamp(now));
+        self.set_atime(item, now);
         bits & B_FETCHED != 0
     }
 
@@ -404,6 +404,13 @@ impl Engine {
     #[inline]
     pub fn stamp(&self, now: u32) -> u32 {
         now.max(self.flush_time)
+    }
+
+    /// Set `item`'s access time to `stamp(now)`.
+    #[inline]
+    pub fn set_atime(&mut self, item: u32, now: u32) {
+        let t = self.stamp(now);
+        self.arena.set_atime(item, t);
     }
 
     // ---- the meta protocol's item state (set by the shard) ----

@@ -357,8 +357,7 @@ impl Shard {
         }
         let r = match mode {
             StoreMode::Add => {
-                let t = self.engine.stamp(now);
-                self.engine.arena.set_atime(old, t);
+                self.engine.set_atime(old, now);
                 return StoreResult::NotStored;
             }
             StoreMode::Append | StoreMode::Prepend => {
@@ -614,8 +613,7 @@ impl Shard {
             }
         }
         let d = fmt_u64(value, &mut digits);
-        let t = self.engine.stamp(now);
-        self.engine.arena.set_atime(item, t);
+        self.engine.set_atime(item, now);
         let exptime = self.engine.arena.exptime(item);
         let item = if d.len() <= self.engine.arena.vlen(item) {
             // memcached rewrites in place, padding with spaces.
